@@ -1,0 +1,121 @@
+-- Event triggers keep the guards whole across DDL:
+--  * partitions created in, or attached to, an append-only table get its
+--    TRUNCATE trigger (row triggers are cloned by PostgreSQL itself), and every
+--    cloned guard trigger gets the mode of its guard;
+--  * a guard trigger cannot be disabled, switched to another mode, or dropped
+--    while its guard is registered: integrity.unprotect() is the way to remove
+--    a guard, and it leaves a trace in the registry;
+--  * the registry forgets tables that are dropped.
+
+-- The registered guard (on the table or on a partitioned ancestor) that needs
+-- trigger trigger_name on tbl, if any.
+CREATE FUNCTION integrity._guard_needing(tbl regclass, trigger_name name)
+RETURNS TABLE (guarded_table regclass, guard text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.table_name, r.guard
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     WHERE (r.table_name = tbl OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl)))
+       AND g.trigger_name = $2
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+     LIMIT 1
+$$;
+
+-- The error for DDL that would silently lift a guard.
+CREATE FUNCTION integrity._refuse_guard_ddl(action text, trigger_name name, tbl regclass,
+                                            guarded_table regclass, guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'cannot % trigger "%" on table "%"', action, trigger_name, tbl
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('The trigger enforces the %s guard of %s.', guard, guarded_table),
+              HINT = format('To lift the guard, call integrity.unprotect(%L, %L).', guarded_table::text, guard);
+END;
+$$;
+
+CREATE FUNCTION integrity._on_ddl_command_end()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    command record;
+    guarded record;
+    trg record;
+BEGIN
+    FOR command IN
+        SELECT DISTINCT c.objid::regclass AS rel,
+               c.command_tag = 'CREATE TABLE' OR integrity._attaches_partition(c.command) AS new_partitions
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass AND c.object_type IN ('table', 'table column')
+           AND EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = c.objid)
+    LOOP
+        IF command.new_partitions THEN
+            FOR guarded IN
+                SELECT r.table_name, r.guard, r.options
+                  FROM integrity.guard_registry r
+                 WHERE r.table_name = command.rel
+                    OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(command.rel))
+            LOOP
+                IF guarded.guard = 'append_only'
+                   AND NOT coalesce((guarded.options ->> 'allow_truncate')::boolean, false) THEN
+                    PERFORM integrity._cover_truncate(guarded.table_name);
+                END IF;
+                PERFORM integrity._set_trigger_modes(guarded.table_name, guarded.guard);
+            END LOOP;
+        END IF;
+
+        FOR trg IN
+            SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard
+              FROM pg_catalog.pg_trigger t
+              JOIN (SELECT DISTINCT k.trigger_name, k.mode
+                      FROM unnest(ARRAY['append_only', 'immutable', 'write_once', 'versioning']) AS kind,
+                           integrity._guard_triggers(kind) AS k) g ON g.trigger_name = t.tgname
+             CROSS JOIN LATERAL integrity._guard_needing(command.rel, t.tgname) needed
+             WHERE t.tgrelid = command.rel AND t.tgenabled <> g.mode
+        LOOP
+            PERFORM integrity._refuse_guard_ddl(
+                CASE trg.tgenabled WHEN 'D' THEN 'disable' ELSE 'change the firing mode of' END,
+                trg.tgname, command.rel, trg.guarded_table, trg.guard);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION integrity._on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped record;
+BEGIN
+    FOR dropped IN
+        SELECT o.rel, o.tgname, needed.guarded_table, needed.guard
+          FROM (SELECT to_regclass(format('%I.%I', address_names[1], address_names[2])) AS rel,
+                       address_names[3]::name AS tgname
+                  FROM pg_catalog.pg_event_trigger_dropped_objects()
+                 WHERE object_type = 'trigger' AND address_names[3] LIKE 'integrity\_%') o
+         CROSS JOIN LATERAL integrity._guard_needing(o.rel, o.tgname) needed
+         WHERE o.rel IS NOT NULL
+    LOOP
+        PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
+    END LOOP;
+
+    DELETE FROM integrity.guard_registry r
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
+END;
+$$;
+
+CREATE EVENT TRIGGER integrity_ddl_command_end ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION integrity._on_ddl_command_end();
+
+CREATE EVENT TRIGGER integrity_sql_drop ON sql_drop
+    EXECUTE FUNCTION integrity._on_sql_drop();

@@ -1,0 +1,418 @@
+-- Registration: one idempotent call per rule.  Each call validates its
+-- arguments, records the rule in integrity.guard_registry and installs the
+-- triggers that enforce it.  Registration never scans the table.
+--
+-- These functions run as the caller (table ownership is what authorizes them)
+-- with a fixed search_path; every identifier they put into DDL is quoted.
+
+-- Which triggers each guard kind installs, and the mode each one runs in:
+-- 'A' (ENABLE ALWAYS: also under session_replication_role = replica) or 'O'
+-- (origin only: versioning must not bump rows that logical replication applies).
+CREATE FUNCTION integrity._guard_triggers(guard text)
+RETURNS TABLE (trigger_name name, mode "char", per_partition boolean)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.mode::"char", t.per_partition
+      FROM (VALUES
+            ('append_only', 'integrity_append_only',               'A', false),
+            ('append_only', 'integrity_append_only_truncate',      'A', true),
+            ('immutable',   'integrity_immutable',                 'A', false),
+            ('immutable',   'integrity_immutable_row_movement',    'A', false),
+            ('write_once',  'integrity_write_once',                'A', false),
+            ('write_once',  'integrity_write_once_row_movement',   'A', false),
+            ('versioning',  'integrity_version_bump',              'O', false),
+            ('versioning',  'integrity_version_check',             'O', false)
+           ) AS t(guard, trigger_name, mode, per_partition)
+     WHERE t.guard = $1
+$$;
+
+CREATE FUNCTION integrity._require_argument(value anyelement, argument text, caller text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '%: argument "%" must not be NULL', caller, argument
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+END;
+$$;
+
+-- The table a guard may be put on: an ordinary or partitioned table that is
+-- neither temporary nor a system catalog, owned by the caller.
+CREATE FUNCTION integrity._check_table(tbl regclass, caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', caller);
+    SELECT c.relkind, c.relpersistence, n.nspname, c.oid < 16384 AS builtin
+      INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    IF rel.builtin OR rel.nspname IN ('pg_catalog', 'information_schema', 'pg_toast') THEN
+        RAISE EXCEPTION 'cannot guard system catalog "%"', tbl
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = format('%s is %s; pg_integrity guards ordinary and partitioned tables.', tbl,
+                                  CASE rel.relkind
+                                      WHEN 'v' THEN 'a view'
+                                      WHEN 'm' THEN 'a materialized view'
+                                      WHEN 'f' THEN 'a foreign table'
+                                      WHEN 'S' THEN 'a sequence'
+                                      WHEN 'c' THEN 'a composite type'
+                                      ELSE 'an index' END);
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot guard temporary table "%"', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'A temporary table and its triggers disappear with the session.';
+    END IF;
+    PERFORM integrity._require_owner(tbl, 'register pg_integrity guards on it');
+END;
+$$;
+
+-- The named columns, checked to exist, without duplicates, in the given order.
+CREATE FUNCTION integrity._check_columns(tbl regclass, columns text[], caller text)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col text;
+    checked text[] := '{}';
+BEGIN
+    PERFORM integrity._require_argument(columns, 'columns', caller);
+    IF cardinality(columns) = 0 THEN
+        RAISE EXCEPTION '%: argument "columns" must name at least one column', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY columns LOOP
+        IF col IS NULL THEN
+            RAISE EXCEPTION '%: argument "columns" must not contain NULL', caller
+                USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        PERFORM integrity._column_type(tbl, col);
+        IF col <> ALL (checked) THEN
+            checked := checked || col;
+        END IF;
+    END LOOP;
+    RETURN checked;
+END;
+$$;
+
+CREATE FUNCTION integrity._column_type(tbl regclass, col text)
+RETURNS regtype
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype;
+BEGIN
+    SELECT atttypid INTO typ
+      FROM pg_catalog.pg_attribute
+     WHERE attrelid = tbl AND attname = col AND attnum > 0 AND NOT attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of relation "%" does not exist', col, tbl
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    RETURN typ;
+END;
+$$;
+
+-- SQL that is true when column col differs between OLD and NEW.  Where the
+-- type's default btree equality is binary equality (its "equalimage" support
+-- function says so: integers, uuid, timestamps, text under a deterministic
+-- collation, ...), IS DISTINCT FROM is used; otherwise (numeric, float, json,
+-- arrays, nondeterministic collations, types without equality) the binary
+-- image comparison, so that 1.0 -> 1.00 counts as a change too.
+CREATE FUNCTION integrity._changed_sql(tbl regclass, col text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN EXISTS (
+               SELECT
+                 FROM pg_catalog.pg_attribute a
+                 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                 JOIN pg_catalog.pg_opclass c
+                   ON c.opcdefault
+                  AND c.opcmethod = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree')
+                  AND c.opcintype = CASE t.typtype WHEN 'd' THEN t.typbasetype ELSE t.oid END
+                 JOIN pg_catalog.pg_amproc p
+                   ON p.amprocfamily = c.opcfamily
+                  AND p.amproclefttype = c.opcintype
+                  AND p.amprocrighttype = c.opcintype
+                  AND p.amprocnum = 4
+                 LEFT JOIN pg_catalog.pg_collation coll ON coll.oid = a.attcollation
+                WHERE a.attrelid = tbl AND a.attname = col
+                  AND (p.amproc = 'pg_catalog.btequalimage'::regproc
+                       OR (p.amproc = 'pg_catalog.btvarstrequalimage'::regproc
+                           AND coalesce(coll.collisdeterministic, true))))
+           THEN format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', col)
+           ELSE format('pg_catalog.record_image_ne(ROW(OLD.%1$I), ROW(NEW.%1$I))', col)
+           END
+$$;
+
+-- The table and all its partitions, at any depth.
+CREATE FUNCTION integrity._partition_tree(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tbl
+    UNION
+    SELECT tree.relid
+      FROM pg_catalog.pg_partition_tree(tbl) AS tree
+      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+     WHERE c.relkind IN ('r', 'p')
+$$;
+
+-- Puts every trigger of the guard in its mode on the table and its partitions
+-- (partitions inherit row triggers as clones with their own enabled state).
+-- One ALTER TABLE per relation, so that the event trigger, which checks the
+-- modes at the end of each ALTER TABLE, never sees a half-done relation.
+CREATE FUNCTION integrity._set_trigger_modes(tbl regclass, guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fix record;
+BEGIN
+    FOR fix IN
+        SELECT t.tgrelid::regclass AS rel,
+               string_agg(format('ENABLE %s TRIGGER %I', CASE g.mode WHEN 'A' THEN 'ALWAYS' ELSE '' END, t.tgname),
+                          ', ' ORDER BY t.tgname) AS subcommands
+          FROM integrity._guard_triggers(guard) g
+          JOIN pg_catalog.pg_trigger t ON t.tgname = g.trigger_name
+         WHERE t.tgrelid IN (SELECT integrity._partition_tree(tbl))
+           AND t.tgenabled <> g.mode
+         GROUP BY t.tgrelid
+    LOOP
+        EXECUTE format('ALTER TABLE %s %s', fix.rel, fix.subcommands);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION integrity._record_guard(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO integrity.guard_registry AS g (table_name, guard, columns, options)
+    VALUES (tbl, guard, columns, options)
+    ON CONFLICT (table_name, guard) DO UPDATE
+        SET columns = EXCLUDED.columns, options = EXCLUDED.options
+        WHERE (g.columns, g.options) IS DISTINCT FROM (EXCLUDED.columns, EXCLUDED.options)
+$$;
+
+-- TRUNCATE triggers are not inherited by partitions: each member of the tree
+-- gets its own.
+CREATE FUNCTION integrity._cover_truncate(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate') THEN
+            EXECUTE format('CREATE TRIGGER integrity_append_only_truncate BEFORE TRUNCATE ON %s'
+                           ' FOR EACH STATEMENT EXECUTE FUNCTION integrity.append_only_truncate_guard()', rel);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- Drops the named triggers of a guard from the table (and, for per-partition
+-- triggers, from its partitions).  Callers remove the registry row first: the
+-- event trigger refuses to drop a trigger that a registered guard still needs.
+CREATE FUNCTION integrity._drop_triggers(tbl regclass, guard text, only_trigger name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trg record;
+BEGIN
+    FOR trg IN
+        SELECT t.tgrelid::regclass AS rel, t.tgname
+          FROM integrity._guard_triggers(guard) g
+          JOIN pg_catalog.pg_trigger t ON t.tgname = g.trigger_name
+         WHERE (only_trigger IS NULL OR g.trigger_name = only_trigger)
+           AND (t.tgrelid = tbl OR (g.per_partition AND t.tgrelid IN (SELECT integrity._partition_tree(tbl))))
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
+    END LOOP;
+END;
+$$;
+
+------------------------------------------------------------------------------
+
+CREATE FUNCTION integrity.protect_append_only(tbl regclass, allow_truncate boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM integrity._check_table(tbl, 'protect_append_only');
+    PERFORM integrity._require_argument(allow_truncate, 'allow_truncate', 'protect_append_only');
+    PERFORM integrity._record_guard(tbl, 'append_only', '{}',
+                                    jsonb_build_object('allow_truncate', allow_truncate));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_append_only BEFORE UPDATE OR DELETE ON %s'
+                   ' FOR EACH ROW EXECUTE FUNCTION integrity.append_only_guard()', tbl);
+    IF allow_truncate THEN
+        PERFORM integrity._drop_triggers(tbl, 'append_only', 'integrity_append_only_truncate');
+    ELSE
+        PERFORM integrity._cover_truncate(tbl);
+    END IF;
+    PERFORM integrity._set_trigger_modes(tbl, 'append_only');
+END;
+$$;
+COMMENT ON FUNCTION integrity.protect_append_only(regclass, boolean) IS
+    'Rows of the table can be inserted but never updated or deleted; TRUNCATE is refused unless allow_truncate.';
+
+-- immutable and write_once differ only in their condition and function.
+CREATE FUNCTION integrity._protect_columns(tbl regclass, columns text[], guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := CASE guard WHEN 'immutable' THEN 'protect_immutable' ELSE 'protect_write_once' END;
+    checked text[];
+    condition text;
+    arguments text;
+    trigger_name text := 'integrity_' || guard;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    checked := integrity._check_columns(tbl, columns, caller);
+    SELECT string_agg(CASE guard
+                          WHEN 'immutable' THEN integrity._changed_sql(tbl, col)
+                          ELSE format('(OLD.%I IS NOT NULL AND %s)', col, integrity._changed_sql(tbl, col))
+                      END, ' OR '),
+           string_agg(quote_literal(col), ', ')
+      INTO condition, arguments
+      FROM unnest(checked) AS col;
+
+    PERFORM integrity._record_guard(tbl, guard, checked, '{}');
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+                   ' EXECUTE FUNCTION integrity.%I(%s)',
+                   trigger_name, tbl, condition, guard || '_guard', arguments);
+    -- An UPDATE that moves a row to another partition fires no AFTER UPDATE
+    -- trigger: check it before the move as well.
+    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = tbl) = 'p' THEN
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s)'
+                       ' EXECUTE FUNCTION integrity.%I(%s)',
+                       trigger_name || '_row_movement', tbl, condition, guard || '_guard', arguments);
+    END IF;
+    PERFORM integrity._set_trigger_modes(tbl, guard);
+END;
+$$;
+
+CREATE FUNCTION integrity.protect_immutable(tbl regclass, columns text[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT integrity._protect_columns(tbl, columns, 'immutable') $$;
+COMMENT ON FUNCTION integrity.protect_immutable(regclass, text[]) IS
+    'The columns keep the value they had at INSERT (NULL included); UPDATEs that change them fail with 23001.';
+
+CREATE FUNCTION integrity.protect_write_once(tbl regclass, columns text[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT integrity._protect_columns(tbl, columns, 'write_once') $$;
+COMMENT ON FUNCTION integrity.protect_write_once(regclass, text[]) IS
+    'The columns may go from NULL to a value once and never change afterwards (23001).';
+
+CREATE FUNCTION integrity.enable_versioning(tbl regclass, version_column name DEFAULT 'version',
+                                            strict boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype;
+BEGIN
+    PERFORM integrity._check_table(tbl, 'enable_versioning');
+    PERFORM integrity._require_argument(version_column, 'version_column', 'enable_versioning');
+    PERFORM integrity._require_argument(strict, 'strict', 'enable_versioning');
+    typ := integrity._column_type(tbl, version_column);
+    IF typ NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'version column "%" of table "%" must be smallint, integer or bigint, not %',
+                        version_column, tbl, typ
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+
+    PERFORM integrity._record_guard(tbl, 'versioning', ARRAY[version_column::text],
+                                    jsonb_build_object('strict', strict));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_bump BEFORE UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.version_bump(%L, %L)',
+                   tbl, version_column, CASE WHEN strict THEN 'strict' ELSE 'lenient' END);
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
+                   ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
+                   ' EXECUTE FUNCTION integrity.version_check(%3$L)',
+                   tbl, version_column, version_column);
+    PERFORM integrity._set_trigger_modes(tbl, 'versioning');
+END;
+$$;
+COMMENT ON FUNCTION integrity.enable_versioning(regclass, name, boolean) IS
+    'Every UPDATE leaves version = OLD.version + 1; strict mode refuses stale versions with 40001.';
+
+CREATE FUNCTION integrity.unprotect(tbl regclass, guard text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kinds text[] := ARRAY['append_only', 'immutable', 'write_once', 'versioning'];
+    kind text;
+    registered boolean;
+    installed boolean;
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', 'unprotect');
+    IF guard IS NOT NULL THEN
+        IF guard <> ALL (kinds) THEN
+            RAISE EXCEPTION 'unknown guard "%"', guard
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Guards are ' || array_to_string(kinds, ', ') || '.';
+        END IF;
+        kinds := ARRAY[guard];
+    END IF;
+    PERFORM integrity._require_owner(tbl, 'remove its pg_integrity guards');
+
+    WITH removed AS (
+        DELETE FROM integrity.guard_registry r
+         WHERE r.table_name = tbl AND r.guard = ANY (kinds)
+        RETURNING 1)
+    SELECT count(*) > 0 INTO registered FROM removed;
+    -- Triggers go too when their registry row was already gone.
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t, unnest(kinds) k, integrity._guard_triggers(k) g
+                    WHERE t.tgrelid = tbl AND t.tgname = g.trigger_name)
+      INTO installed;
+    FOREACH kind IN ARRAY kinds LOOP
+        PERFORM integrity._drop_triggers(tbl, kind);
+    END LOOP;
+    IF NOT (registered OR installed) THEN
+        RAISE NOTICE 'table "%" has no % guard, skipping', tbl, coalesce(guard, 'pg_integrity');
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION integrity.unprotect(regclass, text) IS
+    'Removes one guard (or all guards) from the table: its registry row and its triggers.';

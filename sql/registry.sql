@@ -1,0 +1,65 @@
+-- The registry: one row per guarded table and guard kind.  It is the
+-- extension's configuration, so pg_dump dumps its rows with the user's data.
+
+CREATE TABLE integrity.guard_registry (
+    table_name regclass    NOT NULL,
+    guard      text        NOT NULL
+        CONSTRAINT guard_registry_known_guard
+        CHECK (guard IN ('append_only', 'immutable', 'write_once', 'versioning')),
+    columns    text[]      NOT NULL DEFAULT '{}',
+    options    jsonb       NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (table_name, guard)
+);
+COMMENT ON TABLE integrity.guard_registry IS
+    'pg_integrity guards: one row per table and guard kind. Maintained by the registration functions.';
+SELECT pg_catalog.pg_extension_config_dump('integrity.guard_registry', '');
+
+CREATE VIEW integrity.guards AS
+    SELECT table_name, guard, columns, options, created_at
+      FROM integrity.guard_registry;
+COMMENT ON VIEW integrity.guards IS 'The registered pg_integrity guards.';
+
+-- Ownership protects a table's guards, as it protects ALTER TABLE: anyone may
+-- register guards, but only on tables they own.
+CREATE FUNCTION integrity._require_owner(tbl regclass, action text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner oid;
+BEGIN
+    SELECT relowner INTO owner FROM pg_catalog.pg_class WHERE oid = tbl;
+    IF owner IS NOT NULL AND NOT pg_catalog.pg_has_role(current_user, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Only the owner of %s (or a member of its owning role) can %s.', tbl, action);
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION integrity._guard_registry_owner_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM integrity._require_owner(OLD.table_name, 'change its pg_integrity guards');
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM integrity._require_owner(NEW.table_name, 'change its pg_integrity guards');
+        RETURN NEW;
+    END IF;
+    RETURN OLD;
+END;
+$$;
+
+CREATE TRIGGER guard_registry_owner_check
+    BEFORE INSERT OR UPDATE OR DELETE ON integrity.guard_registry
+    FOR EACH ROW EXECUTE FUNCTION integrity._guard_registry_owner_check();
+
+GRANT USAGE ON SCHEMA integrity TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON integrity.guard_registry TO PUBLIC;
+GRANT SELECT ON integrity.guards TO PUBLIC;

@@ -1,0 +1,67 @@
+//! `integrity.protect_append_only`: rows can be inserted, never updated,
+//! deleted or truncated away.  Corrections are new, reversing rows.
+//!
+//! The row trigger is `BEFORE UPDATE OR DELETE … FOR EACH ROW`, so PostgreSQL
+//! clones it onto every partition, present and future, and every path that
+//! changes a row (ON CONFLICT DO UPDATE, MERGE, writable CTEs, FK cascades,
+//! views) goes through it.  TRUNCATE triggers are per table and are not cloned:
+//! the registration and the extension's event trigger put one on each partition.
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION;
+
+use crate::error::Refusal;
+use crate::trigger::{trigger_entry, Firing, Verdict};
+
+trigger_entry!(
+    /// `BEFORE UPDATE OR DELETE FOR EACH ROW`: refuses every row it sees.
+    integrity_append_only_guard,
+    pg_finfo_integrity_append_only_guard,
+    refuse_row_change
+);
+
+trigger_entry!(
+    /// `BEFORE TRUNCATE FOR EACH STATEMENT`: refuses the TRUNCATE.
+    integrity_append_only_truncate_guard,
+    pg_finfo_integrity_append_only_truncate_guard,
+    refuse_truncate
+);
+
+unsafe fn refuse_row_change(firing: &Firing) -> Verdict {
+    let verb = match firing.event() {
+        pg_sys::TRIGGER_EVENT_UPDATE => "update",
+        pg_sys::TRIGGER_EVENT_DELETE => "delete",
+        _ => firing.misuse(),
+    };
+    if !firing.is_row() {
+        firing.misuse();
+    }
+    let table = firing.table_name();
+    firing.refuse(Refusal {
+        code: ERRCODE_RESTRICT_VIOLATION,
+        message: format!("cannot {verb} rows of append-only table \"{table}\""),
+        detail: format!(
+            "{} in table {} cannot be {verb}d: the table is append-only.",
+            firing.row_key(firing.data.tg_trigtuple),
+            firing.qualified_table_name()
+        ),
+        hint: "Insert a new entry that reverses or corrects this one instead.".into(),
+        column: None,
+    })
+}
+
+unsafe fn refuse_truncate(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_TRUNCATE {
+        firing.misuse();
+    }
+    let qualified = firing.qualified_table_name();
+    firing.refuse(Refusal {
+        code: ERRCODE_RESTRICT_VIOLATION,
+        message: format!("cannot truncate append-only table \"{}\"", firing.table_name()),
+        detail: format!("Table {qualified} is append-only; TRUNCATE would remove all of its rows."),
+        hint: format!(
+            "To allow TRUNCATE, re-register with integrity.protect_append_only('{qualified}', allow_truncate => true)."
+        ),
+        column: None,
+    })
+}

@@ -1,0 +1,32 @@
+//! pg_integrity: declarative data-integrity guards enforced inside PostgreSQL.
+//!
+//! The SQL API (registration, registry, event triggers) is hand-written in
+//! `sql/`; this crate provides the compiled trigger functions it installs.
+
+mod ddl_commands;
+mod error;
+mod trigger;
+
+mod append_only;
+mod frozen_columns;
+mod versioning;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+pgrx::pg_module_magic!();
+
+pgrx::extension_sql_file!("../sql/registry.sql", name = "registry", bootstrap);
+pgrx::extension_sql_file!("../sql/guard_functions.sql", name = "guard_functions", requires = ["registry"]);
+pgrx::extension_sql_file!("../sql/registration.sql", name = "registration", requires = ["guard_functions"]);
+pgrx::extension_sql_file!("../sql/event_triggers.sql", name = "event_triggers", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,238 @@
+//! What every guard trigger shares: the entry-point shape, access to the
+//! firing `TriggerData`, and the row key that errors report.
+
+use core::ffi::{c_char, CStr};
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::{Refusal, Violation};
+
+/// What a guard decided about the row (or statement) it was fired for.
+#[repr(C)]
+pub enum Verdict {
+    /// Let the operation go on; the datum is what the trigger returns.
+    Allow(pg_sys::Datum),
+    Refuse(Violation),
+}
+
+/// Declares a trigger function callable from SQL (`LANGUAGE c`): a V1 info
+/// function, and an entry point that runs the guard under pgrx's panic guard and
+/// raises its refusal only after every Rust frame of the guard has returned.
+macro_rules! trigger_entry {
+    ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $guard:path) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C-unwind" fn $symbol(
+            fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
+        ) -> ::pgrx::pg_sys::Datum {
+            #[::pgrx::pg_guard]
+            unsafe extern "C-unwind" fn guarded(
+                fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
+            ) -> $crate::trigger::Verdict {
+                unsafe { $guard(&$crate::trigger::Firing::from_fcinfo(fcinfo)) }
+            }
+            match unsafe { guarded(fcinfo) } {
+                $crate::trigger::Verdict::Allow(datum) => datum,
+                $crate::trigger::Verdict::Refuse(violation) => unsafe { $crate::error::raise(violation) },
+            }
+        }
+
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
+            const V1_API: ::pgrx::pg_sys::Pg_finfo_record = ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1_API
+        }
+    };
+}
+pub(crate) use trigger_entry;
+
+/// One firing of a guard trigger.
+pub struct Firing {
+    pub fcinfo: pg_sys::FunctionCallInfo,
+    pub data: &'static pg_sys::TriggerData,
+}
+
+impl Firing {
+    /// # Safety
+    /// `fcinfo` must be the call info PostgreSQL passed to the trigger function.
+    pub unsafe fn from_fcinfo(fcinfo: pg_sys::FunctionCallInfo) -> Self {
+        unsafe {
+            let context = (*fcinfo).context;
+            if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
+                pgrx::ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+                    "pg_integrity guard functions can only be called as triggers"
+                );
+            }
+            Firing { fcinfo, data: &*(context as *const pg_sys::TriggerData) }
+        }
+    }
+
+    pub fn event(&self) -> u32 {
+        self.data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK
+    }
+
+    pub fn is_before(&self) -> bool {
+        self.data.tg_event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE
+    }
+
+    pub fn is_row(&self) -> bool {
+        self.data.tg_event & pg_sys::TRIGGER_EVENT_ROW != 0
+    }
+
+    pub fn relation(&self) -> pg_sys::Relation {
+        self.data.tg_relation
+    }
+
+    pub fn tupdesc(&self) -> pg_sys::TupleDesc {
+        unsafe { (*self.data.tg_relation).rd_att }
+    }
+
+    pub fn trigger(&self) -> &pg_sys::Trigger {
+        unsafe { &*self.data.tg_trigger }
+    }
+
+    /// The trigger's name, reported as the error's constraint name.
+    pub fn trigger_name(&self) -> *const c_char {
+        self.trigger().tgname
+    }
+
+    /// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
+    pub fn args(&self) -> impl Iterator<Item = &CStr> {
+        let trigger = self.trigger();
+        (0..trigger.tgnargs as usize).map(move |i| unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) })
+    }
+
+    /// Storage for a plan resolved once per statement: the trigger's `FmgrInfo`
+    /// lives as long as the statement's executor state.
+    pub fn plan_slot(&self) -> &mut *mut core::ffi::c_void {
+        unsafe { &mut (*(*self.fcinfo).flinfo).fn_extra }
+    }
+
+    pub fn plan_memory_context(&self) -> pg_sys::MemoryContext {
+        unsafe { (*(*self.fcinfo).flinfo).fn_mcxt }
+    }
+
+    /// A guard function attached by hand with events or a level it does not handle.
+    pub fn misuse(&self) -> ! {
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            format!(
+                "trigger \"{}\" on table \"{}\" fires for events its guard does not handle",
+                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
+                self.table_name()
+            )
+        );
+    }
+
+    /// A guarded column that was dropped or renamed since registration.
+    pub fn missing_column(&self, column: &CStr) -> ! {
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "column \"{}\" guarded by trigger \"{}\" does not exist in table \"{}\"",
+                column.to_string_lossy(),
+                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
+                self.table_name()
+            )
+        );
+    }
+
+    /// Refuses with `refusal`, reported against this trigger's table.
+    pub fn refuse(&self, refusal: Refusal) -> Verdict {
+        Verdict::Refuse(unsafe { refusal.violation(self.relation(), self.trigger_name()) })
+    }
+
+    /// Unqualified table name, for messages (`"ledger_entries"`).
+    pub fn table_name(&self) -> String {
+        unsafe { pgrx::name_data_to_str(&(*(*self.relation()).rd_rel).relname).to_string() }
+    }
+
+    /// Schema-qualified, quoted table name, for DETAIL (`public.ledger_entries`).
+    pub fn qualified_table_name(&self) -> String {
+        unsafe {
+            let rel = self.relation();
+            let schema = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+            let qualified = pg_sys::quote_qualified_identifier(schema, (*(*rel).rd_rel).relname.data.as_ptr());
+            CStr::from_ptr(qualified).to_string_lossy().into_owned()
+        }
+    }
+
+    /// Attribute number of `name` in the firing relation, if it is a live column.
+    pub fn attnum(&self, name: &CStr) -> Option<i16> {
+        let attnum = unsafe { pg_sys::SPI_fnumber(self.tupdesc(), name.as_ptr()) };
+        (attnum > 0).then_some(attnum as i16)
+    }
+
+    /// The firing relation's attribute `attnum` (1-based).
+    pub fn attribute(&self, attnum: i16) -> &pg_sys::FormData_pg_attribute {
+        #[cfg(not(feature = "pg18"))]
+        unsafe {
+            &*(*self.tupdesc()).attrs.as_ptr().add(attnum as usize - 1)
+        }
+        #[cfg(feature = "pg18")]
+        unsafe {
+            &*pg_sys::TupleDescAttr(self.tupdesc(), core::ffi::c_int::from(attnum) - 1)
+        }
+    }
+
+    /// The column's value in `tuple` and whether it is null.
+    pub fn value(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> (pg_sys::Datum, bool) {
+        let mut is_null = false;
+        let value = unsafe { pg_sys::heap_getattr(tuple, attnum.into(), self.tupdesc(), &mut is_null) };
+        (value, is_null)
+    }
+
+    /// The column's value in `tuple` as text, `NULL` for a null.
+    pub fn value_text(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> String {
+        let text = unsafe { pg_sys::SPI_getvalue(tuple, self.tupdesc(), attnum.into()) };
+        if text.is_null() {
+            "NULL".to_string()
+        } else {
+            unsafe { CStr::from_ptr(text).to_string_lossy().into_owned() }
+        }
+    }
+
+    /// `Key (a, b)=(1, 2)`, from the primary key, else the replica identity
+    /// index, else the tuple's physical location, as PostgreSQL's own unique
+    /// violations word it.
+    pub fn row_key(&self, tuple: pg_sys::HeapTuple) -> String {
+        let columns = self.key_columns();
+        if columns.is_empty() {
+            let tid = unsafe { (*tuple).t_self };
+            let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
+            return format!("Row (ctid)=({block},{})", tid.ip_posid);
+        }
+        let names: Vec<&str> = columns.iter().map(|&attnum| pgrx::name_data_to_str(&self.attribute(attnum).attname)).collect();
+        let values: Vec<String> = columns.iter().map(|&attnum| self.value_text(tuple, attnum)).collect();
+        format!("Key ({})=({})", names.join(", "), values.join(", "))
+    }
+
+    fn key_columns(&self) -> Vec<i16> {
+        let rel = self.relation();
+        for kind in [
+            pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_PRIMARY_KEY,
+            pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_IDENTITY_KEY,
+        ] {
+            let bitmap = unsafe { pg_sys::RelationGetIndexAttrBitmap(rel, kind) };
+            let mut columns = Vec::new();
+            let mut member = -1;
+            loop {
+                member = unsafe { pg_sys::bms_next_member(bitmap, member) };
+                if member < 0 {
+                    break;
+                }
+                columns.push((member + pg_sys::FirstLowInvalidHeapAttributeNumber) as i16);
+            }
+            if !columns.is_empty() {
+                return columns;
+            }
+        }
+        Vec::new()
+    }
+}

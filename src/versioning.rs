@@ -1,0 +1,187 @@
+//! `integrity.enable_versioning`: optimistic locking in the database.
+//!
+//! `integrity_version_bump` (BEFORE UPDATE FOR EACH ROW) leaves every updated
+//! row at `OLD.version + 1`.  In strict mode an UPDATE that sets the column to
+//! anything but `OLD.version` (the "what you read" convention) or
+//! `OLD.version + 1` (the "read + 1" convention) is a stale write and fails with
+//! 40001, which clients already retry.  `integrity_version_check` (AFTER UPDATE
+//! FOR EACH ROW WHEN the version is not `OLD.version + 1`) refuses a row whose
+//! version a later BEFORE trigger rewrote; it runs no function otherwise.
+//!
+//! Both triggers are enabled for origin writes only: rows applied by logical
+//! replication (`session_replication_role = replica`) already carry the version
+//! their origin gave them and must not be bumped twice.
+//!
+//! The bump runs on every updated row, so its plan (attribute number, integer
+//! width, mode) is resolved once per statement and kept in `fn_extra`; per row it
+//! reads two attributes and writes one with `heap_modify_tuple_by_cols`.
+
+use core::ffi::c_int;
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::Refusal;
+use crate::trigger::{trigger_entry, Firing, Verdict};
+
+trigger_entry!(
+    /// `BEFORE UPDATE FOR EACH ROW`, arguments `(version_column, 'strict' | 'lenient')`.
+    integrity_version_bump,
+    pg_finfo_integrity_version_bump,
+    bump
+);
+
+trigger_entry!(
+    /// `AFTER UPDATE FOR EACH ROW WHEN (NEW.v IS DISTINCT FROM COALESCE(OLD.v + 1, 1))`,
+    /// argument `(version_column)`.
+    integrity_version_check,
+    pg_finfo_integrity_version_check,
+    refuse_rewritten_version
+);
+
+/// Resolved once per statement per partition (attribute numbers can differ).
+#[repr(C)]
+struct VersionPlan {
+    attnum: i16,
+    /// Largest value the column's integer type holds.
+    max: i64,
+    strict: bool,
+}
+
+unsafe fn bump(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() || !firing.is_before() {
+        firing.misuse();
+    }
+    let plan = unsafe { version_plan(firing) };
+    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old_value, old_null) = firing.value(old, plan.attnum);
+    let (new_value, new_null) = firing.value(new, plan.attnum);
+    let read = (!old_null).then(|| datum_to_i64(old_value, plan.max));
+    let written = (!new_null).then(|| datum_to_i64(new_value, plan.max));
+
+    // A row without a version (legacy data) starts counting at 1.
+    let next = match read {
+        None => 1,
+        Some(v) if v >= plan.max => out_of_range(firing, plan),
+        Some(v) => v + 1,
+    };
+    if plan.strict {
+        if let Some(read) = read {
+            if written != Some(read) && written != Some(next) {
+                return firing.refuse(stale_write(firing, plan, read, written));
+            }
+        }
+    }
+    if written == Some(next) {
+        return Verdict::Allow(pg_sys::Datum::from(new));
+    }
+    let mut replace_col: c_int = plan.attnum.into();
+    let mut value = pg_sys::Datum::from(next);
+    let mut is_null = false;
+    let bumped =
+        unsafe { pg_sys::heap_modify_tuple_by_cols(new, firing.tupdesc(), 1, &mut replace_col, &mut value, &mut is_null) };
+    Verdict::Allow(pg_sys::Datum::from(bumped))
+}
+
+/// The integer widths a version column may have, read back from a datum
+/// (PostgreSQL stores int2/int4 datums sign-extended).
+fn datum_to_i64(value: pg_sys::Datum, max: i64) -> i64 {
+    let raw = value.value() as i64;
+    match max {
+        m if m == i16::MAX as i64 => raw as i16 as i64,
+        m if m == i32::MAX as i64 => raw as i32 as i64,
+        _ => raw,
+    }
+}
+
+unsafe fn version_plan(firing: &Firing) -> &VersionPlan {
+    let slot = firing.plan_slot();
+    if slot.is_null() {
+        let mut args = firing.args();
+        let column = args.next().unwrap_or(c"version");
+        let strict = args.next() != Some(c"lenient");
+        let attnum = firing.attnum(column).unwrap_or_else(|| firing.missing_column(column));
+        let attribute = firing.attribute(attnum);
+        let max = match attribute.atttypid {
+            pg_sys::INT2OID => i16::MAX as i64,
+            pg_sys::INT4OID => i32::MAX as i64,
+            pg_sys::INT8OID => i64::MAX,
+            _ => {
+                pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "version column \"{}\" of table \"{}\" is not smallint, integer or bigint",
+                    column.to_string_lossy(),
+                    firing.table_name()
+                )
+            );
+            }
+        };
+        unsafe {
+            let plan = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<VersionPlan>())
+                as *mut VersionPlan;
+            plan.write(VersionPlan { attnum, max, strict });
+            *slot = plan.cast();
+        }
+    }
+    unsafe { &*(*slot as *const VersionPlan) }
+}
+
+unsafe fn refuse_rewritten_version(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
+        firing.misuse();
+    }
+    let column = firing.args().next().unwrap_or(c"version");
+    let attnum = firing.attnum(column).unwrap_or_else(|| firing.missing_column(column));
+    let column = column.to_string_lossy();
+    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    firing.refuse(Refusal {
+        code: PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION,
+        message: format!(
+            "version column \"{column}\" of table \"{}\" must advance by exactly one per update",
+            firing.table_name()
+        ),
+        detail: format!(
+            "{} in table {}: {column} would go from {} to {}.",
+            firing.row_key(old),
+            firing.qualified_table_name(),
+            firing.value_text(old, attnum),
+            firing.value_text(new, attnum)
+        ),
+        hint: format!(
+            "A BEFORE UPDATE trigger that runs after integrity_version_bump rewrote {column}; leave the column to pg_integrity."
+        ),
+        column: Some(attnum),
+    })
+}
+
+fn stale_write(firing: &Firing, plan: &VersionPlan, read: i64, written: Option<i64>) -> Refusal {
+    let column = pgrx::name_data_to_str(&firing.attribute(plan.attnum).attname);
+    let written = written.map_or_else(|| "NULL".to_string(), |v| v.to_string());
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        message: format!("could not update row of table \"{}\": stale {column}", firing.table_name()),
+        detail: format!(
+            "{} in table {}: the UPDATE sets {column} to {written}, but the row is at {column} {read} (expected {read} or {}).",
+            firing.row_key(firing.data.tg_trigtuple),
+            firing.qualified_table_name(),
+            read + 1
+        ),
+        hint: "Another transaction changed the row after it was read: re-read it and retry with its current version."
+            .into(),
+        column: Some(plan.attnum),
+    }
+}
+
+fn out_of_range(firing: &Firing, plan: &VersionPlan) -> ! {
+    pgrx::ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        format!(
+            "version column \"{}\" of table \"{}\" is out of range",
+            pgrx::name_data_to_str(&firing.attribute(plan.attnum).attname),
+            firing.table_name()
+        )
+    );
+}
