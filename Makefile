@@ -80,7 +80,7 @@ run: install start demo
 
 demo:
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_demo' -c 'CREATE DATABASE integrity_demo'
-	@$(PSQL) -q -d integrity_demo -f sql/demo/schema.sql
+	@$(PSQL) -q -d integrity_demo -o /dev/null -f sql/demo/schema.sql
 	@$(PSQL) -d integrity_demo -v ON_ERROR_STOP=0 -f sql/demo/refused_writes.sql
 	@echo
 	@echo "== The demo database is ready. Connect with:"

@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION;
 
 use crate::error::Refusal;
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{qualified_name, trigger_entry, Firing, Verdict};
 
 trigger_entry!(
     /// `BEFORE UPDATE OR DELETE FOR EACH ROW`: refuses every row it sees.
@@ -55,13 +55,27 @@ unsafe fn refuse_truncate(firing: &Firing) -> Verdict {
         firing.misuse();
     }
     let qualified = firing.qualified_table_name();
+    // A partition is guarded through its root, which is what gets re-registered.
+    let root = unsafe { partition_root(firing) };
     firing.refuse(Refusal {
         code: ERRCODE_RESTRICT_VIOLATION,
         message: format!("cannot truncate append-only table \"{}\"", firing.table_name()),
         detail: format!("Table {qualified} is append-only; TRUNCATE would remove all of its rows."),
         hint: format!(
-            "To allow TRUNCATE, re-register with integrity.protect_append_only('{qualified}', allow_truncate => true)."
+            "To allow TRUNCATE, re-register with integrity.protect_append_only('{root}', allow_truncate => true)."
         ),
         column: None,
     })
+}
+
+unsafe extern "C-unwind" {
+    fn get_partition_ancestors(relid: pg_sys::Oid) -> *mut pg_sys::List;
+}
+
+/// The top of the partition tree the firing table belongs to (itself if none).
+unsafe fn partition_root(firing: &Firing) -> String {
+    let relid = unsafe { (*firing.relation()).rd_id };
+    let ancestors = unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_ancestors(relid)) };
+    let count = unsafe { pg_sys::list_length(ancestors) };
+    qualified_name(if count == 0 { relid } else { unsafe { pg_sys::list_nth_oid(ancestors, count - 1) } })
 }

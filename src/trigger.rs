@@ -155,12 +155,7 @@ impl Firing {
 
     /// Schema-qualified, quoted table name, for DETAIL (`public.ledger_entries`).
     pub fn qualified_table_name(&self) -> String {
-        unsafe {
-            let rel = self.relation();
-            let schema = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
-            let qualified = pg_sys::quote_qualified_identifier(schema, (*(*rel).rd_rel).relname.data.as_ptr());
-            CStr::from_ptr(qualified).to_string_lossy().into_owned()
-        }
+        qualified_name(unsafe { (*self.relation()).rd_id })
     }
 
     /// Attribute number of `name` in the firing relation, if it is a live column.
@@ -234,5 +229,14 @@ impl Firing {
             }
         }
         Vec::new()
+    }
+}
+
+/// Schema-qualified, quoted name of relation `relid`.
+pub fn qualified_name(relid: pg_sys::Oid) -> String {
+    unsafe {
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        let qualified = pg_sys::quote_qualified_identifier(schema, pg_sys::get_rel_name(relid));
+        CStr::from_ptr(qualified).to_string_lossy().into_owned()
     }
 }

@@ -1,0 +1,51 @@
+-- What `make run` shows: the registered guards, writes they allow, writes
+-- they refuse with their SQLSTATE.
+\set SHOW_CONTEXT never
+\pset footer off
+
+\echo '== integrity.guards'
+SELECT table_name, guard, columns, options FROM integrity.guards ORDER BY 1, 2;
+
+\echo '== allowed: a new ledger entry; an UPDATE of a piece bumps its version'
+INSERT INTO ledger_entries (retailer_id, wholesaler_id, entry_type, amount, description, created_at)
+VALUES (2, 10, 'CREDIT', 8000.00, 'payment', '2026-11-20 12:00+00');
+UPDATE sprinkler_spare_pieces SET status = 'SOLD_OUT'
+ WHERE id = '00000000-0000-4000-8000-000000000001' RETURNING id, status, version;
+
+\echo '== refused: correcting a ledger entry in place'
+UPDATE ledger_entries SET amount = 20000.00 WHERE description = 'order 1001';
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+\echo '== refused: deleting ledger entries, even under session_replication_role = replica'
+SET session_replication_role = replica;
+DELETE FROM ledger_entries WHERE retailer_id = 2;
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+RESET session_replication_role;
+\echo '== refused: truncating one month of the ledger'
+TRUNCATE ledger_entries_2026_10;
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+\echo '== refused: COMBINE_SPARES overwriting the creating transaction'
+UPDATE sprinkler_spare_pieces
+   SET status = 'SOLD_OUT', created_by_transaction_id = 'dddddddd-0000-4000-8000-000000000002'
+ WHERE id = '00000000-0000-4000-8000-000000000002';
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+\echo '== allowed once, then refused: deleted_by_transaction_id is write-once'
+UPDATE sprinkler_spare_pieces
+   SET deleted_at = now(), deleted_by_transaction_id = 'eeeeeeee-0000-4000-8000-000000000003'
+ WHERE id = '00000000-0000-4000-8000-000000000003';
+UPDATE sprinkler_spare_pieces SET deleted_by_transaction_id = 'eeeeeeee-0000-4000-8000-000000000004'
+ WHERE id = '00000000-0000-4000-8000-000000000003';
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+\echo '== optimistic locking: a writer that read version 2 sends version 2 + 1: accepted, no double bump'
+UPDATE sprinkler_spare_pieces SET status = 'DISPATCHED', version = 3
+ WHERE id = '00000000-0000-4000-8000-000000000001' RETURNING version;
+\echo '== refused: a writer that read version 1 long ago sends version 1 + 1 (the row is at 3)'
+UPDATE sprinkler_spare_pieces SET status = 'IN_STOCK', version = 2
+ WHERE id = '00000000-0000-4000-8000-000000000001';
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+\echo '== refused: disabling a guard trigger behind the registry''s back'
+ALTER TABLE ledger_entries DISABLE TRIGGER integrity_append_only;
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
