@@ -33,7 +33,7 @@ REGRESS       := $(sort $(basename $(notdir $(wildcard tests/sql/*.sql))))
 ISOLATION     := $(sort $(basename $(notdir $(wildcard tests/specs/*.spec))))
 
 .PHONY: all deps install run demo stop start test test-unit test-regress test-isolation \
-        test-cluster clean
+        test-cluster bench clean
 
 all: install
 
@@ -110,6 +110,11 @@ test-isolation:
 
 test-cluster:
 	PG_BIN=$(PG_BIN) SOCKET=$(SOCKET) PORT=$(PORT) DATA=$(DATA) AS_PG="$(AS_PG)" pgrx-tests/run
+
+## Benchmarks (never part of make test's pass/fail) ---------------------------
+
+bench: install
+	PG_BIN=$(PG_BIN) DATA=$(DATA)/bench AS_PG="$(AS_PG)" tests/bench/run
 
 clean: stop
 	rm -rf $(DATA) tests/results
