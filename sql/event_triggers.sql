@@ -5,6 +5,8 @@
 --  * a guard trigger cannot be disabled, switched to another mode, or dropped
 --    while its guard is registered: integrity.unprotect() is the way to remove
 --    a guard, and it leaves a trace in the registry;
+--  * a guarded column cannot be renamed or dropped while its guard is
+--    registered (the guard's triggers name their columns);
 --  * the registry forgets tables that are dropped.
 
 -- The registered guard (on the table or on a partitioned ancestor) that needs
@@ -70,6 +72,21 @@ BEGIN
                 PERFORM integrity._set_trigger_modes(guarded.table_name, guarded.guard);
             END LOOP;
         END IF;
+
+        FOR guarded IN
+            SELECT r.guard, col
+              FROM integrity.guard_registry r, unnest(r.columns) AS col
+             WHERE r.table_name = command.rel
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                WHERE a.attrelid = command.rel AND a.attname = col
+                                  AND a.attnum > 0 AND NOT a.attisdropped)
+        LOOP
+            RAISE EXCEPTION 'cannot rename or drop column "%" of table "%"', guarded.col, command.rel
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, command.rel),
+                      HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
+                                    command.rel::text, guarded.guard);
+        END LOOP;
 
         FOR trg IN
             SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard

@@ -207,6 +207,31 @@ BEGIN
 END;
 $$;
 
+-- A partition is guarded through its partitioned ancestor: registering or
+-- removing the same guard on the partition itself is refused.
+CREATE FUNCTION integrity._refuse_if_inherited(tbl regclass, guards text[], caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ancestor record;
+BEGIN
+    SELECT r.table_name, r.guard INTO ancestor
+      FROM integrity.guard_registry r
+     WHERE r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl))
+       AND r.table_name <> tbl AND r.guard = ANY (guards)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: table "%" is a partition of "%", which has the % guard', caller, tbl,
+                        ancestor.table_name, ancestor.guard
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Partitions share the guards of their partitioned table; manage them on %s.',
+                                ancestor.table_name);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION integrity._record_guard(tbl regclass, guard text, columns text[], options jsonb)
 RETURNS void
 LANGUAGE sql
@@ -255,6 +280,7 @@ BEGIN
           FROM integrity._guard_triggers(guard) g
           JOIN pg_catalog.pg_trigger t ON t.tgname = g.trigger_name
          WHERE (only_trigger IS NULL OR g.trigger_name = only_trigger)
+           AND t.tgparentid = 0  -- clones on partitions go with their parent
            AND (t.tgrelid = tbl OR (g.per_partition AND t.tgrelid IN (SELECT integrity._partition_tree(tbl))))
     LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
@@ -272,6 +298,7 @@ AS $$
 BEGIN
     PERFORM integrity._check_table(tbl, 'protect_append_only');
     PERFORM integrity._require_argument(allow_truncate, 'allow_truncate', 'protect_append_only');
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY['append_only'], 'protect_append_only');
     PERFORM integrity._record_guard(tbl, 'append_only', '{}',
                                     jsonb_build_object('allow_truncate', allow_truncate));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_append_only BEFORE UPDATE OR DELETE ON %s'
@@ -302,6 +329,7 @@ DECLARE
 BEGIN
     PERFORM integrity._check_table(tbl, caller);
     checked := integrity._check_columns(tbl, columns, caller);
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
     SELECT string_agg(CASE guard
                           WHEN 'immutable' THEN integrity._changed_sql(tbl, col)
                           ELSE format('(OLD.%I IS NOT NULL AND %s)', col, integrity._changed_sql(tbl, col))
@@ -353,6 +381,7 @@ BEGIN
     PERFORM integrity._check_table(tbl, 'enable_versioning');
     PERFORM integrity._require_argument(version_column, 'version_column', 'enable_versioning');
     PERFORM integrity._require_argument(strict, 'strict', 'enable_versioning');
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY['versioning'], 'enable_versioning');
     typ := integrity._column_type(tbl, version_column);
     IF typ NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
         RAISE EXCEPTION 'version column "%" of table "%" must be smallint, integer or bigint, not %',
@@ -396,6 +425,7 @@ BEGIN
         kinds := ARRAY[guard];
     END IF;
     PERFORM integrity._require_owner(tbl, 'remove its pg_integrity guards');
+    PERFORM integrity._refuse_if_inherited(tbl, kinds, 'unprotect');
 
     WITH removed AS (
         DELETE FROM integrity.guard_registry r
@@ -404,7 +434,7 @@ BEGIN
     SELECT count(*) > 0 INTO registered FROM removed;
     -- Triggers go too when their registry row was already gone.
     SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t, unnest(kinds) k, integrity._guard_triggers(k) g
-                    WHERE t.tgrelid = tbl AND t.tgname = g.trigger_name)
+                    WHERE t.tgrelid = tbl AND t.tgname = g.trigger_name AND t.tgparentid = 0)
       INTO installed;
     FOREACH kind IN ARRAY kinds LOOP
         PERFORM integrity._drop_triggers(tbl, kind);
