@@ -7,6 +7,8 @@
 use pgrx::pg_sys;
 use pgrx::pg_guard;
 
+use crate::fmgr::function_info_v1;
+
 /// `integrity._attaches_partition(pg_ddl_command) RETURNS boolean`
 #[pg_guard]
 #[unsafe(no_mangle)]
@@ -26,9 +28,4 @@ pub unsafe extern "C-unwind" fn integrity_attaches_partition(fcinfo: pg_sys::Fun
     }
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_integrity_attaches_partition() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
+function_info_v1!(pg_finfo_integrity_attaches_partition);

@@ -5,6 +5,7 @@
 
 mod ddl_commands;
 mod error;
+mod fmgr;
 mod trigger;
 
 mod append_only;

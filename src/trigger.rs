@@ -38,12 +38,7 @@ macro_rules! trigger_entry {
             }
         }
 
-        #[unsafe(no_mangle)]
-        #[doc(hidden)]
-        pub extern "C" fn $finfo() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
-            const V1_API: ::pgrx::pg_sys::Pg_finfo_record = ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1_API
-        }
+        $crate::fmgr::function_info_v1!($finfo);
     };
 }
 pub(crate) use trigger_entry;
