@@ -97,12 +97,14 @@ test-unit:
 	cargo pgrx test pg$(PG_MAJOR) $(RUNAS) --pgdata $(DATA)/pgrx-test
 
 test-regress:
+	@mkdir -p tests/results
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_regress'
 	$(PGXS_TEST)/regress/pg_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
 	    --dbname=integrity_regress --inputdir=tests --outputdir=tests/results $(REGRESS) \
 	    || { cat tests/results/regression.diffs; exit 1; }
 
 test-isolation:
+	@mkdir -p tests/results/isolation
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_isolation'
 	$(PGXS_TEST)/isolation/pg_isolation_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
 	    --dbname=integrity_isolation --inputdir=tests --outputdir=tests/results/isolation $(ISOLATION) \
