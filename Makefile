@@ -98,14 +98,14 @@ test-unit:
 
 test-regress:
 	@mkdir -p tests/results
-	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_regress'
+	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_regress' -c 'CREATE DATABASE integrity_regress'
 	$(PGXS_TEST)/regress/pg_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
 	    --dbname=integrity_regress --inputdir=tests --outputdir=tests/results $(REGRESS) \
 	    || { cat tests/results/regression.diffs; exit 1; }
 
 test-isolation:
 	@mkdir -p tests/results/isolation
-	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_isolation'
+	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_isolation' -c 'CREATE DATABASE integrity_isolation'
 	$(PGXS_TEST)/isolation/pg_isolation_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
 	    --dbname=integrity_isolation --inputdir=tests --outputdir=tests/results/isolation $(ISOLATION) \
 	    || { cat tests/results/isolation/regression.diffs; exit 1; }

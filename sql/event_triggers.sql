@@ -2,9 +2,10 @@
 --  * partitions created in, or attached to, an append-only table get its
 --    TRUNCATE trigger (row triggers are cloned by PostgreSQL itself), and every
 --    cloned guard trigger gets the mode of its guard;
---  * a guard trigger cannot be disabled, switched to another mode, or dropped
---    while its guard is registered: integrity.unprotect() is the way to remove
---    a guard, and it leaves a trace in the registry;
+--  * a guard trigger cannot be disabled, switched to another mode, dropped,
+--    renamed, or replaced by one with another function or other events while
+--    its guard is registered: integrity.unprotect() is the way to remove a
+--    guard, and it leaves a trace in the registry;
 --  * a guarded column cannot be renamed or dropped while its guard is
 --    registered (the guard's triggers name their columns);
 --  * the registry forgets tables that are dropped.
@@ -41,6 +42,56 @@ BEGIN
 END;
 $$;
 
+-- CREATE [OR REPLACE] TRIGGER and ALTER TRIGGER … RENAME on a guarded table:
+-- a trigger that carries a guard's name must be that guard's trigger, and a
+-- guard function cannot be moved to another name.
+CREATE FUNCTION integrity._check_trigger_ddl(trigger_oid oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trg record;
+    expected record;
+BEGIN
+    SELECT t.tgrelid::regclass AS rel, t.tgname, t.tgtype, p.proname, n.nspname = 'integrity' AS ours
+      INTO trg
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE t.oid = trigger_oid;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    FOR expected IN
+        SELECT needed.guarded_table, needed.guard, g.function_name, g.tgtype
+          FROM integrity._guard_needing(trg.rel, trg.tgname) needed
+          JOIN integrity._guard_triggers(needed.guard) g ON g.trigger_name = trg.tgname
+    LOOP
+        IF NOT trg.ours OR trg.proname <> expected.function_name OR trg.tgtype <> expected.tgtype THEN
+            PERFORM integrity._refuse_guard_ddl('replace', trg.tgname, trg.rel, expected.guarded_table, expected.guard);
+        END IF;
+    END LOOP;
+    -- A guard function under a foreign name on a guarded table: a renamed guard trigger.
+    IF trg.ours AND trg.tgname NOT IN (SELECT k.trigger_name
+                                         FROM unnest(ARRAY['append_only', 'immutable', 'write_once', 'versioning']) kind,
+                                              integrity._guard_triggers(kind) k) THEN
+        FOR expected IN
+            SELECT needed.guarded_table, needed.guard, g.trigger_name
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+             CROSS JOIN LATERAL integrity._guard_needing(trg.rel, g.trigger_name) needed
+             WHERE g.function_name = trg.proname
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = trg.rel AND t.tgname = g.trigger_name)
+        LOOP
+            PERFORM integrity._refuse_guard_ddl('rename', expected.trigger_name, trg.rel,
+                                                expected.guarded_table, expected.guard);
+        END LOOP;
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION integrity._on_ddl_command_end()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -51,6 +102,10 @@ DECLARE
     guarded record;
     trg record;
 BEGIN
+    PERFORM integrity._check_trigger_ddl(c.objid)
+       FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+
     FOR command IN
         SELECT DISTINCT c.objid::regclass AS rel,
                c.command_tag = 'CREATE TABLE' OR integrity._attaches_partition(c.command) AS new_partitions
@@ -131,8 +186,13 @@ END;
 $$;
 
 CREATE EVENT TRIGGER integrity_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER')
     EXECUTE FUNCTION integrity._on_ddl_command_end();
 
 CREATE EVENT TRIGGER integrity_sql_drop ON sql_drop
     EXECUTE FUNCTION integrity._on_sql_drop();
+
+-- Like the guards themselves, their keepers also run under
+-- session_replication_role = replica.
+ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE ALWAYS;
+ALTER EVENT TRIGGER integrity_sql_drop ENABLE ALWAYS;

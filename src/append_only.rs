@@ -55,8 +55,9 @@ unsafe fn refuse_truncate(firing: &Firing) -> Verdict {
         firing.misuse();
     }
     let qualified = firing.qualified_table_name();
-    // A partition is guarded through its root, which is what gets re-registered.
-    let root = unsafe { partition_root(firing) };
+    // A partition is guarded through its root, which is what gets re-registered;
+    // the hint is SQL to run, so the name goes in as a literal.
+    let root = unsafe { partition_root(firing) }.replace('\'', "''");
     firing.refuse(Refusal {
         code: ERRCODE_RESTRICT_VIOLATION,
         message: format!("cannot truncate append-only table \"{}\"", firing.table_name()),
