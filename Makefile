@@ -66,7 +66,7 @@ start:
 	    $(AS_PG) mkdir -p $(SOCKET); \
 	fi
 	@if ! $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1; then \
-	    $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
+	    $(AS_PG) env -u RUST_BACKTRACE $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
 	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off" >/dev/null; \
 	fi
 	@echo "== PostgreSQL $(PG_MAJOR) running: $(DATA)/cluster, socket $(SOCKET), port $(PORT)"

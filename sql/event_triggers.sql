@@ -73,9 +73,7 @@ BEGIN
         END IF;
     END LOOP;
     -- A guard function under a foreign name on a guarded table: a renamed guard trigger.
-    IF trg.ours AND trg.tgname NOT IN (SELECT k.trigger_name
-                                         FROM unnest(ARRAY['append_only', 'immutable', 'write_once', 'versioning']) kind,
-                                              integrity._guard_triggers(kind) k) THEN
+    IF trg.ours AND trg.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k) THEN
         FOR expected IN
             SELECT needed.guarded_table, needed.guard, g.trigger_name
               FROM integrity.guard_registry r
@@ -146,9 +144,8 @@ BEGIN
         FOR trg IN
             SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard
               FROM pg_catalog.pg_trigger t
-              JOIN (SELECT DISTINCT k.trigger_name, k.mode
-                      FROM unnest(ARRAY['append_only', 'immutable', 'write_once', 'versioning']) AS kind,
-                           integrity._guard_triggers(kind) AS k) g ON g.trigger_name = t.tgname
+              JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
+                ON g.trigger_name = t.tgname
              CROSS JOIN LATERAL integrity._guard_needing(command.rel, t.tgname) needed
              WHERE t.tgrelid = command.rel AND t.tgenabled <> g.mode
         LOOP

@@ -5,27 +5,33 @@
 -- These functions run as the caller (table ownership is what authorizes them)
 -- with a fixed search_path; every identifier they put into DDL is quoted.
 
--- Which triggers each guard kind installs: their function, their pg_trigger.tgtype
--- (events, timing, level), and the mode each one runs in: 'A' (ENABLE ALWAYS:
--- also under session_replication_role = replica) or 'O' (origin only:
--- versioning must not bump rows that logical replication applies).
+-- Which triggers each guard kind installs (all kinds when guard is NULL): their
+-- function, their pg_trigger.tgtype (events, timing, level), and the mode each
+-- one runs in: 'A' (ENABLE ALWAYS: also under session_replication_role =
+-- replica) or 'O' (origin only: rows that logical replication applies must not
+-- be bumped or applied to an account twice).
 CREATE FUNCTION integrity._guard_triggers(guard text)
-RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean)
+RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
+               guard text)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition
-      FROM (VALUES -- tgtype: ROW 1, BEFORE 2, DELETE 8, UPDATE 16, TRUNCATE 32
-            ('append_only', 'integrity_append_only',             'append_only_guard',          27, 'A', false),
-            ('append_only', 'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true),
-            ('immutable',   'integrity_immutable',               'immutable_guard',            17, 'A', false),
-            ('immutable',   'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false),
-            ('write_once',  'integrity_write_once',              'write_once_guard',           17, 'A', false),
-            ('write_once',  'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false),
-            ('versioning',  'integrity_version_bump',            'version_bump',               19, 'O', false),
-            ('versioning',  'integrity_version_check',           'version_check',              17, 'O', false)
+    SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
+           t.guard
+      FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false),
+            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false),
+            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false),
+            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false),
+            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false)
            ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition)
-     WHERE t.guard = $1
+     WHERE $1 IS NULL OR t.guard = $1
 $$;
 
 CREATE FUNCTION integrity._require_argument(value anyelement, argument text, caller text)
@@ -411,7 +417,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    kinds text[] := ARRAY['append_only', 'immutable', 'write_once', 'versioning'];
+    kinds text[] := ARRAY(SELECT DISTINCT g.guard FROM integrity._guard_triggers(NULL) g ORDER BY 1);
     kind text;
     registered boolean;
     installed boolean;

@@ -5,7 +5,8 @@ CREATE TABLE integrity.guard_registry (
     table_name regclass    NOT NULL,
     guard      text        NOT NULL
         CONSTRAINT guard_registry_known_guard
-        CHECK (guard IN ('append_only', 'immutable', 'write_once', 'versioning')),
+        CHECK (guard IN ('append_only', 'immutable', 'write_once', 'versioning',
+                         'stock', 'credit', 'ledger_credit')),
     columns    text[]      NOT NULL DEFAULT '{}',
     options    jsonb       NOT NULL DEFAULT '{}',
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),

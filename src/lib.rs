@@ -10,6 +10,8 @@ mod trigger;
 
 mod append_only;
 mod frozen_columns;
+mod ledger_credit;
+mod quantities;
 mod versioning;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -20,6 +22,9 @@ pgrx::pg_module_magic!();
 pgrx::extension_sql_file!("../sql/registry.sql", name = "registry", bootstrap);
 pgrx::extension_sql_file!("../sql/guard_functions.sql", name = "guard_functions", requires = ["registry"]);
 pgrx::extension_sql_file!("../sql/registration.sql", name = "registration", requires = ["guard_functions"]);
+pgrx::extension_sql_file!("../sql/stock_credit.sql", name = "stock_credit", requires = ["registration"]);
+pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["stock_credit"]);
+pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["reports"]);
 pgrx::extension_sql_file!("../sql/event_triggers.sql", name = "event_triggers", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -1,0 +1,343 @@
+-- Stock and credit: a part that must stay within a non-negative total, and the
+-- operations that move it without ever overselling or overdrawing.
+
+CREATE FUNCTION integrity.stock_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_stock_guard';
+COMMENT ON FUNCTION integrity.stock_guard() IS
+    'Trigger: refuses a row whose stock is negative or whose reserved stock is negative or above stock (23514).';
+
+CREATE FUNCTION integrity.credit_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_credit_guard';
+COMMENT ON FUNCTION integrity.credit_guard() IS
+    'Trigger: refuses a row whose credit limit is negative or whose used credit is negative or above the limit (23514).';
+
+CREATE FUNCTION integrity.ledger_credit_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_ledger_credit_guard';
+COMMENT ON FUNCTION integrity.ledger_credit_guard() IS
+    'Trigger: applies each ledger entry to its account''s used credit, refusing to leave it above the limit or below zero (23514).';
+
+-- A column that holds a quantity: an integer or numeric type.
+CREATE FUNCTION integrity._check_quantity_column(tbl regclass, col text, caller text)
+RETURNS regtype
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype;
+BEGIN
+    PERFORM integrity._require_argument(col, 'column', caller);
+    typ := integrity._column_type(tbl, col);
+    IF typ NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype) THEN
+        RAISE EXCEPTION 'column "%" of table "%" must be smallint, integer, bigint or numeric, not %', col, tbl, typ
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    RETURN typ;
+END;
+$$;
+
+-- guard_stock and guard_credit: 0 <= part <= total and total >= 0, checked on
+-- the final row like a NOT VALID CHECK constraint.
+CREATE FUNCTION integrity._guard_quantity(tbl regclass, total_column name, part_column name, guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'guard_' || guard;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    IF integrity._check_quantity_column(tbl, total_column, caller)
+       <> integrity._check_quantity_column(tbl, part_column, caller) THEN
+        RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, total_column,
+                        part_column, tbl
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
+    PERFORM integrity._record_guard(tbl, guard, ARRAY[total_column::text, part_column::text], '{}');
+    EXECUTE format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
+                   ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I))'
+                   ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
+                   'integrity_' || guard, tbl, total_column, part_column, guard || '_guard',
+                   total_column, part_column);
+    PERFORM integrity._set_trigger_modes(tbl, guard);
+END;
+$$;
+
+CREATE FUNCTION integrity.guard_stock(tbl regclass, stock_column name DEFAULT 'stock',
+                                      reserved_column name DEFAULT 'reserved_stock')
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT integrity._guard_quantity(tbl, stock_column, reserved_column, 'stock') $$;
+COMMENT ON FUNCTION integrity.guard_stock(regclass, name, name) IS
+    'stock >= 0, reserved >= 0 and reserved <= stock on every write (23514); existing rows are not scanned.';
+
+CREATE FUNCTION integrity.guard_credit(tbl regclass, limit_column name DEFAULT 'credit_limit',
+                                       used_column name DEFAULT 'used_credit')
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT integrity._guard_quantity(tbl, limit_column, used_column, 'credit') $$;
+COMMENT ON FUNCTION integrity.guard_credit(regclass, name, name) IS
+    'limit >= 0 and 0 <= used <= limit on every write (23514); existing rows are not scanned.';
+
+CREATE FUNCTION integrity.guard_ledger_credit(ledger regclass, accounts regclass, key_columns text[],
+                                              amount_column name DEFAULT 'amount',
+                                              entry_type_column name DEFAULT 'entry_type',
+                                              debit_value text DEFAULT 'DEBIT',
+                                              credit_value text DEFAULT 'CREDIT',
+                                              limit_column name DEFAULT 'credit_limit',
+                                              used_column name DEFAULT 'used_credit')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'guard_ledger_credit';
+    keys text[];
+    key text;
+BEGIN
+    PERFORM integrity._check_table(ledger, caller);
+    PERFORM integrity._require_argument(accounts, 'accounts', caller);
+    PERFORM integrity._check_table(accounts, caller);
+    IF ledger = accounts THEN
+        RAISE EXCEPTION '%: the ledger and the accounts must be different tables', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    keys := integrity._check_columns(ledger, key_columns, caller);
+    IF cardinality(keys) > 8 THEN
+        RAISE EXCEPTION '%: an account key has at most 8 columns', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH key IN ARRAY keys LOOP
+        IF integrity._column_type(accounts, key) <> integrity._column_type(ledger, key) THEN
+            RAISE EXCEPTION '%: key column "%" has type % in "%" but % in "%"', caller, key,
+                            integrity._column_type(ledger, key), ledger, integrity._column_type(accounts, key), accounts
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END LOOP;
+    IF NOT EXISTS (
+        SELECT FROM pg_catalog.pg_index i
+         WHERE i.indrelid = accounts AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+           AND i.indnkeyatts = cardinality(keys)
+           AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = accounts AND a.attnum = ANY (i.indkey::int2[]))
+               = (SELECT array_agg(k ORDER BY k) FROM unnest(keys) k)) THEN
+        RAISE EXCEPTION '%: there is no unique constraint on (%) in "%"', caller, array_to_string(keys, ', '), accounts
+            USING ERRCODE = 'invalid_column_reference',
+                  HINT = 'Each ledger entry must belong to exactly one account: add a primary key or unique constraint on the key columns.';
+    END IF;
+    PERFORM integrity._check_quantity_column(ledger, amount_column, caller);
+    PERFORM integrity._require_argument(entry_type_column, 'entry_type_column', caller);
+    PERFORM integrity._column_type(ledger, entry_type_column);
+    PERFORM integrity._require_argument(debit_value, 'debit_value', caller);
+    PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
+    IF debit_value = credit_value THEN
+        RAISE EXCEPTION '%: debit_value and credit_value must differ', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integrity._check_quantity_column(accounts, limit_column, caller);
+    PERFORM integrity._check_quantity_column(accounts, used_column, caller);
+    PERFORM integrity._refuse_if_inherited(ledger, ARRAY['ledger_credit'], caller);
+
+    PERFORM integrity._record_guard(ledger, 'ledger_credit', keys, jsonb_build_object(
+        'accounts', accounts::text, 'amount_column', amount_column, 'entry_type_column', entry_type_column,
+        'debit_value', debit_value, 'credit_value', credit_value,
+        'limit_column', limit_column, 'used_column', used_column));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_ledger_credit AFTER INSERT OR UPDATE OR DELETE ON %s'
+                   ' FOR EACH ROW EXECUTE FUNCTION integrity.ledger_credit_guard(%s)',
+                   ledger,
+                   (SELECT string_agg(quote_literal(arg), ', ')
+                      FROM unnest(ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                                           FROM pg_catalog.pg_class c
+                                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                                          WHERE c.oid = accounts),
+                                        amount_column, entry_type_column, debit_value, credit_value,
+                                        limit_column, used_column] || keys) AS arg));
+    PERFORM integrity._set_trigger_modes(ledger, 'ledger_credit');
+END;
+$$;
+COMMENT ON FUNCTION integrity.guard_ledger_credit(regclass, regclass, text[], name, name, text, text, name, name) IS
+    'Each ledger entry moves its account''s used credit (DEBIT up, CREDIT down) atomically; refused (23514) above the limit or below zero.';
+
+------------------------------------------------------------------------------
+-- Stock operations.  Each is one statement on the row (or, for several rows,
+-- a lock of all of them in key order first), so concurrent callers queue on
+-- the row lock and each decides on the latest committed row: never oversold.
+
+-- The stock guard of tbl: its columns and its single-column primary key.
+CREATE FUNCTION integrity._stock_target(tbl regclass, caller text,
+                                        OUT stock_column text, OUT reserved_column text,
+                                        OUT key_column text, OUT key_type text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', caller);
+    SELECT r.columns[1], r.columns[2] INTO stock_column, reserved_column
+      FROM integrity.guard_registry r
+     WHERE r.table_name = tbl AND r.guard = 'stock';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '%: table "%" has no stock guard', caller, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Register it first: SELECT integrity.guard_stock(%L);', tbl::text);
+    END IF;
+    SELECT a.attname, format_type(a.atttypid, a.atttypmod) INTO key_column, key_type
+      FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+     WHERE i.indrelid = tbl AND i.indisprimary AND i.indnkeyatts = 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '%: table "%" needs a single-column primary key', caller, tbl
+            USING ERRCODE = 'invalid_column_reference';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION integrity._require_quantity(qty numeric, caller text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF qty IS NULL OR qty <= 0 THEN
+        RAISE EXCEPTION '%: quantity must be positive, not %', caller, coalesce(qty::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION integrity._unknown_row(tbl regclass, key_column text, id text, caller text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION '%: table "%" has no row with % = %', caller, tbl, key_column, coalesce(id, 'NULL')
+        USING ERRCODE = 'invalid_parameter_value';
+END;
+$$;
+
+CREATE FUNCTION integrity.reserve_stock(tbl regclass, id anyelement, qty numeric)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record := integrity._stock_target(tbl, 'reserve_stock');
+    reserved boolean;
+BEGIN
+    PERFORM integrity._require_quantity(qty, 'reserve_stock');
+    EXECUTE format('UPDATE %1$s SET %2$I = %2$I + $2 WHERE %3$I = $1::%4$s AND %5$I - %2$I >= $2 RETURNING true',
+                   tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column)
+       INTO reserved USING id, qty;
+    IF reserved THEN
+        RETURN true;
+    END IF;
+    EXECUTE format('SELECT true FROM %s WHERE %I = $1::%s', tbl, t.key_column, t.key_type) INTO reserved USING id;
+    IF reserved IS NULL THEN
+        PERFORM integrity._unknown_row(tbl, t.key_column, id::text, 'reserve_stock');
+    END IF;
+    RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION integrity.reserve_stock(regclass, anyelement, numeric) IS
+    'Reserves qty of the row''s available stock (stock - reserved): true when reserved, false when not enough is available.';
+
+-- release_stock and commit_stock: give back, or consume, part of a reservation.
+CREATE FUNCTION integrity._settle_stock(tbl regclass, id text, qty numeric, consume boolean, caller text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record := integrity._stock_target(tbl, caller);
+    done boolean;
+    reserved numeric;
+BEGIN
+    PERFORM integrity._require_quantity(qty, caller);
+    EXECUTE format('UPDATE %1$s SET %2$I = %2$I - $2 %6$s WHERE %3$I = $1::%4$s AND %2$I >= $2 RETURNING true',
+                   tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column,
+                   CASE WHEN consume THEN format(', %1$I = %1$I - $2', t.stock_column) ELSE '' END)
+       INTO done USING id, qty;
+    IF done THEN
+        RETURN;
+    END IF;
+    EXECUTE format('SELECT %I FROM %s WHERE %I = $1::%s', t.reserved_column, tbl, t.key_column, t.key_type)
+       INTO reserved USING id;
+    IF NOT FOUND THEN
+        PERFORM integrity._unknown_row(tbl, t.key_column, id, caller);
+    END IF;
+    RAISE EXCEPTION '%: cannot % % of "%" row % = %: only % is reserved', caller,
+                    CASE WHEN consume THEN 'commit' ELSE 'release' END, qty, tbl, t.key_column, id,
+                    coalesce(reserved::text, 'NULL')
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'integrity_stock', TABLE = tbl::text,
+              HINT = 'Release or commit at most what this row has reserved.';
+END;
+$$;
+
+CREATE FUNCTION integrity.release_stock(tbl regclass, id anyelement, qty numeric)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT integrity._settle_stock(tbl, id::text, qty, false, 'release_stock') $$;
+COMMENT ON FUNCTION integrity.release_stock(regclass, anyelement, numeric) IS
+    'Gives back qty of the row''s reservation (reserved goes down); more than is reserved raises 23514.';
+
+CREATE FUNCTION integrity.commit_stock(tbl regclass, id anyelement, qty numeric)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT integrity._settle_stock(tbl, id::text, qty, true, 'commit_stock') $$;
+COMMENT ON FUNCTION integrity.commit_stock(regclass, anyelement, numeric) IS
+    'Consumes qty of the row''s reservation (stock and reserved both go down); more than is reserved raises 23514.';
+
+CREATE FUNCTION integrity.reserve_stock(tbl regclass, ids anyarray, qtys numeric[])
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record := integrity._stock_target(tbl, 'reserve_stock');
+    verdict record;
+BEGIN
+    PERFORM integrity._require_argument(ids, 'ids', 'reserve_stock');
+    IF qtys IS NULL OR cardinality(qtys) <> cardinality(ids) THEN
+        RAISE EXCEPTION 'reserve_stock: ids and qtys must have the same number of elements'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF array_position(ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'reserve_stock: ids must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM integrity._require_quantity(q, 'reserve_stock') FROM unnest(qtys) q;
+
+    -- Lock every row in key order (so that two multi-row reservations can
+    -- never deadlock each other), then decide on the locked rows.
+    EXECUTE format($sql$
+        WITH wanted AS (
+            SELECT w.k::%4$s AS k, sum(w.q) AS q FROM unnest($1, $2) AS w(k, q) GROUP BY 1),
+        locked AS (
+            SELECT r.%3$I AS k, r.%5$I - r.%2$I AS available
+              FROM %1$s r WHERE r.%3$I IN (SELECT k FROM wanted) ORDER BY r.%3$I FOR UPDATE)
+        SELECT min(w.k::text) FILTER (WHERE l.k IS NULL) AS missing,
+               coalesce(bool_and(l.available >= w.q), false) AS enough
+          FROM wanted w LEFT JOIN locked l ON l.k = w.k
+        $sql$, tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column)
+       INTO verdict USING ids, qtys;
+    IF verdict.missing IS NOT NULL THEN
+        PERFORM integrity._unknown_row(tbl, t.key_column, verdict.missing, 'reserve_stock');
+    END IF;
+    IF NOT verdict.enough THEN
+        RETURN false;
+    END IF;
+    EXECUTE format($sql$
+        UPDATE %1$s r SET %2$I = r.%2$I + w.q
+          FROM (SELECT w.k::%4$s AS k, sum(w.q) AS q FROM unnest($1, $2) AS w(k, q) GROUP BY 1) w
+         WHERE r.%3$I = w.k
+        $sql$, tbl, t.reserved_column, t.key_column, t.key_type)
+       USING ids, qtys;
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION integrity.reserve_stock(regclass, anyarray, numeric[]) IS
+    'Reserves qtys[i] of row ids[i] for every i, or nothing: true when all were reserved, false when any lacks stock. Locks rows in key order.';

@@ -1,0 +1,373 @@
+//! `integrity.guard_ledger_credit`: a ledger of DEBIT and CREDIT entries that
+//! moves an account's cached used credit, and may never take it above the
+//! account's limit or below zero.
+//!
+//! `AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW` on the ledger applies each
+//! entry to its account with one statement,
+//!
+//! ```sql
+//! UPDATE accounts SET used = used + $sign * $amount WHERE key1 = $k1 AND …
+//!     RETURNING used::text, limit::text, used >= 0 AND used <= limit
+//! ```
+//!
+//! so the check and the write happen on the row version the UPDATE locked:
+//! two sessions debiting one account queue on its row lock and the second
+//! sees the first's total (READ COMMITTED re-evaluates on the new version;
+//! higher isolation levels raise 40001 instead).  No write skew, no lost
+//! update, whatever the number of sessions.  A DELETE takes its entry back, an
+//! UPDATE takes the old entry back and applies the new one.
+//!
+//! The statement is prepared once per backend and trigger (`SPI_keepplan`) and
+//! found again once per statement through `fn_extra`.  Rows applied by logical
+//! replication (`session_replication_role = replica`) are not applied again:
+//! the trigger fires on origin writes only, as the account rows replicate too.
+
+use core::cmp::Ordering;
+use core::ffi::{c_char, CStr};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::Refusal;
+use crate::quantities::sign;
+use crate::trigger::{trigger_entry, Firing, Verdict};
+
+trigger_entry!(
+    /// Arguments `(accounts, amount_column, entry_type_column, debit_value,
+    /// credit_value, limit_column, used_column, key_column…)`.
+    integrity_ledger_credit_guard,
+    pg_finfo_integrity_ledger_credit_guard,
+    apply_entries
+);
+
+/// Key columns an account can have (registration refuses more).
+const MAX_KEYS: usize = 8;
+const FIXED_ARGS: usize = 7;
+
+/// The arguments of the trigger, in order.
+struct Args<'a> {
+    accounts: &'a CStr,
+    amount: &'a CStr,
+    entry_type: &'a CStr,
+    debit: &'a CStr,
+    credit: &'a CStr,
+    limit: &'a CStr,
+    used: &'a CStr,
+    keys: Vec<&'a CStr>,
+}
+
+/// Per statement (in `fn_extra`): the prepared plan and the ledger's attributes.
+#[repr(C)]
+struct EntryPlan {
+    plan: pg_sys::SPIPlanPtr,
+    amount_att: i16,
+    amount_type: pg_sys::Oid,
+    entry_type_att: i16,
+    nkeys: usize,
+    key_atts: [i16; MAX_KEYS],
+}
+
+thread_local! {
+    /// Prepared statements by trigger OID, with the SQL they were prepared from
+    /// (a re-registration with other columns keeps the OID, changes the SQL).
+    static PLANS: RefCell<HashMap<pg_sys::Oid, (String, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
+}
+
+unsafe fn apply_entries(firing: &Firing) -> Verdict {
+    if !firing.is_row() || firing.is_before() {
+        firing.misuse();
+    }
+    let plan = unsafe { entry_plan(firing) };
+    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let outcome = match firing.event() {
+        pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, old, Direction::Apply),
+        pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, old, Direction::TakeBack),
+        pg_sys::TRIGGER_EVENT_UPDATE => {
+            apply(firing, plan, old, Direction::TakeBack).and_then(|()| apply(firing, plan, new, Direction::Apply))
+        }
+        _ => firing.misuse(),
+    };
+    match outcome {
+        Ok(()) => Verdict::Allow(pg_sys::Datum::from(0)),
+        Err(refusal) => firing.refuse(refusal),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Apply,
+    TakeBack,
+}
+
+fn args<'a>(firing: &'a Firing) -> Args<'a> {
+    let all: Vec<&CStr> = firing.args().collect();
+    if all.len() <= FIXED_ARGS || all.len() > FIXED_ARGS + MAX_KEYS {
+        firing.misuse();
+    }
+    Args {
+        accounts: all[0],
+        amount: all[1],
+        entry_type: all[2],
+        debit: all[3],
+        credit: all[4],
+        limit: all[5],
+        used: all[6],
+        keys: all[FIXED_ARGS..].to_vec(),
+    }
+}
+
+fn quote(ident: &CStr) -> String {
+    unsafe { CStr::from_ptr(pg_sys::quote_identifier(ident.as_ptr())) }.to_string_lossy().into_owned()
+}
+
+/// The account's key, `a.k1 = $3 AND a.k2 = $4 …`.
+fn key_match(args: &Args) -> String {
+    let keys: Vec<String> = args.keys.iter().enumerate().map(|(i, key)| format!("a.{} = ${}", quote(key), i + 3)).collect();
+    keys.join(" AND ")
+}
+
+/// Applies the entry only if the account stays within `0 ..= limit`, so that
+/// the account's own credit guard, if any, never has to refuse.  `$1` is the
+/// direction (+1 or -1), `$2` the amount, `$3…` the account key.
+fn apply_statement(args: &Args) -> String {
+    let (used, limit) = (quote(args.used), quote(args.limit));
+    format!(
+        "UPDATE {accounts} a SET {used} = a.{used} + $1 * $2 WHERE {keys} \
+         AND a.{used} + $1 * $2 >= 0 AND a.{used} + $1 * $2 <= a.{limit} RETURNING 1",
+        accounts = args.accounts.to_string_lossy(),
+        keys = key_match(args)
+    )
+}
+
+/// On refusal only: what the account holds and what the entry would make of it.
+fn explain_statement(args: &Args) -> String {
+    let (used, limit) = (quote(args.used), quote(args.limit));
+    format!(
+        "SELECT (a.{used} + $1 * $2)::pg_catalog.text, a.{limit}::pg_catalog.text FROM {accounts} a WHERE {keys}",
+        accounts = args.accounts.to_string_lossy(),
+        keys = key_match(args)
+    )
+}
+
+unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
+    let slot = firing.plan_slot();
+    if slot.is_null() {
+        let args = args(firing);
+        let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
+        let amount_att = attnum(args.amount);
+        let amount_type = firing.attribute(amount_att).atttypid;
+        let mut key_atts = [0i16; MAX_KEYS];
+        for (i, key) in args.keys.iter().enumerate() {
+            key_atts[i] = attnum(key);
+        }
+        let mut arg_types = argument_types(firing, amount_type, &key_atts[..args.keys.len()]);
+        let plan = prepared(firing, &apply_statement(&args), &mut arg_types);
+        let entry_plan = EntryPlan {
+            plan,
+            amount_att,
+            amount_type,
+            entry_type_att: attnum(args.entry_type),
+            nkeys: args.keys.len(),
+            key_atts,
+        };
+        unsafe {
+            let memory = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<EntryPlan>()) as *mut EntryPlan;
+            memory.write(entry_plan);
+            *slot = memory.cast();
+        }
+    }
+    unsafe { &*(*slot as *const EntryPlan) }
+}
+
+fn argument_types(firing: &Firing, amount_type: pg_sys::Oid, key_atts: &[i16]) -> Vec<pg_sys::Oid> {
+    let keys = key_atts.iter().map(|&attnum| firing.attribute(attnum).atttypid);
+    [pg_sys::INT4OID, amount_type].into_iter().chain(keys).collect()
+}
+
+fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    let tgoid = firing.trigger().tgoid;
+    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
+        return plan;
+    }
+    let text = CString::new(sql).expect("identifiers are quoted");
+    let plan = unsafe {
+        pg_sys::SPI_connect();
+        let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
+        if plan.is_null() {
+            pgrx::error!("pg_integrity: could not prepare the ledger credit statement: {sql}");
+        }
+        pg_sys::SPI_keepplan(plan);
+        pg_sys::SPI_finish();
+        plan
+    };
+    PLANS.with_borrow_mut(|plans| {
+        if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
+            unsafe { pg_sys::SPI_freeplan(stale) };
+        }
+    });
+    plan
+}
+
+/// Applies (or takes back) one ledger entry to its account.  The refusals
+/// read the trigger's arguments again; the path that lets an entry through
+/// allocates nothing but what PostgreSQL pallocs per tuple.
+fn apply(firing: &Firing, plan: &EntryPlan, entry: pg_sys::HeapTuple, direction: Direction) -> Result<(), Refusal> {
+    let (amount, amount_null) = firing.value(entry, plan.amount_att);
+    if amount_null || sign(plan.amount_type, amount) != Ordering::Greater {
+        let args = args(firing);
+        let why = format!("{} is {}.", args.amount.to_string_lossy(), firing.value_text(entry, plan.amount_att));
+        return Err(entry_refusal(firing, entry, &args, "amounts must be positive", why));
+    }
+    let entry_type = entry_type_text(firing, entry, plan.entry_type_att);
+    let (debit_value, credit_value) = (firing.args().nth(3), firing.args().nth(4));
+    let debit = if Some(entry_type) == debit_value {
+        true
+    } else if Some(entry_type) == credit_value {
+        false
+    } else {
+        let args = args(firing);
+        let why = format!(
+            "{} is {}; a credit ledger has {} and {} entries.",
+            args.entry_type.to_string_lossy(),
+            entry_type.to_string_lossy(),
+            args.debit.to_string_lossy(),
+            args.credit.to_string_lossy()
+        );
+        return Err(entry_refusal(firing, entry, &args, "unknown entry type", why));
+    };
+    let direction_sign: i32 = if debit == (direction == Direction::Apply) { 1 } else { -1 };
+
+    let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 2];
+    let mut nulls = [b' ' as c_char; MAX_KEYS + 2];
+    values[0] = pg_sys::Datum::from(direction_sign);
+    values[1] = amount;
+    for i in 0..plan.nkeys {
+        let (value, is_null) = firing.value(entry, plan.key_atts[i]);
+        values[i + 2] = value;
+        nulls[i + 2] = if is_null { b'n' as c_char } else { b' ' as c_char };
+    }
+
+    let nargs = plan.nkeys + 2;
+    unsafe {
+        pg_sys::SPI_connect();
+        pg_sys::SPI_execute_plan(plan.plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
+        if pg_sys::SPI_processed == 1 {
+            pg_sys::SPI_finish();
+            return Ok(());
+        }
+        // Refused: find out whether the account is missing or out of bounds.
+        let args = args(firing);
+        let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
+        let explain = CString::new(explain_statement(&args)).expect("identifiers are quoted");
+        pg_sys::SPI_execute_with_args(
+            explain.as_ptr(),
+            nargs as i32,
+            arg_types.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            true,
+            1,
+        );
+        let account = (pg_sys::SPI_processed == 1).then(|| {
+            let table = pg_sys::SPI_tuptable;
+            let text = |n| {
+                let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n);
+                if value.is_null() { "NULL".to_string() } else { CStr::from_ptr(value).to_string_lossy().into_owned() }
+            };
+            (text(1), text(2))
+        });
+        pg_sys::SPI_finish();
+        Err(match account {
+            None => no_account(firing, entry, &args),
+            Some((used, limit)) => over_limit(firing, entry, &args, debit, direction, used, limit),
+        })
+    }
+}
+
+/// The entry type as its output function writes it (palloc'd, per tuple).
+fn entry_type_text<'a>(firing: &Firing, entry: pg_sys::HeapTuple, attnum: i16) -> &'a CStr {
+    let text = unsafe { pg_sys::SPI_getvalue(entry, firing.tupdesc(), attnum.into()) };
+    if text.is_null() { c"" } else { unsafe { CStr::from_ptr(text) } }
+}
+
+fn account_key(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> String {
+    let names: Vec<String> = args.keys.iter().map(|k| k.to_string_lossy().into_owned()).collect();
+    let values: Vec<String> = args
+        .keys
+        .iter()
+        .map(|k| firing.attnum(k).map_or_else(|| "?".to_string(), |a| firing.value_text(entry, a)))
+        .collect();
+    format!("({})=({})", names.join(", "), values.join(", "))
+}
+
+fn entry_refusal(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args, what: &str, why: String) -> Refusal {
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+        message: format!("{what} in credit ledger \"{}\"", firing.table_name()),
+        detail: format!("{} in table {}: {why}", firing.row_key(entry), firing.qualified_table_name()),
+        hint: format!(
+            "Each entry of a credit ledger has a positive {} and an {} of {} or {}.",
+            args.amount.to_string_lossy(),
+            args.entry_type.to_string_lossy(),
+            args.debit.to_string_lossy(),
+            args.credit.to_string_lossy()
+        ),
+        column: None,
+    }
+}
+
+fn no_account(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+        message: format!("no credit account for entry of ledger \"{}\"", firing.table_name()),
+        detail: format!(
+            "{} in table {}: {} has no account {}.",
+            firing.row_key(entry),
+            firing.qualified_table_name(),
+            args.accounts.to_string_lossy(),
+            account_key(firing, entry, args)
+        ),
+        hint: format!("Create the account in {} before recording entries for it.", args.accounts.to_string_lossy()),
+        column: None,
+    }
+}
+
+fn over_limit(
+    firing: &Firing,
+    entry: pg_sys::HeapTuple,
+    args: &Args,
+    debit: bool,
+    direction: Direction,
+    used: String,
+    limit: String,
+) -> Refusal {
+    let used_column = args.used.to_string_lossy();
+    let raises = debit == (direction == Direction::Apply);
+    let (message, hint) = if raises {
+        (
+            format!("credit limit exceeded for account {}", account_key(firing, entry, args)),
+            "Record a payment first, or raise the account's credit limit.".to_string(),
+        )
+    } else {
+        (
+            format!("{used_column} cannot go below zero for account {}", account_key(firing, entry, args)),
+            format!("The account has less {used_column} than this entry gives back; check the entry's amount."),
+        )
+    };
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+        message,
+        detail: format!(
+            "{} in table {}: {used_column} of {} would become {used}, with {} {limit}.",
+            firing.row_key(entry),
+            firing.qualified_table_name(),
+            args.accounts.to_string_lossy(),
+            args.limit.to_string_lossy()
+        ),
+        hint,
+        column: None,
+    }
+}

@@ -1,0 +1,139 @@
+//! `integrity.guard_stock` and `integrity.guard_credit`: a part that must stay
+//! within a non-negative total (`0 <= reserved_stock <= stock`,
+//! `0 <= used_credit <= credit_limit`).
+//!
+//! Both rules are pure row predicates, enforced like a NOT VALID CHECK
+//! constraint: `AFTER INSERT OR UPDATE … FOR EACH ROW WHEN (NOT (<rule>))`.
+//! The executor evaluates the WHEN clause on the final row (no trigger function
+//! runs for a valid row, and no later BEFORE trigger can slip past it); rows
+//! that were invalid before registration stay until an UPDATE touches them,
+//! which must then leave them valid.  The function only works out which part
+//! of the rule broke, to say so.
+//!
+//! The rule is per row, so it cannot be raced: concurrent updates of one row
+//! are serialized by its row lock and each is checked on the row it leaves.
+
+use core::cmp::Ordering;
+use core::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::{IntoDatum, PgSqlErrorCode};
+
+use crate::error::Refusal;
+use crate::trigger::{trigger_entry, Firing, Verdict};
+
+trigger_entry!(
+    /// Arguments `(stock_column, reserved_column)`.
+    integrity_stock_guard,
+    pg_finfo_integrity_stock_guard,
+    refuse_stock
+);
+
+trigger_entry!(
+    /// Arguments `(limit_column, used_column)`.
+    integrity_credit_guard,
+    pg_finfo_integrity_credit_guard,
+    refuse_credit
+);
+
+#[derive(Clone, Copy)]
+enum Quantity {
+    Stock,
+    Credit,
+}
+
+unsafe fn refuse_stock(firing: &Firing) -> Verdict {
+    unsafe { check(firing, Quantity::Stock) }
+}
+
+unsafe fn refuse_credit(firing: &Firing) -> Verdict {
+    unsafe { check(firing, Quantity::Credit) }
+}
+
+/// The sign of `value`, a datum of integer or numeric type `typid`.
+pub fn sign(typid: pg_sys::Oid, value: pg_sys::Datum) -> Ordering {
+    let zero = match typid {
+        pg_sys::NUMERICOID => pgrx::AnyNumeric::from(0).into_datum().expect("zero is not NULL"),
+        _ => pg_sys::Datum::from(0),
+    };
+    compare(typid, value, zero)
+}
+
+/// Compares two datums of type `typid` with its default btree ordering.
+pub fn compare(typid: pg_sys::Oid, a: pg_sys::Datum, b: pg_sys::Datum) -> Ordering {
+    unsafe {
+        let entry = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_CMP_PROC_FINFO as i32);
+        let result = pg_sys::FunctionCall2Coll(&mut (*entry).cmp_proc_finfo, pg_sys::InvalidOid, a, b);
+        (result.value() as i32).cmp(&0)
+    }
+}
+
+unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
+    let event = firing.event();
+    if !firing.is_row() || (event != pg_sys::TRIGGER_EVENT_INSERT && event != pg_sys::TRIGGER_EVENT_UPDATE) {
+        firing.misuse();
+    }
+    let row = if event == pg_sys::TRIGGER_EVENT_UPDATE { firing.data.tg_newtuple } else { firing.data.tg_trigtuple };
+    let mut args = firing.args();
+    let (Some(total_name), Some(part_name)) = (args.next(), args.next()) else { firing.misuse() };
+    let total_att = firing.attnum(total_name).unwrap_or_else(|| firing.missing_column(total_name));
+    let part_att = firing.attnum(part_name).unwrap_or_else(|| firing.missing_column(part_name));
+    let typid = firing.attribute(total_att).atttypid;
+    let (total, total_null) = firing.value(row, total_att);
+    let (part, part_null) = firing.value(row, part_att);
+
+    let broken = if !total_null && sign(typid, total) == Ordering::Less {
+        Some((total_att, Rule::TotalNegative))
+    } else if !part_null && sign(typid, part) == Ordering::Less {
+        Some((part_att, Rule::PartNegative))
+    } else if !total_null && !part_null && compare(typid, part, total) == Ordering::Greater {
+        Some((part_att, Rule::PartAboveTotal))
+    } else {
+        None
+    };
+    match broken {
+        Some((attnum, rule)) => {
+            let columns = Columns { total: (total_name, total_att), part: (part_name, part_att), at_fault: attnum };
+            firing.refuse(refusal(firing, quantity, rule, row, columns))
+        }
+        None => Verdict::Allow(pg_sys::Datum::from(0)),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Rule {
+    TotalNegative,
+    PartNegative,
+    PartAboveTotal,
+}
+
+/// The guarded columns (name, attribute number) and the one the refusal is about.
+struct Columns<'a> {
+    total: (&'a CStr, i16),
+    part: (&'a CStr, i16),
+    at_fault: i16,
+}
+
+fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: pg_sys::HeapTuple, columns: Columns) -> Refusal {
+    let (total, part) = (columns.total.0.to_string_lossy(), columns.part.0.to_string_lossy());
+    let table = firing.table_name();
+    let message = match rule {
+        Rule::TotalNegative => format!("{total} of table \"{table}\" cannot be negative"),
+        Rule::PartNegative => format!("{part} of table \"{table}\" cannot be negative"),
+        Rule::PartAboveTotal => format!("{part} of table \"{table}\" cannot exceed {total}"),
+    };
+    let detail = format!(
+        "{} in table {} would have {total} {} and {part} {}.",
+        firing.row_key(row),
+        firing.qualified_table_name(),
+        firing.value_text(row, columns.total.1),
+        firing.value_text(row, columns.part.1)
+    );
+    let hint = match quantity {
+        Quantity::Stock => "Reserve, release and consume stock with integrity.reserve_stock(), release_stock() and \
+                            commit_stock(): they check what is available under the row lock and never oversell."
+            .to_string(),
+        Quantity::Credit => format!("Keep {part} between 0 and {total}: record a payment or raise the limit first."),
+    };
+    Refusal { code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION, message, detail, hint, column: Some(columns.at_fault) }
+}
