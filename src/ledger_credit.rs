@@ -70,10 +70,18 @@ struct EntryPlan {
     key_atts: [i16; MAX_KEYS],
 }
 
+/// What a prepared statement was prepared from: a re-registration with other
+/// columns keeps the trigger's OID but changes the SQL, and a column type
+/// change keeps the SQL but changes the parameter types.
+#[derive(PartialEq)]
+struct PlanSource {
+    sql: String,
+    arg_types: Vec<pg_sys::Oid>,
+}
+
 thread_local! {
-    /// Prepared statements by trigger OID, with the SQL they were prepared from
-    /// (a re-registration with other columns keeps the OID, changes the SQL).
-    static PLANS: RefCell<HashMap<pg_sys::Oid, (String, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
+    /// Prepared statements by trigger OID.
+    static PLANS: RefCell<HashMap<pg_sys::Oid, (PlanSource, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
 }
 
 unsafe fn apply_entries(firing: &Firing) -> Verdict {
@@ -189,7 +197,8 @@ fn argument_types(firing: &Firing, amount_type: pg_sys::Oid, key_atts: &[i16]) -
 
 fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
     let tgoid = firing.trigger().tgoid;
-    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
+    let source = PlanSource { sql: sql.to_string(), arg_types: arg_types.to_vec() };
+    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| *s == source).map(|(_, p)| *p)) {
         return plan;
     }
     let text = CString::new(sql).expect("identifiers are quoted");
@@ -204,7 +213,7 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
         plan
     };
     PLANS.with_borrow_mut(|plans| {
-        if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
+        if let Some((_, stale)) = plans.insert(tgoid, (source, plan)) {
             unsafe { pg_sys::SPI_freeplan(stale) };
         }
     });

@@ -58,6 +58,42 @@ mod tests {
     }
 
     #[pg_test]
+    fn quantity_signs_and_order_follow_the_column_type() {
+        use crate::quantities::{compare, sign};
+        use core::cmp::Ordering::*;
+        use pgrx::IntoDatum;
+        let numeric = |s: &str| pgrx::AnyNumeric::try_from(s).unwrap().into_datum().unwrap();
+        assert_eq!(sign(pg_sys::NUMERICOID, numeric("-0.001")), Less);
+        assert_eq!(sign(pg_sys::NUMERICOID, numeric("0.000")), Equal);
+        assert_eq!(compare(pg_sys::NUMERICOID, numeric("10.50"), numeric("10.5")), Equal);
+        assert_eq!(sign(pg_sys::INT4OID, (-3i32).into_datum().unwrap()), Less);
+        assert_eq!(compare(pg_sys::INT8OID, 7i64.into_datum().unwrap(), 9i64.into_datum().unwrap()), Less);
+        assert_eq!(sign(pg_sys::INT2OID, 0i16.into_datum().unwrap()), Equal);
+    }
+
+    #[pg_test]
+    fn ledger_credit_statement_follows_re_registration() {
+        // The prepared statement is cached per trigger; re-registering the
+        // guard on other account columns must not keep using the old one.
+        Spi::run(
+            "CREATE TABLE accounts (id int PRIMARY KEY, credit_limit int, used_credit int,
+                                    other_limit int, other_used int);
+             INSERT INTO accounts VALUES (1, 100, 0, 10, 0);
+             CREATE TABLE entries (id serial PRIMARY KEY, id_account int, entry_type text, amount int);
+             ALTER TABLE entries RENAME COLUMN id_account TO account_id;
+             ALTER TABLE accounts RENAME COLUMN id TO account_id;
+             SELECT integrity.guard_ledger_credit('entries', 'accounts', ARRAY['account_id']);
+             INSERT INTO entries (account_id, entry_type, amount) VALUES (1, 'DEBIT', 50);
+             SELECT integrity.guard_ledger_credit('entries', 'accounts', ARRAY['account_id'],
+                                                  limit_column => 'other_limit', used_column => 'other_used');
+             INSERT INTO entries (account_id, entry_type, amount) VALUES (1, 'DEBIT', 5);",
+        )
+        .unwrap();
+        let used = Spi::get_two::<i32, i32>("SELECT used_credit, other_used FROM accounts").unwrap();
+        assert_eq!(used, (Some(50), Some(5)));
+    }
+
+    #[pg_test]
     #[should_panic(expected = "pg_integrity guard functions can only be called as triggers")]
     fn guard_function_called_directly_is_refused() {
         Spi::run("SELECT integrity.version_bump()").unwrap();
