@@ -35,6 +35,31 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION integrity._column_format(tbl regclass, col text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+     WHERE attrelid = tbl AND attname = col AND attnum > 0 AND NOT attisdropped
+$$;
+
+-- Whether column target_col can hold any value of column source_col exactly:
+-- the same type, an unconstrained numeric, or a wider integer.
+CREATE FUNCTION integrity._holds_exactly(target regclass, target_col text, source regclass, source_col text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT integrity._column_format(target, target_col) = integrity._column_format(source, source_col)
+        OR integrity._column_format(target, target_col) = 'numeric'
+        OR (integrity._column_type(source, source_col) IN ('smallint', 'integer', 'bigint')
+            AND array_position(ARRAY['smallint', 'integer', 'bigint', 'numeric']::regtype[],
+                               integrity._column_type(target, target_col))
+                >= array_position(ARRAY['smallint', 'integer', 'bigint']::regtype[],
+                                  integrity._column_type(source, source_col)))
+$$;
+
 -- guard_stock and guard_credit: 0 <= part <= total and total >= 0, checked on
 -- the final row like a NOT VALID CHECK constraint.
 CREATE FUNCTION integrity._guard_quantity(tbl regclass, total_column name, part_column name, guard text)
@@ -129,6 +154,20 @@ BEGIN
                   HINT = 'Each ledger entry must belong to exactly one account: add a primary key or unique constraint on the key columns.';
     END IF;
     PERFORM integrity._check_quantity_column(ledger, amount_column, caller);
+    IF integrity._check_quantity_column(accounts, limit_column, caller)
+       <> integrity._check_quantity_column(accounts, used_column, caller) THEN
+        RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, limit_column,
+                        used_column, accounts
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    -- The account must hold every amount exactly, or it drifts from its ledger.
+    IF NOT integrity._holds_exactly(accounts, used_column, ledger, amount_column) THEN
+        RAISE EXCEPTION '%: amounts of type % would be rounded into "%" of type %', caller,
+                        integrity._column_format(ledger, amount_column), used_column,
+                        integrity._column_format(accounts, used_column)
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Give the account''s used and limit columns the type of the ledger''s amounts.';
+    END IF;
     PERFORM integrity._require_argument(entry_type_column, 'entry_type_column', caller);
     PERFORM integrity._column_type(ledger, entry_type_column);
     PERFORM integrity._require_argument(debit_value, 'debit_value', caller);
@@ -137,8 +176,6 @@ BEGIN
         RAISE EXCEPTION '%: debit_value and credit_value must differ', caller
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM integrity._check_quantity_column(accounts, limit_column, caller);
-    PERFORM integrity._check_quantity_column(accounts, used_column, caller);
     PERFORM integrity._refuse_if_inherited(ledger, ARRAY['ledger_credit'], caller);
 
     PERFORM integrity._record_guard(ledger, 'ledger_credit', keys, jsonb_build_object(
@@ -166,10 +203,11 @@ COMMENT ON FUNCTION integrity.guard_ledger_credit(regclass, regclass, text[], na
 -- a lock of all of them in key order first), so concurrent callers queue on
 -- the row lock and each decides on the latest committed row: never oversold.
 
--- The stock guard of tbl: its columns and its single-column primary key.
+-- The stock guard of tbl: its columns, its single-column primary key, and the
+-- scale a quantity must fit (0 for integer columns, NULL for unconstrained numeric).
 CREATE FUNCTION integrity._stock_target(tbl regclass, caller text,
                                         OUT stock_column text, OUT reserved_column text,
-                                        OUT key_column text, OUT key_type text)
+                                        OUT key_column text, OUT key_type text, OUT quantity_scale integer)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -191,10 +229,17 @@ BEGIN
         RAISE EXCEPTION '%: table "%" needs a single-column primary key', caller, tbl
             USING ERRCODE = 'invalid_column_reference';
     END IF;
+    SELECT CASE WHEN a.atttypid <> 'numeric'::regtype THEN 0
+                WHEN a.atttypmod >= 4 THEN (a.atttypmod - 4) & 65535 END
+      INTO quantity_scale
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = reserved_column;
 END;
 $$;
 
-CREATE FUNCTION integrity._require_quantity(qty numeric, caller text)
+-- A quantity to move: positive, and representable in the stock columns (a
+-- fraction of an integer stock would otherwise be rounded away silently).
+CREATE FUNCTION integrity._require_quantity(qty numeric, scale integer, caller text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -202,6 +247,10 @@ AS $$
 BEGIN
     IF qty IS NULL OR qty <= 0 THEN
         RAISE EXCEPTION '%: quantity must be positive, not %', caller, coalesce(qty::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF scale IS NOT NULL AND qty <> round(qty, scale) THEN
+        RAISE EXCEPTION '%: quantity % has more decimal places than the stock columns hold (%)', caller, qty, scale
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END;
@@ -227,7 +276,7 @@ DECLARE
     t record := integrity._stock_target(tbl, 'reserve_stock');
     reserved boolean;
 BEGIN
-    PERFORM integrity._require_quantity(qty, 'reserve_stock');
+    PERFORM integrity._require_quantity(qty, t.quantity_scale, 'reserve_stock');
     EXECUTE format('UPDATE %1$s SET %2$I = %2$I + $2 WHERE %3$I = $1::%4$s AND %5$I - %2$I >= $2 RETURNING true',
                    tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column)
        INTO reserved USING id, qty;
@@ -252,27 +301,37 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record := integrity._stock_target(tbl, caller);
-    done boolean;
+    settled integer;
     reserved numeric;
 BEGIN
-    PERFORM integrity._require_quantity(qty, caller);
-    EXECUTE format('UPDATE %1$s SET %2$I = %2$I - $2 %6$s WHERE %3$I = $1::%4$s AND %2$I >= $2 RETURNING true',
-                   tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column,
+    PERFORM integrity._require_quantity(qty, t.quantity_scale, caller);
+    EXECUTE format('UPDATE %1$s SET %2$I = %2$I - $2 %5$s WHERE %3$I = $1::%4$s AND %2$I >= $2',
+                   tbl, t.reserved_column, t.key_column, t.key_type,
                    CASE WHEN consume THEN format(', %1$I = %1$I - $2', t.stock_column) ELSE '' END)
-       INTO done USING id, qty;
-    IF done THEN
+       USING id, qty;
+    GET DIAGNOSTICS settled = ROW_COUNT;
+    IF settled = 1 THEN
         RETURN;
     END IF;
     EXECUTE format('SELECT %I FROM %s WHERE %I = $1::%s', t.reserved_column, tbl, t.key_column, t.key_type)
        INTO reserved USING id;
-    IF NOT FOUND THEN
+    GET DIAGNOSTICS settled = ROW_COUNT;
+    IF settled = 0 THEN
         PERFORM integrity._unknown_row(tbl, t.key_column, id, caller);
     END IF;
     RAISE EXCEPTION '%: cannot % % of "%" row % = %: only % is reserved', caller,
-                    CASE WHEN consume THEN 'commit' ELSE 'release' END, qty, tbl, t.key_column, id,
+                    CASE WHEN consume THEN 'commit' ELSE 'release' END, qty,
+                    (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl), t.key_column, id,
                     coalesce(reserved::text, 'NULL')
-        USING ERRCODE = 'check_violation', CONSTRAINT = 'integrity_stock', TABLE = tbl::text,
-              HINT = 'Release or commit at most what this row has reserved.';
+        USING ERRCODE = 'check_violation',
+              DETAIL = format('Key (%s)=(%s) in table %s has %s %s.', t.key_column, id, tbl, t.reserved_column,
+                              coalesce(reserved::text, 'NULL')),
+              HINT = 'Release or commit at most what the row has reserved.',
+              SCHEMA = (SELECT n.nspname FROM pg_catalog.pg_class c
+                          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl),
+              TABLE = (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl),
+              COLUMN = t.reserved_column,
+              CONSTRAINT = 'integrity_stock';
 END;
 $$;
 
@@ -309,7 +368,10 @@ BEGIN
     IF array_position(ids, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'reserve_stock: ids must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM integrity._require_quantity(q, 'reserve_stock') FROM unnest(qtys) q;
+    IF cardinality(ids) = 0 THEN
+        RAISE EXCEPTION 'reserve_stock: ids must name at least one row' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integrity._require_quantity(q, t.quantity_scale, 'reserve_stock') FROM unnest(qtys) q;
 
     -- Lock every row in key order (so that two multi-row reservations can
     -- never deadlock each other), then decide on the locked rows.

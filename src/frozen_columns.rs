@@ -10,8 +10,6 @@
 //! an UPDATE that moves a row to another partition is carried out as a DELETE
 //! plus an INSERT and fires no AFTER UPDATE trigger.
 
-use core::ffi::c_int;
-
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
@@ -40,10 +38,6 @@ enum Rule {
     WriteOnce,
 }
 
-unsafe extern "C-unwind" {
-    fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: c_int) -> bool;
-}
-
 unsafe fn refuse_immutable_change(firing: &Firing) -> Verdict {
     unsafe { check(firing, Rule::Immutable) }
 }
@@ -60,10 +54,8 @@ unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
     let new = firing.data.tg_newtuple;
     for column in firing.args() {
         let attnum = firing.attnum(column).unwrap_or_else(|| firing.missing_column(column));
-        let (old_value, old_null) = firing.value(old, attnum);
-        let (new_value, new_null) = firing.value(new, attnum);
-        let changed = old_null != new_null
-            || (!old_null && !unsafe { image_equal(firing, attnum, old_value, new_value) });
+        let changed = !firing.same_value(old, new, attnum);
+        let old_null = firing.value(old, attnum).1;
         let refused = match rule {
             Rule::Immutable => changed,
             Rule::WriteOnce => changed && !old_null,
@@ -78,17 +70,6 @@ unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
         Verdict::Allow(pg_sys::Datum::from(new))
     } else {
         Verdict::Allow(pg_sys::Datum::from(0))
-    }
-}
-
-/// Binary equality, detoasting as needed: `1.0` and `1.00` differ, as they
-/// would to anyone reading the row back.
-unsafe fn image_equal(firing: &Firing, attnum: i16, a: pg_sys::Datum, b: pg_sys::Datum) -> bool {
-    let attribute = firing.attribute(attnum);
-    unsafe {
-        pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            datum_image_eq(a, b, attribute.attbyval, attribute.attlen.into())
-        })
     }
 }
 

@@ -91,17 +91,25 @@ unsafe fn apply_entries(firing: &Firing) -> Verdict {
     let plan = unsafe { entry_plan(firing) };
     let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
     let outcome = match firing.event() {
-        pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, old, Direction::Apply),
-        pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, old, Direction::TakeBack),
-        pg_sys::TRIGGER_EVENT_UPDATE => {
-            apply(firing, plan, old, Direction::TakeBack).and_then(|()| apply(firing, plan, new, Direction::Apply))
+        pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, (old, Direction::Apply), None),
+        pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, (old, Direction::TakeBack), None),
+        // An edit within one account is checked on its net effect; a move to
+        // another account leaves the old one and joins the new one.
+        pg_sys::TRIGGER_EVENT_UPDATE if same_account(firing, plan, old, new) => {
+            apply(firing, plan, (new, Direction::Apply), Some((old, Direction::TakeBack)))
         }
+        pg_sys::TRIGGER_EVENT_UPDATE => apply(firing, plan, (old, Direction::TakeBack), None)
+            .and_then(|()| apply(firing, plan, (new, Direction::Apply), None)),
         _ => firing.misuse(),
     };
     match outcome {
         Ok(()) => Verdict::Allow(pg_sys::Datum::from(0)),
         Err(refusal) => firing.refuse(refusal),
     }
+}
+
+fn same_account(firing: &Firing, plan: &EntryPlan, old: pg_sys::HeapTuple, new: pg_sys::HeapTuple) -> bool {
+    plan.key_atts[..plan.nkeys].iter().all(|&attnum| firing.same_value(old, new, attnum))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -131,20 +139,25 @@ fn quote(ident: &CStr) -> String {
     unsafe { CStr::from_ptr(pg_sys::quote_identifier(ident.as_ptr())) }.to_string_lossy().into_owned()
 }
 
-/// The account's key, `a.k1 = $3 AND a.k2 = $4 …`.
+/// Parameters: `$1 * $2 + $3 * $4` is the change (a direction of +1, -1 or 0
+/// times an amount, twice: an UPDATE within one account nets two entries),
+/// `$5…` the account key.
+const KEY_PARAM: usize = 5;
+
+/// The account's key, `a.k1 = $5 AND a.k2 = $6 …`.
 fn key_match(args: &Args) -> String {
-    let keys: Vec<String> = args.keys.iter().enumerate().map(|(i, key)| format!("a.{} = ${}", quote(key), i + 3)).collect();
+    let keys: Vec<String> =
+        args.keys.iter().enumerate().map(|(i, key)| format!("a.{} = ${}", quote(key), i + KEY_PARAM)).collect();
     keys.join(" AND ")
 }
 
-/// Applies the entry only if the account stays within `0 ..= limit`, so that
-/// the account's own credit guard, if any, never has to refuse.  `$1` is the
-/// direction (+1 or -1), `$2` the amount, `$3…` the account key.
+/// Applies the change only if the account stays within `0 ..= limit`, so that
+/// the account's own credit guard, if any, never has to refuse.
 fn apply_statement(args: &Args) -> String {
     let (used, limit) = (quote(args.used), quote(args.limit));
     format!(
-        "UPDATE {accounts} a SET {used} = a.{used} + $1 * $2 WHERE {keys} \
-         AND a.{used} + $1 * $2 >= 0 AND a.{used} + $1 * $2 <= a.{limit} RETURNING 1",
+        "UPDATE {accounts} a SET {used} = a.{used} + $1 * $2 + $3 * $4 WHERE {keys} \
+         AND a.{used} + $1 * $2 + $3 * $4 >= 0 AND a.{used} + $1 * $2 + $3 * $4 <= a.{limit} RETURNING 1",
         accounts = args.accounts.to_string_lossy(),
         keys = key_match(args)
     )
@@ -154,7 +167,8 @@ fn apply_statement(args: &Args) -> String {
 fn explain_statement(args: &Args) -> String {
     let (used, limit) = (quote(args.used), quote(args.limit));
     format!(
-        "SELECT (a.{used} + $1 * $2)::pg_catalog.text, a.{limit}::pg_catalog.text FROM {accounts} a WHERE {keys}",
+        "SELECT (a.{used} + $1 * $2 + $3 * $4)::pg_catalog.text, a.{limit}::pg_catalog.text, \
+                a.{used} + $1 * $2 + $3 * $4 < 0 FROM {accounts} a WHERE {keys}",
         accounts = args.accounts.to_string_lossy(),
         keys = key_match(args)
     )
@@ -192,7 +206,7 @@ unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
 
 fn argument_types(firing: &Firing, amount_type: pg_sys::Oid, key_atts: &[i16]) -> Vec<pg_sys::Oid> {
     let keys = key_atts.iter().map(|&attnum| firing.attribute(attnum).atttypid);
-    [pg_sys::INT4OID, amount_type].into_iter().chain(keys).collect()
+    [pg_sys::INT4OID, amount_type, pg_sys::INT4OID, amount_type].into_iter().chain(keys).collect()
 }
 
 fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
@@ -220,10 +234,78 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
     plan
 }
 
-/// Applies (or takes back) one ledger entry to its account.  The refusals
-/// read the trigger's arguments again; the path that lets an entry through
-/// allocates nothing but what PostgreSQL pallocs per tuple.
-fn apply(firing: &Firing, plan: &EntryPlan, entry: pg_sys::HeapTuple, direction: Direction) -> Result<(), Refusal> {
+/// Applies `entry` (and `netted`, an entry of the same account) to the account.
+/// The refusals read the trigger's arguments again; the path that lets an
+/// entry through allocates nothing but what PostgreSQL pallocs per tuple.
+fn apply(
+    firing: &Firing,
+    plan: &EntryPlan,
+    entry: (pg_sys::HeapTuple, Direction),
+    netted: Option<(pg_sys::HeapTuple, Direction)>,
+) -> Result<(), Refusal> {
+    let (direction, amount) = signed_amount(firing, plan, entry)?;
+    let (netted_direction, netted_amount) = match netted {
+        Some(netted) => signed_amount(firing, plan, netted)?,
+        None => (0, amount),
+    };
+    let mut values = [pg_sys::Datum::from(0); MAX_KEYS + KEY_PARAM - 1];
+    let mut nulls = [b' ' as c_char; MAX_KEYS + KEY_PARAM - 1];
+    values[..4].copy_from_slice(&[
+        pg_sys::Datum::from(direction),
+        amount,
+        pg_sys::Datum::from(netted_direction),
+        netted_amount,
+    ]);
+    for i in 0..plan.nkeys {
+        let (value, is_null) = firing.value(entry.0, plan.key_atts[i]);
+        values[i + KEY_PARAM - 1] = value;
+        nulls[i + KEY_PARAM - 1] = if is_null { b'n' as c_char } else { b' ' as c_char };
+    }
+
+    unsafe {
+        pg_sys::SPI_connect();
+        pg_sys::SPI_execute_plan(plan.plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
+        if pg_sys::SPI_processed == 1 {
+            pg_sys::SPI_finish();
+            return Ok(());
+        }
+        // Refused: find out whether the account is missing or out of bounds,
+        // on a fresh snapshot that sees this statement's earlier entries.
+        let args = args(firing);
+        let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
+        let explain = CString::new(explain_statement(&args)).expect("identifiers are quoted");
+        pg_sys::SPI_execute_with_args(
+            explain.as_ptr(),
+            (plan.nkeys + KEY_PARAM - 1) as i32,
+            arg_types.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            false,
+            1,
+        );
+        let account = (pg_sys::SPI_processed == 1).then(|| {
+            let table = pg_sys::SPI_tuptable;
+            let text = |n| {
+                let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n);
+                if value.is_null() { "NULL".to_string() } else { CStr::from_ptr(value).to_string_lossy().into_owned() }
+            };
+            (text(1), text(2), text(3) == "t")
+        });
+        pg_sys::SPI_finish();
+        Err(match account {
+            None => no_account(firing, entry.0, &args),
+            Some((used, limit, below_zero)) => over_limit(firing, entry.0, &args, below_zero, used, limit),
+        })
+    }
+}
+
+/// The entry's amount and the direction it moves used credit: +1 for a debit
+/// applied or a credit taken back, -1 for the opposite.
+fn signed_amount(
+    firing: &Firing,
+    plan: &EntryPlan,
+    (entry, direction): (pg_sys::HeapTuple, Direction),
+) -> Result<(i32, pg_sys::Datum), Refusal> {
     let (amount, amount_null) = firing.value(entry, plan.amount_att);
     if amount_null || sign(plan.amount_type, amount) != Ordering::Greater {
         let args = args(firing);
@@ -247,53 +329,7 @@ fn apply(firing: &Firing, plan: &EntryPlan, entry: pg_sys::HeapTuple, direction:
         );
         return Err(entry_refusal(firing, entry, &args, "unknown entry type", why));
     };
-    let direction_sign: i32 = if debit == (direction == Direction::Apply) { 1 } else { -1 };
-
-    let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 2];
-    let mut nulls = [b' ' as c_char; MAX_KEYS + 2];
-    values[0] = pg_sys::Datum::from(direction_sign);
-    values[1] = amount;
-    for i in 0..plan.nkeys {
-        let (value, is_null) = firing.value(entry, plan.key_atts[i]);
-        values[i + 2] = value;
-        nulls[i + 2] = if is_null { b'n' as c_char } else { b' ' as c_char };
-    }
-
-    let nargs = plan.nkeys + 2;
-    unsafe {
-        pg_sys::SPI_connect();
-        pg_sys::SPI_execute_plan(plan.plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
-        if pg_sys::SPI_processed == 1 {
-            pg_sys::SPI_finish();
-            return Ok(());
-        }
-        // Refused: find out whether the account is missing or out of bounds.
-        let args = args(firing);
-        let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
-        let explain = CString::new(explain_statement(&args)).expect("identifiers are quoted");
-        pg_sys::SPI_execute_with_args(
-            explain.as_ptr(),
-            nargs as i32,
-            arg_types.as_mut_ptr(),
-            values.as_mut_ptr(),
-            nulls.as_ptr(),
-            true,
-            1,
-        );
-        let account = (pg_sys::SPI_processed == 1).then(|| {
-            let table = pg_sys::SPI_tuptable;
-            let text = |n| {
-                let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n);
-                if value.is_null() { "NULL".to_string() } else { CStr::from_ptr(value).to_string_lossy().into_owned() }
-            };
-            (text(1), text(2))
-        });
-        pg_sys::SPI_finish();
-        Err(match account {
-            None => no_account(firing, entry, &args),
-            Some((used, limit)) => over_limit(firing, entry, &args, debit, direction, used, limit),
-        })
-    }
+    Ok((if debit == (direction == Direction::Apply) { 1 } else { -1 }, amount))
 }
 
 /// The entry type as its output function writes it (palloc'd, per tuple).
@@ -318,7 +354,7 @@ fn entry_refusal(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args, what: &
         message: format!("{what} in credit ledger \"{}\"", firing.table_name()),
         detail: format!("{} in table {}: {why}", firing.row_key(entry), firing.qualified_table_name()),
         hint: format!(
-            "Each entry of a credit ledger has a positive {} and an {} of {} or {}.",
+            "Each entry of a credit ledger has a positive {} and {} {} or {}.",
             args.amount.to_string_lossy(),
             args.entry_type.to_string_lossy(),
             args.debit.to_string_lossy(),
@@ -348,22 +384,20 @@ fn over_limit(
     firing: &Firing,
     entry: pg_sys::HeapTuple,
     args: &Args,
-    debit: bool,
-    direction: Direction,
+    below_zero: bool,
     used: String,
     limit: String,
 ) -> Refusal {
     let used_column = args.used.to_string_lossy();
-    let raises = debit == (direction == Direction::Apply);
-    let (message, hint) = if raises {
-        (
-            format!("credit limit exceeded for account {}", account_key(firing, entry, args)),
-            "Record a payment first, or raise the account's credit limit.".to_string(),
-        )
-    } else {
+    let (message, hint) = if below_zero {
         (
             format!("{used_column} cannot go below zero for account {}", account_key(firing, entry, args)),
             format!("The account has less {used_column} than this entry gives back; check the entry's amount."),
+        )
+    } else {
+        (
+            format!("credit limit exceeded for account {}", account_key(firing, entry, args)),
+            "Record a payment first, or raise the account's credit limit.".to_string(),
         )
     };
     Refusal {

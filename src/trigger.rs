@@ -8,6 +8,10 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::{Refusal, Violation};
 
+unsafe extern "C-unwind" {
+    fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: core::ffi::c_int) -> bool;
+}
+
 /// What a guard decided about the row (or statement) it was fired for.
 #[repr(C)]
 pub enum Verdict {
@@ -176,6 +180,22 @@ impl Firing {
         let mut is_null = false;
         let value = unsafe { pg_sys::heap_getattr(tuple, attnum.into(), self.tupdesc(), &mut is_null) };
         (value, is_null)
+    }
+
+    /// Whether column `attnum` holds the same value in both tuples, compared
+    /// binarily (detoasting as needed): `1.0` and `1.00` differ, as they would
+    /// to anyone reading the row back; two NULLs are the same.
+    pub fn same_value(&self, a: pg_sys::HeapTuple, b: pg_sys::HeapTuple, attnum: i16) -> bool {
+        let ((a, a_null), (b, b_null)) = (self.value(a, attnum), self.value(b, attnum));
+        if a_null || b_null {
+            return a_null == b_null;
+        }
+        let attribute = self.attribute(attnum);
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                datum_image_eq(a, b, attribute.attbyval, core::ffi::c_int::from(attribute.attlen))
+            })
+        }
     }
 
     /// The column's value in `tuple` as text, `NULL` for a null.

@@ -263,4 +263,4 @@ SELECT p.oid::regprocedure AS function, p.proconfig, obj_description(p.oid, 'pg_
   FROM pg_proc p
  WHERE p.pronamespace = 'integrity'::regnamespace
    AND p.proname IN ('schema_manifest', 'schema_diff', 'assert_schema', 'lint')
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;

@@ -109,12 +109,12 @@ SELECT indexrelid::regclass AS index_name, pg_get_expr(indpred, indrelid) AS pre
  WHERE indexrelid IN ('trading.idx_wholesaler_products_sku'::regclass, 'tagging.tags_name_key'::regclass,
                       'tagging.idx_tags_slug_or_blank'::regclass, 'trading."Product_sku_key"'::regclass,
                       'trading.idx_product_prices_from_product'::regclass, 'tagging."Tag ""Groups"" key"'::regclass)
- ORDER BY 1::text;
+ ORDER BY indexrelid::regclass::text;
 SELECT conrelid::regclass AS table_name, conname, pg_get_constraintdef(oid) AS definition
   FROM pg_constraint
  WHERE contype = 'p' AND conrelid IN ('trading.stock_movements'::regclass, 'financial.audit_log'::regclass,
                                       'financial.ledger_archive'::regclass)
- ORDER BY 1::text;
+ ORDER BY conrelid::regclass::text, conname;
 ROLLBACK;
 
 SELECT count(*) AS problems FROM integrity.lint('{financial,trading,tagging}');
