@@ -1,0 +1,656 @@
+-- Reports: integrity.violations() lists existing rows that break a registered
+-- guard; integrity.health() compares the registry with the triggers, event
+-- triggers and functions that are supposed to enforce it.
+--
+-- Both run with a fixed search_path, read the catalogs schema-qualified and
+-- quote every identifier they put into dynamic SQL.
+
+------------------------------------------------------------------------------
+-- Shared helpers.
+
+-- The SQL that (re)registers a registry row's guard with its registered
+-- arguments.  Re-running a registration repairs dropped, disabled, re-moded or
+-- replaced guard triggers and uncovered partitions.
+CREATE FUNCTION integrity._registration_sql(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE guard
+        WHEN 'append_only' THEN
+            format('SELECT integrity.protect_append_only(%L, allow_truncate => %s);', tbl::text,
+                   CASE WHEN (options ->> 'allow_truncate')::boolean THEN 'true' ELSE 'false' END)
+        WHEN 'immutable' THEN
+            format('SELECT integrity.protect_immutable(%L, %s);', tbl::text, integrity._array_sql(columns))
+        WHEN 'write_once' THEN
+            format('SELECT integrity.protect_write_once(%L, %s);', tbl::text, integrity._array_sql(columns))
+        WHEN 'versioning' THEN
+            format('SELECT integrity.enable_versioning(%L, version_column => %L, strict => %s);', tbl::text,
+                   columns[1], CASE WHEN NOT (options ->> 'strict')::boolean THEN 'false' ELSE 'true' END)
+        WHEN 'stock' THEN
+            format('SELECT integrity.guard_stock(%L, stock_column => %L, reserved_column => %L);', tbl::text,
+                   columns[1], columns[2])
+        WHEN 'credit' THEN
+            format('SELECT integrity.guard_credit(%L, limit_column => %L, used_column => %L);', tbl::text,
+                   columns[1], columns[2])
+        WHEN 'ledger_credit' THEN
+            format('SELECT integrity.guard_ledger_credit(%L, %L, %s, amount_column => %L, entry_type_column => %L,'
+                   ' debit_value => %L, credit_value => %L, limit_column => %L, used_column => %L);',
+                   tbl::text, options ->> 'accounts', integrity._array_sql(columns),
+                   options ->> 'amount_column', options ->> 'entry_type_column', options ->> 'debit_value',
+                   options ->> 'credit_value', options ->> 'limit_column', options ->> 'used_column')
+        END
+$$;
+
+-- ARRAY['a', 'b'] (or '{}'::text[]) as SQL text.
+CREATE FUNCTION integrity._array_sql(items text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce('ARRAY[' || string_agg(quote_nullable(item), ', ' ORDER BY n) || ']', '''{}''::text[]')
+      FROM unnest(items) WITH ORDINALITY AS u(item, n)
+$$;
+
+-- The SQL that removes a guard.
+CREATE FUNCTION integrity._unprotect_sql(tbl regclass, guard text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT format('SELECT integrity.unprotect(%L, %L);', tbl::text, guard) $$;
+
+-- The columns of rel that identify a row: its primary key, else its replica
+-- identity index, else none (the caller falls back to the ctid).
+CREATE FUNCTION integrity._key_columns(rel regclass)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT array_agg(a.attname::text ORDER BY k.n)
+              FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE k.n <= i.indnkeyatts)
+      FROM pg_catalog.pg_index i
+      JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+     WHERE i.indrelid = rel
+       AND (i.indisprimary OR (i.indisreplident AND c.relreplident = 'i'))
+     ORDER BY i.indisprimary DESC
+     LIMIT 1
+$$;
+
+-- A jsonb_build_object(...) expression over alias t that identifies a row of
+-- rel: {"id": 42}; without a primary key or replica identity index,
+-- {"ctid": "(0,1)"} (plus "partition" on a partitioned table).
+CREATE FUNCTION integrity._row_key_sql(rel regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT 'pg_catalog.jsonb_build_object(' || string_agg(format('%L, t.%I', col, col), ', ' ORDER BY n) || ')'
+           FROM unnest(integrity._key_columns(rel)) WITH ORDINALITY AS k(col, n)),
+        CASE WHEN (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) = 'p'
+             THEN 'pg_catalog.jsonb_build_object(''ctid'', t.ctid, ''partition'', t.tableoid::pg_catalog.regclass)'
+             ELSE 'pg_catalog.jsonb_build_object(''ctid'', t.ctid)' END)
+$$;
+
+-- Whether rel has every one of the columns.
+CREATE FUNCTION integrity._has_columns(rel regclass, columns text[])
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT columns IS NOT NULL
+       AND NOT EXISTS (SELECT FROM unnest(columns) AS col
+                        WHERE col IS NULL
+                           OR NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                           WHERE a.attrelid = rel AND a.attname = col
+                                             AND a.attnum > 0 AND NOT a.attisdropped))
+$$;
+
+------------------------------------------------------------------------------
+-- violations()
+
+-- The row rules of one guard, over alias t: a condition that is true for a
+-- row that breaks the rule, an SQL expression for the detail (evaluated only
+-- for such rows), and the columns the rule reads.  Guards without a rule on
+-- the data alone (append_only, write_once, ledger_credit) have none here.
+CREATE FUNCTION integrity._row_rules(guard text, columns text[])
+RETURNS TABLE (rule_guard text, condition text, detail text, uses text[])
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- An immutable column that is NULL: the guard keeps it NULL forever.
+    SELECT 'immutable', format('t.%I IS NULL', col),
+           quote_literal(format('immutable column "%s" is NULL: an immutable NULL can never be set', col)),
+           ARRAY[col]
+      FROM unnest(columns) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'immutable'
+    UNION ALL
+    SELECT 'versioning', format('(t.%1$I IS NULL OR t.%1$I < 1)', columns[1]),
+           format('%L || COALESCE(t.%I::text, %L) || %L',
+                  format('version column "%s" is ', columns[1]), columns[1], 'NULL', ': versions start at 1'),
+           ARRAY[columns[1]]
+     WHERE guard = 'versioning'
+    UNION ALL
+    -- stock: columns = {stock, reserved}; credit: columns = {limit, used}.
+    SELECT r.rule_guard, r.condition, r.detail, columns[1:2]
+      FROM (SELECT guard AS rule_guard, columns[1] AS total, columns[2] AS part,
+                   CASE guard WHEN 'stock' THEN 'stock' ELSE 'the credit limit' END AS total_word,
+                   CASE guard WHEN 'stock' THEN 'reserved stock' ELSE 'used credit' END AS part_word
+             WHERE guard IN ('stock', 'credit')) q
+     CROSS JOIN LATERAL (VALUES
+        (1, q.rule_guard, format('t.%I < 0', q.total),
+         format('%L || t.%I::text || %L', format('column "%s" is ', q.total), q.total,
+                format(': %s must be >= 0', q.total_word))),
+        (2, q.rule_guard, format('t.%I < 0', q.part),
+         format('%L || t.%I::text || %L', format('column "%s" is ', q.part), q.part,
+                format(': %s must be >= 0', q.part_word))),
+        (3, q.rule_guard, format('t.%I > t.%I', q.part, q.total),
+         format('%L || t.%I::text || %L || t.%I::text || %L', format('column "%s" (', q.part), q.part,
+                format(') exceeds column "%s" (', q.total), q.total,
+                format('): %s must be <= %s', q.part_word, CASE q.rule_guard WHEN 'stock' THEN 'stock' ELSE 'the limit' END)))
+        ) AS r(n, rule_guard, condition, detail)
+$$;
+
+-- One query that checks every row rule of the guards registered on owners
+-- (rel itself, or rel and its partitioned ancestors) against the rows of rel
+-- in a single scan: the OR of the rules filters the scan (what a hand-written
+-- query would do), and only the rows it lets through are expanded into one
+-- output row per broken rule, with their key and detail.  The query has the
+-- shape a DBA would write by hand and no more expressions than that (on a
+-- large table JIT compiles them, and its time counts).  Rules whose columns
+-- no longer exist are left out (health() reports them).  NULL when there is
+-- no rule to check.  $1 of the query is the table_name it reports.
+CREATE FUNCTION integrity._violations_sql(rel regclass, owners regclass[])
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    rules record;
+BEGIN
+    SELECT string_agg(format('(%L, %s, %s)', rs.rule_guard, rs.condition, rs.detail), ', ' ORDER BY rs.n) AS vals,
+           string_agg(format('(%s)', rs.condition), ' OR ' ORDER BY rs.n) AS filter
+      INTO rules
+      FROM (SELECT row_number() OVER (ORDER BY r.guard, ru.ord) AS n, ru.rule_guard, ru.condition, ru.detail
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._row_rules(r.guard, r.columns)
+                        WITH ORDINALITY AS ru(rule_guard, condition, detail, uses, ord)
+             WHERE r.table_name = ANY (owners)
+               AND integrity._has_columns(rel, ru.uses)) rs;
+    IF rules.vals IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN format('SELECT v.guard, $1, %s, v.detail'
+                  ' FROM %s t CROSS JOIN LATERAL (VALUES %s) AS v(guard, broken, detail)'
+                  ' WHERE (%s) AND v.broken',
+                  integrity._row_key_sql(rel), rel, rules.vals, rules.filter);
+END;
+$$;
+
+-- Accounts whose cached used credit differs from what their ledger says
+-- (debits minus credits per key), and ledger keys without an account.  One
+-- scan of each table: the ledger is aggregated per key and full-joined with
+-- the accounts.  NULL when a table or column of the guard is missing.
+CREATE FUNCTION integrity._ledger_drift_sql(ledger regclass, accounts regclass, keys text[], options jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    amount text := options ->> 'amount_column';
+    entry_type text := options ->> 'entry_type_column';
+    used text := options ->> 'used_column';
+    k text;
+    a_cols text := '';
+    l_cols text := '';
+    l_group text := '';
+    a_alias text := '';
+    join_on text := '';
+    key_json text := '';
+    i int := 0;
+BEGIN
+    IF ledger IS NULL OR accounts IS NULL OR coalesce(cardinality(keys), 0) = 0
+       OR options ->> 'debit_value' IS NULL OR options ->> 'credit_value' IS NULL
+       OR NOT integrity._has_columns(ledger, keys || ARRAY[amount, entry_type])
+       OR NOT integrity._has_columns(accounts, keys || ARRAY[used]) THEN
+        RETURN NULL;
+    END IF;
+    FOREACH k IN ARRAY keys LOOP
+        i := i + 1;
+        a_cols := a_cols || format('a.%I, ', k);
+        l_cols := l_cols || format('l.%I, ', k);
+        l_group := l_group || CASE WHEN i > 1 THEN ', ' ELSE '' END || format('l.%I', k);
+        a_alias := a_alias || format('k%s, ', i);
+        join_on := join_on || CASE WHEN i > 1 THEN ' AND ' ELSE '' END || format('a.k%1$s = l.k%1$s', i);
+        key_json := key_json || CASE WHEN i > 1 THEN ', ' ELSE '' END || format('%L, COALESCE(a.k%s, l.k%s)', k, i, i);
+    END LOOP;
+    RETURN format(
+        'SELECT ''ledger_credit'', $1, pg_catalog.jsonb_build_object(%s),'
+        ' CASE WHEN a.present IS NULL'
+        '  THEN %L || (COALESCE(l.debits, 0) - COALESCE(l.credits, 0))::text'
+        '       || '': debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || %L'
+        '  ELSE %L || COALESCE(a.used::text, ''NULL'') || %L || (COALESCE(l.debits, 0) - COALESCE(l.credits, 0))::text'
+        '       || '' (debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || '')'''
+        ' END'
+        ' FROM (SELECT true, %s a.%I FROM %s a) AS a(present, %s used)'
+        ' FULL JOIN (SELECT %s sum(l.%I) FILTER (WHERE l.%I = %L), sum(l.%I) FILTER (WHERE l.%I = %L)'
+        '              FROM %s l GROUP BY %s) AS l(%s debits, credits)'
+        '   ON %s'
+        ' WHERE a.present IS NULL OR a.used IS DISTINCT FROM COALESCE(l.debits, 0) - COALESCE(l.credits, 0)',
+        key_json,
+        format('ledger %s has entries for this key (net ', ledger),
+        format('), but %s has no row for it', accounts),
+        format('column "%s" is ', used),
+        format(', but ledger %s says ', ledger),
+        a_cols, used, accounts, a_alias,
+        l_cols, amount, entry_type, options ->> 'debit_value', amount, entry_type, options ->> 'credit_value',
+        ledger, l_group, a_alias,
+        join_on);
+END;
+$$;
+
+CREATE FUNCTION integrity.violations(tbl regclass DEFAULT NULL)
+RETURNS TABLE (guard text, table_name regclass, row_key jsonb, detail text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    target record;
+    query text;
+BEGIN
+    -- Row rules: one query (one scan) per table.  Without tbl, every guarded
+    -- table; with tbl, its own guards and those of its partitioned ancestors.
+    FOR target IN
+        SELECT t.rel, t.owners
+          FROM (SELECT tbl AS rel,
+                       ARRAY(SELECT tbl UNION SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a) AS owners
+                 WHERE tbl IS NOT NULL
+                UNION ALL
+                SELECT DISTINCT r.table_name, ARRAY[r.table_name]
+                  FROM integrity.guard_registry r
+                 WHERE tbl IS NULL) t
+         WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = t.rel)
+         ORDER BY t.rel::text COLLATE "C"
+    LOOP
+        query := integrity._violations_sql(target.rel, target.owners);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.rel;
+        END IF;
+    END LOOP;
+
+    -- Ledger credit: drift between each account and its ledger.
+    FOR target IN
+        SELECT r.table_name AS ledger, to_regclass(r.options ->> 'accounts') AS accounts, r.columns, r.options
+          FROM integrity.guard_registry r
+         WHERE r.guard = 'ledger_credit'
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+           AND (tbl IS NULL OR r.table_name = tbl OR to_regclass(r.options ->> 'accounts') = tbl)
+         ORDER BY r.table_name::text COLLATE "C"
+    LOOP
+        query := integrity._ledger_drift_sql(target.ledger, target.accounts, target.columns, target.options);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.accounts;
+        END IF;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION integrity.violations(regclass) IS
+    'Existing rows that break a registered guard (of tbl, or of every guarded table): NULL immutable columns, versions NULL or below 1, stock and credit rules, accounts whose used credit differs from their ledger. One scan per table.';
+
+------------------------------------------------------------------------------
+-- health()
+
+-- pg_trigger.tgtype as SQL: 'BEFORE UPDATE OR DELETE FOR EACH ROW'.
+CREATE FUNCTION integrity._tgtype_text(tgtype smallint)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN tgtype & 2 <> 0 THEN 'BEFORE' WHEN tgtype & 64 <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END
+           || ' '
+           || array_to_string(ARRAY[CASE WHEN tgtype & 4 <> 0 THEN 'INSERT' END,
+                                    CASE WHEN tgtype & 16 <> 0 THEN 'UPDATE' END,
+                                    CASE WHEN tgtype & 8 <> 0 THEN 'DELETE' END,
+                                    CASE WHEN tgtype & 32 <> 0 THEN 'TRUNCATE' END], ' OR ')
+           || CASE WHEN tgtype & 1 <> 0 THEN ' FOR EACH ROW' ELSE ' FOR EACH STATEMENT' END
+$$;
+
+-- The arguments the registration gives trigger trigger_name of a registry
+-- row, as pg_trigger.tgargs stores them (each followed by a NUL byte).
+CREATE FUNCTION integrity._trigger_args(trigger_name name, columns text[], options jsonb)
+RETURNS bytea
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(string_agg(convert_to(arg, pg_catalog.getdatabaseencoding()) || '\x00'::bytea, ''::bytea
+                               ORDER BY n), ''::bytea)
+      FROM unnest(CASE
+               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_row_movement',
+                                     'integrity_write_once', 'integrity_write_once_row_movement') THEN columns
+               WHEN trigger_name = 'integrity_version_bump' THEN
+                   ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
+                                          THEN 'strict' ELSE 'lenient' END]
+               WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
+               WHEN trigger_name IN ('integrity_stock', 'integrity_credit') THEN columns[1:2]
+               WHEN trigger_name = 'integrity_ledger_credit' THEN
+                   ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                            FROM pg_catalog.pg_class c
+                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                           WHERE c.oid = to_regclass(options ->> 'accounts')),
+                         options ->> 'amount_column', options ->> 'entry_type_column',
+                         options ->> 'debit_value', options ->> 'credit_value',
+                         options ->> 'limit_column', options ->> 'used_column'] || columns
+               ELSE '{}'::text[] END) WITH ORDINALITY AS a(arg, n)
+$$;
+
+-- Rows come in repair order: by severity and table, and within a table the
+-- registry clean-ups first.  Every remedy is idempotent, and a remedy that
+-- re-registers a guard first puts the firing modes of every guard trigger of
+-- the table (and its partitions) right, in one ALTER TABLE per relation: the
+-- event trigger refuses any ALTER TABLE that leaves a guard trigger in the
+-- wrong mode, including the one a registration runs.  So the remedies can be
+-- run one by one, top to bottom, or each on its own.
+CREATE FUNCTION integrity.health()
+RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+-- The catalog query is small but its estimates are not: without this, JIT
+-- compilation would take seconds.
+SET jit = off
+AS $$
+WITH registered AS (
+    SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
+           CASE WHEN r.guard = 'ledger_credit' THEN to_regclass(r.options ->> 'accounts') END AS accounts
+      FROM integrity.guard_registry r
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
+),
+-- Every column a registered guard reads, with the relation it is read from.
+guard_columns AS (
+    SELECT r.tbl, r.guard, u.rel, u.col, u.n,
+           EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
+      FROM registered r
+     CROSS JOIN LATERAL (
+            SELECT r.tbl AS rel, c.col, c.n FROM unnest(r.columns) WITH ORDINALITY AS c(col, n)
+            UNION ALL
+            SELECT r.tbl, c.col, 100 + c.n
+              FROM unnest(ARRAY[r.options ->> 'amount_column', r.options ->> 'entry_type_column'])
+                   WITH ORDINALITY AS c(col, n)
+             WHERE r.guard = 'ledger_credit'
+            UNION ALL
+            SELECT r.accounts, c.col, 200 + c.n
+              FROM unnest(r.columns || ARRAY[r.options ->> 'limit_column', r.options ->> 'used_column'])
+                   WITH ORDINALITY AS c(col, n)
+             WHERE r.guard = 'ledger_credit' AND r.accounts IS NOT NULL) u
+     WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
+),
+-- Registry rows whose triggers can be checked: the table, the accounts table
+-- and every column are there.
+sound AS (
+    SELECT r.*
+      FROM registered r
+     WHERE r.relkind IS NOT NULL
+       AND (r.guard <> 'ledger_credit' OR r.accounts IS NOT NULL)
+       AND NOT EXISTS (SELECT FROM guard_columns gc
+                        WHERE gc.tbl = r.tbl AND gc.guard = r.guard AND NOT gc.present)
+),
+-- The triggers each registered guard needs, on the table and on every
+-- partition (row triggers as clones, TRUNCATE triggers of their own).
+expected AS (
+    SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
+           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+     WHERE r.relkind IS NOT NULL
+       AND NOT (g.trigger_name LIKE '%\_row\_movement' AND r.relkind <> 'p')
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+),
+found AS (
+    SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
+           t.tgfoid::regprocedure AS actual_function,
+           coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
+           format('trigger %s of the %s guard', e.trigger_name, e.guard)
+           || CASE WHEN e.rel = e.tbl THEN '' ELSE format(' on partition %s of %s', e.rel, e.tbl) END AS what
+      FROM expected e
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = e.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE (e.tbl, e.guard) IN (SELECT s.tbl, s.guard FROM sound s)
+),
+-- One ALTER TABLE per relation that puts every guard trigger on it that is
+-- disabled or in the wrong mode back in its mode.
+relation_fix AS (
+    SELECT f.rel,
+           format('ALTER TABLE %s %s;', f.rel,
+                  string_agg(format('ENABLE %sTRIGGER %I', CASE f.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END,
+                                    f.trigger_name), ', ' ORDER BY f.trigger_name)) AS fix
+      FROM found f
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+     GROUP BY f.rel
+),
+-- The same for a whole partition tree, followed by a space ('' when none).
+tree_fix AS (
+    SELECT r.tbl, coalesce(string_agg(rf.fix || ' ', '' ORDER BY rf.rel::text COLLATE "C"), '') AS fix
+      FROM (SELECT DISTINCT rr.tbl FROM registered rr WHERE rr.relkind IS NOT NULL) r
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+      LEFT JOIN relation_fix rf ON rf.rel = m.rel
+     GROUP BY r.tbl
+),
+-- The registration of each guard, after the mode fixes of its table.
+registration AS (
+    SELECT r.tbl, r.guard, tf.fix,
+           tf.fix || integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) AS sql
+      FROM registered r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+),
+-- Triggers that carry a guard trigger's name but that no registered guard needs.
+stray AS (
+    SELECT t.tgrelid::regclass AS rel, t.tgname, g.guard,
+           (SELECT rg.sql
+              FROM registration rg
+             WHERE rg.guard = g.guard
+               AND (rg.tbl = t.tgrelid
+                    OR rg.tbl IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(t.tgrelid) a))
+             LIMIT 1) AS registration
+      FROM pg_catalog.pg_trigger t
+      JOIN (SELECT DISTINCT k.trigger_name, k.guard FROM integrity._guard_triggers(NULL) k) g
+        ON g.trigger_name = t.tgname
+     WHERE t.tgparentid = 0
+       AND NOT EXISTS (SELECT FROM expected e WHERE e.rel = t.tgrelid AND e.trigger_name = t.tgname)
+),
+-- step orders the problems of one table: registry rows that must go (1),
+-- guards re-registered with the columns they have left (2), the rest (3).
+problems (severity, table_name, guard, step, problem, remedy) AS (
+    -- The registry outlived the table.
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('the %s guard is registered for a table that no longer exists (OID %s)', r.guard, r.tbl::oid),
+           format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NULL
+    UNION ALL
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('accounts table %s of the ledger_credit guard no longer exists (dropped or renamed):'
+                  ' remove the guard, then register it again with the accounts table as it is now',
+                  r.options ->> 'accounts'),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit' AND r.accounts IS NULL
+    UNION ALL
+    -- A registered column is gone (renamed or dropped while the event
+    -- trigger was not watching).  A column guard is registered again with
+    -- the columns it has left; other guards are removed.
+    SELECT 'error', gc.rel, gc.guard, CASE WHEN left_over.columns IS NULL THEN 1 ELSE 2 END,
+           format('column "%s" of %s, registered for the %s guard%s, no longer exists (renamed or dropped): %s',
+                  gc.col, gc.rel, gc.guard, CASE WHEN gc.rel <> gc.tbl THEN format(' of %s', gc.tbl) ELSE '' END,
+                  CASE WHEN left_over.columns IS NOT NULL
+                       THEN 'the guard is registered again with the columns it has left; add the new name of a renamed column'
+                       ELSE 'remove the guard, then register it again with the columns as they are now' END),
+           CASE WHEN left_over.columns IS NOT NULL
+                THEN format('BEGIN; %s %s%s COMMIT;', integrity._unprotect_sql(gc.tbl, gc.guard), tf.fix,
+                            integrity._registration_sql(gc.tbl, gc.guard, left_over.columns, '{}'))
+                ELSE integrity._unprotect_sql(gc.tbl, gc.guard) END
+      FROM guard_columns gc
+      JOIN tree_fix tf ON tf.tbl = gc.tbl
+     CROSS JOIN LATERAL (SELECT array_agg(o.col ORDER BY o.n) AS columns
+                           FROM guard_columns o
+                          WHERE o.tbl = gc.tbl AND o.guard = gc.guard AND o.present
+                            AND gc.guard IN ('immutable', 'write_once')) left_over
+     WHERE NOT gc.present
+    UNION ALL
+    -- Guard triggers: missing, replaced, disabled, in the wrong mode.
+    SELECT 'error', f.rel, f.guard, 3,
+           CASE WHEN f.rel = f.tbl THEN format('trigger %s of the %s guard is missing', f.trigger_name, f.guard)
+                ELSE format('partition %s of %s is not covered: trigger %s of the %s guard is missing',
+                            f.rel, f.tbl, f.trigger_name, f.guard) END,
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NULL
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it runs %s %s, not integrity.%s() %s', f.what,
+                  f.actual_function, integrity._tgtype_text(f.actual_tgtype), f.function_name,
+                  integrity._tgtype_text(f.tgtype)),
+           -- CREATE OR REPLACE TRIGGER repairs a row trigger; TRUNCATE triggers
+           -- are only created where missing, so the guard is put back whole.
+           CASE WHEN f.per_partition
+                THEN format('BEGIN; %s%s %s COMMIT;', rg.fix, integrity._unprotect_sql(f.tbl, f.guard),
+                            integrity._registration_sql(f.tbl, f.guard, f.columns, f.options))
+                ELSE rg.sql END
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND (NOT f.own_function OR f.actual_tgtype <> f.tgtype)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: its arguments differ from the registered ones', f.what),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
+    UNION ALL
+    SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
+           f.rel, f.guard, 3,
+           format('%s is %s', f.what,
+                  CASE WHEN f.tgenabled = 'D' THEN 'disabled: the guard is not enforced'
+                       WHEN f.mode = 'A' AND f.tgenabled = 'O'
+                            THEN 'ENABLE (origin only), not ENABLE ALWAYS: sessions with session_replication_role = replica skip it'
+                       WHEN f.tgenabled = 'R'
+                            THEN format('ENABLE REPLICA, not %s: ordinary sessions skip it',
+                                        CASE f.mode WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'ENABLE' END)
+                       ELSE 'ENABLE ALWAYS, not ENABLE (origin only): it also fires for rows that logical replication applies, which their origin already processed'
+                  END),
+           rf.fix
+      FROM found f
+      JOIN relation_fix rf ON rf.rel = f.rel
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+    UNION ALL
+    -- Guard triggers that no registered guard needs.
+    SELECT CASE WHEN s.registration IS NULL THEN 'warning' ELSE 'info' END, s.rel, s.guard, 3,
+           CASE WHEN s.registration IS NULL
+                THEN format('trigger %s of the %s guard is on a table the registry has no %s guard for'
+                            ' (registry row deleted, or a partition detached from a guarded table): unprotect'
+                            ' removes it; registering the guard again keeps it', s.tgname, s.guard, s.guard)
+                ELSE format('trigger %s is not part of the %s guard as registered', s.tgname, s.guard) END,
+           coalesce(s.registration, integrity._unprotect_sql(s.rel, s.guard))
+      FROM stray s
+    UNION ALL
+    -- A guard function under a name the extension does not manage (a renamed guard trigger).
+    SELECT 'warning', t.tgrelid::regclass, min(g.guard), 3,
+           format('trigger %s runs guard function integrity.%s() under a name pg_integrity does not manage:'
+                  ' neither the registry nor the event triggers watch it', t.tgname, p.proname),
+           format('DROP TRIGGER %I ON %s;', t.tgname, t.tgrelid::regclass)
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+      JOIN integrity._guard_triggers(NULL) g ON g.function_name = p.proname
+     WHERE t.tgparentid = 0
+       AND t.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k)
+     GROUP BY t.tgrelid, t.tgname, p.proname
+    UNION ALL
+    -- Guarded tables without a primary key.
+    SELECT 'warning', r.tbl, NULL, 3,
+           format('guarded table %s has no primary key: guard errors and violations() cannot name its rows'
+                  ' by a stable key', r.tbl),
+           tf.fix
+           || CASE WHEN r.relkind = 'r' AND candidate.index_name IS NOT NULL
+                   THEN format('ALTER TABLE %s ADD PRIMARY KEY USING INDEX %I;', r.tbl, candidate.index_name)
+                   ELSE format('ALTER TABLE %s ADD PRIMARY KEY (%s);', r.tbl,
+                               coalesce(candidate.key_columns, '<columns that identify a row>')) END
+      FROM (SELECT DISTINCT rr.tbl, rr.relkind FROM registered rr WHERE rr.relkind IS NOT NULL) r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+      LEFT JOIN LATERAL (
+            -- a valid, unique, non-partial index on NOT NULL columns
+            SELECT ic.relname AS index_name,
+                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS key_columns
+              FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = r.tbl AND i.indisunique AND i.indisvalid AND i.indimmediate
+               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
+               AND NOT EXISTS (SELECT FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                                WHERE NOT a.attnotnull)
+             ORDER BY i.indnatts, ic.relname
+             LIMIT 1) candidate ON true
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conrelid = r.tbl AND con.contype = 'p')
+    UNION ALL
+    -- The extension's event triggers: missing, disabled, or not ENABLE ALWAYS.
+    SELECT CASE WHEN e.evtenabled = 'O' THEN 'warning' ELSE 'error' END, NULL, NULL, 1,
+           format('event trigger %s %s%s', v.evtname,
+                  CASE WHEN e.oid IS NULL THEN 'is missing: '
+                       WHEN e.evtenabled = 'D' THEN 'is disabled: '
+                       WHEN e.evtenabled = 'O' THEN 'is ENABLE (origin only), not ENABLE ALWAYS: in sessions with session_replication_role = replica, '
+                       ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
+                  v.consequence),
+           CASE WHEN e.oid IS NULL
+                THEN format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I();'
+                            ' ALTER EVENT TRIGGER %1$I ENABLE ALWAYS; ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %1$I;',
+                            v.evtname, v.evtevent, v.tags, v.evtfunction)
+                ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
+      FROM (VALUES ('integrity_ddl_command_end', 'ddl_command_end',
+                    ' WHEN TAG IN (''CREATE TABLE'', ''ALTER TABLE'', ''CREATE TRIGGER'', ''ALTER TRIGGER'')',
+                    '_on_ddl_command_end',
+                    'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
+                    ' and new partitions are not covered'),
+                   ('integrity_sql_drop', 'sql_drop', '', '_on_sql_drop',
+                    'guard triggers can be dropped, and dropped tables stay in the registry')
+           ) AS v(evtname, evtevent, tags, evtfunction, consequence)
+      LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
+     WHERE e.oid IS NULL OR e.evtenabled <> 'A'
+    UNION ALL
+    -- The compiled guard functions: replaced by other code, or gone.
+    SELECT 'error', NULL, min(g.guard), 1,
+           CASE WHEN min(p.oid::int8) IS NULL
+                THEN format('guard function integrity.%s() is missing', g.function_name)
+                ELSE format('guard function integrity.%s() is not the extension''s compiled code any more'
+                            ' (it is LANGUAGE %s)', g.function_name, min(l.lanname)) END,
+           format('CREATE OR REPLACE FUNCTION integrity.%I() RETURNS trigger LANGUAGE c AS %L, %L;%s',
+                  g.function_name, 'pg_integrity', 'integrity_' || g.function_name,
+                  CASE WHEN min(p.oid::int8) IS NULL
+                       THEN format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I();', g.function_name)
+                       ELSE '' END)
+      FROM integrity._guard_triggers(NULL) g
+      LEFT JOIN (pg_catalog.pg_proc p
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang)
+             ON p.proname = g.function_name AND p.pronargs = 0
+     GROUP BY g.function_name
+    HAVING min(p.oid::int8) IS NULL
+        OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
+                   OR p.prosrc <> 'integrity_' || g.function_name)
+)
+SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
+  FROM problems p
+ ORDER BY CASE p.severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
+          p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
+$$;
+COMMENT ON FUNCTION integrity.health() IS
+    'The registry against reality: missing, replaced, disabled or replica-skipped guard triggers, uncovered partitions, stray guard triggers, dropped tables and columns, guarded tables without a primary key, the extension''s event triggers and guard functions. Each row gives the SQL that repairs it; a healthy database returns no rows.';
