@@ -122,7 +122,7 @@ BEGIN
                    AND NOT coalesce((guarded.options ->> 'allow_truncate')::boolean, false) THEN
                     PERFORM integrity._cover_truncate(guarded.table_name);
                 END IF;
-                PERFORM integrity._set_trigger_modes(guarded.table_name, guarded.guard);
+                PERFORM integrity._set_trigger_modes(guarded.table_name);
             END LOOP;
         END IF;
 

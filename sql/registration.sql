@@ -187,11 +187,13 @@ AS $$
      WHERE c.relkind IN ('r', 'p')
 $$;
 
--- Puts every trigger of the guard in its mode on the table and its partitions
+-- Puts every guard trigger on the table and its partitions in its mode
 -- (partitions inherit row triggers as clones with their own enabled state).
--- One ALTER TABLE per relation, so that the event trigger, which checks the
--- modes at the end of each ALTER TABLE, never sees a half-done relation.
-CREATE FUNCTION integrity._set_trigger_modes(tbl regclass, guard text)
+-- All of a relation's guard triggers are set in one ALTER TABLE, so that the
+-- event trigger, which checks every guard trigger's mode at the end of each
+-- ALTER TABLE, never sees a half-done relation: registering one guard also
+-- repairs the modes of the others.
+CREATE FUNCTION integrity._set_trigger_modes(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -203,7 +205,7 @@ BEGIN
         SELECT t.tgrelid::regclass AS rel,
                string_agg(format('ENABLE %s TRIGGER %I', CASE g.mode WHEN 'A' THEN 'ALWAYS' ELSE '' END, t.tgname),
                           ', ' ORDER BY t.tgname) AS subcommands
-          FROM integrity._guard_triggers(guard) g
+          FROM integrity._guard_triggers(NULL) g
           JOIN pg_catalog.pg_trigger t ON t.tgname = g.trigger_name
          WHERE t.tgrelid IN (SELECT integrity._partition_tree(tbl))
            AND t.tgenabled <> g.mode
@@ -315,7 +317,7 @@ BEGIN
     ELSE
         PERFORM integrity._cover_truncate(tbl);
     END IF;
-    PERFORM integrity._set_trigger_modes(tbl, 'append_only');
+    PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
 COMMENT ON FUNCTION integrity.protect_append_only(regclass, boolean) IS
@@ -356,7 +358,7 @@ BEGIN
                        ' EXECUTE FUNCTION integrity.%I(%s)',
                        trigger_name || '_row_movement', tbl, condition, guard || '_guard', arguments);
     END IF;
-    PERFORM integrity._set_trigger_modes(tbl, guard);
+    PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
 
@@ -405,7 +407,7 @@ BEGIN
                    ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
                    ' EXECUTE FUNCTION integrity.version_check(%3$L)',
                    tbl, version_column, version_column);
-    PERFORM integrity._set_trigger_modes(tbl, 'versioning');
+    PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
 COMMENT ON FUNCTION integrity.enable_versioning(regclass, name, boolean) IS

@@ -84,7 +84,7 @@ BEGIN
                    ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
                    'integrity_' || guard, tbl, total_column, part_column, guard || '_guard',
                    total_column, part_column);
-    PERFORM integrity._set_trigger_modes(tbl, guard);
+    PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
 
@@ -192,7 +192,7 @@ BEGIN
                                           WHERE c.oid = accounts),
                                         amount_column, entry_type_column, debit_value, credit_value,
                                         limit_column, used_column] || keys) AS arg));
-    PERFORM integrity._set_trigger_modes(ledger, 'ledger_credit');
+    PERFORM integrity._set_trigger_modes(ledger);
 END;
 $$;
 COMMENT ON FUNCTION integrity.guard_ledger_credit(regclass, regclass, text[], name, name, text, text, name, name) IS
