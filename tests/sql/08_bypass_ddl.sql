@@ -256,3 +256,17 @@ SELECT integrity.protect_append_only('ddl_leftover');
 DELETE FROM integrity.guard_registry WHERE table_name = 'ddl_leftover'::regclass;
 SELECT integrity.unprotect('ddl_leftover');
 SELECT * FROM guard_triggers('ddl_leftover');
+
+-- Two guards of one table left in the wrong mode behind the event trigger's
+-- back (it was disabled): re-running either registration repairs both.
+CREATE TABLE ddl_two_broken (id int PRIMARY KEY, origin int, version int NOT NULL DEFAULT 1);
+INSERT INTO ddl_two_broken VALUES (1, 1, 1);
+SELECT integrity.protect_immutable('ddl_two_broken', ARRAY['origin']);
+SELECT integrity.protect_append_only('ddl_two_broken');
+ALTER EVENT TRIGGER integrity_ddl_command_end DISABLE;
+ALTER TABLE ddl_two_broken DISABLE TRIGGER integrity_immutable, ENABLE TRIGGER integrity_append_only;
+ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE ALWAYS;
+SELECT tgname, tgenabled FROM guard_triggers('ddl_two_broken');
+SELECT integrity.protect_append_only('ddl_two_broken');
+SELECT tgname, tgenabled FROM guard_triggers('ddl_two_broken');
+SELECT sqlstate FROM expect_error($$UPDATE ddl_two_broken SET origin = 2$$);
