@@ -267,87 +267,29 @@ BEGIN
 END;
 $$;
 
+-- The single-row operations are compiled (src/stock_operations.rs): they are
+-- called once per order line, and keep their prepared statements per table.
 CREATE FUNCTION integrity.reserve_stock(tbl regclass, id anyelement, qty numeric)
 RETURNS boolean
-LANGUAGE plpgsql
+LANGUAGE c
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t record := integrity._stock_target(tbl, 'reserve_stock');
-    reserved boolean;
-BEGIN
-    PERFORM integrity._require_quantity(qty, t.quantity_scale, 'reserve_stock');
-    EXECUTE format('UPDATE %1$s SET %2$I = %2$I + $2 WHERE %3$I = $1::%4$s AND %5$I - %2$I >= $2 RETURNING true',
-                   tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column)
-       INTO reserved USING id, qty;
-    IF reserved THEN
-        RETURN true;
-    END IF;
-    EXECUTE format('SELECT true FROM %s WHERE %I = $1::%s', tbl, t.key_column, t.key_type) INTO reserved USING id;
-    IF reserved IS NULL THEN
-        PERFORM integrity._unknown_row(tbl, t.key_column, id::text, 'reserve_stock');
-    END IF;
-    RETURN false;
-END;
-$$;
+AS 'MODULE_PATHNAME', 'integrity_reserve_stock';
 COMMENT ON FUNCTION integrity.reserve_stock(regclass, anyelement, numeric) IS
     'Reserves qty of the row''s available stock (stock - reserved): true when reserved, false when not enough is available.';
 
--- release_stock and commit_stock: give back, or consume, part of a reservation.
-CREATE FUNCTION integrity._settle_stock(tbl regclass, id text, qty numeric, consume boolean, caller text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t record := integrity._stock_target(tbl, caller);
-    settled integer;
-    reserved numeric;
-BEGIN
-    PERFORM integrity._require_quantity(qty, t.quantity_scale, caller);
-    EXECUTE format('UPDATE %1$s SET %2$I = %2$I - $2 %5$s WHERE %3$I = $1::%4$s AND %2$I >= $2',
-                   tbl, t.reserved_column, t.key_column, t.key_type,
-                   CASE WHEN consume THEN format(', %1$I = %1$I - $2', t.stock_column) ELSE '' END)
-       USING id, qty;
-    GET DIAGNOSTICS settled = ROW_COUNT;
-    IF settled = 1 THEN
-        RETURN;
-    END IF;
-    EXECUTE format('SELECT %I FROM %s WHERE %I = $1::%s', t.reserved_column, tbl, t.key_column, t.key_type)
-       INTO reserved USING id;
-    GET DIAGNOSTICS settled = ROW_COUNT;
-    IF settled = 0 THEN
-        PERFORM integrity._unknown_row(tbl, t.key_column, id, caller);
-    END IF;
-    RAISE EXCEPTION '%: cannot % % of "%" row % = %: only % is reserved', caller,
-                    CASE WHEN consume THEN 'commit' ELSE 'release' END, qty,
-                    (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl), t.key_column, id,
-                    coalesce(reserved::text, 'NULL')
-        USING ERRCODE = 'check_violation',
-              DETAIL = format('Key (%s)=(%s) in table %s has %s %s.', t.key_column, id, tbl, t.reserved_column,
-                              coalesce(reserved::text, 'NULL')),
-              HINT = 'Release or commit at most what the row has reserved.',
-              SCHEMA = (SELECT n.nspname FROM pg_catalog.pg_class c
-                          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl),
-              TABLE = (SELECT relname FROM pg_catalog.pg_class WHERE oid = tbl),
-              COLUMN = t.reserved_column,
-              CONSTRAINT = 'integrity_stock';
-END;
-$$;
-
 CREATE FUNCTION integrity.release_stock(tbl regclass, id anyelement, qty numeric)
 RETURNS void
-LANGUAGE sql
+LANGUAGE c
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT integrity._settle_stock(tbl, id::text, qty, false, 'release_stock') $$;
+AS 'MODULE_PATHNAME', 'integrity_release_stock';
 COMMENT ON FUNCTION integrity.release_stock(regclass, anyelement, numeric) IS
     'Gives back qty of the row''s reservation (reserved goes down); more than is reserved raises 23514.';
 
 CREATE FUNCTION integrity.commit_stock(tbl regclass, id anyelement, qty numeric)
 RETURNS void
-LANGUAGE sql
+LANGUAGE c
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT integrity._settle_stock(tbl, id::text, qty, true, 'commit_stock') $$;
+AS 'MODULE_PATHNAME', 'integrity_commit_stock';
 COMMENT ON FUNCTION integrity.commit_stock(regclass, anyelement, numeric) IS
     'Consumes qty of the row''s reservation (stock and reserved both go down); more than is reserved raises 23514.';
 

@@ -1,5 +1,18 @@
 //! The fmgr glue for functions declared by hand in `sql/` (`LANGUAGE c`):
-//! PostgreSQL looks for `pg_finfo_<symbol>` to learn the calling convention.
+//! PostgreSQL looks for `pg_finfo_<symbol>` to learn the calling convention,
+//! and a function that refuses must raise its error from its outermost frame.
+
+use pgrx::pg_sys;
+
+use crate::error::Violation;
+
+/// What a guarded function decided.
+#[repr(C)]
+pub enum Verdict {
+    /// Go on; the datum is the function's result.
+    Allow(pg_sys::Datum),
+    Refuse(Violation),
+}
 
 /// Emits the V1 function-info record `$finfo` for a C-callable function.
 macro_rules! function_info_v1 {
@@ -13,3 +26,57 @@ macro_rules! function_info_v1 {
     };
 }
 pub(crate) use function_info_v1;
+
+/// Declares a C-callable function: a V1 info record, and an entry point that
+/// runs `$body(fcinfo) -> Verdict` under pgrx's panic guard and raises its
+/// refusal only after every Rust frame of the body has returned.
+macro_rules! guarded_function {
+    ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $body:expr) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C-unwind" fn $symbol(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
+            #[::pgrx::pg_guard]
+            unsafe extern "C-unwind" fn guarded(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> $crate::fmgr::Verdict {
+                unsafe { ($body)(fcinfo) }
+            }
+            match unsafe { guarded(fcinfo) } {
+                $crate::fmgr::Verdict::Allow(datum) => datum,
+                $crate::fmgr::Verdict::Refuse(violation) => unsafe { $crate::error::raise(violation) },
+            }
+        }
+
+        $crate::fmgr::function_info_v1!($finfo);
+    };
+}
+pub(crate) use guarded_function;
+
+unsafe extern "C-unwind" {
+    #[link_name = "SPI_execute_plan"]
+    fn spi_execute_plan_raw(
+        plan: pg_sys::SPIPlanPtr,
+        values: *mut pg_sys::Datum,
+        nulls: *const core::ffi::c_char,
+        read_only: bool,
+        tcount: core::ffi::c_long,
+    ) -> core::ffi::c_int;
+}
+
+/// `SPI_execute_plan` without pgrx's error trap, so that an error raised by the
+/// statement (say, a guard trigger of the row it updates) reaches the client
+/// as PostgreSQL raised it, with its table, column and constraint fields,
+/// instead of being re-raised with message and DETAIL only.
+///
+/// # Safety
+/// The error longjmps over the callers' frames: none of them may hold a value
+/// that needs dropping at the call (SPI itself is cleaned up by the abort).
+pub unsafe fn execute_plan(
+    plan: pg_sys::SPIPlanPtr,
+    values: &mut [pg_sys::Datum],
+    nulls: &[core::ffi::c_char],
+    read_only: bool,
+) -> u64 {
+    unsafe {
+        spi_execute_plan_raw(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, 1);
+        pg_sys::SPI_processed
+    }
+}

@@ -32,6 +32,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
+use crate::fmgr::execute_plan;
 use crate::quantities::sign;
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
@@ -264,8 +265,7 @@ fn apply(
 
     unsafe {
         pg_sys::SPI_connect();
-        pg_sys::SPI_execute_plan(plan.plan, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
-        if pg_sys::SPI_processed == 1 {
+        if execute_plan(plan.plan, &mut values, &nulls, false) == 1 {
             pg_sys::SPI_finish();
             return Ok(());
         }

@@ -12,6 +12,7 @@ mod append_only;
 mod frozen_columns;
 mod ledger_credit;
 mod quantities;
+mod stock_operations;
 mod versioning;
 
 #[cfg(any(test, feature = "pg_test"))]

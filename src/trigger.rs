@@ -6,43 +6,23 @@ use core::ffi::{c_char, CStr};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::{Refusal, Violation};
+use crate::error::Refusal;
 
 unsafe extern "C-unwind" {
     fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: core::ffi::c_int) -> bool;
 }
 
-/// What a guard decided about the row (or statement) it was fired for.
-#[repr(C)]
-pub enum Verdict {
-    /// Let the operation go on; the datum is what the trigger returns.
-    Allow(pg_sys::Datum),
-    Refuse(Violation),
-}
+pub use crate::fmgr::Verdict;
 
-/// Declares a trigger function callable from SQL (`LANGUAGE c`): a V1 info
-/// function, and an entry point that runs the guard under pgrx's panic guard and
-/// raises its refusal only after every Rust frame of the guard has returned.
+/// Declares a trigger function callable from SQL: `$guard(&Firing) -> Verdict`.
 macro_rules! trigger_entry {
     ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $guard:path) => {
-        $(#[$doc])*
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C-unwind" fn $symbol(
-            fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
-        ) -> ::pgrx::pg_sys::Datum {
-            #[::pgrx::pg_guard]
-            unsafe extern "C-unwind" fn guarded(
-                fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
-            ) -> $crate::trigger::Verdict {
-                unsafe { $guard(&$crate::trigger::Firing::from_fcinfo(fcinfo)) }
-            }
-            match unsafe { guarded(fcinfo) } {
-                $crate::trigger::Verdict::Allow(datum) => datum,
-                $crate::trigger::Verdict::Refuse(violation) => unsafe { $crate::error::raise(violation) },
-            }
-        }
-
-        $crate::fmgr::function_info_v1!($finfo);
+        $crate::fmgr::guarded_function!(
+            $(#[$doc])*
+            $symbol,
+            $finfo,
+            |fcinfo| $guard(&$crate::trigger::Firing::from_fcinfo(fcinfo))
+        );
     };
 }
 pub(crate) use trigger_entry;

@@ -1,0 +1,383 @@
+//! `integrity.reserve_stock`, `release_stock` and `commit_stock` for one row.
+//!
+//! Each is one statement on the row whose WHERE clause is the check:
+//!
+//! ```sql
+//! UPDATE t SET reserved = reserved + $2 WHERE key = $1 AND stock - reserved >= $2
+//! ```
+//!
+//! so the check and the write happen on the row version the UPDATE locks:
+//! concurrent callers queue on the row lock and each decides on the row the
+//! previous one left (READ COMMITTED), or gets 40001 (higher levels).
+//!
+//! These are called once per order line, so their statements are prepared
+//! once per backend and table and kept (`SPI_keepplan`).  The columns come
+//! from the table's `integrity_stock` trigger, the guard itself: no registry
+//! lookup.  Any relcache invalidation (DDL on the table, a re-registration,
+//! which replaces the trigger) makes the next call read the table again; the
+//! plans are prepared again only if its name, guard columns or key changed.
+
+use core::ffi::{c_char, CStr};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+
+use pgrx::pg_sys;
+use pgrx::{FromDatum, PgSqlErrorCode};
+
+use crate::error::Refusal;
+use crate::fmgr::{execute_plan, guarded_function, Verdict};
+use crate::trigger::qualified_name;
+
+guarded_function!(
+    /// `integrity.reserve_stock(tbl regclass, id anyelement, qty numeric) RETURNS boolean`
+    integrity_reserve_stock,
+    pg_finfo_integrity_reserve_stock,
+    |fcinfo| operate(fcinfo, Operation::Reserve)
+);
+
+guarded_function!(
+    /// `integrity.release_stock(tbl regclass, id anyelement, qty numeric) RETURNS void`
+    integrity_release_stock,
+    pg_finfo_integrity_release_stock,
+    |fcinfo| operate(fcinfo, Operation::Release)
+);
+
+guarded_function!(
+    /// `integrity.commit_stock(tbl regclass, id anyelement, qty numeric) RETURNS void`
+    integrity_commit_stock,
+    pg_finfo_integrity_commit_stock,
+    |fcinfo| operate(fcinfo, Operation::Commit)
+);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Operation {
+    Reserve,
+    Release,
+    Commit,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Reserve => "reserve_stock",
+            Operation::Release => "release_stock",
+            Operation::Commit => "commit_stock",
+        }
+    }
+}
+
+/// What the statements of one table are built from.
+#[derive(PartialEq, Clone)]
+struct Target {
+    table: String,
+    stock: String,
+    reserved: String,
+    key: String,
+    key_type: String,
+    /// Decimal places a quantity may have: 0 for integer columns, None for numeric.
+    scale: Option<i32>,
+}
+
+struct Plans {
+    target: Target,
+    /// The value of `GENERATION` when `target` was last read from the catalogs.
+    generation: u64,
+    /// Indexed by `Operation as usize`.
+    operate: [pg_sys::SPIPlanPtr; 3],
+    /// `SELECT reserved FROM t WHERE key = $1`, to tell "not enough" from "no such row".
+    lookup: pg_sys::SPIPlanPtr,
+}
+
+thread_local! {
+    /// By table and by the type of the id argument.
+    static PLANS: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans>> = RefCell::new(HashMap::new());
+    /// Counts relcache invalidations; the callback only bumps it, so that it
+    /// never touches a plan that may be executing.
+    static GENERATION: Cell<u64> = const { Cell::new(1) };
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    GENERATION.set(GENERATION.get() + 1);
+}
+
+fn error(code: PgSqlErrorCode, message: String) -> ! {
+    pgrx::ereport!(ERROR, code, message);
+}
+
+unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Verdict {
+    let caller = operation.name();
+    let args = unsafe { (*fcinfo).args.as_slice(3) };
+    if args[0].isnull {
+        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{caller}: argument \"tbl\" must not be NULL"));
+    }
+    if args[1].isnull {
+        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{caller}: argument \"id\" must not be NULL"));
+    }
+    let relid = pg_sys::Oid::from(args[0].value.value() as u32);
+    let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
+
+    if !CALLBACK_REGISTERED.replace(true) {
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0)) };
+    }
+    // Opening the relation locks it and takes in pending invalidations.
+    let rel = unsafe { pg_sys::relation_open(relid, pg_sys::AccessShareLock as i32) };
+    let (operate, lookup) = unsafe { plans(rel, id_type, caller) };
+
+    // The statement checks the quantity too (positive, not more decimals than
+    // the columns keep), so the path that succeeds does no other work.
+    let mut values = [args[1].value, args[2].value];
+    let nulls = [b' ' as c_char, if args[2].isnull { b'n' as c_char } else { b' ' as c_char }];
+    let outcome = unsafe {
+        pg_sys::SPI_connect();
+        let outcome = if execute_plan(operate[operation as usize], &mut values, &nulls, false) == 1 {
+            Outcome::Done
+        } else {
+            pg_sys::SPI_execute_plan(lookup, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
+            if pg_sys::SPI_processed == 1 {
+                let table = pg_sys::SPI_tuptable;
+                let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
+                Outcome::NotEnough(if text.is_null() {
+                    "NULL".to_string()
+                } else {
+                    CStr::from_ptr(text).to_string_lossy().into_owned()
+                })
+            } else {
+                Outcome::NoRow
+            }
+        };
+        pg_sys::SPI_finish();
+        outcome
+    };
+    if outcome == Outcome::Done {
+        // The lock is kept until the end of the transaction, like the UPDATE's.
+        unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+        return Verdict::Allow(pg_sys::Datum::from(operation == Operation::Reserve));
+    }
+
+    // Refused: say why.
+    let target = unsafe { target(rel, caller) };
+    let quantity = unsafe { pgrx::AnyNumeric::from_datum(args[2].value, args[2].isnull) };
+    match quantity {
+        Some(q) if q <= pgrx::AnyNumeric::from(0) => {
+            error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{caller}: quantity must be positive, not {q}"))
+        }
+        None => error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{caller}: quantity must be positive, not NULL")),
+        Some(q) if !fits(&q, target.scale) => error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "{caller}: quantity {q} has more decimal places than the stock columns hold ({})",
+                target.scale.unwrap_or_default()
+            ),
+        ),
+        Some(quantity) => match outcome {
+            Outcome::NoRow => {
+                let id = id_text(id_type, args[1].value);
+                error(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("{caller}: table \"{}\" has no row with {} = {id}", target.table, target.key),
+                )
+            }
+            Outcome::NotEnough(_) if operation == Operation::Reserve => {
+                unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+                Verdict::Allow(pg_sys::Datum::from(false))
+            }
+            Outcome::NotEnough(reserved) => {
+                let id = id_text(id_type, args[1].value);
+                let relname = unsafe { pgrx::name_data_to_str(&(*(*rel).rd_rel).relname) }.to_string();
+                let refusal = Refusal {
+                    code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+                    message: format!(
+                        "{caller}: cannot {} {quantity} of \"{relname}\" row {} = {id}: only {reserved} is reserved",
+                        if operation == Operation::Commit { "commit" } else { "release" },
+                        target.key
+                    ),
+                    detail: format!(
+                        "Key ({})=({id}) in table {} has {} {reserved}.",
+                        target.key, target.table, target.reserved
+                    ),
+                    hint: "Release or commit at most what the row has reserved.".into(),
+                    column: reserved_attnum(rel, &target.reserved),
+                };
+                // The relation stays open: the error refers to it, and aborting
+                // the transaction releases it.
+                Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
+            }
+            Outcome::Done => unreachable!("handled above"),
+        },
+    }
+}
+
+#[derive(PartialEq)]
+enum Outcome {
+    Done,
+    /// The row exists; the text is its reserved quantity.
+    NotEnough(String),
+    NoRow,
+}
+
+/// Whether `qty` has at most `scale` decimal places.
+fn fits(qty: &pgrx::AnyNumeric, scale: Option<i32>) -> bool {
+    let Some(scale) = scale else { return true };
+    let text = qty.to_string();
+    let decimals = text.split_once('.').map_or(0, |(_, fraction)| fraction.trim_end_matches('0').len());
+    decimals as i32 <= scale
+}
+
+fn id_text(id_type: pg_sys::Oid, id: pg_sys::Datum) -> String {
+    unsafe {
+        let mut output = pg_sys::InvalidOid;
+        let mut varlena = false;
+        pg_sys::getTypeOutputInfo(id_type, &mut output, &mut varlena);
+        CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, id)).to_string_lossy().into_owned()
+    }
+}
+
+fn reserved_attnum(rel: pg_sys::Relation, column: &str) -> Option<i16> {
+    let name = CString::new(column).ok()?;
+    let attnum = unsafe { pg_sys::SPI_fnumber((*rel).rd_att, name.as_ptr()) };
+    (attnum > 0).then_some(attnum as i16)
+}
+
+/// The table's stock guard, read from its `integrity_stock` trigger.
+unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
+    let table = qualified_name(unsafe { (*rel).rd_id });
+    let trigdesc = unsafe { (*rel).trigdesc };
+    let triggers = if trigdesc.is_null() {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts((*trigdesc).triggers, (*trigdesc).numtriggers as usize) }
+    };
+    let guard = triggers
+        .iter()
+        .find(|t| unsafe { CStr::from_ptr(t.tgname) } == c"integrity_stock" && t.tgnargs == 2)
+        .unwrap_or_else(|| {
+            pgrx::pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("{caller}: table \"{table}\" has no stock guard"),
+                caller,
+            )
+            .set_hint(format!("Register it first: SELECT integrity.guard_stock('{}');", table.replace('\'', "''")))
+            .report(pgrx::PgLogLevel::ERROR);
+            unreachable!("an ERROR does not return")
+        });
+    let arg = |i: usize| unsafe { CStr::from_ptr(*guard.tgargs.add(i)) }.to_string_lossy().into_owned();
+    let (stock, reserved) = (arg(0), arg(1));
+
+    let index_oid = unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel) };
+    let index = (index_oid != pg_sys::InvalidOid)
+        .then(|| unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::INDEXRELID as i32, index_oid.into()) });
+    let key_attnum = index.filter(|tuple| !tuple.is_null()).and_then(|tuple| unsafe {
+        let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_index;
+        let attnum = ((*form).indnkeyatts == 1).then(|| *(*form).indkey.values.as_ptr());
+        pg_sys::ReleaseSysCache(tuple);
+        attnum
+    });
+    let Some(key_attnum) = key_attnum else {
+        error(
+            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
+            format!("{caller}: table \"{table}\" needs a single-column primary key"),
+        )
+    };
+    let attribute = |attnum: i16| unsafe { &*(*(*rel).rd_att).attrs.as_ptr().add(attnum as usize - 1) };
+    let key_attribute = attribute(key_attnum);
+    let key = pgrx::name_data_to_str(&key_attribute.attname).to_string();
+    // Qualified: the functions run with search_path = pg_catalog, pg_temp.
+    let key_type = unsafe {
+        CStr::from_ptr(pg_sys::format_type_extended(
+            key_attribute.atttypid,
+            key_attribute.atttypmod,
+            (pg_sys::FORMAT_TYPE_TYPEMOD_GIVEN | pg_sys::FORMAT_TYPE_FORCE_QUALIFY) as u16,
+        ))
+    }
+    .to_string_lossy()
+    .into_owned();
+    let scale = reserved_attnum(rel, &reserved).and_then(|attnum| {
+        let column = attribute(attnum);
+        match column.atttypid {
+            pg_sys::NUMERICOID if column.atttypmod >= 4 => Some((column.atttypmod - 4) & 0xffff),
+            pg_sys::NUMERICOID => None,
+            _ => Some(0),
+        }
+    });
+    Target { table, stock, reserved, key, key_type, scale }
+}
+
+fn quote(ident: &str) -> String {
+    let c = CString::new(ident).expect("catalog names have no NUL");
+    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }.to_string_lossy().into_owned()
+}
+
+/// The table's prepared statements: cached, checked again after a relcache
+/// invalidation, prepared again when what they were built from changed.
+unsafe fn plans(
+    rel: pg_sys::Relation,
+    id_type: pg_sys::Oid,
+    caller: &'static str,
+) -> ([pg_sys::SPIPlanPtr; 3], pg_sys::SPIPlanPtr) {
+    let key = (unsafe { (*rel).rd_id }, id_type);
+    let generation = GENERATION.get();
+    let current = PLANS.with_borrow(|plans| {
+        plans.get(&key).filter(|p| p.generation == generation).map(|p| (p.operate, p.lookup))
+    });
+    if let Some(current) = current {
+        return current;
+    }
+    let target = unsafe { target(rel, caller) };
+    let still_valid = PLANS.with_borrow_mut(|plans| {
+        plans.get_mut(&key).filter(|p| p.target == target).map(|p| {
+            p.generation = generation;
+            (p.operate, p.lookup)
+        })
+    });
+    if let Some(still_valid) = still_valid {
+        return still_valid;
+    }
+    let (operate, lookup) = prepare(&target, id_type);
+    let plans = Plans { target, generation, operate, lookup };
+    PLANS.with_borrow_mut(|all| {
+        if let Some(stale) = all.insert(key, plans) {
+            for plan in stale.operate.into_iter().chain([stale.lookup]) {
+                unsafe { pg_sys::SPI_freeplan(plan) };
+            }
+        }
+    });
+    (operate, lookup)
+}
+
+fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], pg_sys::SPIPlanPtr) {
+    let (t, s, r, k) = (&target.table, quote(&target.stock), quote(&target.reserved), quote(&target.key));
+    let key_match = format!("{k} = $1::{}", target.key_type);
+    let valid_quantity = match target.scale {
+        Some(scale) => format!("$2 > 0 AND $2 = round($2, {scale})"),
+        None => "$2 > 0".to_string(),
+    };
+    let statements = [
+        format!("UPDATE {t} SET {r} = {r} + $2 WHERE {key_match} AND {valid_quantity} AND {s} - {r} >= $2 RETURNING 1"),
+        format!("UPDATE {t} SET {r} = {r} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"),
+        format!(
+            "UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"
+        ),
+        format!("SELECT {r} FROM {t} WHERE {key_match}"),
+    ];
+    let mut arg_types = [id_type, pg_sys::NUMERICOID];
+    let prepared: Vec<pg_sys::SPIPlanPtr> = unsafe {
+        pg_sys::SPI_connect();
+        let prepared = statements
+            .iter()
+            .map(|sql| {
+                let text = CString::new(sql.as_str()).expect("identifiers are quoted");
+                let plan = pg_sys::SPI_prepare(text.as_ptr(), 2, arg_types.as_mut_ptr());
+                if plan.is_null() {
+                    pgrx::error!("pg_integrity: could not prepare {sql}");
+                }
+                pg_sys::SPI_keepplan(plan);
+                plan
+            })
+            .collect();
+        pg_sys::SPI_finish();
+        prepared
+    };
+    ([prepared[0], prepared[1], prepared[2]], prepared[3])
+}
