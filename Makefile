@@ -33,7 +33,7 @@ REGRESS       := $(sort $(basename $(notdir $(wildcard tests/sql/*.sql))))
 ISOLATION     := $(sort $(basename $(notdir $(wildcard tests/specs/*.spec))))
 
 .PHONY: all deps install run demo stop start test test-unit test-regress test-isolation \
-        test-cluster bench clean
+        test-cluster test-bench-smoke bench clean
 
 all: install
 
@@ -89,7 +89,7 @@ demo:
 
 ## Tests ---------------------------------------------------------------------
 
-test: deps test-unit install start test-regress test-isolation test-cluster
+test: deps test-unit install start test-regress test-isolation test-cluster test-bench-smoke
 	@echo "== all suites passed"
 
 test-unit:
@@ -112,6 +112,14 @@ test-isolation:
 
 test-cluster:
 	PG_BIN=$(PG_BIN) SOCKET=$(SOCKET) PORT=$(PORT) DATA=$(DATA) AS_PG="$(AS_PG)" pgrx-tests/run
+
+# A few thousand rows through every benchmark workload, so that make bench
+# keeps working; it fails on errors only, never on timings.
+test-bench-smoke:
+	BENCH_ROWS=2000 BENCH_REPS=1 BENCH_SECONDS=1 BENCH_PROFILE=0 PG_BIN=$(PG_BIN) DATA=$(DATA)/bench-smoke \
+	    AS_PG="$(AS_PG)" tests/bench/run >$(DATA)/bench-smoke.log 2>&1 \
+	    || { tail -n 40 $(DATA)/bench-smoke.log; exit 1; }
+	@echo "== benchmark smoke run passed ($(DATA)/bench-smoke/BENCHMARKS.md)"
 
 ## Benchmarks (never part of make test's pass/fail) ---------------------------
 
