@@ -4,7 +4,7 @@
 //! schema/table/column/constraint fields that drivers expose and that PostgreSQL
 //! fills for a CHECK violation.  So a refusal is raised here with the backend's own
 //! `ereport` entry points.  `raise` longjmps, so it is only ever called from the
-//! outermost frame of a trigger entry point (see `trigger::trigger_entry!`), with
+//! outermost frame of a C entry point (see `fmgr::guarded_function!`), with
 //! nothing left on the Rust side that needs dropping: a `Violation` is plain data
 //! whose strings live in a PostgreSQL memory context.
 
