@@ -25,6 +25,40 @@ mod tests {
     }
 
     #[pg_test]
+    fn versioning_overwrites_the_version_wherever_it_lies_in_the_row() {
+        // Varlenas with 1- and 4-byte headers, NULLs, a dropped column and
+        // alignment padding before the version, of each integer width.
+        for version_type in ["smallint", "integer", "bigint"] {
+            Spi::run(&format!(
+                "DROP TABLE IF EXISTS layouts;
+                 CREATE TABLE layouts (id int PRIMARY KEY, flag boolean, note text, gone int, amount numeric,
+                                       stamp timestamptz, version {version_type} NOT NULL DEFAULT 1, tail text);
+                 ALTER TABLE layouts DROP COLUMN gone;
+                 INSERT INTO layouts VALUES
+                   (1, true, 'short', 1.5, now(), 1, 'x'),
+                   (2, NULL, repeat('long ', 100), NULL, NULL, 7, NULL),
+                   (3, false, NULL, 12345678901234567890.5, now(), 2, repeat('y', 300)),
+                   (4, true, '', 0, NULL, 30000, '');
+                 SELECT integrity.enable_versioning('layouts');
+                 UPDATE layouts SET flag = NOT flag;"
+            ))
+            .unwrap();
+            let versions = Spi::get_one::<String>(
+                "SELECT string_agg(version::text, ',' ORDER BY id) || '|' ||
+                        string_agg(coalesce(note, 'N') || coalesce(tail, 'N'), ',' ORDER BY id) FROM layouts",
+            )
+            .unwrap()
+            .unwrap();
+            let expected_rest = format!(
+                "shortx,{}N,N{},",
+                "long ".repeat(100),
+                "y".repeat(300)
+            );
+            assert_eq!(versions, format!("2,8,3,30001|{expected_rest}"), "version type {version_type}");
+        }
+    }
+
+    #[pg_test]
     fn versioning_plan_follows_each_partition_layout() {
         // A partition whose version column sits at another attribute number
         // (created with a dropped column) must be bumped at its own position.

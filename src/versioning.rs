@@ -14,9 +14,10 @@
 //!
 //! The bump runs on every updated row, so its plan (attribute number, integer
 //! width, mode) is resolved once per statement and kept in `fn_extra`; per row it
-//! reads two attributes and writes one with `heap_modify_tuple_by_cols`.
+//! reads two attributes and returns a copy of the new row with the version
+//! overwritten in place.
 
-use core::ffi::c_int;
+use core::ffi::{c_char, c_int, CStr};
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
@@ -75,12 +76,90 @@ unsafe fn bump(firing: &Firing) -> Verdict {
     if written == Some(next) {
         return Verdict::Allow(pg_sys::Datum::from(new));
     }
+    if let Some(bumped) = unsafe { overwrite_in_copy(firing, plan, new, next) } {
+        return Verdict::Allow(pg_sys::Datum::from(bumped));
+    }
     let mut replace_col: c_int = plan.attnum.into();
     let mut value = pg_sys::Datum::from(next);
     let mut is_null = false;
     let bumped =
         unsafe { pg_sys::heap_modify_tuple_by_cols(new, firing.tupdesc(), 1, &mut replace_col, &mut value, &mut is_null) };
     Verdict::Allow(pg_sys::Datum::from(bumped))
+}
+
+/// The bumped row as a copy of `new` with the version overwritten where it
+/// lies: one memcpy, instead of deforming and forming the whole row as
+/// `heap_modify_tuple_by_cols` does.  `None` when the version in `new` is NULL
+/// or missing from the tuple (a column added later): the caller rebuilds the
+/// row then.
+unsafe fn overwrite_in_copy(
+    firing: &Firing,
+    plan: &VersionPlan,
+    new: pg_sys::HeapTuple,
+    next: i64,
+) -> Option<pg_sys::HeapTuple> {
+    let offset = unsafe { attribute_offset(firing, new, plan.attnum) }?;
+    unsafe {
+        let copy = pg_sys::heap_copytuple(new);
+        let header = (*copy).t_data;
+        let field = (header as *mut u8).add((*header).t_hoff as usize + offset);
+        match plan.max {
+            m if m == i16::MAX as i64 => (field as *mut i16).write(next as i16),
+            m if m == i32::MAX as i64 => (field as *mut i32).write(next as i32),
+            _ => (field as *mut i64).write(next),
+        }
+        Some(copy)
+    }
+}
+
+/// Byte offset of attribute `attnum` in the data area of `tuple`, walking the
+/// attributes before it as `nocachegetattr` does; `None` if it is NULL or
+/// beyond the tuple's attributes.
+unsafe fn attribute_offset(firing: &Firing, tuple: pg_sys::HeapTuple, attnum: i16) -> Option<usize> {
+    unsafe {
+        let header = (*tuple).t_data;
+        if attnum as u16 > pg_sys::HeapTupleHeaderGetNatts(header) {
+            return None;
+        }
+        let has_nulls = (*header).t_infomask & pg_sys::HEAP_HASNULL as u16 != 0;
+        let bits = (*header).t_bits.as_ptr();
+        let data = (header as *const u8).add((*header).t_hoff as usize);
+        let mut offset = 0usize;
+        for index in 0..attnum as usize {
+            let is_null = has_nulls && *bits.add(index >> 3) & (1 << (index & 7)) == 0;
+            let target = index + 1 == attnum as usize;
+            if is_null {
+                if target {
+                    return None;
+                }
+                continue;
+            }
+            let attribute = firing.attribute(index as i16 + 1);
+            // A varlena with a 1-byte header is not aligned (att_align_pointer).
+            if attribute.attlen != -1 || *data.add(offset) == 0 {
+                offset = align(offset, attribute.attalign as u8);
+            }
+            if target {
+                return Some(offset);
+            }
+            offset += match attribute.attlen {
+                -1 => pgrx::varlena::varsize_any(data.add(offset) as *const pg_sys::varlena),
+                -2 => CStr::from_ptr(data.add(offset) as *const c_char).to_bytes().len() + 1,
+                len => len as usize,
+            };
+        }
+        None
+    }
+}
+
+fn align(offset: usize, alignment: u8) -> usize {
+    let to = match alignment {
+        pg_sys::TYPALIGN_CHAR => 1,
+        pg_sys::TYPALIGN_SHORT => 2,
+        pg_sys::TYPALIGN_INT => 4,
+        _ => 8,
+    };
+    (offset + to - 1) & !(to - 1)
 }
 
 /// The integer widths a version column may have, read back from a datum
