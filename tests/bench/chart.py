@@ -45,12 +45,13 @@ def main(summary, out, rows, reps):
         if w in TARGETS:
             ax.axvline(TARGETS[w], color="red", linestyle="--", linewidth=1,
                        label=f"target for pg_integrity ≤ {TARGETS[w]}×")
-            ax.legend(loc="lower right", fontsize=7)
+            ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
         ax.set_xlim(0, max(max(b[3] for b in bars), TARGETS.get(w, 0)) * 1.18)
+        ax.set_ylim(-0.6, len(bars) - 0.4 + (0.9 if w in TARGETS else 0))
         ax.set_title(entry["title"], fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=8)
-    axes[-1, 0].set_xlabel("time per row / transaction relative to no trigger (lower is better); "
-                           "bars: median, whiskers: min–max ratio within a round", fontsize=8)
+    axes[-1, 0].set_xlabel("time per row / transaction relative to no trigger (lower is better)\n"
+                           "bars: median over the rounds; whiskers: smallest and largest ratio within one round", fontsize=8)
     fig.suptitle(f"pg_integrity benchmark — {rows} rows, {reps} rounds", fontsize=11)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -334,5 +334,13 @@ CREATE FUNCTION bench_median(w text, v text) RETURNS double precision
 LANGUAGE sql STABLE AS $$ SELECT median FROM bench_summary WHERE workload = w AND variant = v $$;
 CREATE FUNCTION bench_cost(w text, v text) RETURNS double precision
 LANGUAGE sql STABLE AS $$ SELECT cost FROM bench_summary WHERE workload = w AND variant = v $$;
+-- ' (per-round ratios lo–hi, within this run's noise)' when the smallest
+-- per-round ratio meets the bound that the median misses.
+CREATE FUNCTION bench_noise(w text, v text, bound double precision) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format(' (per-round ratios %s–%s%s)', to_char(cost_lo, 'FM990.00'), to_char(cost_hi, 'FM990.00'),
+                  CASE WHEN cost_lo <= bound THEN ': within this run''s noise' ELSE '' END)
+      FROM bench_summary WHERE workload = w AND variant = v
+$$;
 CREATE FUNCTION bench_extra(w text, v text) RETURNS double precision
 LANGUAGE sql STABLE AS $$ SELECT us_extra FROM bench_summary WHERE workload = w AND variant = v $$;
