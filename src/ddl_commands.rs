@@ -4,8 +4,8 @@
 //! attached partitions without acting on, say, the `ENABLE ALWAYS TRIGGER`
 //! commands that pg_restore replays.
 
-use pgrx::pg_sys;
 use pgrx::pg_guard;
+use pgrx::pg_sys;
 
 use crate::fmgr::function_info_v1;
 

@@ -197,7 +197,8 @@ unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
             key_atts,
         };
         unsafe {
-            let memory = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<EntryPlan>()) as *mut EntryPlan;
+            let memory =
+                pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<EntryPlan>()) as *mut EntryPlan;
             memory.write(entry_plan);
             *slot = memory.cast();
         }
@@ -287,7 +288,11 @@ fn apply(
             let table = pg_sys::SPI_tuptable;
             let text = |n| {
                 let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n);
-                if value.is_null() { "NULL".to_string() } else { CStr::from_ptr(value).to_string_lossy().into_owned() }
+                if value.is_null() {
+                    "NULL".to_string()
+                } else {
+                    CStr::from_ptr(value).to_string_lossy().into_owned()
+                }
             };
             (text(1), text(2), text(3) == "t")
         });
@@ -335,7 +340,11 @@ fn signed_amount(
 /// The entry type as its output function writes it (palloc'd, per tuple).
 fn entry_type_text<'a>(firing: &Firing, entry: pg_sys::HeapTuple, attnum: i16) -> &'a CStr {
     let text = unsafe { pg_sys::SPI_getvalue(entry, firing.tupdesc(), attnum.into()) };
-    if text.is_null() { c"" } else { unsafe { CStr::from_ptr(text) } }
+    if text.is_null() {
+        c""
+    } else {
+        unsafe { CStr::from_ptr(text) }
+    }
 }
 
 fn account_key(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> String {

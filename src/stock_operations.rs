@@ -27,7 +27,7 @@ use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::error::Refusal;
 use crate::fmgr::{execute_plan, guarded_function, Verdict};
-use crate::trigger::qualified_name;
+use crate::trigger::{qualified_name, tuple_desc_attr};
 
 guarded_function!(
     /// `integrity.reserve_stock(tbl regclass, id anyelement, qty numeric) RETURNS boolean`
@@ -160,10 +160,14 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     let target = unsafe { target(rel, caller) };
     let quantity = unsafe { pgrx::AnyNumeric::from_datum(args[2].value, args[2].isnull) };
     match quantity {
-        Some(q) if q <= pgrx::AnyNumeric::from(0) => {
-            error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{caller}: quantity must be positive, not {q}"))
-        }
-        None => error(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("{caller}: quantity must be positive, not NULL")),
+        Some(q) if q <= pgrx::AnyNumeric::from(0) => error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{caller}: quantity must be positive, not {q}"),
+        ),
+        None => error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{caller}: quantity must be positive, not NULL"),
+        ),
         Some(q) if !fits(&q, target.scale) => error(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!(
@@ -265,7 +269,11 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
     let arg = |i: usize| unsafe { CStr::from_ptr(*guard.tgargs.add(i)) }.to_string_lossy().into_owned();
     let (stock, reserved) = (arg(0), arg(1));
 
+    #[cfg(not(feature = "pg18"))]
     let index_oid = unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel) };
+    // Only an immediate primary key, as on every version before 18.
+    #[cfg(feature = "pg18")]
+    let index_oid = unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel, false) };
     let index = (index_oid != pg_sys::InvalidOid)
         .then(|| unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::INDEXRELID as i32, index_oid.into()) });
     let key_attnum = index.filter(|tuple| !tuple.is_null()).and_then(|tuple| unsafe {
@@ -280,7 +288,8 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
             format!("{caller}: table \"{table}\" needs a single-column primary key"),
         )
     };
-    let attribute = |attnum: i16| unsafe { &*(*(*rel).rd_att).attrs.as_ptr().add(attnum as usize - 1) };
+    // SAFETY: the relation is open and locked for the rest of this function.
+    let attribute = |attnum: i16| unsafe { tuple_desc_attr((*rel).rd_att, attnum) };
     let key_attribute = attribute(key_attnum);
     let key = pgrx::name_data_to_str(&key_attribute.attname).to_string();
     // Qualified: the functions run with search_path = pg_catalog, pg_temp.
@@ -318,9 +327,8 @@ unsafe fn plans(
 ) -> ([pg_sys::SPIPlanPtr; 3], pg_sys::SPIPlanPtr) {
     let key = (unsafe { (*rel).rd_id }, id_type);
     let generation = GENERATION.get();
-    let current = PLANS.with_borrow(|plans| {
-        plans.get(&key).filter(|p| p.generation == generation).map(|p| (p.operate, p.lookup))
-    });
+    let current = PLANS
+        .with_borrow(|plans| plans.get(&key).filter(|p| p.generation == generation).map(|p| (p.operate, p.lookup)));
     if let Some(current) = current {
         return current;
     }

@@ -49,11 +49,7 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-            let expected_rest = format!(
-                "shortx,{}N,N{},",
-                "long ".repeat(100),
-                "y".repeat(300)
-            );
+            let expected_rest = format!("shortx,{}N,N{},", "long ".repeat(100), "y".repeat(300));
             assert_eq!(versions, format!("2,8,3,30001|{expected_rest}"), "version type {version_type}");
         }
     }

@@ -9,7 +9,12 @@ use pgrx::PgSqlErrorCode;
 use crate::error::Refusal;
 
 unsafe extern "C-unwind" {
-    fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: core::ffi::c_int) -> bool;
+    fn datum_image_eq(
+        value1: pg_sys::Datum,
+        value2: pg_sys::Datum,
+        typ_by_val: bool,
+        typ_len: core::ffi::c_int,
+    ) -> bool;
 }
 
 pub use crate::fmgr::Verdict;
@@ -145,14 +150,8 @@ impl Firing {
 
     /// The firing relation's attribute `attnum` (1-based).
     pub fn attribute(&self, attnum: i16) -> &pg_sys::FormData_pg_attribute {
-        #[cfg(not(feature = "pg18"))]
-        unsafe {
-            &*(*self.tupdesc()).attrs.as_ptr().add(attnum as usize - 1)
-        }
-        #[cfg(feature = "pg18")]
-        unsafe {
-            &*pg_sys::TupleDescAttr(self.tupdesc(), core::ffi::c_int::from(attnum) - 1)
-        }
+        // SAFETY: the trigger's relation descriptor outlives the firing.
+        unsafe { tuple_desc_attr(self.tupdesc(), attnum) }
     }
 
     /// The column's value in `tuple` and whether it is null.
@@ -198,7 +197,8 @@ impl Firing {
             let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
             return format!("Row (ctid)=({block},{})", tid.ip_posid);
         }
-        let names: Vec<&str> = columns.iter().map(|&attnum| pgrx::name_data_to_str(&self.attribute(attnum).attname)).collect();
+        let names: Vec<&str> =
+            columns.iter().map(|&attnum| pgrx::name_data_to_str(&self.attribute(attnum).attname)).collect();
         let values: Vec<String> = columns.iter().map(|&attnum| self.value_text(tuple, attnum)).collect();
         format!("Key ({})=({})", names.join(", "), values.join(", "))
     }
@@ -234,4 +234,23 @@ pub fn qualified_name(relid: pg_sys::Oid) -> String {
         let qualified = pg_sys::quote_qualified_identifier(schema, pg_sys::get_rel_name(relid));
         CStr::from_ptr(qualified).to_string_lossy().into_owned()
     }
+}
+
+/// `TupleDescAttr(tupdesc, attnum - 1)`, a static inline function in C (so not
+/// in the bindings): the descriptor's attribute array moved behind
+/// `compact_attrs` in PostgreSQL 18.
+///
+/// # Safety
+/// `tupdesc` must be a valid descriptor that outlives `'a`, and `attnum` one of
+/// its attribute numbers (1 ..= natts).
+pub unsafe fn tuple_desc_attr<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
+    debug_assert!(attnum >= 1 && i32::from(attnum) <= unsafe { (*tupdesc).natts });
+    let index = attnum as usize - 1;
+    #[cfg(not(feature = "pg18"))]
+    let attrs = unsafe { (*tupdesc).attrs.as_ptr() };
+    #[cfg(feature = "pg18")]
+    let attrs = unsafe {
+        (*tupdesc).compact_attrs.as_ptr().add((*tupdesc).natts as usize).cast::<pg_sys::FormData_pg_attribute>()
+    };
+    unsafe { &*attrs.add(index) }
 }

@@ -82,8 +82,9 @@ unsafe fn bump(firing: &Firing) -> Verdict {
     let mut replace_col: c_int = plan.attnum.into();
     let mut value = pg_sys::Datum::from(next);
     let mut is_null = false;
-    let bumped =
-        unsafe { pg_sys::heap_modify_tuple_by_cols(new, firing.tupdesc(), 1, &mut replace_col, &mut value, &mut is_null) };
+    let bumped = unsafe {
+        pg_sys::heap_modify_tuple_by_cols(new, firing.tupdesc(), 1, &mut replace_col, &mut value, &mut is_null)
+    };
     Verdict::Allow(pg_sys::Datum::from(bumped))
 }
 
@@ -187,19 +188,19 @@ unsafe fn version_plan(firing: &Firing) -> &VersionPlan {
             pg_sys::INT8OID => i64::MAX,
             _ => {
                 pgrx::ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!(
-                    "version column \"{}\" of table \"{}\" is not smallint, integer or bigint",
-                    column.to_string_lossy(),
-                    firing.table_name()
-                )
-            );
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                    format!(
+                        "version column \"{}\" of table \"{}\" is not smallint, integer or bigint",
+                        column.to_string_lossy(),
+                        firing.table_name()
+                    )
+                );
             }
         };
         unsafe {
-            let plan = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<VersionPlan>())
-                as *mut VersionPlan;
+            let plan =
+                pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<VersionPlan>()) as *mut VersionPlan;
             plan.write(VersionPlan { attnum, max, strict });
             *slot = plan.cast();
         }
