@@ -203,14 +203,14 @@ test-unit:
 test-regress:
 	@rm -rf tests/results/pg$(PG) && mkdir -p tests/results/pg$(PG)
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_regress' -c 'CREATE DATABASE integrity_regress'
-	$(PGXS_TEST)/regress/pg_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
+	$(PGXS_TEST)/regress/pg_regress --use-existing --bindir=$(PG_BIN) --host=$(SOCKET) --port=$(PORT) --user=postgres \
 	    --dbname=integrity_regress --inputdir=tests --outputdir=tests/results/pg$(PG) $(REGRESS) \
 	    || { cat tests/results/pg$(PG)/regression.diffs; exit 1; }
 
 test-isolation:
 	@rm -rf tests/results/pg$(PG)/isolation && mkdir -p tests/results/pg$(PG)/isolation
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_isolation' -c 'CREATE DATABASE integrity_isolation'
-	$(PGXS_TEST)/isolation/pg_isolation_regress --use-existing --host=$(SOCKET) --port=$(PORT) --user=postgres \
+	$(PGXS_TEST)/isolation/pg_isolation_regress --use-existing --bindir=$(PG_BIN) --host=$(SOCKET) --port=$(PORT) --user=postgres \
 	    --dbname=integrity_isolation --inputdir=tests --outputdir=tests/results/pg$(PG)/isolation $(ISOLATION) \
 	    || { cat tests/results/pg$(PG)/isolation/regression.diffs; exit 1; }
 

@@ -75,12 +75,14 @@ SELECT pg_catalog.jsonb_build_object(
                 SELECT pg_catalog.jsonb_object_agg(c.conname, pg_catalog.jsonb_build_object(
                     'type', CASE c.contype WHEN 'c' THEN 'check' WHEN 'f' THEN 'foreign key'
                                            WHEN 'p' THEN 'primary key' WHEN 'u' THEN 'unique'
-                                           WHEN 'x' THEN 'exclusion' ELSE 'trigger' END,
+                                           WHEN 'x' THEN 'exclusion' WHEN 't' THEN 'trigger' END,
                     'definition', pg_catalog.pg_get_constraintdef(c.oid),
                     'validated', c.convalidated,
                     'inherited', c.coninhcount > 0))
                   FROM pg_catalog.pg_constraint c
-                 WHERE c.conrelid = r.oid), '{}'),
+                 -- NOT NULL constraints, catalogued from PostgreSQL 18 on, are the
+                 -- columns' not_null: one manifest on every version.
+                 WHERE c.conrelid = r.oid AND c.contype <> 'n'), '{}'),
             'indexes', coalesce((
                 SELECT pg_catalog.jsonb_object_agg(ic.relname, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                     'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
@@ -110,7 +112,14 @@ SELECT pg_catalog.jsonb_build_object(
                     'definition', pg_catalog.pg_get_triggerdef(tg.oid),
                     'inherited', tg.tgparentid <> 0))
                   FROM pg_catalog.pg_trigger tg
-                 WHERE tg.tgrelid = r.oid AND NOT tg.tgisinternal), '{}'),
+                 -- Before PostgreSQL 15, partitions' clones of their parent's triggers
+                 -- are internal, like the triggers that implement foreign keys and
+                 -- deferrable unique constraints: the clones are listed on every version.
+                 WHERE tg.tgrelid = r.oid
+                   AND (NOT tg.tgisinternal
+                        OR (tg.tgparentid <> 0
+                            AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint c
+                                             WHERE c.oid = tg.tgconstraint AND c.contype <> 't')))), '{}'),
             'policies', coalesce((
                 SELECT pg_catalog.jsonb_object_agg(po.polname, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
                     'command', CASE po.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
@@ -601,7 +610,8 @@ BEGIN
         SELECT 'warning', 'not_valid_constraint',
                format('%s.%I', t.qname, con.conname),
                format('%s constraint %I of %s is NOT VALID: rows inserted before it was added are not checked',
-                      CASE con.contype WHEN 'f' THEN 'foreign key' ELSE 'check' END, con.conname, t.qname),
+                      CASE con.contype WHEN 'f' THEN 'foreign key' WHEN 'n' THEN 'not-null' ELSE 'check' END,
+                      con.conname, t.qname),
                format('ALTER TABLE %s VALIDATE CONSTRAINT %I;', t.qname, con.conname)
           FROM tbl t
           JOIN pg_catalog.pg_constraint con ON con.conrelid = t.oid

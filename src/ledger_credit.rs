@@ -33,7 +33,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
 use crate::fmgr::execute_plan;
-use crate::quantities::sign;
+use crate::quantities::{quantity_type, sign};
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
 trigger_entry!(
@@ -181,7 +181,7 @@ unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
         let args = args(firing);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
         let amount_att = attnum(args.amount);
-        let amount_type = firing.attribute(amount_att).atttypid;
+        let amount_type = quantity_type(firing, amount_att);
         let mut key_atts = [0i16; MAX_KEYS];
         for (i, key) in args.keys.iter().enumerate() {
             key_atts[i] = attnum(key);

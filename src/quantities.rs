@@ -50,6 +50,16 @@ unsafe fn refuse_credit(firing: &Firing) -> Verdict {
     unsafe { check(firing, Quantity::Credit) }
 }
 
+/// The type of quantity column `attnum`: smallint, integer, bigint or numeric.
+/// Only these may reach `sign` and `compare`, which would read any other
+/// datum as one of them.
+pub fn quantity_type(firing: &Firing, attnum: i16) -> pg_sys::Oid {
+    match firing.attribute(attnum).atttypid {
+        typid @ (pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::NUMERICOID) => typid,
+        _ => firing.wrong_column_type(attnum, "smallint, integer, bigint or numeric"),
+    }
+}
+
 /// The sign of `value`, a datum of integer or numeric type `typid`.
 pub fn sign(typid: pg_sys::Oid, value: pg_sys::Datum) -> Ordering {
     let zero = match typid {
@@ -78,7 +88,11 @@ unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
     let (Some(total_name), Some(part_name)) = (args.next(), args.next()) else { firing.misuse() };
     let total_att = firing.attnum(total_name).unwrap_or_else(|| firing.missing_column(total_name));
     let part_att = firing.attnum(part_name).unwrap_or_else(|| firing.missing_column(part_name));
-    let typid = firing.attribute(total_att).atttypid;
+    let typid = quantity_type(firing, total_att);
+    if quantity_type(firing, part_att) != typid {
+        let total_type = unsafe { CStr::from_ptr(pg_sys::format_type_be(typid)) }.to_string_lossy();
+        firing.wrong_column_type(part_att, &format!("{total_type} like {}", total_name.to_string_lossy()));
+    }
     let (total, total_null) = firing.value(row, total_att);
     let (part, part_null) = firing.value(row, part_att);
 

@@ -113,6 +113,26 @@ impl Firing {
         );
     }
 
+    /// A column the trigger's arguments name whose type the guard cannot
+    /// handle: registration refuses such columns, but anyone can attach a guard
+    /// function to a table of their own by hand, and `ALTER COLUMN … TYPE` can
+    /// change a column later.
+    pub fn wrong_column_type(&self, attnum: i16, expected: &str) -> ! {
+        let attribute = self.attribute(attnum);
+        let type_name = unsafe { CStr::from_ptr(pg_sys::format_type_be(attribute.atttypid)) };
+        pgrx::ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "column \"{}\" guarded by trigger \"{}\" on table \"{}\" is of type {}, not {expected}",
+                pgrx::name_data_to_str(&attribute.attname),
+                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
+                self.table_name(),
+                type_name.to_string_lossy()
+            )
+        );
+    }
+
     /// A guarded column that was dropped or renamed since registration.
     pub fn missing_column(&self, column: &CStr) -> ! {
         pgrx::ereport!(
