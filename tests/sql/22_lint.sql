@@ -15,7 +15,13 @@ ALTER TABLE tagging.tags ADD CONSTRAINT tags_name_key UNIQUE (name);
 CREATE UNIQUE INDEX idx_tags_slug_or_blank ON tagging.tags (slug, id) WHERE deleted_at IS NULL OR slug = '';
 -- still fine: partial on deleted_at IS NULL (alone, or AND-ed), or the deleted column in the key
 CREATE UNIQUE INDEX idx_tags_id_active ON tagging.tags (id, name) WHERE slug <> '' AND deleted_at IS NULL;
-CREATE UNIQUE INDEX idx_tags_slug_deleted ON tagging.tags (slug, deleted_at) NULLS NOT DISTINCT;
+-- (NULLS NOT DISTINCT, which makes that a rule for live rows, is new in PostgreSQL 15)
+DO $$
+BEGIN
+    EXECUTE 'CREATE UNIQUE INDEX idx_tags_slug_deleted ON tagging.tags (slug, deleted_at)'
+         || CASE WHEN current_setting('server_version_num')::int >= 150000 THEN ' NULLS NOT DISTINCT' ELSE '' END;
+END
+$$;
 -- a Prisma-style soft-delete column ("deletedAt")
 CREATE TABLE trading."Product" (id text PRIMARY KEY, sku text NOT NULL, "deletedAt" timestamp(3));
 CREATE UNIQUE INDEX "Product_sku_key" ON trading."Product" (sku);
