@@ -177,7 +177,8 @@ fn explain_statement(args: &Args) -> String {
 
 unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
     let slot = firing.plan_slot();
-    if slot.is_null() {
+    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
+    if unsafe { (*slot).is_null() } {
         let args = args(firing);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
         let amount_att = attnum(args.amount);

@@ -91,9 +91,10 @@ impl Firing {
     }
 
     /// Storage for a plan resolved once per statement: the trigger's `FmgrInfo`
-    /// lives as long as the statement's executor state.
-    pub fn plan_slot(&self) -> &mut *mut core::ffi::c_void {
-        unsafe { &mut (*(*self.fcinfo).flinfo).fn_extra }
+    /// lives as long as the statement's executor state.  A raw pointer: the
+    /// slot belongs to PostgreSQL, not to this firing.
+    pub fn plan_slot(&self) -> *mut *mut core::ffi::c_void {
+        unsafe { &raw mut (*(*self.fcinfo).flinfo).fn_extra }
     }
 
     pub fn plan_memory_context(&self) -> pg_sys::MemoryContext {

@@ -176,7 +176,8 @@ fn datum_to_i64(value: pg_sys::Datum, max: i64) -> i64 {
 
 unsafe fn version_plan(firing: &Firing) -> &VersionPlan {
     let slot = firing.plan_slot();
-    if slot.is_null() {
+    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
+    if unsafe { (*slot).is_null() } {
         let mut args = firing.args();
         let column = args.next().unwrap_or(c"version");
         let strict = args.next() != Some(c"lenient");
@@ -186,17 +187,7 @@ unsafe fn version_plan(firing: &Firing) -> &VersionPlan {
             pg_sys::INT2OID => i16::MAX as i64,
             pg_sys::INT4OID => i32::MAX as i64,
             pg_sys::INT8OID => i64::MAX,
-            _ => {
-                pgrx::ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                    format!(
-                        "version column \"{}\" of table \"{}\" is not smallint, integer or bigint",
-                        column.to_string_lossy(),
-                        firing.table_name()
-                    )
-                );
-            }
+            _ => firing.wrong_column_type(attnum, "smallint, integer or bigint"),
         };
         unsafe {
             let plan =
