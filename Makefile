@@ -58,8 +58,6 @@ PSQL          := $(PG_BIN)/psql -X -v ON_ERROR_STOP=1 -h $(SOCKET) -p $(PORT) -U
 # bindings, so each keeps its own.
 export CARGO_TARGET_DIR := $(CURDIR)/target/pg$(PG)
 export PATH   := $(HOME)/.cargo/bin:$(PATH)
-# Backtraces belong in a debugger, not in the DETAIL of an error a client sees.
-unexport RUST_BACKTRACE
 
 REGRESS       := $(sort $(basename $(notdir $(wildcard tests/sql/*.sql))))
 ISOLATION     := $(sort $(basename $(notdir $(wildcard tests/specs/*.spec))))
@@ -129,6 +127,7 @@ package: deps
 
 ## A throwaway cluster -------------------------------------------------------
 
+# RUST_BACKTRACE=1: the tests prove that no Rust backtrace reaches a client anyway.
 start:
 	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA_ROOT) $(DATA)
 	@if [ ! -f $(CLUSTER)/PG_VERSION ]; then \
@@ -136,7 +135,7 @@ start:
 	    $(AS_PG) mkdir -p $(SOCKET); \
 	fi
 	@if ! $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1; then \
-	    $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
+	    $(AS_PG) env RUST_BACKTRACE=1 $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
 	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off" >/dev/null; \
 	fi
 	@echo "== PostgreSQL $(PG) running: $(CLUSTER), socket $(SOCKET), port $(PORT)"
@@ -184,15 +183,18 @@ test-matrix:
 	@$(MAKE) --no-print-directory test-pg-upgrade PG=$(PG_UPGRADE_FROM)
 	@tests/timed --summary $(TIMINGS)
 
+# cargo pgrx test installs its own build (with the #[pg_test] functions) into the
+# server: it runs first, and the release build is installed over it.
 test-version:
 	@echo "== PostgreSQL $(PG): $(SUITES)"
+	$(if $(filter unit,$(SUITES)),@$(TIMED) unit $(MAKE) --no-print-directory test-unit PG=$(PG))
 	@$(TIMED) build $(MAKE) --no-print-directory install PG=$(PG)
 	@$(MAKE) --no-print-directory start PG=$(PG)
-	@for s in $(SUITES); do $(TIMED) $$s $(MAKE) --no-print-directory test-$$s PG=$(PG) || exit 1; done
+	@for s in $(filter-out unit,$(SUITES)); do $(TIMED) $$s $(MAKE) --no-print-directory test-$$s PG=$(PG) || exit 1; done
 	@$(MAKE) --no-print-directory stop PG=$(PG)
 
 # Formatting and clippy (warnings are errors), on the default version's bindings.
-lint: deps-pgrx
+lint: deps
 	cargo fmt --check
 	cargo clippy --no-deps --all-targets --features "pg$(PG) pg_test" --no-default-features -- -D warnings
 

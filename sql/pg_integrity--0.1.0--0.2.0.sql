@@ -2,8 +2,412 @@
 --
 -- Every change to the extension's SQL objects in 0.2.0 is repeated here, so
 -- that an updated database ends with the same objects as a fresh install;
--- pgrx-tests/extension_update.sh compares the two.
+-- pgrx-tests/extension_update.sh compares the two.  Last, every registered
+-- guard is registered again, so that the guarded tables get 0.2.0's triggers.
 \echo Use "ALTER EXTENSION pg_integrity UPDATE TO '0.2.0'" to load this file. \quit
+
+-- The registry refuses rows for OIDs that are no table (yet): they would guard
+-- the next table created with that OID.
+CREATE OR REPLACE FUNCTION integrity._guard_registry_owner_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM integrity._require_owner(OLD.table_name, 'change its pg_integrity guards');
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        -- A row for an OID that is no table yet would guard whatever table is
+        -- created with that OID next, by whoever creates it.
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = NEW.table_name) THEN
+            RAISE EXCEPTION 'relation with OID % does not exist', NEW.table_name::oid
+                USING ERRCODE = 'undefined_table',
+                      HINT = 'Register guards on existing tables with the integrity.protect_*, enable_* and guard_* functions.';
+        END IF;
+        PERFORM integrity._require_owner(NEW.table_name, 'change its pg_integrity guards');
+        RETURN NEW;
+    END IF;
+    RETURN OLD;
+END;
+$$;
+
+-- Immutable and write-once columns of type bpchar are compared by image:
+-- bpchar's equality ignores trailing spaces.
+CREATE OR REPLACE FUNCTION integrity._changed_sql(tbl regclass, col text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN EXISTS (
+               SELECT
+                 FROM pg_catalog.pg_attribute a
+                 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                 JOIN pg_catalog.pg_opclass c
+                   ON c.opcdefault
+                  AND c.opcmethod = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree')
+                  AND c.opcintype = CASE t.typtype WHEN 'd' THEN t.typbasetype ELSE t.oid END
+                 JOIN pg_catalog.pg_amproc p
+                   ON p.amprocfamily = c.opcfamily
+                  AND p.amproclefttype = c.opcintype
+                  AND p.amprocrighttype = c.opcintype
+                  AND p.amprocnum = 4
+                 LEFT JOIN pg_catalog.pg_collation coll ON coll.oid = a.attcollation
+                WHERE a.attrelid = tbl AND a.attname = col
+                  -- bpchar's equality ignores trailing spaces, which an
+                  -- unconstrained bpchar keeps: 'a' = 'a   '.
+                  AND c.opcintype <> 'pg_catalog.bpchar'::pg_catalog.regtype
+                  AND (p.amproc = 'pg_catalog.btequalimage'::regproc
+                       OR (p.amproc = 'pg_catalog.btvarstrequalimage'::regproc
+                           AND coalesce(coll.collisdeterministic, true))))
+           THEN format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', col)
+           ELSE format('pg_catalog.record_image_ne(ROW(OLD.%1$I), ROW(NEW.%1$I))', col)
+           END
+$$;
+
+-- Registration refuses columns that can never work: a generated column the
+-- guard writes (428C9), a char(n) entry type column (42804).
+CREATE FUNCTION integrity._refuse_generated(tbl regclass, col text, caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_attribute
+                WHERE attrelid = tbl AND attname = col AND attnum > 0 AND attgenerated <> '') THEN
+        RAISE EXCEPTION '%: column "%" of table "%" is a generated column', caller, col, tbl
+            USING ERRCODE = 'generated_always',
+                  DETAIL = 'The guard writes this column, and a generated column cannot be written.';
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.enable_versioning(tbl regclass, version_column name DEFAULT 'version',
+                                            strict boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype;
+BEGIN
+    PERFORM integrity._check_table(tbl, 'enable_versioning');
+    PERFORM integrity._require_argument(version_column, 'version_column', 'enable_versioning');
+    PERFORM integrity._require_argument(strict, 'strict', 'enable_versioning');
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY['versioning'], 'enable_versioning');
+    PERFORM integrity._refuse_generated(tbl, version_column, 'enable_versioning');
+    typ := integrity._column_type(tbl, version_column);
+    IF typ NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'version column "%" of table "%" must be smallint, integer or bigint, not %',
+                        version_column, tbl, typ
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+
+    PERFORM integrity._record_guard(tbl, 'versioning', ARRAY[version_column::text],
+                                    jsonb_build_object('strict', strict));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_bump BEFORE UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.version_bump(%L, %L)',
+                   tbl, version_column, CASE WHEN strict THEN 'strict' ELSE 'lenient' END);
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
+                   ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
+                   ' EXECUTE FUNCTION integrity.version_check(%3$L)',
+                   tbl, version_column, version_column);
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.guard_ledger_credit(ledger regclass, accounts regclass, key_columns text[],
+                                              amount_column name DEFAULT 'amount',
+                                              entry_type_column name DEFAULT 'entry_type',
+                                              debit_value text DEFAULT 'DEBIT',
+                                              credit_value text DEFAULT 'CREDIT',
+                                              limit_column name DEFAULT 'credit_limit',
+                                              used_column name DEFAULT 'used_credit')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'guard_ledger_credit';
+    keys text[];
+    key text;
+BEGIN
+    PERFORM integrity._check_table(ledger, caller);
+    PERFORM integrity._require_argument(accounts, 'accounts', caller);
+    PERFORM integrity._check_table(accounts, caller);
+    IF ledger = accounts THEN
+        RAISE EXCEPTION '%: the ledger and the accounts must be different tables', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    keys := integrity._check_columns(ledger, key_columns, caller);
+    IF cardinality(keys) > 8 THEN
+        RAISE EXCEPTION '%: an account key has at most 8 columns', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH key IN ARRAY keys LOOP
+        IF integrity._column_type(accounts, key) <> integrity._column_type(ledger, key) THEN
+            RAISE EXCEPTION '%: key column "%" has type % in "%" but % in "%"', caller, key,
+                            integrity._column_type(ledger, key), ledger, integrity._column_type(accounts, key), accounts
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END LOOP;
+    IF NOT EXISTS (
+        SELECT FROM pg_catalog.pg_index i
+         WHERE i.indrelid = accounts AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+           AND i.indnkeyatts = cardinality(keys)
+           AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = accounts AND a.attnum = ANY (i.indkey::int2[]))
+               = (SELECT array_agg(k ORDER BY k) FROM unnest(keys) k)) THEN
+        RAISE EXCEPTION '%: there is no unique constraint on (%) in "%"', caller, array_to_string(keys, ', '), accounts
+            USING ERRCODE = 'invalid_column_reference',
+                  HINT = 'Each ledger entry must belong to exactly one account: add a primary key or unique constraint on the key columns.';
+    END IF;
+    PERFORM integrity._check_quantity_column(ledger, amount_column, caller);
+    PERFORM integrity._refuse_generated(accounts, used_column, caller);
+    IF integrity._check_quantity_column(accounts, limit_column, caller)
+       <> integrity._check_quantity_column(accounts, used_column, caller) THEN
+        RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, limit_column,
+                        used_column, accounts
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    -- The account must hold every amount exactly, or it drifts from its ledger.
+    IF NOT integrity._holds_exactly(accounts, used_column, ledger, amount_column) THEN
+        RAISE EXCEPTION '%: amounts of type % would be rounded into "%" of type %', caller,
+                        integrity._column_format(ledger, amount_column), used_column,
+                        integrity._column_format(accounts, used_column)
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Give the account''s used and limit columns the type of the ledger''s amounts.';
+    END IF;
+    PERFORM integrity._require_argument(entry_type_column, 'entry_type_column', caller);
+    IF integrity._column_type(ledger, entry_type_column) = 'bpchar'::regtype THEN
+        RAISE EXCEPTION '%: entry type column "%" of table "%" must not be char(n)', caller, entry_type_column, ledger
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = 'char(n) pads its values with spaces, so they would not equal the debit and credit values.',
+                  HINT = 'Use text, varchar or an enum for the entry type.';
+    END IF;
+    PERFORM integrity._require_argument(debit_value, 'debit_value', caller);
+    PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
+    IF debit_value = credit_value THEN
+        RAISE EXCEPTION '%: debit_value and credit_value must differ', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integrity._refuse_if_inherited(ledger, ARRAY['ledger_credit'], caller);
+
+    PERFORM integrity._record_guard(ledger, 'ledger_credit', keys, jsonb_build_object(
+        'accounts', accounts::text, 'amount_column', amount_column, 'entry_type_column', entry_type_column,
+        'debit_value', debit_value, 'credit_value', credit_value,
+        'limit_column', limit_column, 'used_column', used_column));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_ledger_credit AFTER INSERT OR UPDATE OR DELETE ON %s'
+                   ' FOR EACH ROW EXECUTE FUNCTION integrity.ledger_credit_guard(%s)',
+                   ledger,
+                   (SELECT string_agg(quote_literal(arg), ', ')
+                      FROM unnest(ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                                           FROM pg_catalog.pg_class c
+                                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                                          WHERE c.oid = accounts),
+                                        amount_column, entry_type_column, debit_value, credit_value,
+                                        limit_column, used_column] || keys) AS arg));
+    PERFORM integrity._set_trigger_modes(ledger);
+END;
+$$;
+
+-- NaN in numeric stock and credit columns is refused (23514), and as the
+-- quantity of an operation (22023); violations() reports NaN rows.
+CREATE OR REPLACE FUNCTION integrity._guard_quantity(tbl regclass, total_column name, part_column name, guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'guard_' || guard;
+    typ regtype;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    typ := integrity._check_quantity_column(tbl, total_column, caller);
+    IF integrity._check_quantity_column(tbl, part_column, caller) <> typ THEN
+        RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, total_column,
+                        part_column, tbl
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    PERFORM integrity._refuse_generated(tbl, part_column, caller);
+    IF guard = 'stock' THEN   -- commit_stock consumes stock too
+        PERFORM integrity._refuse_generated(tbl, total_column, caller);
+    END IF;
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
+    PERFORM integrity._record_guard(tbl, guard, ARRAY[total_column::text, part_column::text], '{}');
+    -- numeric's NaN compares greater than every number and passes the
+    -- comparisons: numeric columns are checked for it too.
+    EXECUTE format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
+                   ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I)%8$s)'
+                   ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
+                   'integrity_' || guard, tbl, total_column, part_column, guard || '_guard',
+                   total_column, part_column,
+                   CASE WHEN typ = 'numeric'::regtype
+                        THEN format(' OR NEW.%1$I = ''NaN'' OR NEW.%2$I = ''NaN''', total_column, part_column)
+                        ELSE '' END);
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._require_quantity(qty numeric, scale integer, caller text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF qty IS NULL OR qty <= 0 OR qty = 'NaN' THEN
+        RAISE EXCEPTION '%: quantity must be positive, not %', caller, coalesce(qty::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF scale IS NOT NULL AND qty <> round(qty, scale) THEN
+        RAISE EXCEPTION '%: quantity % has more decimal places than the stock columns hold (%)', caller, qty, scale
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
+-- A multi-row reservation is all or nothing even when a BEFORE UPDATE trigger
+-- of the table skips a row: 27000, nothing reserved.
+CREATE OR REPLACE FUNCTION integrity.reserve_stock(tbl regclass, ids anyarray, qtys numeric[])
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record := integrity._stock_target(tbl, 'reserve_stock');
+    verdict record;
+    updated bigint;
+    wanted bigint;
+BEGIN
+    PERFORM integrity._require_argument(ids, 'ids', 'reserve_stock');
+    IF qtys IS NULL OR cardinality(qtys) <> cardinality(ids) THEN
+        RAISE EXCEPTION 'reserve_stock: ids and qtys must have the same number of elements'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF array_position(ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'reserve_stock: ids must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RAISE EXCEPTION 'reserve_stock: ids must name at least one row' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integrity._require_quantity(q, t.quantity_scale, 'reserve_stock') FROM unnest(qtys) q;
+
+    -- Lock every row in key order (so that two multi-row reservations can
+    -- never deadlock each other), then decide on the locked rows.
+    EXECUTE format($sql$
+        WITH wanted AS (
+            SELECT w.k::%4$s AS k, sum(w.q) AS q FROM unnest($1, $2) AS w(k, q) GROUP BY 1),
+        locked AS (
+            SELECT r.%3$I AS k, r.%5$I - r.%2$I AS available
+              FROM %1$s r WHERE r.%3$I IN (SELECT k FROM wanted) ORDER BY r.%3$I FOR UPDATE)
+        SELECT min(w.k::text) FILTER (WHERE l.k IS NULL) AS missing,
+               coalesce(bool_and(l.available >= w.q), false) AS enough
+          FROM wanted w LEFT JOIN locked l ON l.k = w.k
+        $sql$, tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column)
+       INTO verdict USING ids, qtys;
+    IF verdict.missing IS NOT NULL THEN
+        PERFORM integrity._unknown_row(tbl, t.key_column, verdict.missing, 'reserve_stock');
+    END IF;
+    IF NOT verdict.enough THEN
+        RETURN false;
+    END IF;
+    EXECUTE format($sql$
+        UPDATE %1$s r SET %2$I = r.%2$I + w.q
+          FROM (SELECT w.k::%4$s AS k, sum(w.q) AS q FROM unnest($1, $2) AS w(k, q) GROUP BY 1) w
+         WHERE r.%3$I = w.k
+        $sql$, tbl, t.reserved_column, t.key_column, t.key_type)
+       USING ids, qtys;
+    -- A BEFORE UPDATE trigger of the table's own can skip a row (RETURN NULL):
+    -- then nothing is reserved, as the error rolls the other rows back.
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    wanted := (SELECT count(DISTINCT k) FROM unnest(ids) AS k);
+    IF updated <> wanted THEN
+        RAISE EXCEPTION 'reserve_stock: a trigger on table "%" skipped % of the % rows to reserve', tbl,
+                        wanted - updated, wanted
+            USING ERRCODE = 'triggered_data_change_violation',
+                  DETAIL = 'Nothing was reserved: a reservation of several rows is all or nothing.',
+                  HINT = format('Check the BEFORE UPDATE triggers of %s that can return NULL.', tbl);
+    END IF;
+    RETURN true;
+END;
+$$;
+
+DROP FUNCTION integrity._row_rules(text, text[]);
+CREATE FUNCTION integrity._row_rules(guard text, columns text[], nan_possible boolean)
+RETURNS TABLE (rule_guard text, condition text, detail text, uses text[])
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- An immutable column that is NULL: the guard keeps it NULL forever.
+    SELECT 'immutable', format('t.%I IS NULL', col),
+           quote_literal(format('immutable column "%s" is NULL: an immutable NULL can never be set', col)),
+           ARRAY[col]
+      FROM unnest(columns) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'immutable'
+    UNION ALL
+    SELECT 'versioning', format('(t.%1$I IS NULL OR t.%1$I < 1)', columns[1]),
+           format('%L || COALESCE(t.%I::text, %L) || %L',
+                  format('version column "%s" is ', columns[1]), columns[1], 'NULL', ': versions start at 1'),
+           ARRAY[columns[1]]
+     WHERE guard = 'versioning'
+    UNION ALL
+    -- stock: columns = {stock, reserved}; credit: columns = {limit, used}.
+    SELECT r.rule_guard, r.condition, r.detail, columns[1:2]
+      FROM (SELECT guard AS rule_guard, columns[1] AS total, columns[2] AS part,
+                   CASE guard WHEN 'stock' THEN 'stock' ELSE 'the credit limit' END AS total_word,
+                   CASE guard WHEN 'stock' THEN 'reserved stock' ELSE 'used credit' END AS part_word
+             WHERE guard IN ('stock', 'credit')) q
+     CROSS JOIN LATERAL (VALUES
+        (1, q.rule_guard, format('t.%I < 0', q.total),
+         format('%L || t.%I::text || %L', format('column "%s" is ', q.total), q.total,
+                format(': %s must be >= 0', q.total_word))),
+        (2, q.rule_guard, format('t.%I < 0', q.part),
+         format('%L || t.%I::text || %L', format('column "%s" is ', q.part), q.part,
+                format(': %s must be >= 0', q.part_word))),
+        (3, q.rule_guard, format('t.%I > t.%I', q.part, q.total),
+         format('%L || t.%I::text || %L || t.%I::text || %L', format('column "%s" (', q.part), q.part,
+                format(') exceeds column "%s" (', q.total), q.total,
+                format('): %s must be <= %s', q.part_word, CASE q.rule_guard WHEN 'stock' THEN 'stock' ELSE 'the limit' END))),
+        -- NaN compares greater than every number, so it breaks none of the above.
+        (4, q.rule_guard, CASE WHEN nan_possible THEN format('t.%I = ''NaN''', q.total) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.total, q.total_word))),
+        (5, q.rule_guard, CASE WHEN nan_possible THEN format('t.%I = ''NaN''', q.part) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.part, q.part_word)))
+        ) AS r(n, rule_guard, condition, detail)
+     WHERE r.condition IS NOT NULL
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._violations_sql(rel regclass, owners regclass[])
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    rules record;
+BEGIN
+    SELECT string_agg(format('(%L, %s, %s)', rs.rule_guard, rs.condition, rs.detail), ', ' ORDER BY rs.n) AS vals,
+           string_agg(format('(%s)', rs.condition), ' OR ' ORDER BY rs.n) AS filter
+      INTO rules
+      FROM (SELECT row_number() OVER (ORDER BY r.guard, ru.ord) AS n, ru.rule_guard, ru.condition, ru.detail
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._row_rules(r.guard, r.columns, coalesce((
+                            SELECT a.atttypid = 'pg_catalog.numeric'::pg_catalog.regtype
+                              FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = rel AND a.attname = r.columns[1] AND NOT a.attisdropped), false))
+                        WITH ORDINALITY AS ru(rule_guard, condition, detail, uses, ord)
+             WHERE r.table_name = ANY (owners)
+               AND integrity._has_columns(rel, ru.uses)) rs;
+    IF rules.vals IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN format('SELECT v.guard, $1, %s, v.detail'
+                  ' FROM %s t CROSS JOIN LATERAL (VALUES %s) AS v(guard, broken, detail)'
+                  ' WHERE (%s) AND v.broken',
+                  integrity._row_key_sql(rel), rel, rules.vals, rules.filter);
+END;
+$$;
 
 -- One manifest on every supported version: PostgreSQL 18 catalogues NOT NULL
 -- constraints (contype 'n'), which the manifest leaves to the columns' not_null
@@ -360,4 +764,55 @@ BEGIN
       FROM problems p
      ORDER BY p.object_name COLLATE "C", p.rule COLLATE "C";
 END;
+$$;
+
+-- A manifest whose schema keys are longer than a name is refused instead of
+-- being compared under a truncated name.
+CREATE OR REPLACE FUNCTION integrity._check_manifest(manifest jsonb, caller text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF manifest IS NULL THEN
+        RAISE EXCEPTION '%: argument "manifest" must not be NULL', caller
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF pg_catalog.jsonb_typeof(manifest) IS DISTINCT FROM 'object'
+       OR pg_catalog.jsonb_typeof(manifest -> 'schemas') IS DISTINCT FROM 'object'
+       OR manifest -> 'manifest_version' IS DISTINCT FROM '1'::jsonb THEN
+        RAISE EXCEPTION '%: argument "manifest" is not a pg_integrity schema manifest', caller
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the jsonb that integrity.schema_manifest() returned (manifest_version 1).';
+    END IF;
+    -- Schema names are compared as name, which keeps 63 bytes: a longer key
+    -- would silently match a truncated schema, or none.
+    IF EXISTS (SELECT FROM pg_catalog.jsonb_object_keys(manifest -> 'schemas') k
+                WHERE pg_catalog.octet_length(k) > 63) THEN
+        RAISE EXCEPTION '%: argument "manifest" is not a pg_integrity schema manifest', caller
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A schema name in it is longer than 63 bytes, which no PostgreSQL schema name can be.';
+    END IF;
+END;
+$$;
+
+-- Registration is idempotent and re-creates a guard's triggers as this
+-- version makes them (the NaN and bpchar conditions above).  A guard that
+-- cannot be registered again as it stands (a column changed under it) stays as
+-- it was: the update goes on, with a warning, and health() reports the guard.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT table_name, guard, columns, options FROM integrity.guard_registry
+              ORDER BY table_name::oid, guard
+    LOOP
+        BEGIN
+            EXECUTE integrity._registration_sql(r.table_name, r.guard, r.columns, r.options);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_integrity: the % guard of % could not be registered again: %', r.guard, r.table_name, SQLERRM
+                USING HINT = 'SELECT * FROM integrity.health() shows how to repair it.';
+        END;
+    END LOOP;
+END
 $$;

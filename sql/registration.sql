@@ -139,6 +139,23 @@ BEGIN
 END;
 $$;
 
+-- A column a guard writes (the version, the reserved and consumed stock, the
+-- used credit) cannot be generated: PostgreSQL refuses every write of it.
+CREATE FUNCTION integrity._refuse_generated(tbl regclass, col text, caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_attribute
+                WHERE attrelid = tbl AND attname = col AND attnum > 0 AND attgenerated <> '') THEN
+        RAISE EXCEPTION '%: column "%" of table "%" is a generated column', caller, col, tbl
+            USING ERRCODE = 'generated_always',
+                  DETAIL = 'The guard writes this column, and a generated column cannot be written.';
+    END IF;
+END;
+$$;
+
 -- SQL that is true when column col differs between OLD and NEW.  Where the
 -- type's default btree equality is binary equality (its "equalimage" support
 -- function says so: integers, uuid, timestamps, text under a deterministic
@@ -165,6 +182,9 @@ AS $$
                   AND p.amprocnum = 4
                  LEFT JOIN pg_catalog.pg_collation coll ON coll.oid = a.attcollation
                 WHERE a.attrelid = tbl AND a.attname = col
+                  -- bpchar's equality ignores trailing spaces, which an
+                  -- unconstrained bpchar keeps: 'a' = 'a   '.
+                  AND c.opcintype <> 'pg_catalog.bpchar'::pg_catalog.regtype
                   AND (p.amproc = 'pg_catalog.btequalimage'::regproc
                        OR (p.amproc = 'pg_catalog.btvarstrequalimage'::regproc
                            AND coalesce(coll.collisdeterministic, true))))
@@ -391,6 +411,7 @@ BEGIN
     PERFORM integrity._require_argument(version_column, 'version_column', 'enable_versioning');
     PERFORM integrity._require_argument(strict, 'strict', 'enable_versioning');
     PERFORM integrity._refuse_if_inherited(tbl, ARRAY['versioning'], 'enable_versioning');
+    PERFORM integrity._refuse_generated(tbl, version_column, 'enable_versioning');
     typ := integrity._column_type(tbl, version_column);
     IF typ NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
         RAISE EXCEPTION 'version column "%" of table "%" must be smallint, integer or bigint, not %',

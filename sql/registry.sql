@@ -50,6 +50,13 @@ BEGIN
         PERFORM integrity._require_owner(OLD.table_name, 'change its pg_integrity guards');
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        -- A row for an OID that is no table yet would guard whatever table is
+        -- created with that OID next, by whoever creates it.
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = NEW.table_name) THEN
+            RAISE EXCEPTION 'relation with OID % does not exist', NEW.table_name::oid
+                USING ERRCODE = 'undefined_table',
+                      HINT = 'Register guards on existing tables with the integrity.protect_*, enable_* and guard_* functions.';
+        END IF;
         PERFORM integrity._require_owner(NEW.table_name, 'change its pg_integrity guards');
         RETURN NEW;
     END IF;

@@ -115,7 +115,8 @@ $$;
 -- row that breaks the rule, an SQL expression for the detail (evaluated only
 -- for such rows), and the columns the rule reads.  Guards without a rule on
 -- the data alone (append_only, write_once, ledger_credit) have none here.
-CREATE FUNCTION integrity._row_rules(guard text, columns text[])
+-- nan_possible: the guard's quantities are numeric, which can be NaN.
+CREATE FUNCTION integrity._row_rules(guard text, columns text[], nan_possible boolean)
 RETURNS TABLE (rule_guard text, condition text, detail text, uses text[])
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -149,8 +150,14 @@ AS $$
         (3, q.rule_guard, format('t.%I > t.%I', q.part, q.total),
          format('%L || t.%I::text || %L || t.%I::text || %L', format('column "%s" (', q.part), q.part,
                 format(') exceeds column "%s" (', q.total), q.total,
-                format('): %s must be <= %s', q.part_word, CASE q.rule_guard WHEN 'stock' THEN 'stock' ELSE 'the limit' END)))
+                format('): %s must be <= %s', q.part_word, CASE q.rule_guard WHEN 'stock' THEN 'stock' ELSE 'the limit' END))),
+        -- NaN compares greater than every number, so it breaks none of the above.
+        (4, q.rule_guard, CASE WHEN nan_possible THEN format('t.%I = ''NaN''', q.total) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.total, q.total_word))),
+        (5, q.rule_guard, CASE WHEN nan_possible THEN format('t.%I = ''NaN''', q.part) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.part, q.part_word)))
         ) AS r(n, rule_guard, condition, detail)
+     WHERE r.condition IS NOT NULL
 $$;
 
 -- One query that checks every row rule of the guards registered on owners
@@ -176,7 +183,10 @@ BEGIN
       INTO rules
       FROM (SELECT row_number() OVER (ORDER BY r.guard, ru.ord) AS n, ru.rule_guard, ru.condition, ru.detail
               FROM integrity.guard_registry r
-             CROSS JOIN LATERAL integrity._row_rules(r.guard, r.columns)
+             CROSS JOIN LATERAL integrity._row_rules(r.guard, r.columns, coalesce((
+                            SELECT a.atttypid = 'pg_catalog.numeric'::pg_catalog.regtype
+                              FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = rel AND a.attname = r.columns[1] AND NOT a.attisdropped), false))
                         WITH ORDINALITY AS ru(rule_guard, condition, detail, uses, ord)
              WHERE r.table_name = ANY (owners)
                AND integrity._has_columns(rel, ru.uses)) rs;

@@ -329,6 +329,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the jsonb that integrity.schema_manifest() returned (manifest_version 1).';
     END IF;
+    -- Schema names are compared as name, which keeps 63 bytes: a longer key
+    -- would silently match a truncated schema, or none.
+    IF EXISTS (SELECT FROM pg_catalog.jsonb_object_keys(manifest -> 'schemas') k
+                WHERE pg_catalog.octet_length(k) > 63) THEN
+        RAISE EXCEPTION '%: argument "manifest" is not a pg_integrity schema manifest', caller
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A schema name in it is longer than 63 bytes, which no PostgreSQL schema name can be.';
+    END IF;
 END;
 $$;
 

@@ -69,21 +69,31 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     caller text := 'guard_' || guard;
+    typ regtype;
 BEGIN
     PERFORM integrity._check_table(tbl, caller);
-    IF integrity._check_quantity_column(tbl, total_column, caller)
-       <> integrity._check_quantity_column(tbl, part_column, caller) THEN
+    typ := integrity._check_quantity_column(tbl, total_column, caller);
+    IF integrity._check_quantity_column(tbl, part_column, caller) <> typ THEN
         RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, total_column,
                         part_column, tbl
             USING ERRCODE = 'datatype_mismatch';
     END IF;
+    PERFORM integrity._refuse_generated(tbl, part_column, caller);
+    IF guard = 'stock' THEN   -- commit_stock consumes stock too
+        PERFORM integrity._refuse_generated(tbl, total_column, caller);
+    END IF;
     PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
     PERFORM integrity._record_guard(tbl, guard, ARRAY[total_column::text, part_column::text], '{}');
+    -- numeric's NaN compares greater than every number and passes the
+    -- comparisons: numeric columns are checked for it too.
     EXECUTE format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
-                   ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I))'
+                   ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I)%8$s)'
                    ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
                    'integrity_' || guard, tbl, total_column, part_column, guard || '_guard',
-                   total_column, part_column);
+                   total_column, part_column,
+                   CASE WHEN typ = 'numeric'::regtype
+                        THEN format(' OR NEW.%1$I = ''NaN'' OR NEW.%2$I = ''NaN''', total_column, part_column)
+                        ELSE '' END);
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
@@ -154,6 +164,7 @@ BEGIN
                   HINT = 'Each ledger entry must belong to exactly one account: add a primary key or unique constraint on the key columns.';
     END IF;
     PERFORM integrity._check_quantity_column(ledger, amount_column, caller);
+    PERFORM integrity._refuse_generated(accounts, used_column, caller);
     IF integrity._check_quantity_column(accounts, limit_column, caller)
        <> integrity._check_quantity_column(accounts, used_column, caller) THEN
         RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, limit_column,
@@ -169,7 +180,12 @@ BEGIN
                   HINT = 'Give the account''s used and limit columns the type of the ledger''s amounts.';
     END IF;
     PERFORM integrity._require_argument(entry_type_column, 'entry_type_column', caller);
-    PERFORM integrity._column_type(ledger, entry_type_column);
+    IF integrity._column_type(ledger, entry_type_column) = 'bpchar'::regtype THEN
+        RAISE EXCEPTION '%: entry type column "%" of table "%" must not be char(n)', caller, entry_type_column, ledger
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = 'char(n) pads its values with spaces, so they would not equal the debit and credit values.',
+                  HINT = 'Use text, varchar or an enum for the entry type.';
+    END IF;
     PERFORM integrity._require_argument(debit_value, 'debit_value', caller);
     PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
     IF debit_value = credit_value THEN
@@ -245,7 +261,7 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF qty IS NULL OR qty <= 0 THEN
+    IF qty IS NULL OR qty <= 0 OR qty = 'NaN' THEN
         RAISE EXCEPTION '%: quantity must be positive, not %', caller, coalesce(qty::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -301,6 +317,8 @@ AS $$
 DECLARE
     t record := integrity._stock_target(tbl, 'reserve_stock');
     verdict record;
+    updated bigint;
+    wanted bigint;
 BEGIN
     PERFORM integrity._require_argument(ids, 'ids', 'reserve_stock');
     IF qtys IS NULL OR cardinality(qtys) <> cardinality(ids) THEN
@@ -340,6 +358,17 @@ BEGIN
          WHERE r.%3$I = w.k
         $sql$, tbl, t.reserved_column, t.key_column, t.key_type)
        USING ids, qtys;
+    -- A BEFORE UPDATE trigger of the table's own can skip a row (RETURN NULL):
+    -- then nothing is reserved, as the error rolls the other rows back.
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    wanted := (SELECT count(DISTINCT k) FROM unnest(ids) AS k);
+    IF updated <> wanted THEN
+        RAISE EXCEPTION 'reserve_stock: a trigger on table "%" skipped % of the % rows to reserve', tbl,
+                        wanted - updated, wanted
+            USING ERRCODE = 'triggered_data_change_violation',
+                  DETAIL = 'Nothing was reserved: a reservation of several rows is all or nothing.',
+                  HINT = format('Check the BEFORE UPDATE triggers of %s that can return NULL.', tbl);
+    END IF;
     RETURN true;
 END;
 $$;

@@ -33,7 +33,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
 use crate::fmgr::execute_plan;
-use crate::quantities::{quantity_type, sign};
+use crate::quantities::{is_nan, quantity_type, sign};
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
 trigger_entry!(
@@ -313,7 +313,7 @@ fn signed_amount(
     (entry, direction): (pg_sys::HeapTuple, Direction),
 ) -> Result<(i32, pg_sys::Datum), Refusal> {
     let (amount, amount_null) = firing.value(entry, plan.amount_att);
-    if amount_null || sign(plan.amount_type, amount) != Ordering::Greater {
+    if amount_null || is_nan(plan.amount_type, amount) || sign(plan.amount_type, amount) != Ordering::Greater {
         let args = args(firing);
         let why = format!("{} is {}.", args.amount.to_string_lossy(), firing.value_text(entry, plan.amount_att));
         return Err(entry_refusal(firing, entry, &args, "amounts must be positive", why));

@@ -20,6 +20,19 @@ mod tests;
 
 pgrx::pg_module_magic!();
 
+/// Errors that PostgreSQL raises inside the extension's compiled code cross
+/// pgrx's guards as Rust panics, and pgrx puts the Rust backtrace it captured
+/// into the DETAIL a client sees when `RUST_BACKTRACE` is set in the server's
+/// environment.  `RUST_LIB_BACKTRACE` takes precedence over it for
+/// `Backtrace::capture`: clients get PostgreSQL's error, not the extension's
+/// stack.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // A backend is single-threaded, and nothing has captured a backtrace yet
+    // when the library loads.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
+}
+
 pgrx::extension_sql_file!("../sql/registry.sql", name = "registry", bootstrap);
 pgrx::extension_sql_file!("../sql/guard_functions.sql", name = "guard_functions", requires = ["registry"]);
 pgrx::extension_sql_file!("../sql/registration.sql", name = "registration", requires = ["guard_functions"]);

@@ -17,7 +17,7 @@ use core::cmp::Ordering;
 use core::ffi::CStr;
 
 use pgrx::pg_sys;
-use pgrx::{IntoDatum, PgSqlErrorCode};
+use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 
 use crate::error::Refusal;
 use crate::trigger::{trigger_entry, Firing, Verdict};
@@ -60,6 +60,14 @@ pub fn quantity_type(firing: &Firing, attnum: i16) -> pg_sys::Oid {
     }
 }
 
+/// Whether `value`, a datum of integer or numeric type `typid`, is numeric's
+/// NaN, which compares greater than every number: `NaN >= 0` and
+/// `reserved <= NaN` hold, so a NaN would pass every rule.
+pub fn is_nan(typid: pg_sys::Oid, value: pg_sys::Datum) -> bool {
+    typid == pg_sys::NUMERICOID
+        && unsafe { pgrx::AnyNumeric::from_datum(value, false) }.is_some_and(|number| number.is_nan())
+}
+
 /// The sign of `value`, a datum of integer or numeric type `typid`.
 pub fn sign(typid: pg_sys::Oid, value: pg_sys::Datum) -> Ordering {
     let zero = match typid {
@@ -96,7 +104,11 @@ unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
     let (total, total_null) = firing.value(row, total_att);
     let (part, part_null) = firing.value(row, part_att);
 
-    let broken = if !total_null && sign(typid, total) == Ordering::Less {
+    let broken = if !total_null && is_nan(typid, total) {
+        Some((total_att, Rule::TotalNaN))
+    } else if !part_null && is_nan(typid, part) {
+        Some((part_att, Rule::PartNaN))
+    } else if !total_null && sign(typid, total) == Ordering::Less {
         Some((total_att, Rule::TotalNegative))
     } else if !part_null && sign(typid, part) == Ordering::Less {
         Some((part_att, Rule::PartNegative))
@@ -116,6 +128,8 @@ unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
 
 #[derive(Clone, Copy)]
 enum Rule {
+    TotalNaN,
+    PartNaN,
     TotalNegative,
     PartNegative,
     PartAboveTotal,
@@ -132,6 +146,8 @@ fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: pg_sys::HeapTup
     let (total, part) = (columns.total.0.to_string_lossy(), columns.part.0.to_string_lossy());
     let table = firing.table_name();
     let message = match rule {
+        Rule::TotalNaN => format!("{total} of table \"{table}\" cannot be NaN"),
+        Rule::PartNaN => format!("{part} of table \"{table}\" cannot be NaN"),
         Rule::TotalNegative => format!("{total} of table \"{table}\" cannot be negative"),
         Rule::PartNegative => format!("{part} of table \"{table}\" cannot be negative"),
         Rule::PartAboveTotal => format!("{part} of table \"{table}\" cannot exceed {total}"),

@@ -17,7 +17,7 @@
 //! which replaces the trigger) makes the next call read the table again; the
 //! plans are prepared again only if its name, guard columns or key changed.
 
-use core::ffi::{c_char, CStr};
+use core::ffi::{c_char, c_int, CStr};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -92,13 +92,20 @@ struct Plans {
 thread_local! {
     /// By table and by the type of the id argument.
     static PLANS: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans>> = RefCell::new(HashMap::new());
-    /// Counts relcache invalidations; the callback only bumps it, so that it
-    /// never touches a plan that may be executing.
+    /// Counts relcache and schema invalidations; the callbacks only bump it, so
+    /// that they never touch a plan that may be executing.
     static GENERATION: Cell<u64> = const { Cell::new(1) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
 unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    GENERATION.set(GENERATION.get() + 1);
+}
+
+/// A schema was renamed (or dropped): the statements name their table by
+/// schema, and PostgreSQL re-parses a kept plan from its text when a schema
+/// changes, so they must be rebuilt from the table's OID first.
+unsafe extern "C-unwind" fn namespace_invalidated(_arg: pg_sys::Datum, _cacheid: c_int, _hashvalue: u32) {
     GENERATION.set(GENERATION.get() + 1);
 }
 
@@ -119,10 +126,20 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
 
     if !CALLBACK_REGISTERED.replace(true) {
-        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0)) };
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0));
+            pg_sys::CacheRegisterSyscacheCallback(
+                pg_sys::SysCacheIdentifier::NAMESPACEOID as c_int,
+                Some(namespace_invalidated),
+                pg_sys::Datum::from(0),
+            );
+        }
     }
     // Opening the relation locks it and takes in pending invalidations.
-    let rel = unsafe { pg_sys::relation_open(relid, pg_sys::AccessShareLock as i32) };
+    let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
+    if rel.is_null() {
+        error(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("{caller}: relation with OID {relid} does not exist"));
+    }
     let (operate, lookup) = unsafe { plans(rel, id_type, caller) };
 
     // The statement checks the quantity too (positive, not more decimals than
@@ -160,7 +177,7 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     let target = unsafe { target(rel, caller) };
     let quantity = unsafe { pgrx::AnyNumeric::from_datum(args[2].value, args[2].isnull) };
     match quantity {
-        Some(q) if q <= pgrx::AnyNumeric::from(0) => error(
+        Some(q) if q.is_nan() || q <= pgrx::AnyNumeric::from(0) => error(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("{caller}: quantity must be positive, not {q}"),
         ),
