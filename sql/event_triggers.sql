@@ -104,13 +104,38 @@ BEGIN
        FROM pg_catalog.pg_event_trigger_ddl_commands() c
       WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
 
+    -- Tables created, altered or attached by the command, including those
+    -- created inside CREATE SCHEMA, and the typed tables an ALTER TYPE …
+    -- CASCADE changed along with their type.
     FOR command IN
         SELECT DISTINCT c.objid::regclass AS rel,
-               c.command_tag = 'CREATE TABLE' OR integrity._attaches_partition(c.command) AS new_partitions
+               c.command_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE')
+               OR integrity._attaches_partition(c.command) AS new_partitions
           FROM pg_catalog.pg_event_trigger_ddl_commands() c
-         WHERE c.classid = 'pg_catalog.pg_class'::regclass AND c.object_type IN ('table', 'table column')
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass
+           AND c.object_type IN ('table', 'table column', 'foreign table', 'foreign table column')
            AND EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = c.objid)
+        UNION
+        -- (a composite type's attributes are reported as its pg_class row's)
+        SELECT t.oid::regclass, false
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class t
+            ON t.reloftype = CASE WHEN c.classid = 'pg_catalog.pg_type'::regclass THEN c.objid
+                                  ELSE (SELECT ct.reltype FROM pg_catalog.pg_class ct
+                                         WHERE ct.oid = c.objid AND ct.relkind = 'c') END
+         WHERE c.classid IN ('pg_catalog.pg_type'::regclass, 'pg_catalog.pg_class'::regclass)
     LOOP
+        SELECT r.table_name, r.guard INTO guarded
+          FROM pg_catalog.pg_inherits i
+          JOIN integrity.guard_registry r ON r.table_name = i.inhparent
+         WHERE i.inhrelid = command.rel
+           AND command.rel IN (SELECT integrity._inheritance_children(r.table_name))
+         ORDER BY r.guard
+         LIMIT 1;
+        IF FOUND THEN
+            PERFORM integrity._refuse_inheritance(guarded.table_name, command.rel, guarded.guard);
+        END IF;
+
         IF command.new_partitions THEN
             FOR guarded IN
                 SELECT r.table_name, r.guard, r.options
@@ -182,9 +207,27 @@ BEGIN
 END;
 $$;
 
-CREATE EVENT TRIGGER integrity_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER')
-    EXECUTE FUNCTION integrity._on_ddl_command_end();
+-- The commands after which the guards are checked and extended: tables
+-- created (also inside CREATE SCHEMA), altered or attached, typed tables
+-- changed with their type, triggers created or altered.  health() makes the
+-- event trigger again from this list when it is missing.
+CREATE FUNCTION integrity._ddl_command_end_tags()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(pg_catalog.quote_literal(tag), ', ')
+      FROM unnest(ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA',
+                        'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE']) AS tag
+$$;
+
+-- An event trigger's tags are literals in its definition.
+DO $$
+BEGIN
+    EXECUTE format('CREATE EVENT TRIGGER integrity_ddl_command_end ON ddl_command_end WHEN TAG IN (%s)'
+                   ' EXECUTE FUNCTION integrity._on_ddl_command_end()', integrity._ddl_command_end_tags());
+END
+$$;
 
 CREATE EVENT TRIGGER integrity_sql_drop ON sql_drop
     EXECUTE FUNCTION integrity._on_sql_drop();

@@ -796,6 +796,471 @@ BEGIN
 END;
 $$;
 
+-- Inheritance children of guarded tables are refused (55000) by registration
+-- and by the event trigger, and reported by health().  The event trigger also
+-- looks at tables created inside CREATE SCHEMA, foreign partitions, and typed
+-- tables changed by ALTER TYPE … CASCADE: its tags change, so it is made again.
+CREATE FUNCTION integrity._inheritance_children(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.inhrelid::regclass
+      FROM pg_catalog.pg_inherits i
+      JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+     WHERE i.inhparent = tbl AND NOT c.relispartition
+     ORDER BY 1
+$$;
+
+CREATE FUNCTION integrity._refuse_inheritance(parent regclass, child regclass, guard text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'table "%" cannot inherit from "%", which has the % guard', child, parent, guard
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('Guards cover partitions, not inheritance children, yet UPDATE, DELETE and TRUNCATE'
+                              ' of %s reach the rows of %s.', parent, child),
+              HINT = format('Make %s a partition (CREATE TABLE … PARTITION OF), or remove the inheritance'
+                            ' (ALTER TABLE %s NO INHERIT %s) before registering.', child, child, parent);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._record_guard(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT integrity._refuse_inheritance(tbl, child, guard) FROM integrity._inheritance_children(tbl) child LIMIT 1;
+    INSERT INTO integrity.guard_registry AS g (table_name, guard, columns, options)
+    VALUES (tbl, guard, columns, options)
+    ON CONFLICT (table_name, guard) DO UPDATE
+        SET columns = EXCLUDED.columns, options = EXCLUDED.options
+        WHERE (g.columns, g.options) IS DISTINCT FROM (EXCLUDED.columns, EXCLUDED.options)
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._on_ddl_command_end()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    command record;
+    guarded record;
+    trg record;
+BEGIN
+    PERFORM integrity._check_trigger_ddl(c.objid)
+       FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+
+    -- Tables created, altered or attached by the command, including those
+    -- created inside CREATE SCHEMA, and the typed tables an ALTER TYPE …
+    -- CASCADE changed along with their type.
+    FOR command IN
+        SELECT DISTINCT c.objid::regclass AS rel,
+               c.command_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE')
+               OR integrity._attaches_partition(c.command) AS new_partitions
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass
+           AND c.object_type IN ('table', 'table column', 'foreign table', 'foreign table column')
+           AND EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = c.objid)
+        UNION
+        -- (a composite type's attributes are reported as its pg_class row's)
+        SELECT t.oid::regclass, false
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class t
+            ON t.reloftype = CASE WHEN c.classid = 'pg_catalog.pg_type'::regclass THEN c.objid
+                                  ELSE (SELECT ct.reltype FROM pg_catalog.pg_class ct
+                                         WHERE ct.oid = c.objid AND ct.relkind = 'c') END
+         WHERE c.classid IN ('pg_catalog.pg_type'::regclass, 'pg_catalog.pg_class'::regclass)
+    LOOP
+        SELECT r.table_name, r.guard INTO guarded
+          FROM pg_catalog.pg_inherits i
+          JOIN integrity.guard_registry r ON r.table_name = i.inhparent
+         WHERE i.inhrelid = command.rel
+           AND command.rel IN (SELECT integrity._inheritance_children(r.table_name))
+         ORDER BY r.guard
+         LIMIT 1;
+        IF FOUND THEN
+            PERFORM integrity._refuse_inheritance(guarded.table_name, command.rel, guarded.guard);
+        END IF;
+
+        IF command.new_partitions THEN
+            FOR guarded IN
+                SELECT r.table_name, r.guard, r.options
+                  FROM integrity.guard_registry r
+                 WHERE r.table_name = command.rel
+                    OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(command.rel))
+            LOOP
+                IF guarded.guard = 'append_only'
+                   AND NOT coalesce((guarded.options ->> 'allow_truncate')::boolean, false) THEN
+                    PERFORM integrity._cover_truncate(guarded.table_name);
+                END IF;
+                PERFORM integrity._set_trigger_modes(guarded.table_name);
+            END LOOP;
+        END IF;
+
+        FOR guarded IN
+            SELECT r.guard, col
+              FROM integrity.guard_registry r, unnest(r.columns) AS col
+             WHERE r.table_name = command.rel
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                WHERE a.attrelid = command.rel AND a.attname = col
+                                  AND a.attnum > 0 AND NOT a.attisdropped)
+        LOOP
+            RAISE EXCEPTION 'cannot rename or drop column "%" of table "%"', guarded.col, command.rel
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, command.rel),
+                      HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
+                                    command.rel::text, guarded.guard);
+        END LOOP;
+
+        FOR trg IN
+            SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard
+              FROM pg_catalog.pg_trigger t
+              JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
+                ON g.trigger_name = t.tgname
+             CROSS JOIN LATERAL integrity._guard_needing(command.rel, t.tgname) needed
+             WHERE t.tgrelid = command.rel AND t.tgenabled <> g.mode
+        LOOP
+            PERFORM integrity._refuse_guard_ddl(
+                CASE trg.tgenabled WHEN 'D' THEN 'disable' ELSE 'change the firing mode of' END,
+                trg.tgname, command.rel, trg.guarded_table, trg.guard);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION integrity._ddl_command_end_tags()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(pg_catalog.quote_literal(tag), ', ')
+      FROM unnest(ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA',
+                        'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE']) AS tag
+$$;
+
+DROP EVENT TRIGGER integrity_ddl_command_end;
+-- An event trigger's tags are literals in its definition.
+DO $$
+BEGIN
+    EXECUTE format('CREATE EVENT TRIGGER integrity_ddl_command_end ON ddl_command_end WHEN TAG IN (%s)'
+                   ' EXECUTE FUNCTION integrity._on_ddl_command_end()', integrity._ddl_command_end_tags());
+END
+$$;
+
+ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE ALWAYS;
+CREATE OR REPLACE FUNCTION integrity.health()
+RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+-- The catalog query is small but its estimates are not: without this, JIT
+-- compilation would take seconds.
+SET jit = off
+AS $$
+WITH registered AS (
+    SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
+           CASE WHEN r.guard = 'ledger_credit' THEN to_regclass(r.options ->> 'accounts') END AS accounts
+      FROM integrity.guard_registry r
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
+),
+-- Every column a registered guard reads, with the relation it is read from.
+guard_columns AS (
+    SELECT r.tbl, r.guard, u.rel, u.col, u.n,
+           EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
+      FROM registered r
+     CROSS JOIN LATERAL (
+            SELECT r.tbl AS rel, c.col, c.n FROM unnest(r.columns) WITH ORDINALITY AS c(col, n)
+            UNION ALL
+            SELECT r.tbl, c.col, 100 + c.n
+              FROM unnest(ARRAY[r.options ->> 'amount_column', r.options ->> 'entry_type_column'])
+                   WITH ORDINALITY AS c(col, n)
+             WHERE r.guard = 'ledger_credit'
+            UNION ALL
+            SELECT r.accounts, c.col, 200 + c.n
+              FROM unnest(r.columns || ARRAY[r.options ->> 'limit_column', r.options ->> 'used_column'])
+                   WITH ORDINALITY AS c(col, n)
+             WHERE r.guard = 'ledger_credit' AND r.accounts IS NOT NULL) u
+     WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
+),
+-- Registry rows whose triggers can be checked: the table, the accounts table
+-- and every column are there.
+sound AS (
+    SELECT r.*
+      FROM registered r
+     WHERE r.relkind IS NOT NULL
+       AND (r.guard <> 'ledger_credit' OR r.accounts IS NOT NULL)
+       AND NOT EXISTS (SELECT FROM guard_columns gc
+                        WHERE gc.tbl = r.tbl AND gc.guard = r.guard AND NOT gc.present)
+),
+-- The triggers each registered guard needs, on the table and on every
+-- partition (row triggers as clones, TRUNCATE triggers of their own).
+expected AS (
+    SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
+           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+     WHERE r.relkind IS NOT NULL
+       AND NOT (g.trigger_name LIKE '%\_row\_movement' AND r.relkind <> 'p')
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+),
+found AS (
+    SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
+           t.tgfoid::regprocedure AS actual_function,
+           coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
+           format('trigger %s of the %s guard', e.trigger_name, e.guard)
+           || CASE WHEN e.rel = e.tbl THEN '' ELSE format(' on partition %s of %s', e.rel, e.tbl) END AS what
+      FROM expected e
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = e.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE (e.tbl, e.guard) IN (SELECT s.tbl, s.guard FROM sound s)
+),
+-- One ALTER TABLE per relation that puts every guard trigger on it that is
+-- disabled or in the wrong mode back in its mode.
+relation_fix AS (
+    SELECT f.rel,
+           format('ALTER TABLE %s %s;', f.rel,
+                  string_agg(format('ENABLE %sTRIGGER %I', CASE f.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END,
+                                    f.trigger_name), ', ' ORDER BY f.trigger_name)) AS fix
+      FROM found f
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+     GROUP BY f.rel
+),
+-- The same for a whole partition tree, followed by a space ('' when none).
+tree_fix AS (
+    SELECT r.tbl, coalesce(string_agg(rf.fix || ' ', '' ORDER BY rf.rel::text COLLATE "C"), '') AS fix
+      FROM (SELECT DISTINCT rr.tbl FROM registered rr WHERE rr.relkind IS NOT NULL) r
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+      LEFT JOIN relation_fix rf ON rf.rel = m.rel
+     GROUP BY r.tbl
+),
+-- The registration of each guard, after the mode fixes of its table.
+registration AS (
+    SELECT r.tbl, r.guard, tf.fix,
+           tf.fix || integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) AS sql
+      FROM registered r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+),
+-- Triggers that carry a guard trigger's name but that no registered guard needs.
+stray AS (
+    SELECT t.tgrelid::regclass AS rel, t.tgname, g.guard,
+           (SELECT rg.sql
+              FROM registration rg
+             WHERE rg.guard = g.guard
+               AND (rg.tbl = t.tgrelid
+                    OR rg.tbl IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(t.tgrelid) a))
+             LIMIT 1) AS registration
+      FROM pg_catalog.pg_trigger t
+      JOIN (SELECT DISTINCT k.trigger_name, k.guard FROM integrity._guard_triggers(NULL) k) g
+        ON g.trigger_name = t.tgname
+     WHERE t.tgparentid = 0
+       AND NOT EXISTS (SELECT FROM expected e WHERE e.rel = t.tgrelid AND e.trigger_name = t.tgname)
+),
+-- step orders the problems of one table: registry rows that must go (1),
+-- guards re-registered with the columns they have left (2), the rest (3).
+problems (severity, table_name, guard, step, problem, remedy) AS (
+    -- The registry outlived the table.
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('the %s guard is registered for a table that no longer exists (OID %s)', r.guard, r.tbl::oid),
+           format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NULL
+    UNION ALL
+    -- Inheritance children, which the guards do not cover (the event trigger
+    -- refuses new ones; these are older, or made while it was disabled).
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s inherits from %s, which has the %s guard: guards cover partitions, not inheritance'
+                  ' children, yet UPDATE, DELETE and TRUNCATE of %s reach its rows', child, r.tbl, r.guard, r.tbl),
+           format('ALTER TABLE %s NO INHERIT %s;', child, r.tbl)
+      FROM registered r
+     CROSS JOIN LATERAL integrity._inheritance_children(r.tbl) AS child
+     WHERE r.relkind IS NOT NULL
+    UNION ALL
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('accounts table %s of the ledger_credit guard no longer exists (dropped or renamed):'
+                  ' remove the guard, then register it again with the accounts table as it is now',
+                  r.options ->> 'accounts'),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit' AND r.accounts IS NULL
+    UNION ALL
+    -- A registered column is gone (renamed or dropped while the event
+    -- trigger was not watching).  A column guard is registered again with
+    -- the columns it has left; other guards are removed.
+    SELECT 'error', gc.rel, gc.guard, CASE WHEN left_over.columns IS NULL THEN 1 ELSE 2 END,
+           format('column "%s" of %s, registered for the %s guard%s, no longer exists (renamed or dropped): %s',
+                  gc.col, gc.rel, gc.guard, CASE WHEN gc.rel <> gc.tbl THEN format(' of %s', gc.tbl) ELSE '' END,
+                  CASE WHEN left_over.columns IS NOT NULL
+                       THEN 'the guard is registered again with the columns it has left; add the new name of a renamed column'
+                       ELSE 'remove the guard, then register it again with the columns as they are now' END),
+           CASE WHEN left_over.columns IS NOT NULL
+                THEN format('BEGIN; %s %s%s COMMIT;', integrity._unprotect_sql(gc.tbl, gc.guard), tf.fix,
+                            integrity._registration_sql(gc.tbl, gc.guard, left_over.columns, '{}'))
+                ELSE integrity._unprotect_sql(gc.tbl, gc.guard) END
+      FROM guard_columns gc
+      JOIN tree_fix tf ON tf.tbl = gc.tbl
+     CROSS JOIN LATERAL (SELECT array_agg(o.col ORDER BY o.n) AS columns
+                           FROM guard_columns o
+                          WHERE o.tbl = gc.tbl AND o.guard = gc.guard AND o.present
+                            AND gc.guard IN ('immutable', 'write_once')) left_over
+     WHERE NOT gc.present
+    UNION ALL
+    -- Guard triggers: missing, replaced, disabled, in the wrong mode.
+    SELECT 'error', f.rel, f.guard, 3,
+           CASE WHEN f.rel = f.tbl THEN format('trigger %s of the %s guard is missing', f.trigger_name, f.guard)
+                ELSE format('partition %s of %s is not covered: trigger %s of the %s guard is missing',
+                            f.rel, f.tbl, f.trigger_name, f.guard) END,
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NULL
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it runs %s %s, not integrity.%s() %s', f.what,
+                  f.actual_function, integrity._tgtype_text(f.actual_tgtype), f.function_name,
+                  integrity._tgtype_text(f.tgtype)),
+           -- CREATE OR REPLACE TRIGGER repairs a row trigger; TRUNCATE triggers
+           -- are only created where missing, so the guard is put back whole.
+           CASE WHEN f.per_partition
+                THEN format('BEGIN; %s%s %s COMMIT;', rg.fix, integrity._unprotect_sql(f.tbl, f.guard),
+                            integrity._registration_sql(f.tbl, f.guard, f.columns, f.options))
+                ELSE rg.sql END
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND (NOT f.own_function OR f.actual_tgtype <> f.tgtype)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: its arguments differ from the registered ones', f.what),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
+    UNION ALL
+    SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
+           f.rel, f.guard, 3,
+           format('%s is %s', f.what,
+                  CASE WHEN f.tgenabled = 'D' THEN 'disabled: the guard is not enforced'
+                       WHEN f.mode = 'A' AND f.tgenabled = 'O'
+                            THEN 'ENABLE (origin only), not ENABLE ALWAYS: sessions with session_replication_role = replica skip it'
+                       WHEN f.tgenabled = 'R'
+                            THEN format('ENABLE REPLICA, not %s: ordinary sessions skip it',
+                                        CASE f.mode WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'ENABLE' END)
+                       ELSE 'ENABLE ALWAYS, not ENABLE (origin only): it also fires for rows that logical replication applies, which their origin already processed'
+                  END),
+           rf.fix
+      FROM found f
+      JOIN relation_fix rf ON rf.rel = f.rel
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+    UNION ALL
+    -- Guard triggers that no registered guard needs.
+    SELECT CASE WHEN s.registration IS NULL THEN 'warning' ELSE 'info' END, s.rel, s.guard, 3,
+           CASE WHEN s.registration IS NULL
+                THEN format('trigger %s of the %s guard is on a table the registry has no %s guard for'
+                            ' (registry row deleted, or a partition detached from a guarded table): unprotect'
+                            ' removes it; registering the guard again keeps it', s.tgname, s.guard, s.guard)
+                ELSE format('trigger %s is not part of the %s guard as registered', s.tgname, s.guard) END,
+           coalesce(s.registration, integrity._unprotect_sql(s.rel, s.guard))
+      FROM stray s
+    UNION ALL
+    -- A guard function under a name the extension does not manage (a renamed guard trigger).
+    SELECT 'warning', t.tgrelid::regclass, min(g.guard), 3,
+           format('trigger %s runs guard function integrity.%s() under a name pg_integrity does not manage:'
+                  ' neither the registry nor the event triggers watch it', t.tgname, p.proname),
+           format('DROP TRIGGER %I ON %s;', t.tgname, t.tgrelid::regclass)
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+      JOIN integrity._guard_triggers(NULL) g ON g.function_name = p.proname
+     WHERE t.tgparentid = 0
+       AND t.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k)
+     GROUP BY t.tgrelid, t.tgname, p.proname
+    UNION ALL
+    -- Guarded tables without a primary key.
+    SELECT 'warning', r.tbl, NULL, 3,
+           format('guarded table %s has no primary key: guard errors and violations() cannot name its rows'
+                  ' by a stable key', r.tbl),
+           tf.fix
+           || CASE WHEN r.relkind = 'r' AND candidate.index_name IS NOT NULL
+                   THEN format('ALTER TABLE %s ADD PRIMARY KEY USING INDEX %I;', r.tbl, candidate.index_name)
+                   ELSE format('ALTER TABLE %s ADD PRIMARY KEY (%s);', r.tbl,
+                               coalesce(candidate.key_columns, '<columns that identify a row>')) END
+      FROM (SELECT DISTINCT rr.tbl, rr.relkind FROM registered rr WHERE rr.relkind IS NOT NULL) r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+      LEFT JOIN LATERAL (
+            -- a valid, unique, non-partial index on NOT NULL columns
+            SELECT ic.relname AS index_name,
+                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS key_columns
+              FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = r.tbl AND i.indisunique AND i.indisvalid AND i.indimmediate
+               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
+               AND NOT EXISTS (SELECT FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                                WHERE NOT a.attnotnull)
+             ORDER BY i.indnatts, ic.relname
+             LIMIT 1) candidate ON true
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conrelid = r.tbl AND con.contype = 'p')
+    UNION ALL
+    -- The extension's event triggers: missing, disabled, or not ENABLE ALWAYS.
+    SELECT CASE WHEN e.evtenabled = 'O' THEN 'warning' ELSE 'error' END, NULL, NULL, 1,
+           format('event trigger %s %s%s', v.evtname,
+                  CASE WHEN e.oid IS NULL THEN 'is missing: '
+                       WHEN e.evtenabled = 'D' THEN 'is disabled: '
+                       WHEN e.evtenabled = 'O' THEN 'is ENABLE (origin only), not ENABLE ALWAYS: in sessions with session_replication_role = replica, '
+                       ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
+                  v.consequence),
+           CASE WHEN e.oid IS NULL
+                THEN format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I();'
+                            ' ALTER EVENT TRIGGER %1$I ENABLE ALWAYS; ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %1$I;',
+                            v.evtname, v.evtevent, v.tags, v.evtfunction)
+                ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
+      FROM (VALUES ('integrity_ddl_command_end', 'ddl_command_end',
+                    format(' WHEN TAG IN (%s)', integrity._ddl_command_end_tags()),
+                    '_on_ddl_command_end',
+                    'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
+                    ' and new partitions are not covered'),
+                   ('integrity_sql_drop', 'sql_drop', '', '_on_sql_drop',
+                    'guard triggers can be dropped, and dropped tables stay in the registry')
+           ) AS v(evtname, evtevent, tags, evtfunction, consequence)
+      LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
+     WHERE e.oid IS NULL OR e.evtenabled <> 'A'
+    UNION ALL
+    -- The compiled guard functions: replaced by other code, or gone.
+    SELECT 'error', NULL, min(g.guard), 1,
+           CASE WHEN min(p.oid::int8) IS NULL
+                THEN format('guard function integrity.%s() is missing', g.function_name)
+                ELSE format('guard function integrity.%s() is not the extension''s compiled code any more'
+                            ' (it is LANGUAGE %s)', g.function_name, min(l.lanname)) END,
+           format('CREATE OR REPLACE FUNCTION integrity.%I() RETURNS trigger LANGUAGE c AS %L, %L;%s',
+                  g.function_name, 'pg_integrity', 'integrity_' || g.function_name,
+                  CASE WHEN min(p.oid::int8) IS NULL
+                       THEN format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I();', g.function_name)
+                       ELSE '' END)
+      FROM integrity._guard_triggers(NULL) g
+      LEFT JOIN (pg_catalog.pg_proc p
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang)
+             ON p.proname = g.function_name AND p.pronargs = 0
+     GROUP BY g.function_name
+    HAVING min(p.oid::int8) IS NULL
+        OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
+                   OR p.prosrc <> 'integrity_' || g.function_name)
+)
+SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
+  FROM problems p
+ ORDER BY CASE p.severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
+          p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
+$$;
+
 -- Registration is idempotent and re-creates a guard's triggers as this
 -- version makes them (the NaN and bpchar conditions above).  A guard that
 -- cannot be registered again as it stands (a column changed under it) stays as

@@ -236,6 +236,36 @@ BEGIN
 END;
 $$;
 
+-- Inheritance children (not partitions) of tbl: the guards are not cloned onto
+-- them, yet UPDATE, DELETE and TRUNCATE of tbl reach their rows.
+CREATE FUNCTION integrity._inheritance_children(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.inhrelid::regclass
+      FROM pg_catalog.pg_inherits i
+      JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+     WHERE i.inhparent = tbl AND NOT c.relispartition
+     ORDER BY 1
+$$;
+
+-- The inheritance refusal, for registration and for the event trigger.
+CREATE FUNCTION integrity._refuse_inheritance(parent regclass, child regclass, guard text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'table "%" cannot inherit from "%", which has the % guard', child, parent, guard
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('Guards cover partitions, not inheritance children, yet UPDATE, DELETE and TRUNCATE'
+                              ' of %s reach the rows of %s.', parent, child),
+              HINT = format('Make %s a partition (CREATE TABLE … PARTITION OF), or remove the inheritance'
+                            ' (ALTER TABLE %s NO INHERIT %s) before registering.', child, child, parent);
+END;
+$$;
+
 -- A partition is guarded through its partitioned ancestor: registering or
 -- removing the same guard on the partition itself is refused.
 CREATE FUNCTION integrity._refuse_if_inherited(tbl regclass, guards text[], caller text)
@@ -266,6 +296,7 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT integrity._refuse_inheritance(tbl, child, guard) FROM integrity._inheritance_children(tbl) child LIMIT 1;
     INSERT INTO integrity.guard_registry AS g (table_name, guard, columns, options)
     VALUES (tbl, guard, columns, options)
     ON CONFLICT (table_name, guard) DO UPDATE
