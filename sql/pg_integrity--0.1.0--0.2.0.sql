@@ -798,7 +798,8 @@ $$;
 
 -- Inheritance children of guarded tables are refused (55000) by registration
 -- and by the event trigger, and reported by health().  The event trigger also
--- looks at tables created inside CREATE SCHEMA, foreign partitions, and typed
+-- looks at tables created inside CREATE SCHEMA, foreign partitions (refused
+-- under an append-only table: they cannot have its TRUNCATE trigger), and typed
 -- tables changed by ALTER TYPE … CASCADE: its tags change, so it is made again.
 CREATE FUNCTION integrity._inheritance_children(tbl regclass)
 RETURNS SETOF regclass
@@ -838,6 +839,36 @@ AS $$
     ON CONFLICT (table_name, guard) DO UPDATE
         SET columns = EXCLUDED.columns, options = EXCLUDED.options
         WHERE (g.columns, g.options) IS DISTINCT FROM (EXCLUDED.columns, EXCLUDED.options)
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._cover_truncate(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    -- A foreign table cannot have a TRUNCATE trigger.
+    SELECT tree.relid INTO rel
+      FROM pg_catalog.pg_partition_tree(tbl) AS tree
+      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+     WHERE c.relkind = 'f'
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'foreign table "%" cannot be a partition of append-only table "%"', rel, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A foreign table cannot have the trigger that refuses TRUNCATE of a partition.',
+                  HINT = 'Keep foreign tables out of the partition tree, or register the guard with allow_truncate => true.';
+    END IF;
+    FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate') THEN
+            EXECUTE format('CREATE TRIGGER integrity_append_only_truncate BEFORE TRUNCATE ON %s'
+                           ' FOR EACH STATEMENT EXECUTE FUNCTION integrity.append_only_truncate_guard()', rel);
+        END IF;
+    END LOOP;
+END;
 $$;
 
 CREATE OR REPLACE FUNCTION integrity._on_ddl_command_end()

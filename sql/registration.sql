@@ -314,6 +314,18 @@ AS $$
 DECLARE
     rel regclass;
 BEGIN
+    -- A foreign table cannot have a TRUNCATE trigger.
+    SELECT tree.relid INTO rel
+      FROM pg_catalog.pg_partition_tree(tbl) AS tree
+      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+     WHERE c.relkind = 'f'
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'foreign table "%" cannot be a partition of append-only table "%"', rel, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A foreign table cannot have the trigger that refuses TRUNCATE of a partition.',
+                  HINT = 'Keep foreign tables out of the partition tree, or register the guard with allow_truncate => true.';
+    END IF;
     FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
                         WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate') THEN

@@ -18,6 +18,17 @@ SELECT sqlstate, message FROM expect_error($$TRUNCATE ddl_archive.ddlp_ledger_20
 -- (no primary key: a warning, and the only problem)
 SELECT severity, problem FROM integrity.health() WHERE table_name = 'ddlp_ledger'::regclass;
 
+-- A foreign partition: a foreign table cannot have the TRUNCATE guard, so it
+-- cannot be a partition of an append-only table.
+CREATE EXTENSION IF NOT EXISTS file_fdw;
+CREATE SERVER ddlp_files FOREIGN DATA WRAPPER file_fdw;
+SELECT sqlstate, message FROM expect_error($$
+    CREATE FOREIGN TABLE ddlp_ledger_2026_09 PARTITION OF ddlp_ledger FOR VALUES FROM ('2026-09-01') TO ('2026-10-01')
+        SERVER ddlp_files OPTIONS (filename '/dev/null')$$);
+SELECT count(*) AS partitions FROM pg_inherits WHERE inhparent = 'ddlp_ledger'::regclass;
+DROP SERVER ddlp_files;
+DROP EXTENSION file_fdw;
+
 -- Typed tables: renaming the type's attribute renames the table's column.
 CREATE TYPE ddl_piece AS (id int, created_by int);
 CREATE TABLE ddl_pieces OF ddl_piece (PRIMARY KEY (id));
