@@ -54,7 +54,8 @@ DECLARE
     trg record;
     expected record;
 BEGIN
-    SELECT t.tgrelid::regclass AS rel, t.tgname, t.tgtype, p.proname, n.nspname = 'integrity' AS ours
+    SELECT t.tgrelid::regclass AS rel, t.tgname, t.tgtype, t.tgargs, t.tgqual IS NOT NULL AS has_when,
+           p.proname, n.nspname = 'integrity' AS ours
       INTO trg
       FROM pg_catalog.pg_trigger t
       JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
@@ -63,12 +64,17 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- A guard trigger is known by its function, events, arguments and whether
+    -- it has a WHEN clause, not by its name alone.
     FOR expected IN
-        SELECT needed.guarded_table, needed.guard, g.function_name, g.tgtype
+        SELECT needed.guarded_table, needed.guard, g.function_name, g.tgtype, g.has_when,
+               integrity._trigger_args(g.trigger_name, r.columns, r.options) AS tgargs
           FROM integrity._guard_needing(trg.rel, trg.tgname) needed
           JOIN integrity._guard_triggers(needed.guard) g ON g.trigger_name = trg.tgname
+          JOIN integrity.guard_registry r ON r.table_name = needed.guarded_table AND r.guard = needed.guard
     LOOP
-        IF NOT trg.ours OR trg.proname <> expected.function_name OR trg.tgtype <> expected.tgtype THEN
+        IF NOT trg.ours OR trg.proname <> expected.function_name OR trg.tgtype <> expected.tgtype
+           OR trg.tgargs <> expected.tgargs OR trg.has_when <> expected.has_when THEN
             PERFORM integrity._refuse_guard_ddl('replace', trg.tgname, trg.rel, expected.guarded_table, expected.guard);
         END IF;
     END LOOP;

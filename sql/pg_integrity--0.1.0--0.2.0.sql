@@ -32,6 +32,169 @@ BEGIN
 END;
 $$;
 
+-- A debit or credit value that is no value of an enum entry type column is
+-- refused at registration (22P02); violations() reports such a guard instead
+-- of failing, and health() reports it.
+CREATE FUNCTION integrity._entry_value_problem(ledger regclass, entry_type_column text, value text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype := (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = ledger AND a.attname = entry_type_column AND a.attnum > 0
+                       AND NOT a.attisdropped);
+BEGIN
+    IF typ IS NOT NULL THEN
+        EXECUTE format('SELECT %L::%s', value, typ);
+    END IF;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLERRM;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.violations(tbl regclass DEFAULT NULL)
+RETURNS TABLE (guard text, table_name regclass, row_key jsonb, detail text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    target record;
+    query text;
+BEGIN
+    -- Row rules: one query (one scan) per table.  Without tbl, every guarded
+    -- table; with tbl, its own guards and those of its partitioned ancestors.
+    FOR target IN
+        SELECT t.rel, t.owners
+          FROM (SELECT tbl AS rel,
+                       ARRAY(SELECT tbl UNION SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a) AS owners
+                 WHERE tbl IS NOT NULL
+                UNION ALL
+                SELECT DISTINCT r.table_name, ARRAY[r.table_name]
+                  FROM integrity.guard_registry r
+                 WHERE tbl IS NULL) t
+         WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = t.rel)
+         ORDER BY t.rel::text COLLATE "C"
+    LOOP
+        query := integrity._violations_sql(target.rel, target.owners);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.rel;
+        END IF;
+    END LOOP;
+
+    -- Ledger credit: drift between each account and its ledger.
+    FOR target IN
+        SELECT r.table_name AS ledger, to_regclass(r.options ->> 'accounts') AS accounts, r.columns, r.options
+          FROM integrity.guard_registry r
+         WHERE r.guard = 'ledger_credit'
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+           AND (tbl IS NULL OR r.table_name = tbl OR to_regclass(r.options ->> 'accounts') = tbl)
+         ORDER BY r.table_name::text COLLATE "C"
+    LOOP
+        RETURN QUERY
+            SELECT 'ledger_credit', target.ledger, NULL::jsonb,
+                   format('the guard is broken, its ledger is not checked: %s %L is no value of column "%s" (%s);'
+                          ' see integrity.health()', v.argument, v.value, target.options ->> 'entry_type_column',
+                          v.problem)
+              FROM (VALUES ('debit_value', target.options ->> 'debit_value'),
+                           ('credit_value', target.options ->> 'credit_value')) AS v0(argument, value)
+             CROSS JOIN LATERAL (SELECT v0.argument, v0.value,
+                                        integrity._entry_value_problem(target.ledger, target.options ->> 'entry_type_column',
+                                                                       v0.value) AS problem) v
+             WHERE v.problem IS NOT NULL;
+        IF FOUND THEN
+            CONTINUE;
+        END IF;
+        query := integrity._ledger_drift_sql(target.ledger, target.accounts, target.columns, target.options);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.accounts;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- Guard triggers are known by function, events, arguments and WHEN clause,
+-- not by name alone: a look-alike planted under a guard trigger's name is
+-- replaced by the registration, and replacing a guard trigger with other
+-- arguments or another WHEN clause is refused (55000) or reported by health().
+DROP FUNCTION integrity._guard_triggers(text);
+CREATE FUNCTION integrity._guard_triggers(guard text)
+RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
+               guard text, has_when boolean)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
+           t.guard, t.has_when
+      FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false, true),
+            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false, true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false, true),
+            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false, true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true),
+            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
+            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
+     WHERE $1 IS NULL OR t.guard = $1
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._check_trigger_ddl(trigger_oid oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trg record;
+    expected record;
+BEGIN
+    SELECT t.tgrelid::regclass AS rel, t.tgname, t.tgtype, t.tgargs, t.tgqual IS NOT NULL AS has_when,
+           p.proname, n.nspname = 'integrity' AS ours
+      INTO trg
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE t.oid = trigger_oid;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- A guard trigger is known by its function, events, arguments and whether
+    -- it has a WHEN clause, not by its name alone.
+    FOR expected IN
+        SELECT needed.guarded_table, needed.guard, g.function_name, g.tgtype, g.has_when,
+               integrity._trigger_args(g.trigger_name, r.columns, r.options) AS tgargs
+          FROM integrity._guard_needing(trg.rel, trg.tgname) needed
+          JOIN integrity._guard_triggers(needed.guard) g ON g.trigger_name = trg.tgname
+          JOIN integrity.guard_registry r ON r.table_name = needed.guarded_table AND r.guard = needed.guard
+    LOOP
+        IF NOT trg.ours OR trg.proname <> expected.function_name OR trg.tgtype <> expected.tgtype
+           OR trg.tgargs <> expected.tgargs OR trg.has_when <> expected.has_when THEN
+            PERFORM integrity._refuse_guard_ddl('replace', trg.tgname, trg.rel, expected.guarded_table, expected.guard);
+        END IF;
+    END LOOP;
+    -- A guard function under a foreign name on a guarded table: a renamed guard trigger.
+    IF trg.ours AND trg.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k) THEN
+        FOR expected IN
+            SELECT needed.guarded_table, needed.guard, g.trigger_name
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+             CROSS JOIN LATERAL integrity._guard_needing(trg.rel, g.trigger_name) needed
+             WHERE g.function_name = trg.proname
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = trg.rel AND t.tgname = g.trigger_name)
+        LOOP
+            PERFORM integrity._refuse_guard_ddl('rename', expected.trigger_name, trg.rel,
+                                                expected.guarded_table, expected.guard);
+        END LOOP;
+    END IF;
+END;
+$$;
+
 -- Immutable and write-once columns of type bpchar are compared by image:
 -- bpchar's equality ignores trailing spaces.
 CREATE OR REPLACE FUNCTION integrity._changed_sql(tbl regclass, col text)
@@ -131,6 +294,7 @@ DECLARE
     caller text := 'guard_ledger_credit';
     keys text[];
     key text;
+    problem text;
 BEGIN
     PERFORM integrity._check_table(ledger, caller);
     PERFORM integrity._require_argument(accounts, 'accounts', caller);
@@ -188,6 +352,14 @@ BEGIN
     END IF;
     PERFORM integrity._require_argument(debit_value, 'debit_value', caller);
     PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
+    FOR problem IN
+        SELECT format('%s %L is not a value of entry type column "%s" of table "%s": %s', v.argument, v.value,
+                      entry_type_column, ledger, integrity._entry_value_problem(ledger, entry_type_column, v.value))
+          FROM (VALUES ('debit_value', debit_value), ('credit_value', credit_value)) AS v(argument, value)
+         WHERE integrity._entry_value_problem(ledger, entry_type_column, v.value) IS NOT NULL
+    LOOP
+        RAISE EXCEPTION '%: %', caller, problem USING ERRCODE = 'invalid_text_representation';
+    END LOOP;
     IF debit_value = credit_value THEN
         RAISE EXCEPTION '%: debit_value and credit_value must differ', caller
             USING ERRCODE = 'invalid_parameter_value';
@@ -862,9 +1034,13 @@ BEGIN
                   HINT = 'Keep foreign tables out of the partition tree, or register the guard with allow_truncate => true.';
     END IF;
     FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
+        -- A trigger of that name that is not this one (planted before the
+        -- registration, say) is replaced.
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
-                        WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate') THEN
-            EXECUTE format('CREATE TRIGGER integrity_append_only_truncate BEFORE TRUNCATE ON %s'
+                        WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate'
+                          AND tgfoid = 'integrity.append_only_truncate_guard()'::pg_catalog.regprocedure
+                          AND tgtype = 34 AND tgqual IS NULL AND tgnargs = 0) THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER integrity_append_only_truncate BEFORE TRUNCATE ON %s'
                            ' FOR EACH STATEMENT EXECUTE FUNCTION integrity.append_only_truncate_guard()', rel);
         END IF;
     END LOOP;
@@ -1031,7 +1207,7 @@ sound AS (
 -- partition (row triggers as clones, TRUNCATE triggers of their own).
 expected AS (
     SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
-           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition
+           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition, g.has_when
       FROM registered r
      CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
      CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
@@ -1042,6 +1218,7 @@ expected AS (
 ),
 found AS (
     SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
+           t.tgqual IS NOT NULL AS actual_has_when,
            t.tgfoid::regprocedure AS actual_function,
            coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
            format('trigger %s of the %s guard', e.trigger_name, e.guard)
@@ -1102,6 +1279,19 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
            format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
       FROM registered r
      WHERE r.relkind IS NULL
+    UNION ALL
+    -- A debit or credit value that is no value of the entry type column any
+    -- more (an enum label renamed): every entry is refused as of no known type.
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
+                  ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
+                  integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
+                                ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
+     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit'
+       AND integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value) IS NOT NULL
     UNION ALL
     -- Inheritance children, which the guards do not cover (the event trigger
     -- refuses new ones; these are older, or made while it was disabled).
@@ -1173,6 +1363,17 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
       JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
      WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
        AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it %s', f.what,
+                  CASE WHEN f.actual_has_when THEN 'has a WHEN clause, which can keep it from firing'
+                       ELSE 'lacks its WHEN clause' END),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs = integrity._trigger_args(f.trigger_name, f.columns, f.options)
+       AND f.actual_has_when <> f.has_when
     UNION ALL
     SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
            f.rel, f.guard, 3,

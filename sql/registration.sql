@@ -12,25 +12,25 @@
 -- be bumped or applied to an account twice).
 CREATE FUNCTION integrity._guard_triggers(guard text)
 RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
-               guard text)
+               guard text, has_when boolean)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
-           t.guard
+           t.guard, t.has_when
       FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
-            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false),
-            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true),
-            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false),
-            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false),
-            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false),
-            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false),
-            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false),
-            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false),
-            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false),
-            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false),
-            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false)
-           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition)
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false, true),
+            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false, true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false, true),
+            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false, true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true),
+            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
+            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
      WHERE $1 IS NULL OR t.guard = $1
 $$;
 
@@ -327,9 +327,13 @@ BEGIN
                   HINT = 'Keep foreign tables out of the partition tree, or register the guard with allow_truncate => true.';
     END IF;
     FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
+        -- A trigger of that name that is not this one (planted before the
+        -- registration, say) is replaced.
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
-                        WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate') THEN
-            EXECUTE format('CREATE TRIGGER integrity_append_only_truncate BEFORE TRUNCATE ON %s'
+                        WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate'
+                          AND tgfoid = 'integrity.append_only_truncate_guard()'::pg_catalog.regprocedure
+                          AND tgtype = 34 AND tgqual IS NULL AND tgnargs = 0) THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER integrity_append_only_truncate BEFORE TRUNCATE ON %s'
                            ' FOR EACH STATEMENT EXECUTE FUNCTION integrity.append_only_truncate_guard()', rel);
         END IF;
     END LOOP;

@@ -301,6 +301,20 @@ BEGIN
            AND (tbl IS NULL OR r.table_name = tbl OR to_regclass(r.options ->> 'accounts') = tbl)
          ORDER BY r.table_name::text COLLATE "C"
     LOOP
+        RETURN QUERY
+            SELECT 'ledger_credit', target.ledger, NULL::jsonb,
+                   format('the guard is broken, its ledger is not checked: %s %L is no value of column "%s" (%s);'
+                          ' see integrity.health()', v.argument, v.value, target.options ->> 'entry_type_column',
+                          v.problem)
+              FROM (VALUES ('debit_value', target.options ->> 'debit_value'),
+                           ('credit_value', target.options ->> 'credit_value')) AS v0(argument, value)
+             CROSS JOIN LATERAL (SELECT v0.argument, v0.value,
+                                        integrity._entry_value_problem(target.ledger, target.options ->> 'entry_type_column',
+                                                                       v0.value) AS problem) v
+             WHERE v.problem IS NOT NULL;
+        IF FOUND THEN
+            CONTINUE;
+        END IF;
         query := integrity._ledger_drift_sql(target.ledger, target.accounts, target.columns, target.options);
         IF query IS NOT NULL THEN
             RETURN QUERY EXECUTE query USING target.accounts;
@@ -412,7 +426,7 @@ sound AS (
 -- partition (row triggers as clones, TRUNCATE triggers of their own).
 expected AS (
     SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
-           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition
+           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition, g.has_when
       FROM registered r
      CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
      CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
@@ -423,6 +437,7 @@ expected AS (
 ),
 found AS (
     SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
+           t.tgqual IS NOT NULL AS actual_has_when,
            t.tgfoid::regprocedure AS actual_function,
            coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
            format('trigger %s of the %s guard', e.trigger_name, e.guard)
@@ -483,6 +498,19 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
            format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
       FROM registered r
      WHERE r.relkind IS NULL
+    UNION ALL
+    -- A debit or credit value that is no value of the entry type column any
+    -- more (an enum label renamed): every entry is refused as of no known type.
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
+                  ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
+                  integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
+                                ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
+     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit'
+       AND integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value) IS NOT NULL
     UNION ALL
     -- Inheritance children, which the guards do not cover (the event trigger
     -- refuses new ones; these are older, or made while it was disabled).
@@ -554,6 +582,17 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
       JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
      WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
        AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it %s', f.what,
+                  CASE WHEN f.actual_has_when THEN 'has a WHEN clause, which can keep it from firing'
+                       ELSE 'lacks its WHEN clause' END),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs = integrity._trigger_args(f.trigger_name, f.columns, f.options)
+       AND f.actual_has_when <> f.has_when
     UNION ALL
     SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
            f.rel, f.guard, 3,

@@ -116,6 +116,29 @@ AS $$ SELECT integrity._guard_quantity(tbl, limit_column, used_column, 'credit')
 COMMENT ON FUNCTION integrity.guard_credit(regclass, name, name) IS
     'limit >= 0 and 0 <= used <= limit on every write (23514); existing rows are not scanned.';
 
+-- Why value is no value of the ledger's entry type column (an enum without
+-- that label, say), or NULL when it is one, or when the column is gone
+-- (health() reports that).  Registration refuses such a value; violations()
+-- and health() report a guard whose values went bad later (a renamed label).
+CREATE FUNCTION integrity._entry_value_problem(ledger regclass, entry_type_column text, value text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype := (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = ledger AND a.attname = entry_type_column AND a.attnum > 0
+                       AND NOT a.attisdropped);
+BEGIN
+    IF typ IS NOT NULL THEN
+        EXECUTE format('SELECT %L::%s', value, typ);
+    END IF;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLERRM;
+END;
+$$;
+
 CREATE FUNCTION integrity.guard_ledger_credit(ledger regclass, accounts regclass, key_columns text[],
                                               amount_column name DEFAULT 'amount',
                                               entry_type_column name DEFAULT 'entry_type',
@@ -131,6 +154,7 @@ DECLARE
     caller text := 'guard_ledger_credit';
     keys text[];
     key text;
+    problem text;
 BEGIN
     PERFORM integrity._check_table(ledger, caller);
     PERFORM integrity._require_argument(accounts, 'accounts', caller);
@@ -188,6 +212,14 @@ BEGIN
     END IF;
     PERFORM integrity._require_argument(debit_value, 'debit_value', caller);
     PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
+    FOR problem IN
+        SELECT format('%s %L is not a value of entry type column "%s" of table "%s": %s', v.argument, v.value,
+                      entry_type_column, ledger, integrity._entry_value_problem(ledger, entry_type_column, v.value))
+          FROM (VALUES ('debit_value', debit_value), ('credit_value', credit_value)) AS v(argument, value)
+         WHERE integrity._entry_value_problem(ledger, entry_type_column, v.value) IS NOT NULL
+    LOOP
+        RAISE EXCEPTION '%: %', caller, problem USING ERRCODE = 'invalid_text_representation';
+    END LOOP;
     IF debit_value = credit_value THEN
         RAISE EXCEPTION '%: debit_value and credit_value must differ', caller
             USING ERRCODE = 'invalid_parameter_value';
