@@ -193,10 +193,16 @@ test-version:
 	@for s in $(filter-out unit,$(SUITES)); do $(TIMED) $$s $(MAKE) --no-print-directory test-$$s PG=$(PG) || exit 1; done
 	@$(MAKE) --no-print-directory stop PG=$(PG)
 
-# Formatting and clippy (warnings are errors), on the default version's bindings.
+# Formatting, and clippy with warnings as errors: on the oldest and newest
+# bindings the matrix builds (their signatures differ), or on PG=NN's.
+LINT_VERSIONS = $(if $(filter command line,$(origin PG)),$(PG),15 18)
 lint: deps
 	cargo fmt --check
-	cargo clippy --no-deps --all-targets --features "pg$(PG) pg_test" --no-default-features -- -D warnings
+	@for v in $(LINT_VERSIONS); do \
+	    echo "== clippy, PostgreSQL $$v"; \
+	    CARGO_TARGET_DIR=$(CURDIR)/target/pg$$v cargo clippy --no-deps --all-targets \
+	        --features "pg$$v pg_test" --no-default-features -- -D warnings || exit 1; \
+	done
 
 test-unit:
 	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA_ROOT) $(DATA)

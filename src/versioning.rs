@@ -83,7 +83,14 @@ unsafe fn bump(firing: &Firing) -> Verdict {
     let mut value = pg_sys::Datum::from(next);
     let mut is_null = false;
     let bumped = unsafe {
-        pg_sys::heap_modify_tuple_by_cols(new, firing.tupdesc(), 1, &mut replace_col, &mut value, &mut is_null)
+        pg_sys::heap_modify_tuple_by_cols(
+            new,
+            firing.tupdesc(),
+            1,
+            &raw mut replace_col,
+            &raw mut value,
+            &raw mut is_null,
+        )
     };
     Verdict::Allow(pg_sys::Datum::from(bumped))
 }
