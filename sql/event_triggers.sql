@@ -158,18 +158,19 @@ BEGIN
         END IF;
 
         FOR guarded IN
-            SELECT r.guard, col
-              FROM integrity.guard_registry r, unnest(r.columns) AS col
-             WHERE r.table_name = command.rel
+            SELECT r.table_name, r.guard, gc.col
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._guard_columns(r.table_name, r.guard, r.columns, r.options) gc
+             WHERE gc.rel = command.rel
                AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                                WHERE a.attrelid = command.rel AND a.attname = col
+                                WHERE a.attrelid = command.rel AND a.attname = gc.col
                                   AND a.attnum > 0 AND NOT a.attisdropped)
         LOOP
             RAISE EXCEPTION 'cannot rename or drop column "%" of table "%"', guarded.col, command.rel
                 USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, command.rel),
+                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, guarded.table_name),
                       HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
-                                    command.rel::text, guarded.guard);
+                                    guarded.table_name::text, guarded.guard);
         END LOOP;
 
         FOR trg IN

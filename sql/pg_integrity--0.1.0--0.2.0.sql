@@ -968,6 +968,25 @@ BEGIN
 END;
 $$;
 
+-- Every column a guard reads is protected against RENAME and DROP, the
+-- ledger's amount and entry type and the accounts' columns included: one
+-- function lists them for the event trigger and health().
+CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS TABLE (rel regclass, col text, n bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tbl, c.col, c.n FROM unnest(columns) WITH ORDINALITY AS c(col, n)
+    UNION ALL
+    SELECT tbl, c.col, 100 + c.n
+      FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit'
+    UNION ALL
+    SELECT to_regclass(options ->> 'accounts'), c.col, 200 + c.n
+      FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit' AND to_regclass(options ->> 'accounts') IS NOT NULL
+$$;
+
 -- Inheritance children of guarded tables are refused (55000) by registration
 -- and by the event trigger, and reported by health().  The event trigger also
 -- looks at tables created inside CREATE SCHEMA, foreign partitions (refused
@@ -1109,18 +1128,19 @@ BEGIN
         END IF;
 
         FOR guarded IN
-            SELECT r.guard, col
-              FROM integrity.guard_registry r, unnest(r.columns) AS col
-             WHERE r.table_name = command.rel
+            SELECT r.table_name, r.guard, gc.col
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._guard_columns(r.table_name, r.guard, r.columns, r.options) gc
+             WHERE gc.rel = command.rel
                AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                                WHERE a.attrelid = command.rel AND a.attname = col
+                                WHERE a.attrelid = command.rel AND a.attname = gc.col
                                   AND a.attnum > 0 AND NOT a.attisdropped)
         LOOP
             RAISE EXCEPTION 'cannot rename or drop column "%" of table "%"', guarded.col, command.rel
                 USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, command.rel),
+                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, guarded.table_name),
                       HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
-                                    command.rel::text, guarded.guard);
+                                    guarded.table_name::text, guarded.guard);
         END LOOP;
 
         FOR trg IN
@@ -1179,18 +1199,7 @@ guard_columns AS (
            EXISTS (SELECT FROM pg_catalog.pg_attribute a
                     WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
       FROM registered r
-     CROSS JOIN LATERAL (
-            SELECT r.tbl AS rel, c.col, c.n FROM unnest(r.columns) WITH ORDINALITY AS c(col, n)
-            UNION ALL
-            SELECT r.tbl, c.col, 100 + c.n
-              FROM unnest(ARRAY[r.options ->> 'amount_column', r.options ->> 'entry_type_column'])
-                   WITH ORDINALITY AS c(col, n)
-             WHERE r.guard = 'ledger_credit'
-            UNION ALL
-            SELECT r.accounts, c.col, 200 + c.n
-              FROM unnest(r.columns || ARRAY[r.options ->> 'limit_column', r.options ->> 'used_column'])
-                   WITH ORDINALITY AS c(col, n)
-             WHERE r.guard = 'ledger_credit' AND r.accounts IS NOT NULL) u
+     CROSS JOIN LATERAL integrity._guard_columns(r.tbl, r.guard, r.columns, r.options) u
      WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
 ),
 -- Registry rows whose triggers can be checked: the table, the accounts table

@@ -236,6 +236,26 @@ BEGIN
 END;
 $$;
 
+-- Every column a guard reads, with the relation it is read from: the columns
+-- it was registered with and, for a ledger, its amount and entry type columns
+-- and the accounts' key, limit and used columns.  The event trigger refuses
+-- renaming or dropping them; health() reports those that are gone.
+CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS TABLE (rel regclass, col text, n bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tbl, c.col, c.n FROM unnest(columns) WITH ORDINALITY AS c(col, n)
+    UNION ALL
+    SELECT tbl, c.col, 100 + c.n
+      FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit'
+    UNION ALL
+    SELECT to_regclass(options ->> 'accounts'), c.col, 200 + c.n
+      FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit' AND to_regclass(options ->> 'accounts') IS NOT NULL
+$$;
+
 -- Inheritance children (not partitions) of tbl: the guards are not cloned onto
 -- them, yet UPDATE, DELETE and TRUNCATE of tbl reach their rows.
 CREATE FUNCTION integrity._inheritance_children(tbl regclass)

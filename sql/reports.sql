@@ -398,18 +398,7 @@ guard_columns AS (
            EXISTS (SELECT FROM pg_catalog.pg_attribute a
                     WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
       FROM registered r
-     CROSS JOIN LATERAL (
-            SELECT r.tbl AS rel, c.col, c.n FROM unnest(r.columns) WITH ORDINALITY AS c(col, n)
-            UNION ALL
-            SELECT r.tbl, c.col, 100 + c.n
-              FROM unnest(ARRAY[r.options ->> 'amount_column', r.options ->> 'entry_type_column'])
-                   WITH ORDINALITY AS c(col, n)
-             WHERE r.guard = 'ledger_credit'
-            UNION ALL
-            SELECT r.accounts, c.col, 200 + c.n
-              FROM unnest(r.columns || ARRAY[r.options ->> 'limit_column', r.options ->> 'used_column'])
-                   WITH ORDINALITY AS c(col, n)
-             WHERE r.guard = 'ledger_credit' AND r.accounts IS NOT NULL) u
+     CROSS JOIN LATERAL integrity._guard_columns(r.tbl, r.guard, r.columns, r.options) u
      WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
 ),
 -- Registry rows whose triggers can be checked: the table, the accounts table
