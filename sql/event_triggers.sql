@@ -44,7 +44,9 @@ $$;
 
 -- CREATE [OR REPLACE] TRIGGER and ALTER TRIGGER … RENAME on a guarded table:
 -- a trigger that carries a guard's name must be that guard's trigger, and a
--- guard function cannot be moved to another name.
+-- guard function cannot be moved to another name.  Only the table's owner,
+-- who registers guards, may (re)create a guard trigger: the TRIGGER privilege
+-- alone would let a non-owner swap in a WHEN clause that never holds.
 CREATE FUNCTION integrity._check_trigger_ddl(trigger_oid oid)
 RETURNS void
 LANGUAGE plpgsql
@@ -73,6 +75,7 @@ BEGIN
           JOIN integrity._guard_triggers(needed.guard) g ON g.trigger_name = trg.tgname
           JOIN integrity.guard_registry r ON r.table_name = needed.guarded_table AND r.guard = needed.guard
     LOOP
+        PERFORM integrity._require_owner(trg.rel, format('create or replace its guard trigger "%s"', trg.tgname));
         IF NOT trg.ours OR trg.proname <> expected.function_name OR trg.tgtype <> expected.tgtype
            OR trg.tgargs <> expected.tgargs OR trg.has_when <> expected.has_when THEN
             PERFORM integrity._refuse_guard_ddl('replace', trg.tgname, trg.rel, expected.guarded_table, expected.guard);
@@ -96,6 +99,42 @@ BEGIN
 END;
 $$;
 
+-- A ledger_credit guard knows its accounts table by name (the name its
+-- trigger is given survives pg_dump): renaming, moving or dropping that table
+-- would make every insert into the ledger fail.  Refused for the tables a
+-- command renamed or moved (the name no longer resolves and the table has
+-- the accounts' columns) and for the tables a command dropped (by name),
+-- unless the ledger went with them.
+CREATE FUNCTION integrity._refuse_accounts_ddl(changed regclass[], dropped text[])
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guarded record;
+BEGIN
+    SELECT r.table_name, r.options ->> 'accounts' AS accounts INTO guarded
+      FROM integrity.guard_registry r
+     WHERE r.guard = 'ledger_credit'
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+       AND to_regclass(r.options ->> 'accounts') IS NULL
+       AND ((r.options ->> 'accounts') = ANY (dropped)
+            OR EXISTS (SELECT FROM unnest(changed) AS t(rel)
+                        WHERE integrity._has_columns(t.rel, r.columns || ARRAY[r.options ->> 'limit_column',
+                                                                               r.options ->> 'used_column'])))
+     ORDER BY r.table_name
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table "%" is the accounts table of the ledger_credit guard of "%"',
+                        guarded.accounts, guarded.table_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The guard finds the table by this name: renamed, moved or dropped, every insert into the ledger would fail.',
+                  HINT = format('Call integrity.unprotect(%L, ''ledger_credit'') first, then register the guard again.',
+                                guarded.table_name::text);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION integrity._on_ddl_command_end()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -109,6 +148,16 @@ BEGIN
     PERFORM integrity._check_trigger_ddl(c.objid)
        FROM pg_catalog.pg_event_trigger_ddl_commands() c
       WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+
+    -- Tables renamed or moved, also with their schema.
+    PERFORM integrity._refuse_accounts_ddl(ARRAY(
+        SELECT t.oid::regclass
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class t
+            ON CASE WHEN c.classid = 'pg_catalog.pg_namespace'::regclass THEN t.relnamespace ELSE t.oid END = c.objid
+         WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_namespace'::regclass)
+           AND t.relkind IN ('r', 'p')
+           AND integrity._renames(c.command)), NULL);
 
     -- Tables created, altered or attached by the command, including those
     -- created inside CREATE SCHEMA, and the typed tables an ALTER TYPE …
@@ -209,6 +258,9 @@ BEGIN
         PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
     END LOOP;
 
+    PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
+        SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
+
     DELETE FROM integrity.guard_registry r
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
 END;
@@ -216,8 +268,8 @@ $$;
 
 -- The commands after which the guards are checked and extended: tables
 -- created (also inside CREATE SCHEMA), altered or attached, typed tables
--- changed with their type, triggers created or altered.  health() makes the
--- event trigger again from this list when it is missing.
+-- changed with their type, triggers created or altered, schemas renamed.
+-- health() makes the event trigger again from this list when it is missing.
 CREATE FUNCTION integrity._ddl_command_end_tags()
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -225,7 +277,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(pg_catalog.quote_literal(tag), ', ')
       FROM unnest(ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA',
-                        'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE']) AS tag
+                        'ALTER SCHEMA', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE']) AS tag
 $$;
 
 -- An event trigger's tags are literals in its definition.

@@ -33,3 +33,6 @@ COMMENT ON FUNCTION integrity.version_check() IS
 
 CREATE FUNCTION integrity._attaches_partition(pg_catalog.pg_ddl_command) RETURNS boolean
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_attaches_partition';
+
+CREATE FUNCTION integrity._renames(pg_catalog.pg_ddl_command) RETURNS boolean
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_renames';

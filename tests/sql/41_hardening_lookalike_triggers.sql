@@ -4,7 +4,8 @@
 -- partition before ATTACH PARTITION, survived (ATTACH even made it ENABLE
 -- ALWAYS) and TRUNCATE went through; and a non-owner with the TRIGGER
 -- privilege could CREATE OR REPLACE a guard trigger with WHEN (false).  Guard
--- triggers are now known by function, events, arguments and WHEN clause.
+-- triggers are now known by function, events, arguments and WHEN clause, and
+-- only the table owner may (re)create one.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -32,8 +33,9 @@ SELECT tgname, tgfoid::regproc AS function, tgenabled FROM pg_trigger
  WHERE tgrelid = 'la_monthly_2026_11'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
 SELECT sqlstate, message FROM expect_error($$TRUNCATE la_monthly_2026_11$$);
 
--- A non-owner with the TRIGGER privilege cannot replace a guard trigger with
--- one that never fires, or with other arguments.
+-- A non-owner with the TRIGGER privilege cannot replace a guard trigger at
+-- all: not with one that never fires, not with other arguments, and not with
+-- a WHEN clause that looks like the guard's but never holds.
 DROP ROLE IF EXISTS regress_integrity_trigger_user;
 CREATE ROLE regress_integrity_trigger_user;
 CREATE TABLE la_pieces (id int PRIMARY KEY, created_by int NOT NULL, note text);
@@ -47,9 +49,20 @@ SELECT sqlstate, message FROM expect_error($$
 SELECT sqlstate, message FROM expect_error($$
     CREATE OR REPLACE TRIGGER integrity_immutable AFTER UPDATE ON la_pieces FOR EACH ROW
         WHEN (OLD.created_by IS DISTINCT FROM NEW.created_by) EXECUTE FUNCTION integrity.immutable_guard('note')$$);
+SELECT sqlstate, message, detail FROM expect_error($$
+    CREATE OR REPLACE TRIGGER integrity_immutable AFTER UPDATE ON la_pieces FOR EACH ROW
+        WHEN (OLD.created_by IS DISTINCT FROM NEW.created_by AND OLD.id < 0)
+        EXECUTE FUNCTION integrity.immutable_guard('created_by')$$);
+-- Other triggers stay theirs to create.
+CREATE TRIGGER la_user_trigger AFTER UPDATE ON la_pieces FOR EACH ROW EXECUTE FUNCTION la_noop();
 SELECT sqlstate, message FROM expect_error($$UPDATE la_ledger SET amount = 0$$);
 SELECT sqlstate, message FROM expect_error($$UPDATE la_pieces SET created_by = 8$$);
 RESET ROLE;
+-- The owner gets the guard's own refusal for a trigger that is not the guard's.
+SELECT sqlstate, message FROM expect_error($$
+    CREATE OR REPLACE TRIGGER integrity_append_only BEFORE UPDATE OR DELETE ON la_ledger FOR EACH ROW
+        WHEN (false) EXECUTE FUNCTION integrity.append_only_guard()$$);
+SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'la_pieces'::regclass AND tgname = 'integrity_immutable';
 
 -- Done while the event trigger is disabled: health() reports it.
 ALTER EVENT TRIGGER integrity_ddl_command_end DISABLE;
