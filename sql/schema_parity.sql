@@ -274,6 +274,25 @@ COMMENT ON FUNCTION integrity.schema_manifest(name[]) IS
     'policies, pg_integrity guards, views, sequences, types, functions, extensions): byte-identical for the same '
     'schema, across pg_dump/pg_restore and across environments. Compare with integrity.schema_diff().';
 
+-- One level of a manifest as _manifest_objects walks it: an object (an
+-- absent collection is empty).  Anything else is refused with the path to it.
+CREATE FUNCTION integrity._manifest_level(level jsonb, path text)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF level IS NULL THEN
+        RETURN '{}';
+    ELSIF pg_catalog.jsonb_typeof(level) <> 'object' THEN
+        RAISE EXCEPTION 'not a pg_integrity schema manifest'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('%s is a JSON %s, not an object.', path, pg_catalog.jsonb_typeof(level));
+    END IF;
+    RETURN level;
+END;
+$$;
+
 -- The manifest flattened: one row per object, with the attributes it is
 -- compared on (props: without its child objects) and the whole object (full).
 -- Names are quoted with quote_ident and joined with dots.
@@ -285,30 +304,38 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     -- schemas
     SELECT 'schema', pg_catalog.quote_ident(s.key), s.key, 0, NULL::text, 0, NULL::text,
-           '{}'::jsonb, s.value
+           '{}'::jsonb, integrity._manifest_level(s.value, format('$.schemas.%s', to_json(s.key)))
       FROM pg_catalog.jsonb_each(manifest -> 'schemas') s
     UNION ALL
     -- objects of a schema
     SELECT k.kind, pg_catalog.quote_ident(s.key) || '.' ||
                    CASE WHEN k.kind IN ('function', 'extension') THEN o.key ELSE pg_catalog.quote_ident(o.key) END,
            s.key, k.rank, o.key, 0, NULL,
-           o.value - ARRAY['columns', 'constraints', 'indexes', 'triggers', 'policies', 'guards'], o.value
+           integrity._manifest_level(o.value, format('$.schemas.%s.%s.%s', to_json(s.key), k.collection, to_json(o.key)))
+             - ARRAY['columns', 'constraints', 'indexes', 'triggers', 'policies', 'guards'],
+           o.value
       FROM pg_catalog.jsonb_each(manifest -> 'schemas') s
      CROSS JOIN (VALUES ('extensions', 'extension', 1), ('types', 'type', 2), ('tables', 'table', 3),
                         ('views', 'view', 4), ('sequences', 'sequence', 5), ('functions', 'function', 6))
                 AS k(collection, kind, rank)
-     CROSS JOIN LATERAL pg_catalog.jsonb_each(coalesce(s.value -> k.collection, '{}')) o
+     CROSS JOIN LATERAL pg_catalog.jsonb_each(integrity._manifest_level(
+                    s.value -> k.collection, format('$.schemas.%s.%s', to_json(s.key), k.collection))) o
     UNION ALL
     -- objects of a table
     SELECT k.kind, pg_catalog.quote_ident(s.key) || '.' || pg_catalog.quote_ident(t.key) || '.' ||
                    pg_catalog.quote_ident(o.key),
-           s.key, 3, t.key, k.rank, o.key, o.value, o.value
+           s.key, 3, t.key, k.rank, o.key, o.value,
+           integrity._manifest_level(o.value, format('$.schemas.%s.tables.%s.%s.%s', to_json(s.key), to_json(t.key),
+                                                     k.collection, to_json(o.key)))
       FROM pg_catalog.jsonb_each(manifest -> 'schemas') s
-     CROSS JOIN LATERAL pg_catalog.jsonb_each(coalesce(s.value -> 'tables', '{}')) t
+     CROSS JOIN LATERAL pg_catalog.jsonb_each(integrity._manifest_level(
+                    s.value -> 'tables', format('$.schemas.%s.tables', to_json(s.key)))) t
      CROSS JOIN (VALUES ('columns', 'column', 1), ('constraints', 'constraint', 2), ('indexes', 'index', 3),
                         ('triggers', 'trigger', 4), ('policies', 'policy', 5), ('guards', 'guard', 6))
                 AS k(collection, kind, rank)
-     CROSS JOIN LATERAL pg_catalog.jsonb_each(coalesce(t.value -> k.collection, '{}')) o
+     CROSS JOIN LATERAL pg_catalog.jsonb_each(integrity._manifest_level(
+                    t.value -> k.collection, format('$.schemas.%s.tables.%s.%s', to_json(s.key), to_json(t.key),
+                                                    k.collection))) o
 $$;
 
 -- A manifest argument must be one that schema_manifest() made.
@@ -317,6 +344,8 @@ RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    problem text;
 BEGIN
     IF manifest IS NULL THEN
         RAISE EXCEPTION '%: argument "manifest" must not be NULL', caller
@@ -337,6 +366,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'A schema name in it is longer than 63 bytes, which no PostgreSQL schema name can be.';
     END IF;
+    -- Every level the comparison walks is an object.
+    BEGIN
+        PERFORM count(e.props) + count(e.full_object) FROM integrity._manifest_objects(manifest) e;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        GET STACKED DIAGNOSTICS problem = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION '%: argument "manifest" is not a pg_integrity schema manifest', caller
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = problem;
+    END;
 END;
 $$;
 

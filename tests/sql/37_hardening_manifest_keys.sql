@@ -15,3 +15,26 @@ SELECT sqlstate, message FROM expect_error(format(
 SELECT object_kind, object_name, change FROM integrity.schema_diff(
     jsonb_set(:'m'::jsonb, ARRAY['schemas', repeat('s', 63)], '{}'::jsonb))
  WHERE object_name = repeat('s', 63);
+
+-- A manifest whose levels are not objects used to fail deep inside the
+-- comparison with raw jsonb errors ("cannot call jsonb_each on a
+-- non-object").  Every level is checked first, and the path to the first
+-- bad one is named (22023).
+CREATE TABLE mk_t (id int PRIMARY KEY, note text);
+SELECT integrity.schema_manifest('{public}') AS m \gset
+SELECT bad.path, e.sqlstate, e.message, e.detail
+  FROM (VALUES ('{schemas,public}', '5'),
+               ('{schemas,public,tables}', '[]'),
+               ('{schemas,public,tables,mk_t}', '"mk_t"'),
+               ('{schemas,public,tables,mk_t,columns}', 'null'),
+               ('{schemas,public,tables,mk_t,columns,id}', '1'),
+               ('{schemas,public,tables,mk_t,indexes}', '[1]'),
+               ('{schemas,public,views}', 'true')) AS bad(path, value)
+ CROSS JOIN LATERAL expect_error(format('SELECT * FROM integrity.schema_diff(%L::jsonb)',
+                                        jsonb_set(:'m'::jsonb, bad.path::text[], bad.value::jsonb))) e;
+SELECT sqlstate, message, detail FROM expect_error(format(
+    'SELECT integrity.assert_schema(%L::jsonb)',
+    jsonb_set(:'m'::jsonb, '{schemas,public,tables,mk_t,guards}', '"none"')));
+-- The manifest as made still compares clean.
+SELECT count(*) AS differences FROM integrity.schema_diff(:'m'::jsonb, '{public}');
+DROP TABLE mk_t;
