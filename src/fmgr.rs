@@ -76,7 +76,34 @@ pub unsafe fn execute_plan(
     read_only: bool,
 ) -> u64 {
     unsafe {
-        spi_execute_plan_raw(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, 1);
+        let rc = spi_execute_plan_raw(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, 1);
+        if rc < 0 {
+            pgrx::error!("pg_integrity: SPI_execute_plan failed: {}", spi_result(rc));
+        }
         pg_sys::SPI_processed
     }
+}
+
+/// `SPI_connect`, checked.
+pub fn spi_connect() {
+    // SAFETY: SPI_connect only pushes a new SPI stack entry; its result is checked.
+    let rc = unsafe { pg_sys::SPI_connect() };
+    if rc != pg_sys::SPI_OK_CONNECT as core::ffi::c_int {
+        pgrx::error!("pg_integrity: SPI_connect failed: {}", spi_result(rc));
+    }
+}
+
+/// `SPI_finish`, checked.
+pub fn spi_finish() {
+    // SAFETY: called after spi_connect by the same function; the result is checked.
+    let rc = unsafe { pg_sys::SPI_finish() };
+    if rc != pg_sys::SPI_OK_FINISH as core::ffi::c_int {
+        pgrx::error!("pg_integrity: SPI_finish failed: {}", spi_result(rc));
+    }
+}
+
+/// The name of an SPI result code, for error messages.
+pub fn spi_result(rc: core::ffi::c_int) -> String {
+    // SAFETY: SPI_result_code_string returns a static string for any code.
+    unsafe { core::ffi::CStr::from_ptr(pg_sys::SPI_result_code_string(rc)) }.to_string_lossy().into_owned()
 }

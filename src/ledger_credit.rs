@@ -32,7 +32,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::fmgr::execute_plan;
+use crate::fmgr::{execute_plan, spi_connect, spi_finish, spi_result};
 use crate::quantities::{is_nan, quantity_type, sign};
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
@@ -169,7 +169,9 @@ fn explain_statement(args: &Args) -> String {
     let (used, limit) = (quote(args.used), quote(args.limit));
     format!(
         "SELECT (a.{used} + $1 * $2 + $3 * $4)::pg_catalog.text, a.{limit}::pg_catalog.text, \
-                a.{used} + $1 * $2 + $3 * $4 < 0 FROM {accounts} a WHERE {keys}",
+                a.{used} + $1 * $2 + $3 * $4 < 0, \
+                a.{used} + $1 * $2 + $3 * $4 >= 0 AND a.{used} + $1 * $2 + $3 * $4 <= a.{limit} \
+           FROM {accounts} a WHERE {keys}",
         accounts = args.accounts.to_string_lossy(),
         keys = key_match(args)
     )
@@ -220,13 +222,15 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
     }
     let text = CString::new(sql).expect("identifiers are quoted");
     let plan = unsafe {
-        pg_sys::SPI_connect();
+        spi_connect();
         let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
         if plan.is_null() {
             pgrx::error!("pg_integrity: could not prepare the ledger credit statement: {sql}");
         }
-        pg_sys::SPI_keepplan(plan);
-        pg_sys::SPI_finish();
+        if pg_sys::SPI_keepplan(plan) != 0 {
+            pgrx::error!("pg_integrity: SPI_keepplan failed");
+        }
+        spi_finish();
         plan
     };
     PLANS.with_borrow_mut(|plans| {
@@ -265,18 +269,58 @@ fn apply(
         nulls[i + KEY_PARAM - 1] = if is_null { b'n' as c_char } else { b' ' as c_char };
     }
 
-    unsafe {
-        pg_sys::SPI_connect();
-        if execute_plan(plan.plan, &mut values, &nulls, false) == 1 {
-            pg_sys::SPI_finish();
+    // A BEFORE UPDATE trigger on the accounts that returns NULL leaves the
+    // account alone just as a failed check does; the account is then there
+    // and within bounds.  A concurrent entry can bring it within bounds
+    // between the two statements, so the update runs once more before a skip
+    // is reported.
+    spi_connect();
+    let mut attempts = 0;
+    let account = loop {
+        if unsafe { execute_plan(plan.plan, &mut values, &nulls, false) } == 1 {
+            spi_finish();
             return Ok(());
         }
         // Refused: find out whether the account is missing or out of bounds,
         // on a fresh snapshot that sees this statement's earlier entries.
-        let args = args(firing);
-        let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
-        let explain = CString::new(explain_statement(&args)).expect("identifiers are quoted");
-        pg_sys::SPI_execute_with_args(
+        let account = unsafe { explain(firing, plan, &mut values, &nulls) };
+        attempts += 1;
+        if attempts == 2 || !matches!(account, Some(Account { within_bounds: true, .. })) {
+            break account;
+        }
+    };
+    spi_finish();
+    let args = args(firing);
+    Err(match account {
+        None => no_account(firing, entry.0, &args),
+        Some(Account { within_bounds: true, .. }) => skipped(firing, entry.0, &args),
+        Some(Account { used, limit, below_zero, .. }) => over_limit(firing, entry.0, &args, below_zero, used, limit),
+    })
+}
+
+/// The account an entry was refused for, as `explain_statement` reads it.
+struct Account {
+    used: String,
+    limit: String,
+    below_zero: bool,
+    within_bounds: bool,
+}
+
+/// Runs `explain_statement` with the arguments of the refused update.
+///
+/// # Safety
+/// Inside `SPI_connect`; `values` and `nulls` are the update's arguments.
+unsafe fn explain(
+    firing: &Firing,
+    plan: &EntryPlan,
+    values: &mut [pg_sys::Datum],
+    nulls: &[c_char],
+) -> Option<Account> {
+    let args = args(firing);
+    let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
+    let explain = CString::new(explain_statement(&args)).expect("identifiers are quoted");
+    unsafe {
+        let rc = pg_sys::SPI_execute_with_args(
             explain.as_ptr(),
             (plan.nkeys + KEY_PARAM - 1) as i32,
             arg_types.as_mut_ptr(),
@@ -285,7 +329,10 @@ fn apply(
             false,
             1,
         );
-        let account = (pg_sys::SPI_processed == 1).then(|| {
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            pgrx::error!("pg_integrity: looking up the account failed: {}", spi_result(rc));
+        }
+        (pg_sys::SPI_processed == 1).then(|| {
             let table = pg_sys::SPI_tuptable;
             let text = |n| {
                 let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n);
@@ -295,12 +342,7 @@ fn apply(
                     CStr::from_ptr(value).to_string_lossy().into_owned()
                 }
             };
-            (text(1), text(2), text(3) == "t")
-        });
-        pg_sys::SPI_finish();
-        Err(match account {
-            None => no_account(firing, entry.0, &args),
-            Some((used, limit, below_zero)) => over_limit(firing, entry.0, &args, below_zero, used, limit),
+            Account { used: text(1), limit: text(2), below_zero: text(3) == "t", within_bounds: text(4) == "t" }
         })
     }
 }
@@ -386,6 +428,25 @@ fn no_account(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal
             account_key(firing, entry, args)
         ),
         hint: format!("Create the account in {} before recording entries for it.", args.accounts.to_string_lossy()),
+        column: None,
+    }
+}
+
+fn skipped(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
+    let accounts = args.accounts.to_string_lossy();
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+        message: format!(
+            "a trigger on table {accounts} skipped the update of account {}",
+            account_key(firing, entry, args)
+        ),
+        detail: format!(
+            "{} in table {}: the entry was not applied to {} of {accounts}.",
+            firing.row_key(entry),
+            firing.qualified_table_name(),
+            args.used.to_string_lossy()
+        ),
+        hint: format!("Check the BEFORE UPDATE triggers of {accounts} that can return NULL."),
         column: None,
     }
 }

@@ -26,7 +26,7 @@ use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, guarded_function, Verdict};
+use crate::fmgr::{execute_plan, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
 guarded_function!(
@@ -58,6 +58,22 @@ enum Operation {
 }
 
 impl Operation {
+    fn verb(self) -> &'static str {
+        match self {
+            Operation::Reserve => "reserve",
+            Operation::Release => "release",
+            Operation::Commit => "commit",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Operation::Reserve => "reserved",
+            Operation::Release => "released",
+            Operation::Commit => "committed",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Operation::Reserve => "reserve_stock",
@@ -85,7 +101,8 @@ struct Plans {
     generation: u64,
     /// Indexed by `Operation as usize`.
     operate: [pg_sys::SPIPlanPtr; 3],
-    /// `SELECT reserved FROM t WHERE key = $1`, to tell "not enough" from "no such row".
+    /// `SELECT reserved, <reserve's check>, <release's check> FROM t WHERE key = $1`,
+    /// to tell "not enough" from "no such row" and from "a trigger skipped it".
     lookup: pg_sys::SPIPlanPtr,
 }
 
@@ -146,25 +163,25 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     // the columns keep), so the path that succeeds does no other work.
     let mut values = [args[1].value, args[2].value];
     let nulls = [b' ' as c_char, if args[2].isnull { b'n' as c_char } else { b' ' as c_char }];
+    // A BEFORE UPDATE trigger that returns NULL leaves the row alone just as
+    // a failed check does; the lookup tells them apart, as the row is there
+    // and passes the check.  A concurrent writer can make the check pass
+    // between the two statements, so the statement runs once more before a
+    // skip is reported.
     let outcome = unsafe {
-        pg_sys::SPI_connect();
-        let outcome = if execute_plan(operate[operation as usize], &mut values, &nulls, false) == 1 {
-            Outcome::Done
-        } else {
-            pg_sys::SPI_execute_plan(lookup, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
-            if pg_sys::SPI_processed == 1 {
-                let table = pg_sys::SPI_tuptable;
-                let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-                Outcome::NotEnough(if text.is_null() {
-                    "NULL".to_string()
-                } else {
-                    CStr::from_ptr(text).to_string_lossy().into_owned()
-                })
-            } else {
-                Outcome::NoRow
+        spi_connect();
+        let mut outcome = Outcome::Skipped;
+        for _ in 0..2 {
+            if execute_plan(operate[operation as usize], &mut values, &nulls, false) == 1 {
+                outcome = Outcome::Done;
+                break;
             }
-        };
-        pg_sys::SPI_finish();
+            outcome = look_up(lookup, &mut values, &nulls, operation);
+            if outcome != Outcome::Skipped {
+                break;
+            }
+        }
+        spi_finish();
         outcome
     };
     if outcome == Outcome::Done {
@@ -193,6 +210,18 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
             ),
         ),
         Some(quantity) => match outcome {
+            Outcome::Skipped => {
+                let id = id_text(id_type, args[1].value);
+                let verb = operation.verb();
+                let refusal = Refusal {
+                    code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+                    message: format!("{caller}: a trigger on table \"{}\" skipped the row to {verb}", target.table),
+                    detail: format!("Key ({})=({id}): nothing was {}.", target.key, operation.done()),
+                    hint: format!("Check the BEFORE UPDATE triggers of {} that can return NULL.", target.table),
+                    column: None,
+                };
+                Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
+            }
             Outcome::NoRow => {
                 let id = id_text(id_type, args[1].value);
                 error(
@@ -211,7 +240,7 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
                     code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
                     message: format!(
                         "{caller}: cannot {} {quantity} of \"{relname}\" row {} = {id}: only {reserved} is reserved",
-                        if operation == Operation::Commit { "commit" } else { "release" },
+                        operation.verb(),
                         target.key
                     ),
                     detail: format!(
@@ -236,6 +265,47 @@ enum Outcome {
     /// The row exists; the text is its reserved quantity.
     NotEnough(String),
     NoRow,
+    /// The row exists and passes the check, yet the statement changed nothing.
+    Skipped,
+}
+
+/// Runs the lookup statement for the row the operation missed.
+///
+/// # Safety
+/// Inside `SPI_connect`; `values` and `nulls` are the operation's arguments.
+unsafe fn look_up(
+    lookup: pg_sys::SPIPlanPtr,
+    values: &mut [pg_sys::Datum; 2],
+    nulls: &[c_char; 2],
+    operation: Operation,
+) -> Outcome {
+    unsafe {
+        let rc = pg_sys::SPI_execute_plan(lookup, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
+        if rc != pg_sys::SPI_OK_SELECT as c_int {
+            pgrx::error!("pg_integrity: looking up the row failed: {}", spi_result(rc));
+        }
+        if pg_sys::SPI_processed != 1 {
+            return Outcome::NoRow;
+        }
+        let table = pg_sys::SPI_tuptable;
+        let row = *(*table).vals;
+        let mut isnull = false;
+        let passes = pg_sys::SPI_getbinval(
+            row,
+            (*table).tupdesc,
+            if operation == Operation::Reserve { 2 } else { 3 },
+            &mut isnull,
+        );
+        if !isnull && passes.value() != 0 {
+            return Outcome::Skipped;
+        }
+        let text = pg_sys::SPI_getvalue(row, (*table).tupdesc, 1);
+        Outcome::NotEnough(if text.is_null() {
+            "NULL".to_string()
+        } else {
+            CStr::from_ptr(text).to_string_lossy().into_owned()
+        })
+    }
 }
 
 /// Whether `qty` has at most `scale` decimal places.
@@ -384,11 +454,11 @@ fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], p
         format!(
             "UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"
         ),
-        format!("SELECT {r} FROM {t} WHERE {key_match}"),
+        format!("SELECT {r}, {s} - {r} >= $2, {r} >= $2 FROM {t} WHERE {key_match}"),
     ];
     let mut arg_types = [id_type, pg_sys::NUMERICOID];
     let prepared: Vec<pg_sys::SPIPlanPtr> = unsafe {
-        pg_sys::SPI_connect();
+        spi_connect();
         let prepared = statements
             .iter()
             .map(|sql| {
@@ -397,11 +467,13 @@ fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], p
                 if plan.is_null() {
                     pgrx::error!("pg_integrity: could not prepare {sql}");
                 }
-                pg_sys::SPI_keepplan(plan);
+                if pg_sys::SPI_keepplan(plan) != 0 {
+                    pgrx::error!("pg_integrity: SPI_keepplan failed");
+                }
                 plan
             })
             .collect();
-        pg_sys::SPI_finish();
+        spi_finish();
         prepared
     };
     ([prepared[0], prepared[1], prepared[2]], prepared[3])
