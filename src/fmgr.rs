@@ -102,6 +102,16 @@ pub fn spi_finish() {
     }
 }
 
+/// `SPI_freeplan` of a plan kept with `SPI_keepplan`, checked.
+pub fn free_plan(plan: pg_sys::SPIPlanPtr) {
+    // SAFETY: callers pass a kept plan that they drop from their cache, so it
+    // is freed once and never executed afterwards; the result is checked.
+    let rc = unsafe { pg_sys::SPI_freeplan(plan) };
+    if rc != 0 {
+        pgrx::error!("pg_integrity: SPI_freeplan failed: {}", spi_result(rc));
+    }
+}
+
 /// The name of an SPI result code, for error messages.
 pub fn spi_result(rc: core::ffi::c_int) -> String {
     // SAFETY: SPI_result_code_string returns a static string for any code.

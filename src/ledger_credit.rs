@@ -32,7 +32,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, spi_connect, spi_finish, spi_result};
+use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish, spi_result};
 use crate::quantities::{is_nan, quantity_type, sign};
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
@@ -235,7 +235,7 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
     };
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(tgoid, (source, plan)) {
-            unsafe { pg_sys::SPI_freeplan(stale) };
+            free_plan(stale);
         }
     });
     plan

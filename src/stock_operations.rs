@@ -26,7 +26,7 @@ use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
+use crate::fmgr::{execute_plan, free_plan, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
 guarded_function!(
@@ -434,7 +434,7 @@ unsafe fn plans(
     PLANS.with_borrow_mut(|all| {
         if let Some(stale) = all.insert(key, plans) {
             for plan in stale.operate.into_iter().chain([stale.lookup]) {
-                unsafe { pg_sys::SPI_freeplan(plan) };
+                free_plan(plan);
             }
         }
     });
