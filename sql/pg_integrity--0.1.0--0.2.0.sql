@@ -355,9 +355,10 @@ BEGIN
     PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
     FOR problem IN
         SELECT format('%s %L is not a value of entry type column "%s" of table "%s": %s', v.argument, v.value,
-                      entry_type_column, ledger, integrity._entry_value_problem(ledger, entry_type_column, v.value))
+                      entry_type_column, ledger, p.problem)
           FROM (VALUES ('debit_value', debit_value), ('credit_value', credit_value)) AS v(argument, value)
-         WHERE integrity._entry_value_problem(ledger, entry_type_column, v.value) IS NOT NULL
+         CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(ledger, entry_type_column, v.value)) AS p(problem)
+         WHERE p.problem IS NOT NULL
     LOOP
         RAISE EXCEPTION '%: %', caller, problem USING ERRCODE = 'invalid_text_representation';
     END LOOP;
@@ -1446,13 +1447,14 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
     SELECT 'error', r.tbl, r.guard, 3,
            format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
                   ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
-                  integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)),
+                  p.problem),
            integrity._unprotect_sql(r.tbl, r.guard)
       FROM registered r
      CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
                                 ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
-     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit'
-       AND integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value) IS NOT NULL
+     CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)
+                          WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit') AS p(problem)
+     WHERE p.problem IS NOT NULL
     UNION ALL
     -- Inheritance children, which the guards do not cover (the event trigger
     -- refuses new ones; these are older, or made while it was disabled).

@@ -493,13 +493,14 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
     SELECT 'error', r.tbl, r.guard, 3,
            format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
                   ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
-                  integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)),
+                  p.problem),
            integrity._unprotect_sql(r.tbl, r.guard)
       FROM registered r
      CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
                                 ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
-     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit'
-       AND integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value) IS NOT NULL
+     CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)
+                          WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit') AS p(problem)
+     WHERE p.problem IS NOT NULL
     UNION ALL
     -- Inheritance children, which the guards do not cover (the event trigger
     -- refuses new ones; these are older, or made while it was disabled).

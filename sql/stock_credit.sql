@@ -214,9 +214,10 @@ BEGIN
     PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
     FOR problem IN
         SELECT format('%s %L is not a value of entry type column "%s" of table "%s": %s', v.argument, v.value,
-                      entry_type_column, ledger, integrity._entry_value_problem(ledger, entry_type_column, v.value))
+                      entry_type_column, ledger, p.problem)
           FROM (VALUES ('debit_value', debit_value), ('credit_value', credit_value)) AS v(argument, value)
-         WHERE integrity._entry_value_problem(ledger, entry_type_column, v.value) IS NOT NULL
+         CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(ledger, entry_type_column, v.value)) AS p(problem)
+         WHERE p.problem IS NOT NULL
     LOOP
         RAISE EXCEPTION '%: %', caller, problem USING ERRCODE = 'invalid_text_representation';
     END LOOP;
