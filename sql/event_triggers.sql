@@ -113,11 +113,14 @@ AS $$
 DECLARE
     guarded record;
 BEGIN
+    IF coalesce(cardinality(changed), 0) + coalesce(cardinality(dropped), 0) = 0 THEN
+        RETURN;
+    END IF;
     SELECT r.table_name, r.options ->> 'accounts' AS accounts INTO guarded
       FROM integrity.guard_registry r
      WHERE r.guard = 'ledger_credit'
        AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
-       AND to_regclass(r.options ->> 'accounts') IS NULL
+       AND integrity._relation(r.options ->> 'accounts') IS NULL
        AND ((r.options ->> 'accounts') = ANY (dropped)
             OR EXISTS (SELECT FROM unnest(changed) AS t(rel)
                         WHERE integrity._has_columns(t.rel, r.columns || ARRAY[r.options ->> 'limit_column',
@@ -238,6 +241,108 @@ BEGIN
 END;
 $$;
 
+-- Commands that would rewrite or remove rows of an append-only table, or of
+-- one of its partitions: ALTER COLUMN … TYPE, DROP COLUMN, SET EXPRESSION,
+-- DETACH PARTITION, and the same through ALTER TYPE … CASCADE on the type of
+-- a typed table.  Called by the ddl_command_start event trigger, before the
+-- command does any work.
+CREATE FUNCTION integrity._refuse_history_ddl(tbl regclass, action text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guarded record;
+BEGIN
+    SELECT r.table_name, n.nspname, g.relname INTO guarded
+      FROM integrity.guard_registry r
+      JOIN pg_catalog.pg_class g ON g.oid = r.table_name
+      JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
+     WHERE r.guard = 'append_only'
+       AND r.table_name IN (SELECT tbl
+                            UNION ALL
+                            SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a
+                            UNION ALL
+                            SELECT t.oid
+                              FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_class t ON t.reloftype = c.reltype
+                             WHERE c.oid = tbl AND c.relkind = 'c')
+     ORDER BY r.table_name
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot % of append-only table "%"', action, guarded.table_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The append_only guard of %s keeps every row as it was written.', guarded.table_name),
+                  HINT = format('To change the table''s history anyway, lift the guard first:'
+                                ' SELECT integrity.unprotect(%L, ''append_only'');', guarded.table_name::text),
+                  SCHEMA = guarded.nspname, TABLE = guarded.relname;
+    END IF;
+END;
+$$;
+
+-- DROP EXTENSION pg_integrity (or DROP SCHEMA integrity) would drop every
+-- guard trigger and leave the tables unguarded without a word.
+CREATE FUNCTION integrity._refuse_extension_drop()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guarded text[];
+BEGIN
+    SELECT array_agg(DISTINCT r.table_name::text ORDER BY r.table_name::text) INTO guarded
+      FROM integrity.guard_registry r
+     WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
+    IF guarded IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop extension pg_integrity while it guards % table%', cardinality(guarded),
+                        CASE WHEN cardinality(guarded) > 1 THEN 's' ELSE '' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Dropping it would remove the guards of %s%s.', array_to_string(guarded[1:10], ', '),
+                                  CASE WHEN cardinality(guarded) > 10
+                                       THEN format(' and %s more tables', cardinality(guarded) - 10) ELSE '' END),
+                  HINT = 'Lift every guard first: SELECT integrity.unprotect(t)'
+                         ' FROM (SELECT DISTINCT table_name FROM integrity.guards) AS g(t);';
+    END IF;
+END;
+$$;
+
+-- Dropping an append-only table or one of its partitions (DROP TABLE, DROP
+-- SCHEMA … CASCADE, DROP OWNED): a partition is known by the clone of the
+-- guard trigger that is dropped with it, as its parent link is gone by now.
+CREATE FUNCTION integrity._refuse_history_drop()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped record;
+BEGIN
+    SELECT o.object_identity AS tbl, o.address_names[1] AS nspname, o.address_names[2] AS relname,
+           r.table_name IS NULL AS partition INTO dropped
+      FROM pg_catalog.pg_event_trigger_dropped_objects() o
+      LEFT JOIN integrity.guard_registry r ON r.table_name = o.objid AND r.guard = 'append_only'
+     WHERE o.object_type = 'table'
+       AND (r.table_name IS NOT NULL
+            OR EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() t
+                        WHERE t.object_type = 'trigger' AND t.address_names[3] = 'integrity_append_only'
+                          AND t.address_names[1:2] = o.address_names))
+     ORDER BY partition, tbl
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot drop append-only table "%"', dropped.tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = CASE WHEN dropped.partition
+                                THEN 'It is a partition of an append-only table: dropping it removes rows of that table.'
+                                ELSE 'Dropping it removes every row it holds.' END,
+                  HINT = CASE WHEN dropped.partition
+                              THEN 'Lift the append_only guard of the partitioned table first with integrity.unprotect().'
+                              ELSE format('Lift the guard first: SELECT integrity.unprotect(%L, ''append_only'');',
+                                          dropped.tbl) END,
+                  SCHEMA = dropped.nspname, TABLE = dropped.relname;
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION integrity._on_sql_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -248,7 +353,7 @@ DECLARE
 BEGIN
     FOR dropped IN
         SELECT o.rel, o.tgname, needed.guarded_table, needed.guard
-          FROM (SELECT to_regclass(format('%I.%I', address_names[1], address_names[2])) AS rel,
+          FROM (SELECT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel,
                        address_names[3]::name AS tgname
                   FROM pg_catalog.pg_event_trigger_dropped_objects()
                  WHERE object_type = 'trigger' AND address_names[3] LIKE 'integrity\_%') o
@@ -258,6 +363,7 @@ BEGIN
         PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
     END LOOP;
 
+    PERFORM integrity._refuse_history_drop();
     PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
         SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
 
@@ -266,32 +372,13 @@ BEGIN
 END;
 $$;
 
--- The commands after which the guards are checked and extended: tables
--- created (also inside CREATE SCHEMA), altered or attached, typed tables
--- changed with their type, triggers created or altered, schemas renamed.
--- health() makes the event trigger again from this list when it is missing.
-CREATE FUNCTION integrity._ddl_command_end_tags()
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT string_agg(pg_catalog.quote_literal(tag), ', ')
-      FROM unnest(ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA',
-                        'ALTER SCHEMA', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE']) AS tag
-$$;
-
--- An event trigger's tags are literals in its definition.
+-- Installed last, as they act on the commands of the rest of the script.
 DO $$
+DECLARE
+    e record;
 BEGIN
-    EXECUTE format('CREATE EVENT TRIGGER integrity_ddl_command_end ON ddl_command_end WHEN TAG IN (%s)'
-                   ' EXECUTE FUNCTION integrity._on_ddl_command_end()', integrity._ddl_command_end_tags());
+    FOR e IN SELECT * FROM integrity._event_triggers() LOOP
+        EXECUTE integrity._event_trigger_sql(e.evtname);
+    END LOOP;
 END
 $$;
-
-CREATE EVENT TRIGGER integrity_sql_drop ON sql_drop
-    EXECUTE FUNCTION integrity._on_sql_drop();
-
--- Like the guards themselves, their keepers also run under
--- session_replication_role = replica.
-ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE ALWAYS;
-ALTER EVENT TRIGGER integrity_sql_drop ENABLE ALWAYS;

@@ -6,6 +6,50 @@
 -- guard is registered again, so that the guarded tables get 0.2.0's triggers.
 \echo Use "ALTER EXTENSION pg_integrity UPDATE TO '0.2.0'" to load this file. \quit
 
+-- A qualified relation name, as regclass::text writes it, looked up in the
+-- catalogs: unlike to_regclass(), without a USAGE check on the schema, so
+-- that the event triggers work for roles that cannot see every guarded
+-- table.  NULL when there is no such relation.
+CREATE FUNCTION integrity._relation(qualified_name text)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN cardinality(i) = 2
+                THEN (SELECT c.oid::regclass
+                        FROM pg_catalog.pg_class c
+                        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                       WHERE n.nspname = i[1] AND c.relname = i[2])
+                ELSE pg_catalog.to_regclass(qualified_name) END
+      FROM pg_catalog.parse_ident(qualified_name) AS i
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._trigger_args(trigger_name name, columns text[], options jsonb)
+RETURNS bytea
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(string_agg(convert_to(arg, pg_catalog.getdatabaseencoding()) || '\x00'::bytea, ''::bytea
+                               ORDER BY n), ''::bytea)
+      FROM unnest(CASE
+               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_row_movement',
+                                     'integrity_write_once', 'integrity_write_once_row_movement') THEN columns
+               WHEN trigger_name = 'integrity_version_bump' THEN
+                   ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
+                                          THEN 'strict' ELSE 'lenient' END]
+               WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
+               WHEN trigger_name IN ('integrity_stock', 'integrity_credit') THEN columns[1:2]
+               WHEN trigger_name = 'integrity_ledger_credit' THEN
+                   ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                            FROM pg_catalog.pg_class c
+                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                           WHERE c.oid = integrity._relation(options ->> 'accounts')),
+                         options ->> 'amount_column', options ->> 'entry_type_column',
+                         options ->> 'debit_value', options ->> 'credit_value',
+                         options ->> 'limit_column', options ->> 'used_column'] || columns
+               ELSE '{}'::text[] END) WITH ORDINALITY AS a(arg, n)
+$$;
+
 -- The registry refuses rows for OIDs that are no table (yet): they would guard
 -- the next table created with that OID.
 CREATE OR REPLACE FUNCTION integrity._guard_registry_owner_check()
@@ -86,11 +130,11 @@ BEGIN
 
     -- Ledger credit: drift between each account and its ledger.
     FOR target IN
-        SELECT r.table_name AS ledger, to_regclass(r.options ->> 'accounts') AS accounts, r.columns, r.options
+        SELECT r.table_name AS ledger, integrity._relation(r.options ->> 'accounts') AS accounts, r.columns, r.options
           FROM integrity.guard_registry r
          WHERE r.guard = 'ledger_credit'
            AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
-           AND (tbl IS NULL OR r.table_name = tbl OR to_regclass(r.options ->> 'accounts') = tbl)
+           AND (tbl IS NULL OR r.table_name = tbl OR integrity._relation(r.options ->> 'accounts') = tbl)
          ORDER BY r.table_name::text COLLATE "C"
     LOOP
         RETURN QUERY
@@ -1047,7 +1091,7 @@ $$;
 -- Every column a guard reads is protected against RENAME and DROP, the
 -- ledger's amount and entry type and the accounts' columns included: one
 -- function lists them for the event trigger and health().
-CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
+CREATE OR REPLACE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
 RETURNS TABLE (rel regclass, col text, n bigint)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1058,9 +1102,9 @@ AS $$
       FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
      WHERE guard = 'ledger_credit'
     UNION ALL
-    SELECT to_regclass(options ->> 'accounts'), c.col, 200 + c.n
+    SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
       FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
-     WHERE guard = 'ledger_credit' AND to_regclass(options ->> 'accounts') IS NOT NULL
+     WHERE guard = 'ledger_credit' AND integrity._relation(options ->> 'accounts') IS NOT NULL
 $$;
 
 -- Inheritance children of guarded tables are refused (55000) by registration
@@ -1151,7 +1195,7 @@ CREATE FUNCTION integrity._renames(pg_catalog.pg_ddl_command) RETURNS boolean
 -- command renamed or moved (the name no longer resolves and the table has
 -- the accounts' columns) and for the tables a command dropped (by name),
 -- unless the ledger went with them.
-CREATE FUNCTION integrity._refuse_accounts_ddl(changed regclass[], dropped text[])
+CREATE OR REPLACE FUNCTION integrity._refuse_accounts_ddl(changed regclass[], dropped text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -1159,11 +1203,14 @@ AS $$
 DECLARE
     guarded record;
 BEGIN
+    IF coalesce(cardinality(changed), 0) + coalesce(cardinality(dropped), 0) = 0 THEN
+        RETURN;
+    END IF;
     SELECT r.table_name, r.options ->> 'accounts' AS accounts INTO guarded
       FROM integrity.guard_registry r
      WHERE r.guard = 'ledger_credit'
        AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
-       AND to_regclass(r.options ->> 'accounts') IS NULL
+       AND integrity._relation(r.options ->> 'accounts') IS NULL
        AND ((r.options ->> 'accounts') = ANY (dropped)
             OR EXISTS (SELECT FROM unnest(changed) AS t(rel)
                         WHERE integrity._has_columns(t.rel, r.columns || ARRAY[r.options ->> 'limit_column',
@@ -1284,6 +1331,111 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION integrity._on_ddl_command_start() RETURNS event_trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_on_ddl_command_start';
+
+-- Commands that would rewrite or remove rows of an append-only table, or of
+-- one of its partitions: ALTER COLUMN … TYPE, DROP COLUMN, SET EXPRESSION,
+-- DETACH PARTITION, and the same through ALTER TYPE … CASCADE on the type of
+-- a typed table.  Called by the ddl_command_start event trigger, before the
+-- command does any work.
+CREATE OR REPLACE FUNCTION integrity._refuse_history_ddl(tbl regclass, action text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guarded record;
+BEGIN
+    SELECT r.table_name, n.nspname, g.relname INTO guarded
+      FROM integrity.guard_registry r
+      JOIN pg_catalog.pg_class g ON g.oid = r.table_name
+      JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
+     WHERE r.guard = 'append_only'
+       AND r.table_name IN (SELECT tbl
+                            UNION ALL
+                            SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a
+                            UNION ALL
+                            SELECT t.oid
+                              FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_class t ON t.reloftype = c.reltype
+                             WHERE c.oid = tbl AND c.relkind = 'c')
+     ORDER BY r.table_name
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot % of append-only table "%"', action, guarded.table_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The append_only guard of %s keeps every row as it was written.', guarded.table_name),
+                  HINT = format('To change the table''s history anyway, lift the guard first:'
+                                ' SELECT integrity.unprotect(%L, ''append_only'');', guarded.table_name::text),
+                  SCHEMA = guarded.nspname, TABLE = guarded.relname;
+    END IF;
+END;
+$$;
+
+-- DROP EXTENSION pg_integrity (or DROP SCHEMA integrity) would drop every
+-- guard trigger and leave the tables unguarded without a word.
+CREATE FUNCTION integrity._refuse_extension_drop()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guarded text[];
+BEGIN
+    SELECT array_agg(DISTINCT r.table_name::text ORDER BY r.table_name::text) INTO guarded
+      FROM integrity.guard_registry r
+     WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
+    IF guarded IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop extension pg_integrity while it guards % table%', cardinality(guarded),
+                        CASE WHEN cardinality(guarded) > 1 THEN 's' ELSE '' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Dropping it would remove the guards of %s%s.', array_to_string(guarded[1:10], ', '),
+                                  CASE WHEN cardinality(guarded) > 10
+                                       THEN format(' and %s more tables', cardinality(guarded) - 10) ELSE '' END),
+                  HINT = 'Lift every guard first: SELECT integrity.unprotect(t)'
+                         ' FROM (SELECT DISTINCT table_name FROM integrity.guards) AS g(t);';
+    END IF;
+END;
+$$;
+
+-- Dropping an append-only table or one of its partitions (DROP TABLE, DROP
+-- SCHEMA … CASCADE, DROP OWNED): a partition is known by the clone of the
+-- guard trigger that is dropped with it, as its parent link is gone by now.
+CREATE OR REPLACE FUNCTION integrity._refuse_history_drop()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped record;
+BEGIN
+    SELECT o.object_identity AS tbl, o.address_names[1] AS nspname, o.address_names[2] AS relname,
+           r.table_name IS NULL AS partition INTO dropped
+      FROM pg_catalog.pg_event_trigger_dropped_objects() o
+      LEFT JOIN integrity.guard_registry r ON r.table_name = o.objid AND r.guard = 'append_only'
+     WHERE o.object_type = 'table'
+       AND (r.table_name IS NOT NULL
+            OR EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() t
+                        WHERE t.object_type = 'trigger' AND t.address_names[3] = 'integrity_append_only'
+                          AND t.address_names[1:2] = o.address_names))
+     ORDER BY partition, tbl
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot drop append-only table "%"', dropped.tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = CASE WHEN dropped.partition
+                                THEN 'It is a partition of an append-only table: dropping it removes rows of that table.'
+                                ELSE 'Dropping it removes every row it holds.' END,
+                  HINT = CASE WHEN dropped.partition
+                              THEN 'Lift the append_only guard of the partitioned table first with integrity.unprotect().'
+                              ELSE format('Lift the guard first: SELECT integrity.unprotect(%L, ''append_only'');',
+                                          dropped.tbl) END,
+                  SCHEMA = dropped.nspname, TABLE = dropped.relname;
+    END IF;
+END;
+$$;
+
 CREATE OR REPLACE FUNCTION integrity._on_sql_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -1294,7 +1446,7 @@ DECLARE
 BEGIN
     FOR dropped IN
         SELECT o.rel, o.tgname, needed.guarded_table, needed.guard
-          FROM (SELECT to_regclass(format('%I.%I', address_names[1], address_names[2])) AS rel,
+          FROM (SELECT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel,
                        address_names[3]::name AS tgname
                   FROM pg_catalog.pg_event_trigger_dropped_objects()
                  WHERE object_type = 'trigger' AND address_names[3] LIKE 'integrity\_%') o
@@ -1304,6 +1456,7 @@ BEGIN
         PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
     END LOOP;
 
+    PERFORM integrity._refuse_history_drop();
     PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
         SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
 
@@ -1312,26 +1465,47 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION integrity._ddl_command_end_tags()
+-- The extension's event triggers, for installation and for the remedies of
+-- health().  ddl_command_start refuses commands that would rewrite or remove
+-- guarded rows before they run.  ddl_command_end checks and extends the
+-- guards after tables are created (also inside CREATE SCHEMA), altered or
+-- attached, typed tables changed with their type, triggers created or
+-- altered, schemas renamed.  sql_drop refuses drops of guard triggers and of
+-- append-only tables, and forgets dropped tables.
+CREATE FUNCTION integrity._event_triggers()
+RETURNS TABLE (evtname name, evtevent text, tags text[], evtfunction name, consequence text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('integrity_ddl_command_start'::name, 'ddl_command_start',
+            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA'], '_on_ddl_command_start'::name,
+            'columns of append-only tables can be dropped or changed, their partitions detached,'
+            ' and the extension dropped with all its guards'),
+           ('integrity_ddl_command_end', 'ddl_command_end',
+            ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA', 'ALTER SCHEMA',
+                  'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE'], '_on_ddl_command_end',
+            'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
+            ' and new partitions are not covered'),
+           ('integrity_sql_drop', 'sql_drop', NULL, '_on_sql_drop',
+            'guard triggers and append-only tables can be dropped, and dropped tables stay in the registry')
+$$;
+
+-- The statement that makes one of them (an event trigger's tags are literals
+-- in its definition).  Like the guards themselves, their keepers also run
+-- under session_replication_role = replica.
+CREATE FUNCTION integrity._event_trigger_sql(evtname name)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT string_agg(pg_catalog.quote_literal(tag), ', ')
-      FROM unnest(ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA',
-                        'ALTER SCHEMA', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE']) AS tag
+    SELECT format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I(); ALTER EVENT TRIGGER %1$I ENABLE ALWAYS;',
+                  e.evtname, e.evtevent,
+                  ' WHEN TAG IN (' || (SELECT string_agg(pg_catalog.quote_literal(t), ', ') FROM unnest(e.tags) t) || ')',
+                  e.evtfunction)
+      FROM integrity._event_triggers() e
+     WHERE e.evtname = $1
 $$;
 
-DROP EVENT TRIGGER integrity_ddl_command_end;
--- An event trigger's tags are literals in its definition.
-DO $$
-BEGIN
-    EXECUTE format('CREATE EVENT TRIGGER integrity_ddl_command_end ON ddl_command_end WHEN TAG IN (%s)'
-                   ' EXECUTE FUNCTION integrity._on_ddl_command_end()', integrity._ddl_command_end_tags());
-END
-$$;
-
-ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE ALWAYS;
 CREATE OR REPLACE FUNCTION integrity.health()
 RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
 LANGUAGE sql STABLE
@@ -1342,7 +1516,7 @@ SET jit = off
 AS $$
 WITH registered AS (
     SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
-           CASE WHEN r.guard = 'ledger_credit' THEN to_regclass(r.options ->> 'accounts') END AS accounts
+           CASE WHEN r.guard = 'ledger_credit' THEN integrity._relation(r.options ->> 'accounts') END AS accounts
       FROM integrity.guard_registry r
       LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
 ),
@@ -1614,18 +1788,10 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
                        ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
                   v.consequence),
            CASE WHEN e.oid IS NULL
-                THEN format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I();'
-                            ' ALTER EVENT TRIGGER %1$I ENABLE ALWAYS; ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %1$I;',
-                            v.evtname, v.evtevent, v.tags, v.evtfunction)
+                THEN integrity._event_trigger_sql(v.evtname)
+                     || format(' ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %I;', v.evtname)
                 ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
-      FROM (VALUES ('integrity_ddl_command_end', 'ddl_command_end',
-                    format(' WHEN TAG IN (%s)', integrity._ddl_command_end_tags()),
-                    '_on_ddl_command_end',
-                    'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
-                    ' and new partitions are not covered'),
-                   ('integrity_sql_drop', 'sql_drop', '', '_on_sql_drop',
-                    'guard triggers can be dropped, and dropped tables stay in the registry')
-           ) AS v(evtname, evtevent, tags, evtfunction, consequence)
+      FROM integrity._event_triggers() v
       LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
      WHERE e.oid IS NULL OR e.evtenabled <> 'A'
     UNION ALL
@@ -1673,6 +1839,21 @@ BEGIN
             RAISE WARNING 'pg_integrity: the % guard of % could not be registered again: %', r.guard, r.table_name, SQLERRM
                 USING HINT = 'SELECT * FROM integrity.health() shows how to repair it.';
         END;
+    END LOOP;
+END
+$$;
+
+-- The event triggers as this version makes them: integrity_ddl_command_end
+-- watches more commands, integrity_ddl_command_start is new.
+DROP EVENT TRIGGER integrity_ddl_command_end;
+DO $$
+DECLARE
+    e record;
+BEGIN
+    FOR e IN SELECT * FROM integrity._event_triggers() t
+              WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger p WHERE p.evtname = t.evtname)
+    LOOP
+        EXECUTE integrity._event_trigger_sql(e.evtname);
     END LOOP;
 END
 $$;

@@ -34,6 +34,47 @@ AS $$
      WHERE $1 IS NULL OR t.guard = $1
 $$;
 
+-- The extension's event triggers, for installation and for the remedies of
+-- health().  ddl_command_start refuses commands that would rewrite or remove
+-- guarded rows before they run.  ddl_command_end checks and extends the
+-- guards after tables are created (also inside CREATE SCHEMA), altered or
+-- attached, typed tables changed with their type, triggers created or
+-- altered, schemas renamed.  sql_drop refuses drops of guard triggers and of
+-- append-only tables, and forgets dropped tables.
+CREATE FUNCTION integrity._event_triggers()
+RETURNS TABLE (evtname name, evtevent text, tags text[], evtfunction name, consequence text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('integrity_ddl_command_start'::name, 'ddl_command_start',
+            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA'], '_on_ddl_command_start'::name,
+            'columns of append-only tables can be dropped or changed, their partitions detached,'
+            ' and the extension dropped with all its guards'),
+           ('integrity_ddl_command_end', 'ddl_command_end',
+            ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA', 'ALTER SCHEMA',
+                  'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE'], '_on_ddl_command_end',
+            'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
+            ' and new partitions are not covered'),
+           ('integrity_sql_drop', 'sql_drop', NULL, '_on_sql_drop',
+            'guard triggers and append-only tables can be dropped, and dropped tables stay in the registry')
+$$;
+
+-- The statement that makes one of them (an event trigger's tags are literals
+-- in its definition).  Like the guards themselves, their keepers also run
+-- under session_replication_role = replica.
+CREATE FUNCTION integrity._event_trigger_sql(evtname name)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I(); ALTER EVENT TRIGGER %1$I ENABLE ALWAYS;',
+                  e.evtname, e.evtevent,
+                  ' WHEN TAG IN (' || (SELECT string_agg(pg_catalog.quote_literal(t), ', ') FROM unnest(e.tags) t) || ')',
+                  e.evtfunction)
+      FROM integrity._event_triggers() e
+     WHERE e.evtname = $1
+$$;
+
 CREATE FUNCTION integrity._require_argument(value anyelement, argument text, caller text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -251,9 +292,9 @@ AS $$
       FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
      WHERE guard = 'ledger_credit'
     UNION ALL
-    SELECT to_regclass(options ->> 'accounts'), c.col, 200 + c.n
+    SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
       FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
-     WHERE guard = 'ledger_credit' AND to_regclass(options ->> 'accounts') IS NOT NULL
+     WHERE guard = 'ledger_credit' AND integrity._relation(options ->> 'accounts') IS NOT NULL
 $$;
 
 -- Inheritance children (not partitions) of tbl: the guards are not cloned onto

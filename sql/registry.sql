@@ -21,6 +21,24 @@ CREATE VIEW integrity.guards AS
       FROM integrity.guard_registry;
 COMMENT ON VIEW integrity.guards IS 'The registered pg_integrity guards.';
 
+-- A qualified relation name, as regclass::text writes it, looked up in the
+-- catalogs: unlike to_regclass(), without a USAGE check on the schema, so
+-- that the event triggers work for roles that cannot see every guarded
+-- table.  NULL when there is no such relation.
+CREATE FUNCTION integrity._relation(qualified_name text)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN cardinality(i) = 2
+                THEN (SELECT c.oid::regclass
+                        FROM pg_catalog.pg_class c
+                        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                       WHERE n.nspname = i[1] AND c.relname = i[2])
+                ELSE pg_catalog.to_regclass(qualified_name) END
+      FROM pg_catalog.parse_ident(qualified_name) AS i
+$$;
+
 -- Ownership protects a table's guards, as it protects ALTER TABLE: anyone may
 -- register guards, but only on tables they own.
 CREATE FUNCTION integrity._require_owner(tbl regclass, action text)

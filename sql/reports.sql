@@ -294,11 +294,11 @@ BEGIN
 
     -- Ledger credit: drift between each account and its ledger.
     FOR target IN
-        SELECT r.table_name AS ledger, to_regclass(r.options ->> 'accounts') AS accounts, r.columns, r.options
+        SELECT r.table_name AS ledger, integrity._relation(r.options ->> 'accounts') AS accounts, r.columns, r.options
           FROM integrity.guard_registry r
          WHERE r.guard = 'ledger_credit'
            AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
-           AND (tbl IS NULL OR r.table_name = tbl OR to_regclass(r.options ->> 'accounts') = tbl)
+           AND (tbl IS NULL OR r.table_name = tbl OR integrity._relation(r.options ->> 'accounts') = tbl)
          ORDER BY r.table_name::text COLLATE "C"
     LOOP
         RETURN QUERY
@@ -364,7 +364,7 @@ AS $$
                    ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
                             FROM pg_catalog.pg_class c
                             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                           WHERE c.oid = to_regclass(options ->> 'accounts')),
+                           WHERE c.oid = integrity._relation(options ->> 'accounts')),
                          options ->> 'amount_column', options ->> 'entry_type_column',
                          options ->> 'debit_value', options ->> 'credit_value',
                          options ->> 'limit_column', options ->> 'used_column'] || columns
@@ -388,7 +388,7 @@ SET jit = off
 AS $$
 WITH registered AS (
     SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
-           CASE WHEN r.guard = 'ledger_credit' THEN to_regclass(r.options ->> 'accounts') END AS accounts
+           CASE WHEN r.guard = 'ledger_credit' THEN integrity._relation(r.options ->> 'accounts') END AS accounts
       FROM integrity.guard_registry r
       LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
 ),
@@ -660,18 +660,10 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
                        ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
                   v.consequence),
            CASE WHEN e.oid IS NULL
-                THEN format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I();'
-                            ' ALTER EVENT TRIGGER %1$I ENABLE ALWAYS; ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %1$I;',
-                            v.evtname, v.evtevent, v.tags, v.evtfunction)
+                THEN integrity._event_trigger_sql(v.evtname)
+                     || format(' ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %I;', v.evtname)
                 ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
-      FROM (VALUES ('integrity_ddl_command_end', 'ddl_command_end',
-                    format(' WHEN TAG IN (%s)', integrity._ddl_command_end_tags()),
-                    '_on_ddl_command_end',
-                    'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
-                    ' and new partitions are not covered'),
-                   ('integrity_sql_drop', 'sql_drop', '', '_on_sql_drop',
-                    'guard triggers can be dropped, and dropped tables stay in the registry')
-           ) AS v(evtname, evtevent, tags, evtfunction, consequence)
+      FROM integrity._event_triggers() v
       LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
      WHERE e.oid IS NULL OR e.evtenabled <> 'A'
     UNION ALL

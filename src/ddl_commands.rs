@@ -5,10 +5,14 @@
 //! commands that pg_restore replays; and a rename or schema move, after which
 //! a table is no longer found under the name a guard keeps, from the rest.
 
+use core::ffi::{c_char, CStr};
+use std::ffi::CString;
+
 use pgrx::pg_guard;
 use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::function_info_v1;
+use crate::fmgr::{execute_plan, function_info_v1, spi_connect, spi_finish};
 
 /// `integrity._attaches_partition(pg_ddl_command) RETURNS boolean`
 #[pg_guard]
@@ -56,3 +60,143 @@ pub unsafe extern "C-unwind" fn integrity_renames(fcinfo: pg_sys::FunctionCallIn
 }
 
 function_info_v1!(pg_finfo_integrity_renames);
+
+/// `integrity._on_ddl_command_start()`, run by the `integrity_ddl_command_start`
+/// event trigger: the commands that would rewrite or remove guarded rows are
+/// refused before they do any work.  Only the parse tree tells which
+/// subcommands an `ALTER TABLE` has and which extension a `DROP EXTENSION`
+/// names; what is refused, and how it is worded, is decided in SQL
+/// (`_refuse_history_ddl`, `_refuse_extension_drop`).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn integrity_on_ddl_command_start(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: the event trigger manager passes an EventTriggerData context
+    // (checked) whose parse tree is the command's; each tree is cast to the
+    // struct its node tag names.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
+            pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
+                "integrity._on_ddl_command_start() can only run as an event trigger"
+            );
+        }
+        let tree = (*context.cast::<pg_sys::EventTriggerData>()).parsetree;
+        match (*tree).type_ {
+            pg_sys::NodeTag::T_AlterTableStmt => alter_table(tree.cast()),
+            pg_sys::NodeTag::T_DropStmt => drop(tree.cast()),
+            _ => {}
+        }
+    }
+    pg_sys::Datum::from(0)
+}
+
+function_info_v1!(pg_finfo_integrity_on_ddl_command_start);
+
+/// `ALTER TABLE` (and `ALTER TYPE` of a composite type): the subcommands that
+/// rewrite or remove the rows of an append-only table.
+///
+/// # Safety
+/// `stmt` is the parse tree of the command being run.
+unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
+    // SAFETY: an AlterTableStmt's cmds are AlterTableCmds, and a DETACH
+    // PARTITION's def is a PartitionCmd.
+    unsafe {
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            (*stmt).relation,
+            pg_sys::NoLock as pg_sys::LOCKMODE,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            core::ptr::null_mut(),
+        );
+        if relid == pg_sys::InvalidOid {
+            return;
+        }
+        for i in 0..pg_sys::list_length((*stmt).cmds) {
+            let cmd = pg_sys::list_nth((*stmt).cmds, i).cast::<pg_sys::AlterTableCmd>();
+            let column = || format!("column \"{}\"", CStr::from_ptr((*cmd).name).to_string_lossy());
+            let action = match (*cmd).subtype {
+                pg_sys::AlterTableType::AT_AlterColumnType => format!("change the type of {}", column()),
+                pg_sys::AlterTableType::AT_DropColumn => format!("drop {}", column()),
+                #[cfg(any(feature = "pg17", feature = "pg18"))]
+                pg_sys::AlterTableType::AT_SetExpression => format!("change the generation expression of {}", column()),
+                pg_sys::AlterTableType::AT_DetachPartition | pg_sys::AlterTableType::AT_DetachPartitionFinalize => {
+                    let partition = (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name;
+                    format!("detach partition \"{}\"", CStr::from_ptr((*partition).relname).to_string_lossy())
+                }
+                _ => continue,
+            };
+            refuse(c"SELECT integrity._refuse_history_ddl($1, $2)", Some((relid, text_datum(action))));
+        }
+    }
+}
+
+/// `DROP EXTENSION pg_integrity` and `DROP SCHEMA integrity`, which would take
+/// every guard with them.
+///
+/// # Safety
+/// `stmt` is the parse tree of the command being run.
+unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
+    // SAFETY: extensions and schemas are named by lists of String nodes.
+    unsafe {
+        let ours = match (*stmt).removeType {
+            pg_sys::ObjectType::OBJECT_EXTENSION => c"pg_integrity",
+            pg_sys::ObjectType::OBJECT_SCHEMA => c"integrity",
+            _ => return,
+        };
+        let names = (*stmt).objects;
+        if (0..pg_sys::list_length(names)).any(|i| CStr::from_ptr(str_val(pg_sys::list_nth(names, i).cast())) == ours) {
+            refuse(c"SELECT integrity._refuse_extension_drop()", None);
+        }
+    }
+}
+
+/// The string of a String node (a Value node before PostgreSQL 15).
+///
+/// # Safety
+/// `node` is a String (Value) node.
+unsafe fn str_val(node: *mut pg_sys::Node) -> *const c_char {
+    #[cfg(feature = "pg14")]
+    // SAFETY: a Value node of type T_String keeps its string in val.str_.
+    unsafe {
+        (*node.cast::<pg_sys::Value>()).val.str_
+    }
+    #[cfg(not(feature = "pg14"))]
+    // SAFETY: as the function's contract says.
+    unsafe {
+        (*node.cast::<pg_sys::String>()).sval
+    }
+}
+
+/// A text datum, palloc'd, of `s` (which is dropped here, before any error).
+fn text_datum(s: String) -> pg_sys::Datum {
+    let c = CString::new(s).expect("catalog names have no NUL");
+    // SAFETY: cstring_to_text copies the string into the current memory context.
+    pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text(c.as_ptr()) })
+}
+
+/// Runs one of the refusal functions, which raises the error itself when the
+/// command is refused: the raw SPI call lets the error reach the client with
+/// all its fields.
+///
+/// # Safety
+/// Nothing that needs dropping may be pending in the callers' frames.
+unsafe fn refuse(query: &CStr, args: Option<(pg_sys::Oid, pg_sys::Datum)>) {
+    spi_connect();
+    // SAFETY: the statement takes a regclass and a text, passed as such.
+    unsafe {
+        let mut types = [pg_sys::REGCLASSOID, pg_sys::TEXTOID];
+        let nargs = if args.is_some() { 2 } else { 0 };
+        let plan = pg_sys::SPI_prepare(query.as_ptr(), nargs, types.as_mut_ptr());
+        if plan.is_null() {
+            pgrx::error!("pg_integrity: could not prepare {query:?}");
+        }
+        let mut values = match args {
+            Some((relid, action)) => [pg_sys::Datum::from(relid), action],
+            None => [pg_sys::Datum::from(0); 2],
+        };
+        execute_plan(plan, &mut values, &[b' ' as c_char; 2], true);
+    }
+    spi_finish();
+}

@@ -91,12 +91,13 @@ SELECT sqlstate, table_name, constraint_name FROM expect_error($$TRUNCATE pledge
 -- The whole tree is unchanged.
 SELECT tableoid::regclass AS partition, * FROM pledger ORDER BY region, id;
 
--- A partition detached from the tree is no longer part of the guarded
--- table: its cloned row trigger goes with the DETACH (DETACH is explicit DDL
--- by the owner, like unprotect).
-ALTER TABLE pledger DETACH PARTITION pledger_latam;
+-- Detaching a partition would take its rows out of the guarded table, and
+-- dropping one would remove them: both are refused while the guard stands
+-- (see 44_history_ddl).
+SELECT sqlstate, message FROM expect_error($$ALTER TABLE pledger DETACH PARTITION pledger_latam$$);
+SELECT sqlstate, message FROM expect_error($$DROP TABLE pledger_latam$$);
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'pledger_latam'::regclass AND tgname = 'integrity_append_only';
-UPDATE pledger_latam SET amount = 42;
+SELECT sqlstate FROM expect_error($$UPDATE pledger_latam SET amount = 42$$);
 SELECT * FROM pledger_latam ORDER BY id;
 -- The rest of the tree is still guarded.
 DELETE FROM pledger WHERE region = 'eu';

@@ -127,10 +127,11 @@ UPDATE ddl_pieces SET lot = 6;
 SELECT * FROM ddl_ledger ORDER BY id;
 SELECT * FROM ddl_pieces ORDER BY id;
 
--- Other DDL on a guarded table and other triggers on it are not affected.
+-- Other DDL on a guarded table and other triggers on it are not affected
+-- (dropping a column of an append-only table is refused: 44_history_ddl).
 ALTER TABLE ddl_ledger ADD COLUMN memo text;
 ALTER TABLE ddl_ledger RENAME COLUMN memo TO remark;
-ALTER TABLE ddl_ledger DROP COLUMN remark;
+SELECT sqlstate FROM expect_error($$ALTER TABLE ddl_ledger DROP COLUMN remark$$);
 ALTER TABLE ddl_pieces ADD COLUMN note text;
 ALTER TABLE ddl_pieces RENAME COLUMN note TO comment;
 CREATE TRIGGER ddl_other BEFORE UPDATE ON ddl_pieces FOR EACH ROW EXECUTE FUNCTION ddl_noop();
@@ -172,33 +173,40 @@ SELECT sqlstate, message FROM expect_error($$SELECT integrity.unprotect('ddl_par
 SELECT * FROM pt_triggers('ddl_parts');
 DELETE FROM ddl_parts_1;
 TRUNCATE ddl_parts_1;
--- A partition can be dropped: its triggers go with it.
+-- A partition of an append-only table cannot be dropped, not even an empty
+-- one (see 44_history_ddl).
 CREATE TABLE ddl_parts_2 PARTITION OF ddl_parts FOR VALUES IN (2);
-DROP TABLE ddl_parts_2;
+SELECT sqlstate, message FROM expect_error($$DROP TABLE ddl_parts_2$$);
 SELECT * FROM pt_triggers('ddl_parts');
 
 ------------------------------------------------------------------------------
--- Dropping a guarded table is allowed and removes its registry rows.
+-- Dropping a guarded table that is not append-only is allowed and removes its
+-- registry rows.
 SELECT count(*) AS ddl_pieces_guards FROM integrity.guards WHERE table_name = 'ddl_pieces'::regclass;
 DROP TABLE ddl_pieces;
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
--- So does dropping a partitioned table, and a schema with guarded tables.
+-- An append-only table, or a schema that holds one, is dropped once the guard
+-- is lifted; the other guards' registry rows go with the table.
+SELECT sqlstate, message FROM expect_error($$DROP TABLE ddl_parts$$);
+SELECT integrity.unprotect('ddl_parts', 'append_only');
 DROP TABLE ddl_parts;
 CREATE SCHEMA ddl_schema;
 CREATE TABLE ddl_schema.entries (id int PRIMARY KEY, v int NOT NULL DEFAULT 1);
 SELECT integrity.protect_append_only('ddl_schema.entries');
 SELECT integrity.enable_versioning('ddl_schema.entries', 'v');
+SELECT sqlstate, message FROM expect_error($$DROP SCHEMA ddl_schema CASCADE$$);
+SELECT integrity.unprotect('ddl_schema.entries', 'append_only');
 DROP SCHEMA ddl_schema CASCADE;
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
 -- A table dropped and created again under the same name has no guard.
 CREATE TABLE ddl_reborn (id int PRIMARY KEY);
-SELECT integrity.protect_append_only('ddl_reborn');
+SELECT integrity.protect_immutable('ddl_reborn', ARRAY['id']);
 DROP TABLE ddl_reborn;
 CREATE TABLE ddl_reborn (id int PRIMARY KEY);
 INSERT INTO ddl_reborn VALUES (1);
-DELETE FROM ddl_reborn;
+UPDATE ddl_reborn SET id = 2;
 SELECT count(*) AS reborn_guards FROM integrity.guards WHERE table_name = 'ddl_reborn'::regclass;
 
 ------------------------------------------------------------------------------

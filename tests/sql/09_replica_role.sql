@@ -77,8 +77,10 @@ SELECT sqlstate FROM expect_error($$DROP TRIGGER integrity_immutable ON rep_piec
 CREATE TABLE rep_parts_2 PARTITION OF rep_parts FOR VALUES IN (2);
 INSERT INTO rep_parts VALUES (2, 2);
 SELECT sqlstate, table_name FROM expect_error($$TRUNCATE rep_parts_2$$);
+SELECT sqlstate FROM expect_error($$ALTER TABLE rep_ledger DROP COLUMN amount$$);
+SELECT sqlstate FROM expect_error($$DROP TABLE rep_ledger$$);
 CREATE TABLE rep_dropped (id int PRIMARY KEY);
-SELECT integrity.protect_append_only('rep_dropped');
+SELECT integrity.protect_immutable('rep_dropped', ARRAY['id']);
 DROP TABLE rep_dropped;
 RESET session_replication_role;
 

@@ -154,8 +154,10 @@ ALTER TABLE hl_nopk ENABLE ALWAYS TRIGGER integrity_append_only_truncate;
 ------------------------------------------------------------------------------
 -- Problems the event triggers refuse, with the event triggers bypassed:
 -- integrity_ddl_command_end set to fire on origin sessions only (and this
--- session in replica mode), integrity_sql_drop removed altogether.
+-- session in replica mode), integrity_ddl_command_start disabled,
+-- integrity_sql_drop removed altogether.
 ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE;
+ALTER EVENT TRIGGER integrity_ddl_command_start DISABLE;
 ALTER EXTENSION pg_integrity DROP EVENT TRIGGER integrity_sql_drop;
 DROP EVENT TRIGGER integrity_sql_drop;
 SET session_replication_role = replica;

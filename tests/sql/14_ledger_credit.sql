@@ -508,7 +508,10 @@ RESET ROLE;
 REVOKE USAGE ON SCHEMA b2b FROM ledger_clerk;
 DROP ROLE ledger_clerk;
 
+-- The append-only ledger (and its schema) is dropped once its guard is lifted.
 SET client_min_messages = warning;
+SELECT sqlstate, message FROM expect_error($$DROP SCHEMA b2b CASCADE$$);
+SELECT integrity.unprotect('b2b.ledger_entries', 'append_only');
 DROP SCHEMA b2b CASCADE;
 RESET client_min_messages;
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry

@@ -43,4 +43,5 @@ SELECT severity, table_name, guard, problem, remedy FROM integrity.health() WHER
 ALTER TABLE inh_ledger_2022 NO INHERIT inh_ledger;
 SELECT count(*) AS problems FROM integrity.health() WHERE table_name = 'inh_ledger'::regclass;
 
+SELECT integrity.unprotect(t, 'append_only') FROM unnest(ARRAY['inh_ledger', 'inh_monthly']::regclass[]) AS t;
 DROP TABLE inh_ledger, inh_ledger_2022, inh_ledger_2024, inh_products, inh_pieces, inh_pieces_old, inh_monthly;

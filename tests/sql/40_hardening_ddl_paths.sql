@@ -41,6 +41,7 @@ SELECT attname FROM pg_attribute WHERE attrelid = 'ddl_pieces'::regclass AND att
 ALTER TYPE ddl_piece ADD ATTRIBUTE note text CASCADE;
 ALTER TYPE ddl_piece RENAME ATTRIBUTE note TO remark CASCADE;
 
+SELECT integrity.unprotect('ddlp_ledger', 'append_only');
 DROP SCHEMA ddl_archive CASCADE;
 DROP TABLE ddlp_ledger, ddl_pieces;
 DROP TYPE ddl_piece;

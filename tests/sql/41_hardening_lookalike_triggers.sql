@@ -74,6 +74,7 @@ SELECT integrity.protect_append_only('la_ledger');
 SELECT count(*) AS problems FROM integrity.health() WHERE table_name = 'la_ledger'::regclass;
 SELECT sqlstate FROM expect_error($$UPDATE la_ledger SET amount = 0$$);
 
+SELECT integrity.unprotect(t, 'append_only') FROM unnest(ARRAY['la_ledger', 'la_monthly']::regclass[]) AS t;
 DROP TABLE la_ledger, la_monthly, la_pieces;
 DROP FUNCTION la_noop();
 DROP ROLE regress_integrity_trigger_user;
