@@ -86,13 +86,28 @@ COPY ledger_src TO :'copy_file';
 
 -- (Re)creates table tbl of the given kind ('pieces' or 'ledger') with nrows
 -- rows (pieces only; a ledger starts empty) and the triggers of the variant.
+-- A table is dropped after its guards are lifted: an append-only table cannot
+-- be dropped while its guard stands.
+CREATE FUNCTION bench_drop(tbl text)
+RETURNS void
+LANGUAGE plpgsql
+SET client_min_messages = warning
+AS $$
+BEGIN
+    IF to_regclass(quote_ident(tbl)) IS NOT NULL THEN
+        PERFORM integrity.unprotect(quote_ident(tbl)::regclass);
+        EXECUTE format('DROP TABLE %I', tbl);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION bench_reset(tbl text, kind text, variant text, nrows bigint)
 RETURNS void
 LANGUAGE plpgsql
 SET client_min_messages = warning
 AS $$
 BEGIN
-    EXECUTE format('DROP TABLE IF EXISTS %I', tbl);
+    PERFORM bench_drop(tbl);
     IF kind = 'pieces' THEN
         EXECUTE format($ddl$
             CREATE TABLE %I (
@@ -134,7 +149,7 @@ BEGIN
     ELSIF kind = 'credit_ledger' THEN
         -- 000: ledger_entries and per retailer-wholesaler credit accounts, with
         -- limits high enough that every entry of the run is booked.
-        EXECUTE format('DROP TABLE IF EXISTS %I', tbl || '_accounts');
+        PERFORM bench_drop(tbl || '_accounts');
         EXECUTE format('CREATE TABLE %I (retailer_id bigint, wholesaler_id bigint,'
                        ' credit_limit numeric(14, 2) NOT NULL, used_credit numeric(14, 2) NOT NULL DEFAULT 0,'
                        ' PRIMARY KEY (retailer_id, wholesaler_id))', tbl || '_accounts');
