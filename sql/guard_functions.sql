@@ -31,6 +31,11 @@ CREATE FUNCTION integrity.version_check() RETURNS trigger
 COMMENT ON FUNCTION integrity.version_check() IS
     'Trigger: refuses a row whose version a later BEFORE trigger moved off OLD + 1 (23001).';
 
+CREATE FUNCTION integrity.hash_chain_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_hash_chain_guard';
+COMMENT ON FUNCTION integrity.hash_chain_guard() IS
+    'Trigger: numbers each inserted row within its chain and sets its hash from the chain''s last row.';
+
 CREATE FUNCTION integrity._attaches_partition(pg_catalog.pg_ddl_command) RETURNS boolean
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_attaches_partition';
 

@@ -29,7 +29,8 @@ AS $$
             ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true),
             ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
             ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
-            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false)
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false)
            ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
      WHERE $1 IS NULL OR t.guard = $1
 $$;
@@ -279,7 +280,8 @@ $$;
 
 -- Every column a guard reads, with the relation it is read from: the columns
 -- it was registered with and, for a ledger, its amount and entry type columns
--- and the accounts' key, limit and used columns.  The event trigger refuses
+-- and the accounts' key, limit and used columns, for a hash chain every column
+-- it hashes and its sequence and hash columns.  The event trigger refuses
 -- renaming or dropping them; health() reports those that are gone.
 CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
 RETURNS TABLE (rel regclass, col text, n bigint)
@@ -291,6 +293,12 @@ AS $$
     SELECT tbl, c.col, 100 + c.n
       FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
      WHERE guard = 'ledger_credit'
+    UNION ALL
+    SELECT tbl, c.col, 300 + c.n
+      FROM unnest(ARRAY[options ->> 'seq_column', options ->> 'hash_column']
+                  || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'hashed_columns')))
+           WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'hash_chain'
     UNION ALL
     SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
       FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)

@@ -39,6 +39,9 @@ AS $$
                    tbl::text, options ->> 'accounts', integrity._array_sql(columns),
                    options ->> 'amount_column', options ->> 'entry_type_column', options ->> 'debit_value',
                    options ->> 'credit_value', options ->> 'limit_column', options ->> 'used_column')
+        WHEN 'hash_chain' THEN
+            format('SELECT integrity.enable_hash_chain(%L, %s, seq_column => %L, hash_column => %L);', tbl::text,
+                   integrity._array_sql(columns), options ->> 'seq_column', options ->> 'hash_column')
         END
 $$;
 
@@ -368,6 +371,8 @@ AS $$
                          options ->> 'amount_column', options ->> 'entry_type_column',
                          options ->> 'debit_value', options ->> 'credit_value',
                          options ->> 'limit_column', options ->> 'used_column'] || columns
+               WHEN trigger_name = 'integrity_hash_chain' THEN
+                   ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
                ELSE '{}'::text[] END) WITH ORDINALITY AS a(arg, n)
 $$;
 

@@ -10,6 +10,7 @@ mod trigger;
 
 mod append_only;
 mod frozen_columns;
+mod hash_chain;
 mod ledger_credit;
 mod quantities;
 mod stock_operations;
@@ -38,7 +39,8 @@ pgrx::extension_sql_file!("../sql/guard_functions.sql", name = "guard_functions"
 pgrx::extension_sql_file!("../sql/registration.sql", name = "registration", requires = ["guard_functions"]);
 pgrx::extension_sql_file!("../sql/stock_credit.sql", name = "stock_credit", requires = ["registration"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["stock_credit"]);
-pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["reports"]);
+pgrx::extension_sql_file!("../sql/hash_chain.sql", name = "hash_chain", requires = ["reports"]);
+pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["hash_chain"]);
 pgrx::extension_sql_file!("../sql/event_triggers.sql", name = "event_triggers", finalize);
 
 /// Required by `cargo pgrx test`.

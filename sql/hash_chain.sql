@@ -1,0 +1,340 @@
+-- Hash-chained ledgers.  Every row of a chained table carries its chain's
+-- sequence number (1, 2, 3, … per chain) and the SHA-256 of the previous
+-- row's hash and of the row's canonical encoding; the integrity_hash_chain
+-- trigger (src/hash_chain.rs) fills both in.  The encoding is written once,
+-- here, for the trigger's statement and for verify_chain().
+
+-- The column types whose text form depends on a session setting (TimeZone,
+-- IntervalStyle, extra_float_digits, lc_monetary, bytea_output), each with
+-- the expression over %s (the column) that does not.
+CREATE FUNCTION integrity._chain_settled_types()
+RETURNS TABLE (type_oid regtype, expression text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('timestamptz'::regtype, '(%s AT TIME ZONE ''UTC'')'),
+           ('bytea', 'pg_catalog.encode(%s, ''hex'')'),
+           ('float4', 'pg_catalog.encode(pg_catalog.float4send(%s), ''hex'')'),
+           ('float8', 'pg_catalog.encode(pg_catalog.float8send(%s), ''hex'')'),
+           ('interval', 'pg_catalog.encode(pg_catalog.interval_send(%s), ''hex'')'),
+           ('money', 'pg_catalog.encode(pg_catalog.cash_send(%s), ''hex'')')
+$$;
+
+-- Why column col of tbl cannot be hashed (NULL when it can): a composite type,
+-- or an array or range of a type whose text depends on a session setting
+-- (the types themselves, and domains over them, are written as above).
+CREATE FUNCTION integrity._chain_column_problem(tbl regclass, col text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE reached(type_oid, contained) AS (
+        SELECT a.atttypid, false FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped
+        UNION
+        SELECT x.inner_type, r.contained OR x.container
+          FROM reached r
+          JOIN pg_catalog.pg_type t ON t.oid = r.type_oid
+         CROSS JOIN LATERAL (VALUES (CASE WHEN t.typtype = 'd' THEN t.typbasetype END, false),
+                                    (CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem END, true),
+                                    ((SELECT g.rngsubtype FROM pg_catalog.pg_range g
+                                       WHERE g.rngtypid = t.oid OR g.rngmultitypid = t.oid), true)
+                            ) AS x(inner_type, container)
+         WHERE x.inner_type IS NOT NULL
+    )
+    SELECT CASE WHEN bool_or(t.typtype = 'c')
+                THEN format('column "%s" is of a composite type', col)
+                WHEN bool_or(r.contained AND r.type_oid IN (SELECT s.type_oid FROM integrity._chain_settled_types() s))
+                THEN format('column "%s" is of type %s, whose elements are written differently under other'
+                            ' session settings', col,
+                            (SELECT r0.type_oid::regtype FROM reached r0 WHERE NOT r0.contained LIMIT 1))
+           END
+      FROM reached r
+      JOIN pg_catalog.pg_type t ON t.oid = r.type_oid
+$$;
+
+-- A jsonb array of columns of the row rowref (`t`, `($3)`), every value
+-- written as the session settings cannot change it: the chain key, and, in
+-- UTF-8, the encoding a row is hashed with.
+CREATE FUNCTION integrity._chain_values_sql(tbl regclass, columns text[], rowref text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('pg_catalog.jsonb_build_array(%s)',
+                  coalesce(string_agg(format(coalesce(s.expression, '%s'), format('%s.%I', rowref, u.col)), ', '
+                                      ORDER BY u.n), ''))
+      FROM unnest(columns) WITH ORDINALITY AS u(col, n)
+      LEFT JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = tbl AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped
+      LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+      LEFT JOIN integrity._chain_settled_types() s
+        ON s.type_oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+$$;
+
+CREATE FUNCTION integrity._chain_encoding_sql(tbl regclass, columns text[], rowref text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('pg_catalog.convert_to(%s::text, ''UTF8'')', integrity._chain_values_sql(tbl, columns, rowref))
+$$;
+
+-- The registered chain that tbl (the table, or one of its partitions) belongs to.
+CREATE FUNCTION integrity._chain_of(tbl regclass)
+RETURNS TABLE (chained regclass, chain_columns text[], seq_column text, hash_column text, hashed text[])
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.table_name, r.columns, r.options ->> 'seq_column', r.options ->> 'hash_column',
+           ARRAY(SELECT pg_catalog.jsonb_array_elements_text(r.options -> 'hashed_columns'))
+      FROM integrity.guard_registry r
+     WHERE r.guard = 'hash_chain'
+       AND r.table_name IN (SELECT tbl UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a)
+     LIMIT 1
+$$;
+
+-- The statement the trigger runs for each row of tbl: the row's sequence
+-- number and hash, from the last row of its chain.  $1 … $k are the values of
+-- the chain columns, $k+1 is the row.
+CREATE FUNCTION integrity._chain_link_sql(tbl regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('SELECT coalesce(tail.seq, 0) + 1,'
+                  ' pg_catalog.sha256(coalesce(tail.hash, ''\x''::bytea) || %1$s)'
+                  ' FROM (SELECT) AS here LEFT JOIN LATERAL'
+                  ' (SELECT t.%2$I AS seq, t.%3$I AS hash FROM %4$s t%5$s ORDER BY t.%2$I DESC LIMIT 1) AS tail ON true',
+                  integrity._chain_encoding_sql(c.chained, c.hashed, format('($%s)', cardinality(c.chain_columns) + 1)),
+                  c.seq_column, c.hash_column, c.chained,
+                  (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
+                     FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)))
+      FROM integrity._chain_of(tbl) c
+$$;
+
+CREATE FUNCTION integrity.enable_hash_chain(tbl regclass, chain_columns text[] DEFAULT NULL,
+                                            seq_column name DEFAULT 'chain_seq', hash_column name DEFAULT 'row_hash')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'enable_hash_chain';
+    chain text[] := '{}';
+    hashed text[];
+    problem text;
+    rel record;
+    chain_index record;
+    current_chain jsonb;
+    last_seq bigint;
+    last_hash bytea;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    PERFORM integrity._require_argument(seq_column, 'seq_column', caller);
+    PERFORM integrity._require_argument(hash_column, 'hash_column', caller);
+    IF integrity._column_type(tbl, seq_column) <> 'bigint'::regtype THEN
+        RAISE EXCEPTION '%: sequence column "%" of table "%" must be bigint, not %', caller, seq_column, tbl,
+                        integrity._column_type(tbl, seq_column)
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF integrity._column_type(tbl, hash_column) <> 'bytea'::regtype THEN
+        RAISE EXCEPTION '%: hash column "%" of table "%" must be bytea, not %', caller, hash_column, tbl,
+                        integrity._column_type(tbl, hash_column)
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    PERFORM integrity._refuse_generated(tbl, seq_column, caller);
+    PERFORM integrity._refuse_generated(tbl, hash_column, caller);
+    IF seq_column = hash_column THEN
+        RAISE EXCEPTION '%: seq_column and hash_column must differ', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(chain_columns) > 0 THEN
+        chain := integrity._check_columns(tbl, chain_columns, caller);
+    END IF;
+    IF seq_column = ANY (chain) OR hash_column = ANY (chain) THEN
+        RAISE EXCEPTION '%: the sequence and hash columns cannot be chain columns', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT a.attname INTO problem
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = ANY (chain) AND NOT a.attnotnull
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: chain column "%" of table "%" must be NOT NULL', caller, problem, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL;', tbl, problem);
+    END IF;
+    -- Every other column is hashed, in column order: those the table has now.
+    hashed := ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+                       AND a.attname NOT IN (seq_column, hash_column)
+                     ORDER BY a.attnum);
+    SELECT p INTO problem FROM unnest(hashed) AS col, integrity._chain_column_problem(tbl, col) AS p
+     WHERE p IS NOT NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: %', caller, problem
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = 'A row is hashed in a form that must not depend on the settings of the session that reads it.';
+    END IF;
+
+    PERFORM integrity._record_guard(tbl, 'hash_chain', chain,
+                                    jsonb_build_object('seq_column', seq_column, 'hash_column', hash_column,
+                                                       'hashed_columns', to_jsonb(hashed)));
+    -- Rows that are there already are chained in key order, before the table
+    -- becomes append-only.
+    IF NOT EXISTS (SELECT FROM integrity.guard_registry WHERE table_name = tbl AND guard = 'append_only') THEN
+        FOR rel IN EXECUTE format('SELECT t.ctid AS row_id, t.tableoid::regclass AS part, %s AS chain FROM %s t'
+                                  ' WHERE t.%I IS NULL AND t.%I IS NULL ORDER BY 3, %s',
+                                  integrity._chain_values_sql(tbl, chain, 't'), tbl, seq_column, hash_column,
+                                  coalesce((SELECT string_agg(format('t.%I', k), ', ')
+                                              FROM unnest(integrity._key_columns(tbl)) AS k), 't.ctid'))
+        LOOP
+            IF current_chain IS DISTINCT FROM rel.chain THEN
+                current_chain := rel.chain;
+                EXECUTE format('SELECT t.%1$I, t.%2$I FROM %3$s t WHERE %4$s = $1 AND t.%1$I IS NOT NULL'
+                               ' ORDER BY t.%1$I DESC LIMIT 1',
+                               seq_column, hash_column, tbl, integrity._chain_values_sql(tbl, chain, 't'))
+                   INTO last_seq, last_hash USING rel.chain;
+            END IF;
+            last_seq := coalesce(last_seq, 0) + 1;
+            EXECUTE format('UPDATE %s t SET %I = $1, %I = pg_catalog.sha256($2 || %s) WHERE t.ctid = $3 RETURNING t.%I',
+                           rel.part, seq_column, hash_column, integrity._chain_encoding_sql(tbl, hashed, 't'),
+                           hash_column)
+               INTO last_hash USING last_seq, coalesce(last_hash, '\x'::bytea), rel.row_id;
+        END LOOP;
+    END IF;
+
+    -- The trigger reads the last row of a chain by this index.
+    SELECT left(c.relname || '_chain', 63) AS name, c.relnamespace INTO chain_index
+      FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class
+                    WHERE relname = chain_index.name AND relnamespace = chain_index.relnamespace) THEN
+        EXECUTE format('CREATE INDEX %I ON %s (%s)', chain_index.name, tbl,
+                       (SELECT string_agg(format('%I', col), ', ') FROM unnest(chain || seq_column::text) AS col));
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_hash_chain BEFORE INSERT ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.hash_chain_guard(%s)',
+                   tbl, (SELECT string_agg(quote_literal(a), ', ')
+                           FROM unnest(ARRAY[seq_column::text, hash_column::text] || chain) AS a));
+    IF NOT EXISTS (SELECT FROM integrity.guard_registry WHERE table_name = tbl AND guard = 'append_only') THEN
+        PERFORM integrity.protect_append_only(tbl);
+    END IF;
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+COMMENT ON FUNCTION integrity.enable_hash_chain(regclass, text[], name, name) IS
+    'Every INSERT is chained: per chain (the values of chain_columns), seq_column numbers the rows 1, 2, 3, … and hash_column is SHA-256 of the previous row''s hash and the row. Makes the table append-only.';
+
+-- The rows of tbl's chains that do not hold: for each chain, the first row
+-- that was changed, removed, inserted out of band or re-ordered; with a digest
+-- from chain_digest(), also a removed or re-forged end of a chain.  One pass
+-- over the table, in chain order.
+CREATE FUNCTION integrity.verify_chain(tbl regclass, digest jsonb DEFAULT NULL)
+RETURNS TABLE (chain jsonb, row_key jsonb, problem text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', 'verify_chain');
+    SELECT * INTO c FROM integrity._chain_of(tbl);
+    IF NOT FOUND OR c.chained <> tbl THEN
+        RAISE EXCEPTION 'table "%" has no hash chain', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Register one with integrity.enable_hash_chain().';
+    END IF;
+    IF digest IS NOT NULL AND (jsonb_typeof(digest -> 'chains') IS DISTINCT FROM 'array'
+                               OR digest ->> 'table' IS DISTINCT FROM tbl::text) THEN
+        RAISE EXCEPTION 'verify_chain: argument "digest" is not a digest of table "%"', tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Pass what integrity.chain_digest(%L) returned.', tbl::text);
+    END IF;
+    RETURN QUERY EXECUTE format($query$
+        WITH links AS (
+            SELECT %1$s AS chain, %2$s AS row_key, t.%3$I AS seq, t.%4$I AS hash,
+                   pg_catalog.sha256(coalesce(pg_catalog.lag(t.%4$I) OVER w, '\x'::bytea) || %5$s) AS expected,
+                   pg_catalog.lag(t.%3$I) OVER w AS previous
+              FROM %6$s t
+            WINDOW w AS (%7$s ORDER BY t.%3$I)
+        ), problems AS (
+            SELECT l.chain, l.row_key, l.seq,
+                   CASE WHEN l.seq IS NULL OR l.hash IS NULL
+                        THEN 'the row is not chained: it was inserted while the chain trigger did not run'
+                        WHEN l.previous IS NULL AND l.seq <> 1
+                        THEN pg_catalog.format('the chain starts at %%s: %%s removed', l.seq,
+                                               CASE WHEN l.seq = 2 THEN 'row 1 was'
+                                                    ELSE pg_catalog.format('rows 1 to %%s were', l.seq - 1) END)
+                        WHEN l.seq = l.previous
+                        THEN pg_catalog.format('sequence number %%s appears twice', l.seq)
+                        WHEN l.seq = l.previous + 2
+                        THEN pg_catalog.format('row %%s was removed', l.seq - 1)
+                        WHEN l.seq <> l.previous + 1
+                        THEN pg_catalog.format('rows %%s to %%s were removed', l.previous + 1, l.seq - 1)
+                        WHEN l.hash <> l.expected
+                        THEN 'the hash does not match: the row was changed, or the row before it'
+                   END AS problem
+              FROM links l
+            %8$s
+        )
+        SELECT DISTINCT ON (p.chain) p.chain, p.row_key, p.problem
+          FROM problems p
+         WHERE p.problem IS NOT NULL
+         ORDER BY p.chain, p.seq NULLS FIRST
+        $query$,
+        integrity._chain_values_sql(tbl, c.chain_columns, 't'), integrity._row_key_sql(tbl),
+        c.seq_column, c.hash_column, integrity._chain_encoding_sql(tbl, c.hashed, 't'), tbl,
+        (SELECT 'PARTITION BY ' || string_agg(format('t.%I', col), ', ') FROM unnest(c.chain_columns) AS col),
+        -- Against a digest: the chains it names, at the rows it names.
+        CASE WHEN digest IS NOT NULL THEN $digest$
+            UNION ALL
+            SELECT d.chain, l.row_key, d.seq,
+                   CASE WHEN k.chain IS NULL
+                        THEN pg_catalog.format('the chain is gone: the digest has %s', d.rows)
+                        WHEN l.seq IS NULL
+                        THEN pg_catalog.format('the end of the chain was removed: the digest has %s', d.rows)
+                        WHEN l.hash IS DISTINCT FROM pg_catalog.decode(d.hash, 'hex')
+                        THEN pg_catalog.format('row %s differs from the digest: the chain was written again', d.seq)
+                   END
+              FROM (SELECT r.*, CASE r.seq WHEN 1 THEN '1 row' ELSE r.seq || ' rows' END AS rows
+                      FROM pg_catalog.jsonb_to_recordset($1 -> 'chains') AS r(chain jsonb, seq bigint, hash text)) AS d
+              LEFT JOIN (SELECT a.chain FROM links a GROUP BY a.chain) AS k ON k.chain = d.chain
+              LEFT JOIN links l ON l.chain = d.chain AND l.seq = d.seq
+            $digest$ ELSE '' END)
+    USING digest;
+END;
+$$;
+COMMENT ON FUNCTION integrity.verify_chain(regclass, jsonb) IS
+    'No rows when every chain of the table holds; otherwise the first bad row of each broken chain. With a digest from chain_digest(), also detects a removed or re-written end of a chain.';
+
+-- What a DBA keeps outside the database: the last sequence number and hash
+-- of every chain.
+CREATE FUNCTION integrity.chain_digest(tbl regclass)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    chains jsonb;
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', 'chain_digest');
+    SELECT * INTO c FROM integrity._chain_of(tbl);
+    IF NOT FOUND OR c.chained <> tbl THEN
+        RAISE EXCEPTION 'table "%" has no hash chain', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Register one with integrity.enable_hash_chain().';
+    END IF;
+    EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_object(''chain'', d.chain, ''seq'', d.seq,'
+                   ' ''hash'', pg_catalog.encode(d.hash, ''hex'')) ORDER BY d.chain), ''[]'')'
+                   ' FROM (SELECT DISTINCT ON (1) %s AS chain, t.%I AS seq, t.%I AS hash FROM %s t'
+                   ' WHERE t.%I IS NOT NULL ORDER BY 1, 2 DESC) d',
+                   integrity._chain_values_sql(tbl, c.chain_columns, 't'), c.seq_column, c.hash_column, tbl,
+                   c.seq_column)
+       INTO chains;
+    RETURN jsonb_build_object('table', tbl::text, 'taken_at', now(), 'chains', chains);
+END;
+$$;
+COMMENT ON FUNCTION integrity.chain_digest(regclass) IS
+    'The last sequence number and hash of every chain of the table, to keep outside the database and pass to verify_chain() later.';

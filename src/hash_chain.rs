@@ -1,0 +1,350 @@
+//! `integrity.enable_hash_chain`: rows that carry the proof of what came
+//! before them.
+//!
+//! `BEFORE INSERT … FOR EACH ROW` fills in the row's sequence number within its
+//! chain and its hash, SHA-256 of the previous row's hash and of the row's
+//! canonical encoding.  Per row it
+//!
+//! 1. locks the chain: a transaction-level advisory lock on (table, hash of
+//!    the chain columns' values), so that inserts into one chain queue and
+//!    inserts into different chains never wait for each other;
+//! 2. runs one statement, built by `integrity._chain_link_sql()` (which also
+//!    writes the encoding `verify_chain()` checks), that reads the chain's last
+//!    row and computes the new sequence number and hash.  It runs as the
+//!    table's owner, as PostgreSQL's foreign-key checks do: a role that may
+//!    only INSERT still chains its rows.
+//!
+//! Under READ COMMITTED the statement's snapshot, taken after the lock, sees
+//! the row the previous holder of the lock inserted.  A REPEATABLE READ or
+//! SERIALIZABLE snapshot may be older than that row: the statement runs on the
+//! latest snapshot as well, and when the two disagree the insert fails with
+//! 40001, which clients retry.
+//!
+//! Rows applied by logical replication keep the hashes their origin gave them:
+//! the trigger fires on origin writes only.
+
+use core::ffi::{c_char, c_int, CStr};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use crate::error::Refusal;
+use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish, spi_result};
+use crate::trigger::{trigger_entry, Firing, Verdict};
+
+unsafe extern "C-unwind" {
+    /// The C function behind `pg_advisory_xact_lock(int4, int4)`, for
+    /// `DirectFunctionCall2Coll`.
+    #[link_name = "pg_advisory_xact_lock_int4"]
+    fn advisory_xact_lock_int4(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+trigger_entry!(
+    /// `BEFORE INSERT FOR EACH ROW`, arguments `(seq_column, hash_column, chain_column…)`.
+    integrity_hash_chain_guard,
+    pg_finfo_integrity_hash_chain_guard,
+    chain_row
+);
+
+/// Chain columns a table can have.
+const MAX_CHAIN_COLUMNS: usize = 8;
+
+/// Resolved once per statement (per partition) and kept in `fn_extra`.
+#[repr(C)]
+struct ChainPlan {
+    plan: pg_sys::SPIPlanPtr,
+    /// The registered table the chain lives in (the root of a partitioned one).
+    chained: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    seq_att: i16,
+    hash_att: i16,
+    nchain: usize,
+    chain_atts: [i16; MAX_CHAIN_COLUMNS],
+    chain_hash_procs: [pg_sys::FmgrInfo; MAX_CHAIN_COLUMNS],
+    chain_collations: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
+}
+
+thread_local! {
+    /// Prepared link statements by trigger OID, with the SQL they were prepared
+    /// from: re-prepared when a re-registration changes it.
+    static PLANS: RefCell<HashMap<pg_sys::Oid, (String, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
+}
+
+unsafe fn chain_row(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
+        firing.misuse();
+    }
+    let plan = unsafe { chain_plan(firing) };
+    let row = firing.data.tg_trigtuple;
+
+    // 1. The chain's lock.
+    let mut key: u32 = 0;
+    let mut values = [pg_sys::Datum::from(0); MAX_CHAIN_COLUMNS + 1];
+    let nulls = [b' ' as c_char; MAX_CHAIN_COLUMNS + 1];
+    for i in 0..plan.nchain {
+        let (value, is_null) = firing.value(row, plan.chain_atts[i]);
+        if is_null {
+            return firing.refuse(null_chain_column(firing, plan.chain_atts[i]));
+        }
+        values[i] = value;
+        let hash = unsafe {
+            pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
+        };
+        key = key.rotate_left(5) ^ (hash.value() as u32);
+    }
+    unsafe {
+        pg_sys::DirectFunctionCall2Coll(
+            Some(advisory_xact_lock_int4),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(u32::from(plan.chained) as i32),
+            pg_sys::Datum::from(key as i32),
+        );
+    }
+
+    // 2. The link, as the table's owner.
+    values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row, firing.tupdesc()) };
+    let nargs = plan.nchain + 1;
+    let (seq, hash) = unsafe {
+        let mut saved_user = pg_sys::InvalidOid;
+        let mut saved_context: c_int = 0;
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            plan.owner,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
+        );
+        spi_connect();
+        let linked = link(plan.plan, &mut values[..nargs], &nulls[..nargs], false);
+        let stale = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int && {
+            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+            let latest = link(plan.plan, &mut values[..nargs], &nulls[..nargs], true);
+            pg_sys::PopActiveSnapshot();
+            latest.0 != linked.0
+        };
+        spi_finish();
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        if stale {
+            return firing.refuse(concurrent_insert(firing));
+        }
+        linked
+    };
+
+    // 3. The row with its place in the chain.
+    let mut columns: [c_int; 2] = [plan.seq_att.into(), plan.hash_att.into()];
+    let mut new_values = [pg_sys::Datum::from(seq), hash];
+    let mut new_nulls = [false; 2];
+    let chained = unsafe {
+        pg_sys::heap_modify_tuple_by_cols(
+            row,
+            firing.tupdesc(),
+            2,
+            columns.as_mut_ptr(),
+            new_values.as_mut_ptr(),
+            new_nulls.as_mut_ptr(),
+        )
+    };
+    Verdict::Allow(pg_sys::Datum::from(chained))
+}
+
+/// Runs the link statement: the new row's sequence number and hash.
+///
+/// # Safety
+/// Inside `SPI_connect`; `values` are the chain columns' values and the row.
+unsafe fn link(
+    plan: pg_sys::SPIPlanPtr,
+    values: &mut [pg_sys::Datum],
+    nulls: &[c_char],
+    read_only: bool,
+) -> (i64, pg_sys::Datum) {
+    unsafe {
+        if execute_plan(plan, values, nulls, read_only) != 1 {
+            pgrx::error!("pg_integrity: the hash chain statement returned no row");
+        }
+        let table = pg_sys::SPI_tuptable;
+        let (mut seq_null, mut hash_null) = (false, false);
+        let seq = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut seq_null);
+        let hash = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut hash_null);
+        if seq_null || hash_null {
+            pgrx::error!("pg_integrity: the hash chain statement returned NULL");
+        }
+        // The hash lives in SPI's memory, which SPI_finish frees: copy it out.
+        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1))
+    }
+}
+
+unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
+    let slot = firing.plan_slot();
+    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
+    if unsafe { (*slot).is_null() } {
+        let args: Vec<&CStr> = firing.args().collect();
+        if args.len() < 2 || args.len() > 2 + MAX_CHAIN_COLUMNS {
+            firing.misuse();
+        }
+        let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
+        let seq_att = attnum(args[0]);
+        let hash_att = attnum(args[1]);
+        if firing.attribute(seq_att).atttypid != pg_sys::INT8OID {
+            firing.wrong_column_type(seq_att, "bigint");
+        }
+        if firing.attribute(hash_att).atttypid != pg_sys::BYTEAOID {
+            firing.wrong_column_type(hash_att, "bytea");
+        }
+        let relid = unsafe { (*firing.relation()).rd_id };
+        let (sql, chained) = unsafe { link_sql(relid) }.unwrap_or_else(|| not_registered(firing));
+        let mut plan = ChainPlan {
+            plan: core::ptr::null_mut(),
+            chained,
+            owner: unsafe { relation_owner(chained) },
+            seq_att,
+            hash_att,
+            nchain: args.len() - 2,
+            chain_atts: [0; MAX_CHAIN_COLUMNS],
+            // SAFETY: FmgrInfo is plain data; fmgr_info_cxt fills the ones used.
+            chain_hash_procs: unsafe { core::mem::zeroed() },
+            chain_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+        };
+        let mut arg_types = Vec::with_capacity(plan.nchain + 1);
+        for (i, name) in args[2..].iter().enumerate() {
+            let att = attnum(name);
+            let attribute = firing.attribute(att);
+            // SAFETY: the type cache entry outlives the statement; the hash
+            // function is copied into the plan's memory context.
+            unsafe {
+                let entry = pg_sys::lookup_type_cache(attribute.atttypid, pg_sys::TYPECACHE_HASH_PROC as c_int);
+                if (*entry).hash_proc == pg_sys::InvalidOid {
+                    firing.wrong_column_type(att, "a type with a hash function");
+                }
+                pg_sys::fmgr_info_cxt((*entry).hash_proc, &mut plan.chain_hash_procs[i], firing.plan_memory_context());
+            }
+            plan.chain_atts[i] = att;
+            plan.chain_collations[i] = attribute.attcollation;
+            arg_types.push(attribute.atttypid);
+        }
+        arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
+        plan.plan = prepared(firing, &sql, &mut arg_types);
+        unsafe {
+            let memory =
+                pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<ChainPlan>()) as *mut ChainPlan;
+            memory.write(plan);
+            *slot = memory.cast();
+        }
+    }
+    unsafe { &*(*slot as *const ChainPlan) }
+}
+
+/// The link statement for a table and the table its chain is registered on,
+/// from `integrity._chain_link_sql()`; `None` when no chain is registered.
+unsafe fn link_sql(relid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
+    spi_connect();
+    let query = c"SELECT integrity._chain_link_sql($1), (SELECT chained FROM integrity._chain_of($1))::oid";
+    let mut types = [pg_sys::REGCLASSOID];
+    let mut values = [pg_sys::Datum::from(relid)];
+    let result = unsafe {
+        let rc = pg_sys::SPI_execute_with_args(
+            query.as_ptr(),
+            1,
+            types.as_mut_ptr(),
+            values.as_mut_ptr(),
+            c" ".as_ptr(),
+            true,
+            1,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as c_int {
+            pgrx::error!("pg_integrity: looking up the hash chain failed: {}", spi_result(rc));
+        }
+        let table = pg_sys::SPI_tuptable;
+        let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
+        let mut is_null = false;
+        let chained = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut is_null);
+        (!text.is_null() && !is_null)
+            .then(|| (CStr::from_ptr(text).to_string_lossy().into_owned(), pg_sys::Oid::from(chained.value() as u32)))
+    };
+    spi_finish();
+    result
+}
+
+unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: the chained table is locked by the INSERT (it or its partition).
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
+        if tuple.is_null() {
+            pgrx::error!("pg_integrity: cache lookup failed for relation {relid}");
+        }
+        let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
+    }
+}
+
+fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    let tgoid = firing.trigger().tgoid;
+    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
+        return plan;
+    }
+    let text = CString::new(sql).expect("identifiers are quoted");
+    spi_connect();
+    let plan = unsafe {
+        let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
+        if plan.is_null() {
+            pgrx::error!("pg_integrity: could not prepare the hash chain statement: {sql}");
+        }
+        if pg_sys::SPI_keepplan(plan) != 0 {
+            pgrx::error!("pg_integrity: SPI_keepplan failed");
+        }
+        plan
+    };
+    spi_finish();
+    PLANS.with_borrow_mut(|plans| {
+        if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
+            free_plan(stale);
+        }
+    });
+    plan
+}
+
+fn not_registered(firing: &Firing) -> ! {
+    pgrx::ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "trigger \"{}\" on table \"{}\" belongs to no registered hash chain",
+            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
+            firing.table_name()
+        ),
+        "Register the chain with integrity.enable_hash_chain()."
+    );
+}
+
+fn null_chain_column(firing: &Firing, attnum: i16) -> Refusal {
+    let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname).to_string();
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
+        message: format!("chain column \"{column}\" of table \"{}\" cannot be NULL", firing.table_name()),
+        detail: format!(
+            "{} in table {}: the row belongs to no chain.",
+            firing.row_key(firing.data.tg_trigtuple),
+            firing.qualified_table_name()
+        ),
+        hint: "Give every row a value in each chain column.".into(),
+        column: Some(attnum),
+    }
+}
+
+fn concurrent_insert(firing: &Firing) -> Refusal {
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        message: format!(
+            "could not chain a row of table \"{}\": a concurrent transaction extended its chain",
+            firing.table_name()
+        ),
+        detail: format!(
+            "{} in table {}: this transaction's snapshot does not see the last row of the chain.",
+            firing.row_key(firing.data.tg_trigtuple),
+            firing.qualified_table_name()
+        ),
+        hint: "Retry the transaction.".into(),
+        column: None,
+    }
+}
