@@ -84,12 +84,12 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     let mut key: u32 = 0;
     let mut values = [pg_sys::Datum::from(0); MAX_CHAIN_COLUMNS + 1];
     let nulls = [b' ' as c_char; MAX_CHAIN_COLUMNS + 1];
-    for i in 0..plan.nchain {
+    for (i, slot) in values.iter_mut().enumerate().take(plan.nchain) {
         let (value, is_null) = firing.value(row, plan.chain_atts[i]);
         if is_null {
             return firing.refuse(null_chain_column(firing, plan.chain_atts[i]));
         }
-        values[i] = value;
+        *slot = value;
         let hash = unsafe {
             pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
         };
