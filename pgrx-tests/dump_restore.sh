@@ -56,6 +56,14 @@ INSERT INTO ledger_entries_archive OVERRIDING SYSTEM VALUE
 SELECT * FROM ledger_entries WHERE id <= 100;
 SELECT integrity.protect_append_only('ledger_entries_archive', allow_truncate => true);
 
+-- A hash-chained ledger (one chain per account), and the digest of it that a
+-- DBA keeps (here in a table, so that it travels with the dump).
+CREATE TABLE chained_entries (LIKE ledger_entries INCLUDING ALL, chain_seq bigint, row_hash bytea);
+SELECT integrity.enable_hash_chain('chained_entries', ARRAY['retailer_id', 'wholesaler_id']);
+INSERT INTO chained_entries (retailer_id, wholesaler_id, entry_type, amount, created_at)
+SELECT retailer_id, wholesaler_id, entry_type, amount, created_at FROM ledger_entries WHERE id <= 500 ORDER BY id;
+CREATE TABLE chain_digests AS SELECT integrity.chain_digest('chained_entries') AS digest;
+
 -- Inventory: pieces keep the transaction that created them.
 CREATE TABLE sprinkler_spare_pieces (
     id                        uuid    PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -146,7 +154,10 @@ verify_restored() {
         "SELECT table_name::text, guard, columns, options FROM integrity.guards ORDER BY 1, 2"
     check_same "$L integrity.guards: created_at kept" "$SRC" "$DST" \
         "SELECT table_name::text, guard, created_at FROM integrity.guards ORDER BY 1, 2"
-    check_eq "$L integrity.guards: all 9 guards registered" "9" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_eq "$L integrity.guards: all 11 guards registered" "11" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_eq "$L the hash chains verify, also against the digest taken on the origin" "" \
+        "$(sql "$DST" "SELECT format('%s %s: %s', chain, row_key, problem)
+                        FROM integrity.verify_chain('chained_entries', (SELECT digest FROM chain_digests))")"
 
     # Triggers per table (partitions included), with firing mode and definition.
     check_same "$L pg_trigger: tgname / tgenabled / definition per table" "$SRC" "$DST" "
@@ -176,7 +187,7 @@ sprinkler_spare_pieces|integrity_version_check|O" \
                         WHERE tgname LIKE 'integrity_version%' ORDER BY 1, 2")"
 
     for tbl in ledger_entries ledger_entries_by_month ledger_entries_2024_01 ledger_entries_2024_02 \
-               ledger_entries_archive sprinkler_spare_pieces hdpe_cut_pieces "$PIECES_2024"; do
+               ledger_entries_archive chained_entries sprinkler_spare_pieces hdpe_cut_pieces "$PIECES_2024"; do
         check_same "$L data of $tbl: count + md5 identical" "$SRC" "$DST" \
             "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM $tbl t"
     done
@@ -215,6 +226,14 @@ sprinkler_spare_pieces|integrity_version_check|O" \
 
     check_error "$L UPDATE of the archive still refused" 23001 "$DST" "UPDATE ledger_entries_archive SET amount = 1"
     check_ok "$L TRUNCATE of the archive allowed (allow_truncate came back)" "$DST" "TRUNCATE ledger_entries_archive"
+
+    check_eq "$L an INSERT into the chained ledger continues its chain" "t" \
+        "$(sql "$DST" "INSERT INTO chained_entries (retailer_id, wholesaler_id, entry_type, amount)
+                        VALUES (1, 1, 'CREDIT', 5)
+                        RETURNING chain_seq = (SELECT count(*) + 1 FROM chained_entries
+                                                WHERE retailer_id = 1 AND wholesaler_id = 1)")"
+    check_eq "$L the hash chains still verify after it" "" \
+        "$(sql "$DST" "SELECT format('%s %s: %s', chain, row_key, problem) FROM integrity.verify_chain('chained_entries')")"
 
     check_error "$L immutable created_by_transaction_id refused" 23001 "$DST" \
         "UPDATE sprinkler_spare_pieces SET created_by_transaction_id = gen_random_uuid()

@@ -58,7 +58,16 @@ CREATE TABLE ledger_entries (
     retailer_id   integer NOT NULL,
     entry_type    text    NOT NULL,
     amount        numeric(12, 2) NOT NULL
-);"
+);
+CREATE TABLE chained_entries (
+    id            integer PRIMARY KEY,
+    retailer_id   integer NOT NULL,
+    amount        numeric(12, 2) NOT NULL,
+    booked_at     timestamptz NOT NULL,
+    chain_seq     bigint,
+    row_hash      bytea
+);
+SELECT integrity.enable_hash_chain('chained_entries', ARRAY['retailer_id']);"
 lr postgres "CREATE DATABASE origin" "CREATE DATABASE replica"
 lr origin >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     INSERT INTO sprinkler_spare_pieces (id, created_by_transaction_id, original_stock_id)
@@ -69,13 +78,17 @@ lr origin >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     UPDATE sprinkler_spare_pieces SET status = 'RESERVED' WHERE id <= 5;       -- version 2
     CREATE PUBLICATION pub_pieces FOR TABLE sprinkler_spare_pieces;
     CREATE PUBLICATION pub_ledger FOR TABLE ledger_entries;
+    INSERT INTO chained_entries (id, retailer_id, amount, booked_at)
+    SELECT i, 1 + i % 3, i, timestamptz '2026-11-01 00:00+00' + i * interval '1 hour' FROM generate_series(1, 30) AS i;
+    CREATE PUBLICATION pub_chain FOR TABLE chained_entries;
     SELECT pg_create_logical_replication_slot('sub_pieces', 'pgoutput');
-    SELECT pg_create_logical_replication_slot('sub_ledger', 'pgoutput');"
+    SELECT pg_create_logical_replication_slot('sub_ledger', 'pgoutput');
+    SELECT pg_create_logical_replication_slot('sub_chain', 'pgoutput');"
 lr replica >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     SELECT integrity.enable_versioning('sprinkler_spare_pieces');
     SELECT integrity.protect_immutable('sprinkler_spare_pieces', ARRAY['created_by_transaction_id', 'original_stock_id']);
     SELECT integrity.protect_append_only('ledger_entries');"
-for name in pieces ledger; do
+for name in pieces ledger chain; do
     lr replica "CREATE SUBSCRIPTION sub_$name
                 CONNECTION 'host=$LR_DIR port=$LR_PORT dbname=origin user=postgres'
                 PUBLICATION pub_$name WITH (create_slot = false, slot_name = 'sub_$name')"
@@ -127,7 +140,20 @@ check_eq "the subscriber's original_stock_id is unchanged" "3" \
     "$(lr replica "SELECT original_stock_id FROM sprinkler_spare_pieces WHERE id = 2")"
 lr replica "ALTER SUBSCRIPTION sub_pieces DISABLE"
 
-for name in pieces ledger; do
+# --- Hash chains: the subscriber keeps the origin's hashes ----------------------
+CHAIN="SELECT count(*), md5(string_agg(format('%s:%s:%s', id, chain_seq, encode(row_hash, 'hex')), ',' ORDER BY id))
+         FROM chained_entries"
+lr origin "INSERT INTO chained_entries (id, retailer_id, amount, booked_at)
+           SELECT i, 1 + i % 3, i, timestamptz '2026-11-02 00:00+00' + i * interval '1 hour' FROM generate_series(31, 40) AS i"
+wait_for "the subscriber has the origin's rows with the origin's sequence numbers and hashes" replica "$CHAIN" \
+    "$(lr origin "$CHAIN")"
+DIGEST=$(lr origin "SELECT integrity.chain_digest('chained_entries')")
+check_eq "the subscriber's chains verify, also against the origin's digest" "" \
+    "$(lr replica "SELECT format('%s %s: %s', chain, row_key, problem)
+                    FROM integrity.verify_chain('chained_entries', '$DIGEST')")"
+lr replica "ALTER SUBSCRIPTION sub_chain DISABLE"
+
+for name in pieces ledger chain; do
     lr replica "ALTER SUBSCRIPTION sub_$name SET (slot_name = NONE)" "DROP SUBSCRIPTION sub_$name"
     lr origin "SELECT pg_drop_replication_slot('sub_$name')" >/dev/null
 done
