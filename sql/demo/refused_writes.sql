@@ -49,3 +49,15 @@ UPDATE sprinkler_spare_pieces SET status = 'IN_STOCK', version = 2
 \echo '== refused: disabling a guard trigger behind the registry''s back'
 ALTER TABLE ledger_entries DISABLE TRIGGER integrity_append_only;
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+\echo '== detected: a superuser disables every trigger and rewrites an amount; verify_chain() finds it'
+SELECT integrity.chain_digest('ledger_entries') AS digest \gset
+BEGIN;
+ALTER EVENT TRIGGER integrity_ddl_command_start DISABLE;
+ALTER EVENT TRIGGER integrity_ddl_command_end DISABLE;
+ALTER TABLE ledger_entries_2026_10 DISABLE TRIGGER ALL;
+UPDATE ledger_entries SET amount = 2500.00 WHERE description = 'order 1001';
+SELECT * FROM integrity.verify_chain('ledger_entries', :'digest');
+ROLLBACK;
+\echo '== after the rollback: no rows, the ledger is what was written'
+SELECT * FROM integrity.verify_chain('ledger_entries', :'digest');

@@ -17,6 +17,8 @@ CREATE TABLE ledger_entries (
     amount        numeric(14, 2) NOT NULL CHECK (amount > 0),
     description   text,
     created_at    timestamptz NOT NULL DEFAULT now(),
+    chain_seq     bigint,   -- filled in by the hash chain
+    row_hash      bytea,
     PRIMARY KEY (id, created_at)
 ) PARTITION BY RANGE (created_at);
 CREATE TABLE ledger_entries_2026_10 PARTITION OF ledger_entries
@@ -50,8 +52,9 @@ SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid,
        'cccccccc-0000-4000-8000-000000000001', 'aaaaaaaa-0000-4000-8000-000000000001'
   FROM generate_series(1, 10) g;
 
--- The rules: one call each.
-SELECT integrity.protect_append_only('ledger_entries');
+-- The rules: one call each.  The ledger is hash-chained per account (which
+-- also makes it append-only).
+SELECT integrity.enable_hash_chain('ledger_entries', ARRAY['retailer_id', 'wholesaler_id']);
 SELECT integrity.protect_immutable('sprinkler_spare_pieces',
                                    ARRAY['created_by_transaction_id', 'original_stock_id']);
 SELECT integrity.protect_write_once('sprinkler_spare_pieces', ARRAY['deleted_by_transaction_id']);
