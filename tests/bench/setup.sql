@@ -194,6 +194,10 @@ BEGIN
                        ' FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()', tbl);
     WHEN 'ledger/append_only' THEN
         PERFORM integrity.protect_append_only(tbl::regclass);
+    WHEN 'ledger/hash_chain' THEN
+        -- 000's ledger chained per retailer-wholesaler account (append-only too).
+        EXECUTE format('ALTER TABLE %I ADD COLUMN chain_seq bigint, ADD COLUMN row_hash bytea', tbl);
+        PERFORM integrity.enable_hash_chain(tbl::regclass, ARRAY['retailer_id', 'wholesaler_id']);
     WHEN 'ledger/plpgsql' THEN
         EXECUTE format('CREATE TRIGGER prevent_ledger_update BEFORE UPDATE ON %I'
                        ' FOR EACH ROW EXECUTE FUNCTION prevent_ledger_modification()', tbl);
