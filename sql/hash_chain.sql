@@ -94,23 +94,46 @@ AS $$
      LIMIT 1
 $$;
 
--- The statement the trigger runs for each row of tbl: the row's sequence
--- number and hash, from the last row of its chain.  $1 … $k are the values of
--- the chain columns, $k+1 is the row.
-CREATE FUNCTION integrity._chain_link_sql(tbl regclass)
-RETURNS text
+-- The chain registered on tbl itself, for the functions that take a chained
+-- table: refused with 55000 when there is none.
+CREATE FUNCTION integrity._registered_chain(tbl regclass, caller text)
+RETURNS TABLE (chained regclass, chain_columns text[], seq_column text, hash_column text, hashed text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', caller);
+    RETURN QUERY SELECT c.* FROM integrity._chain_of(tbl) c WHERE c.chained = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '%: table "%" has no hash chain', caller, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Register one with integrity.enable_hash_chain().';
+    END IF;
+END;
+$$;
+
+-- The two statements the trigger runs for each row of tbl.  lock_tail locks
+-- the last row of the row's chain; link computes the row's sequence number
+-- and hash from the last row (on a newer snapshot under READ COMMITTED, where
+-- it may find a row inserted meanwhile: the trigger then locks that one).
+-- $1 … $k are the values of the chain columns, $k+1 is the row.
+CREATE FUNCTION integrity._chain_statements(tbl regclass)
+RETURNS TABLE (chained regclass, lock_tail text, link text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('SELECT coalesce(tail.seq, 0) + 1,'
+    SELECT c.chained,
+           format('SELECT t.%1$I FROM %2$s t%3$s ORDER BY t.%1$I DESC LIMIT 1 FOR UPDATE',
+                  c.seq_column, c.chained, w.clause),
+           format('SELECT coalesce(tail.seq, 0) + 1,'
                   ' pg_catalog.sha256(coalesce(tail.hash, ''\x''::bytea) || %1$s)'
                   ' FROM (SELECT) AS here LEFT JOIN LATERAL'
                   ' (SELECT t.%2$I AS seq, t.%3$I AS hash FROM %4$s t%5$s ORDER BY t.%2$I DESC LIMIT 1) AS tail ON true',
                   integrity._chain_encoding_sql(c.chained, c.hashed, format('($%s)', cardinality(c.chain_columns) + 1)),
-                  c.seq_column, c.hash_column, c.chained,
-                  (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
-                     FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)))
+                  c.seq_column, c.hash_column, c.chained, w.clause)
       FROM integrity._chain_of(tbl) c
+     CROSS JOIN LATERAL (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
+                           FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)) AS w(clause)
 $$;
 
 CREATE FUNCTION integrity.enable_hash_chain(tbl regclass, chain_columns text[] DEFAULT NULL,
@@ -125,6 +148,9 @@ DECLARE
     hashed text[];
     problem text;
     rel record;
+    registered record;
+    unchained boolean;
+    append_only jsonb;
     chain_index record;
     current_chain jsonb;
     last_seq bigint;
@@ -165,11 +191,29 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL;', tbl, problem);
     END IF;
-    -- Every other column is hashed, in column order: those the table has now.
-    hashed := ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
-                     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
-                       AND a.attname NOT IN (seq_column, hash_column)
-                     ORDER BY a.attnum);
+    -- Every other column is hashed, in column order: those the table has at
+    -- the first registration.  Registering again keeps them (the rows were
+    -- hashed with them), and cannot regroup or renumber the rows.
+    SELECT r.columns, r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = tbl AND r.guard = 'hash_chain';
+    IF FOUND THEN
+        IF registered.columns IS DISTINCT FROM chain OR registered.options ->> 'seq_column' <> seq_column
+           OR registered.options ->> 'hash_column' <> hash_column THEN
+            RAISE EXCEPTION '%: table "%" is chained already, by other columns', caller, tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('It is chained by (%s), numbered in %s and hashed in %s.',
+                                      array_to_string(registered.columns, ', '), registered.options ->> 'seq_column',
+                                      registered.options ->> 'hash_column'),
+                      HINT = format('To chain it otherwise, lift the chain first: SELECT integrity.unprotect(%L, ''hash_chain'');',
+                                    tbl::text);
+        END IF;
+        hashed := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(registered.options -> 'hashed_columns'));
+    ELSE
+        hashed := ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+                           AND a.attname NOT IN (seq_column, hash_column)
+                         ORDER BY a.attnum);
+    END IF;
     SELECT p INTO problem FROM unnest(hashed) AS col, integrity._chain_column_problem(tbl, col) AS p
      WHERE p IS NOT NULL LIMIT 1;
     IF FOUND THEN
@@ -181,9 +225,17 @@ BEGIN
     PERFORM integrity._record_guard(tbl, 'hash_chain', chain,
                                     jsonb_build_object('seq_column', seq_column, 'hash_column', hash_column,
                                                        'hashed_columns', to_jsonb(hashed)));
-    -- Rows that are there already are chained in key order, before the table
-    -- becomes append-only.
-    IF NOT EXISTS (SELECT FROM integrity.guard_registry WHERE table_name = tbl AND guard = 'append_only') THEN
+    -- Rows that are there already without a place in a chain are chained in
+    -- key order.  An append-only guard is lifted for that and put back as it
+    -- was, in the same transaction: the caller owns the table.
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE t.%I IS NULL AND t.%I IS NULL)', tbl, seq_column, hash_column)
+       INTO unchained;
+    SELECT r.options INTO append_only
+      FROM integrity.guard_registry r WHERE r.table_name = tbl AND r.guard = 'append_only';
+    IF unchained THEN
+        IF append_only IS NOT NULL THEN
+            PERFORM integrity.unprotect(tbl, 'append_only');
+        END IF;
         FOR rel IN EXECUTE format('SELECT t.ctid AS row_id, t.tableoid::regclass AS part, %s AS chain FROM %s t'
                                   ' WHERE t.%I IS NULL AND t.%I IS NULL ORDER BY 3, %s',
                                   integrity._chain_values_sql(tbl, chain, 't'), tbl, seq_column, hash_column,
@@ -217,8 +269,8 @@ BEGIN
                    ' EXECUTE FUNCTION integrity.hash_chain_guard(%s)',
                    tbl, (SELECT string_agg(quote_literal(a), ', ')
                            FROM unnest(ARRAY[seq_column::text, hash_column::text] || chain) AS a));
-    IF NOT EXISTS (SELECT FROM integrity.guard_registry WHERE table_name = tbl AND guard = 'append_only') THEN
-        PERFORM integrity.protect_append_only(tbl);
+    IF append_only IS NULL OR unchained THEN
+        PERFORM integrity.protect_append_only(tbl, coalesce((append_only ->> 'allow_truncate')::boolean, false));
     END IF;
     PERFORM integrity._set_trigger_modes(tbl);
 END;
@@ -238,13 +290,7 @@ AS $$
 DECLARE
     c record;
 BEGIN
-    PERFORM integrity._require_argument(tbl, 'tbl', 'verify_chain');
-    SELECT * INTO c FROM integrity._chain_of(tbl);
-    IF NOT FOUND OR c.chained <> tbl THEN
-        RAISE EXCEPTION 'table "%" has no hash chain', tbl
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Register one with integrity.enable_hash_chain().';
-    END IF;
+    SELECT * INTO c FROM integrity._registered_chain(tbl, 'verify_chain');
     IF digest IS NOT NULL AND (jsonb_typeof(digest -> 'chains') IS DISTINCT FROM 'array'
                                OR digest ->> 'table' IS DISTINCT FROM tbl::text) THEN
         RAISE EXCEPTION 'verify_chain: argument "digest" is not a digest of table "%"', tbl
@@ -319,13 +365,7 @@ DECLARE
     c record;
     chains jsonb;
 BEGIN
-    PERFORM integrity._require_argument(tbl, 'tbl', 'chain_digest');
-    SELECT * INTO c FROM integrity._chain_of(tbl);
-    IF NOT FOUND OR c.chained <> tbl THEN
-        RAISE EXCEPTION 'table "%" has no hash chain', tbl
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Register one with integrity.enable_hash_chain().';
-    END IF;
+    SELECT * INTO c FROM integrity._registered_chain(tbl, 'chain_digest');
     EXECUTE format('SELECT coalesce(jsonb_agg(jsonb_build_object(''chain'', d.chain, ''seq'', d.seq,'
                    ' ''hash'', pg_catalog.encode(d.hash, ''hex'')) ORDER BY d.chain), ''[]'')'
                    ' FROM (SELECT DISTINCT ON (1) %s AS chain, t.%I AS seq, t.%I AS hash FROM %s t'

@@ -3,22 +3,25 @@
 //!
 //! `BEFORE INSERT … FOR EACH ROW` fills in the row's sequence number within its
 //! chain and its hash, SHA-256 of the previous row's hash and of the row's
-//! canonical encoding.  Per row it
+//! canonical encoding.  Per row it runs two statements, built by
+//! `integrity._chain_statements()` (which also writes the encoding
+//! `verify_chain()` checks), as the table's owner, as PostgreSQL's foreign-key
+//! checks do (a role that may only INSERT still chains its rows):
 //!
-//! 1. locks the chain: a transaction-level advisory lock on (table, hash of
-//!    the chain columns' values), so that inserts into one chain queue and
-//!    inserts into different chains never wait for each other;
-//! 2. runs one statement, built by `integrity._chain_link_sql()` (which also
-//!    writes the encoding `verify_chain()` checks), that reads the chain's last
-//!    row and computes the new sequence number and hash.  It runs as the
-//!    table's owner, as PostgreSQL's foreign-key checks do: a role that may
-//!    only INSERT still chains its rows.
+//! 1. `lock_tail` locks the last row of the chain (`FOR UPDATE`): inserts into
+//!    one chain queue on it, inserts into different chains never wait for each
+//!    other, and a row lock takes no room in the lock table however many
+//!    chains a statement extends.  A chain without rows has nothing to lock:
+//!    its first row takes a transaction-level advisory lock on (table, one of
+//!    256 buckets of chains) instead;
+//! 2. `link` reads the last row again and computes the new sequence number and
+//!    hash.  Under READ COMMITTED it runs on a new snapshot, which sees a row
+//!    that the previous holder of the lock inserted before committing: the
+//!    trigger then locks that row and links again.
 //!
-//! Under READ COMMITTED the statement's snapshot, taken after the lock, sees
-//! the row the previous holder of the lock inserted.  A REPEATABLE READ or
-//! SERIALIZABLE snapshot may be older than that row: the statement runs on the
-//! latest snapshot as well, and when the two disagree the insert fails with
-//! 40001, which clients retry.
+//! A REPEATABLE READ or SERIALIZABLE snapshot may be older than the chain's
+//! last row: `link` runs on the latest snapshot as well, and when the two
+//! disagree the insert fails with 40001, which clients retry.
 //!
 //! Rows applied by logical replication keep the hashes their origin gave them:
 //! the trigger fires on origin writes only.
@@ -51,11 +54,15 @@ trigger_entry!(
 
 /// Chain columns a table can have.
 const MAX_CHAIN_COLUMNS: usize = 8;
+/// Advisory locks that a table's chains without rows share: at most this many
+/// per transaction, whatever the number of new chains.
+const EMPTY_CHAIN_BUCKETS: u32 = 256;
 
 /// Resolved once per statement (per partition) and kept in `fn_extra`.
 #[repr(C)]
 struct ChainPlan {
-    plan: pg_sys::SPIPlanPtr,
+    lock_tail: pg_sys::SPIPlanPtr,
+    link: pg_sys::SPIPlanPtr,
     /// The registered table the chain lives in (the root of a partitioned one).
     chained: pg_sys::Oid,
     owner: pg_sys::Oid,
@@ -68,9 +75,11 @@ struct ChainPlan {
 }
 
 thread_local! {
-    /// Prepared link statements by trigger OID, with the SQL they were prepared
-    /// from: re-prepared when a re-registration changes it.
-    static PLANS: RefCell<HashMap<pg_sys::Oid, (String, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
+    /// Prepared statements by trigger OID and statement (0 lock_tail, 1 link),
+    /// with the SQL they were prepared from: prepared again when a
+    /// re-registration changes it.
+    static PLANS: RefCell<HashMap<(pg_sys::Oid, u8), (String, pg_sys::SPIPlanPtr)>> =
+        RefCell::new(HashMap::new());
 }
 
 unsafe fn chain_row(firing: &Firing) -> Verdict {
@@ -80,7 +89,6 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     let plan = unsafe { chain_plan(firing) };
     let row = firing.data.tg_trigtuple;
 
-    // 1. The chain's lock.
     let mut key: u32 = 0;
     let mut values = [pg_sys::Datum::from(0); MAX_CHAIN_COLUMNS + 1];
     let nulls = [b' ' as c_char; MAX_CHAIN_COLUMNS + 1];
@@ -95,18 +103,10 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         };
         key = key.rotate_left(5) ^ (hash.value() as u32);
     }
-    unsafe {
-        pg_sys::DirectFunctionCall2Coll(
-            Some(advisory_xact_lock_int4),
-            pg_sys::InvalidOid,
-            pg_sys::Datum::from(u32::from(plan.chained) as i32),
-            pg_sys::Datum::from(key as i32),
-        );
-    }
-
-    // 2. The link, as the table's owner.
     values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row, firing.tupdesc()) };
     let nargs = plan.nchain + 1;
+
+    // The chain's last row locked, and the link to it, as the table's owner.
     let (seq, hash) = unsafe {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context: c_int = 0;
@@ -116,10 +116,27 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
         spi_connect();
-        let linked = link(plan.plan, &mut values[..nargs], &nulls[..nargs], false);
+        let mut bucket_locked = false;
+        let linked = loop {
+            let locked = lock_tail(plan.lock_tail, &mut values[..plan.nchain], &nulls[..plan.nchain]);
+            if locked.is_none() && !bucket_locked {
+                pg_sys::DirectFunctionCall2Coll(
+                    Some(advisory_xact_lock_int4),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(u32::from(plan.chained) as i32),
+                    pg_sys::Datum::from((key % EMPTY_CHAIN_BUCKETS) as i32),
+                );
+                bucket_locked = true;
+            }
+            let linked = link(plan.link, &mut values[..nargs], &nulls[..nargs], false);
+            // The row locked is still the last one: linked to it.
+            if linked.0 == locked.unwrap_or(0) + 1 {
+                break linked;
+            }
+        };
         let stale = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int && {
             pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
-            let latest = link(plan.plan, &mut values[..nargs], &nulls[..nargs], true);
+            let latest = link(plan.link, &mut values[..nargs], &nulls[..nargs], true);
             pg_sys::PopActiveSnapshot();
             latest.0 != linked.0
         };
@@ -146,6 +163,23 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         )
     };
     Verdict::Allow(pg_sys::Datum::from(chained))
+}
+
+/// Runs the lock_tail statement: the sequence number of the chain's last row,
+/// now locked, or `None` for a chain without rows.
+///
+/// # Safety
+/// Inside `SPI_connect`; `values` are the chain columns' values.
+unsafe fn lock_tail(plan: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[c_char]) -> Option<i64> {
+    unsafe {
+        if execute_plan(plan, values, nulls, false) == 0 {
+            return None;
+        }
+        let table = pg_sys::SPI_tuptable;
+        let mut is_null = false;
+        let seq = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+        Some(if is_null { 0 } else { seq.value() as i64 })
+    }
 }
 
 /// Runs the link statement: the new row's sequence number and hash.
@@ -192,9 +226,10 @@ unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
             firing.wrong_column_type(hash_att, "bytea");
         }
         let relid = unsafe { (*firing.relation()).rd_id };
-        let (sql, chained) = unsafe { link_sql(relid) }.unwrap_or_else(|| not_registered(firing));
+        let (lock_sql, link_sql, chained) = unsafe { statements(relid) }.unwrap_or_else(|| not_registered(firing));
         let mut plan = ChainPlan {
-            plan: core::ptr::null_mut(),
+            lock_tail: core::ptr::null_mut(),
+            link: core::ptr::null_mut(),
             chained,
             owner: unsafe { relation_owner(chained) },
             seq_att,
@@ -222,8 +257,9 @@ unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
             plan.chain_collations[i] = attribute.attcollation;
             arg_types.push(attribute.atttypid);
         }
+        plan.lock_tail = prepared(firing, 0, &lock_sql, &mut arg_types);
         arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
-        plan.plan = prepared(firing, &sql, &mut arg_types);
+        plan.link = prepared(firing, 1, &link_sql, &mut arg_types);
         unsafe {
             let memory =
                 pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<ChainPlan>()) as *mut ChainPlan;
@@ -234,11 +270,11 @@ unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
     unsafe { &*(*slot as *const ChainPlan) }
 }
 
-/// The link statement for a table and the table its chain is registered on,
-/// from `integrity._chain_link_sql()`; `None` when no chain is registered.
-unsafe fn link_sql(relid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
+/// The statements for a table, and the table its chain is registered on, from
+/// `integrity._chain_statements()`; `None` when no chain is registered.
+unsafe fn statements(relid: pg_sys::Oid) -> Option<(String, String, pg_sys::Oid)> {
     spi_connect();
-    let query = c"SELECT integrity._chain_link_sql($1), (SELECT chained FROM integrity._chain_of($1))::oid";
+    let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
     let mut types = [pg_sys::REGCLASSOID];
     let mut values = [pg_sys::Datum::from(relid)];
     let result = unsafe {
@@ -255,11 +291,14 @@ unsafe fn link_sql(relid: pg_sys::Oid) -> Option<(String, pg_sys::Oid)> {
             pgrx::error!("pg_integrity: looking up the hash chain failed: {}", spi_result(rc));
         }
         let table = pg_sys::SPI_tuptable;
-        let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-        let mut is_null = false;
-        let chained = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut is_null);
-        (!text.is_null() && !is_null)
-            .then(|| (CStr::from_ptr(text).to_string_lossy().into_owned(), pg_sys::Oid::from(chained.value() as u32)))
+        (pg_sys::SPI_processed == 1).then(|| {
+            let text = |n| {
+                CStr::from_ptr(pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n)).to_string_lossy().into_owned()
+            };
+            let mut is_null = false;
+            let chained = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 3, &mut is_null);
+            (text(1), text(2), pg_sys::Oid::from(chained.value() as u32))
+        })
     };
     spi_finish();
     result
@@ -278,9 +317,9 @@ unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
     }
 }
 
-fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
-    let tgoid = firing.trigger().tgoid;
-    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
+fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    let key = (firing.trigger().tgoid, which);
+    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&key).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
         return plan;
     }
     let text = CString::new(sql).expect("identifiers are quoted");
@@ -297,7 +336,7 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
     };
     spi_finish();
     PLANS.with_borrow_mut(|plans| {
-        if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
+        if let Some((_, stale)) = plans.insert(key, (sql.to_string(), plan)) {
             free_plan(stale);
         }
     });

@@ -173,6 +173,12 @@ ALTER TABLE hc_ledger ADD COLUMN memo text;
 INSERT INTO hc_ledger (retailer_id, wholesaler_id, entry_type, amount, booked_at, memo)
 VALUES (1, 1, 'DEBIT', 3.00, '2026-11-06 09:00+00', 'added later');
 SELECT * FROM integrity.verify_chain('hc_ledger');
+-- Registering again keeps the hashed columns; other chain columns are refused.
+SELECT integrity.enable_hash_chain('hc_ledger', ARRAY['retailer_id', 'wholesaler_id']);
+SELECT options -> 'hashed_columns' AS hashed FROM integrity.guards
+ WHERE table_name = 'hc_ledger'::regclass AND guard = 'hash_chain';
+SELECT * FROM integrity.verify_chain('hc_ledger');
+SELECT sqlstate, message, hint FROM expect_error($$SELECT integrity.enable_hash_chain('hc_ledger', ARRAY['retailer_id'])$$);
 SELECT sqlstate, message FROM expect_error($$ALTER TABLE hc_ledger RENAME COLUMN entry_type TO kind$$);
 SELECT sqlstate, message FROM expect_error($$ALTER TABLE hc_ledger RENAME COLUMN row_hash TO h$$);
 SELECT sqlstate, message FROM expect_error($$DROP TRIGGER integrity_hash_chain ON hc_ledger$$);
@@ -200,6 +206,31 @@ INSERT INTO hc_monthly_11 (id, booked, amount) VALUES (3, '2026-11-15', 3);
 SELECT tableoid::regclass AS partition, id, chain_seq FROM hc_monthly ORDER BY chain_seq;
 SELECT * FROM integrity.verify_chain('hc_monthly');
 
+-- A ledger that is append-only already, with rows: they are chained too (the
+-- append-only guard is lifted for it and put back, allow_truncate included).
+CREATE TABLE hc_old (id int PRIMARY KEY, amount numeric NOT NULL, chain_seq bigint, row_hash bytea);
+INSERT INTO hc_old VALUES (1, 10), (2, 20);
+SELECT integrity.protect_append_only('hc_old', allow_truncate => true);
+SELECT integrity.enable_hash_chain('hc_old');
+SELECT id, chain_seq, row_hash IS NOT NULL AS hashed FROM hc_old ORDER BY id;
+SELECT guard, options - 'hashed_columns' AS options FROM integrity.guards WHERE table_name = 'hc_old'::regclass ORDER BY 1;
+SELECT * FROM integrity.verify_chain('hc_old');
+
+-- One statement that starts 20,000 chains: the lock table does not fill up
+-- (a lock per chain held to the end of the transaction used to run it out of
+-- shared memory).
+CREATE TABLE hc_many (id int PRIMARY KEY, account int NOT NULL, amount numeric NOT NULL,
+                      chain_seq bigint, row_hash bytea);
+SELECT integrity.enable_hash_chain('hc_many', ARRAY['account']);
+BEGIN;
+INSERT INTO hc_many SELECT g, g, 1 FROM generate_series(1, 20000) AS g;
+INSERT INTO hc_many SELECT 20000 + g, g, 2 FROM generate_series(1, 20000) AS g;
+SELECT count(*) FILTER (WHERE locktype = 'advisory') <= 256 AS few_advisory_locks
+  FROM pg_locks WHERE pid = pg_backend_pid();
+COMMIT;
+SELECT chain_seq, count(*) FROM hc_many GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS problems FROM integrity.verify_chain('hc_many');
+
 -- Registration errors.
 CREATE TABLE hc_bad (id int PRIMARY KEY, account int, at timestamptz[], chain_seq int, row_hash text,
                      seq2 bigint, hash2 bytea, pair hc_settings);
@@ -224,8 +255,8 @@ SELECT integrity.unprotect('hc_ledger', 'hash_chain');
 SELECT guard FROM integrity.guards WHERE table_name = 'hc_ledger'::regclass;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'hc_ledger'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
 
-SELECT integrity.unprotect(t) FROM unnest(ARRAY['hc_ledger', 'hc_settings', 'hc_monthly']::regclass[]) AS t;
-DROP TABLE hc_ledger, hc_settings, hc_monthly, hc_bad;
+SELECT integrity.unprotect(t) FROM unnest(ARRAY['hc_ledger', 'hc_settings', 'hc_monthly', 'hc_old', 'hc_many']::regclass[]) AS t;
+DROP TABLE hc_ledger, hc_settings, hc_monthly, hc_bad, hc_old, hc_many;
 DROP TYPE hc_kind;
 DROP FUNCTION hc_unguard();
 DROP ROLE regress_integrity_clerk;
