@@ -115,6 +115,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             plan.owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
+        let nest_level = index_scans_only();
         spi_connect();
         let mut bucket_locked = false;
         let linked = loop {
@@ -141,6 +142,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             latest.0 != linked.0
         };
         spi_finish();
+        pg_sys::AtEOXact_GUC(true, nest_level);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         if stale {
             return firing.refuse(concurrent_insert(firing));
@@ -163,6 +165,34 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         )
     };
     Verdict::Allow(pg_sys::Datum::from(chained))
+}
+
+/// Disables sequential and bitmap scans until `AtEOXact_GUC(true, level)`
+/// with the level returned (as a function's `SET` clause would): the chain's
+/// last row must be found through the chain index whatever the table's
+/// statistics say.  A table analyzed while empty would otherwise get a plan
+/// that scans the whole table for every row inserted.
+///
+/// # Safety
+/// The caller restores the settings with `AtEOXact_GUC`; an error in between
+/// restores them when the (sub)transaction aborts.
+unsafe fn index_scans_only() -> c_int {
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for name in [c"enable_seqscan", c"enable_bitmapscan"] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                c"off".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        level
+    }
 }
 
 /// Runs the lock_tail statement: the sequence number of the chain's last row,
