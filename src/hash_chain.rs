@@ -36,6 +36,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
 use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish, spi_result};
+use crate::invalidation;
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
 unsafe extern "C-unwind" {
@@ -80,6 +81,10 @@ thread_local! {
     /// re-registration changes it.
     static PLANS: RefCell<HashMap<(pg_sys::Oid, u8), (String, pg_sys::SPIPlanPtr)>> =
         RefCell::new(HashMap::new());
+    /// The statements of a table and the table its chain is registered on, by
+    /// table, with the invalidation generation they were read at: reading
+    /// them is a catalog query, too slow to run for every INSERT statement.
+    static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, Statements)>> = RefCell::new(HashMap::new());
 }
 
 unsafe fn chain_row(firing: &Firing) -> Verdict {
@@ -300,9 +305,26 @@ unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
     unsafe { &*(*slot as *const ChainPlan) }
 }
 
+type Statements = (String, String, pg_sys::Oid);
+
 /// The statements for a table, and the table its chain is registered on, from
-/// `integrity._chain_statements()`; `None` when no chain is registered.
-unsafe fn statements(relid: pg_sys::Oid) -> Option<(String, String, pg_sys::Oid)> {
+/// `integrity._chain_statements()` (cached); `None` when no chain is
+/// registered.
+unsafe fn statements(relid: pg_sys::Oid) -> Option<Statements> {
+    let generation = invalidation::generation();
+    let cached =
+        STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _)| *g == generation).map(|(_, s)| s.clone()));
+    if cached.is_some() {
+        return cached;
+    }
+    let read = unsafe { read_statements(relid) };
+    if let Some(statements) = &read {
+        STATEMENTS.with_borrow_mut(|all| all.insert(relid, (generation, statements.clone())));
+    }
+    read
+}
+
+unsafe fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
     let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
     let mut types = [pg_sys::REGCLASSOID];

@@ -6,6 +6,7 @@
 mod ddl_commands;
 mod error;
 mod fmgr;
+mod invalidation;
 mod trigger;
 
 mod append_only;

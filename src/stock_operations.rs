@@ -18,7 +18,7 @@
 //! plans are prepared again only if its name, guard columns or key changed.
 
 use core::ffi::{c_char, c_int, CStr};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
 
@@ -27,6 +27,7 @@ use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::error::Refusal;
 use crate::fmgr::{execute_plan, free_plan, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
+use crate::invalidation;
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
 guarded_function!(
@@ -97,7 +98,7 @@ struct Target {
 
 struct Plans {
     target: Target,
-    /// The value of `GENERATION` when `target` was last read from the catalogs.
+    /// The invalidation generation when `target` was last read from the catalogs.
     generation: u64,
     /// Indexed by `Operation as usize`.
     operate: [pg_sys::SPIPlanPtr; 3],
@@ -109,21 +110,6 @@ struct Plans {
 thread_local! {
     /// By table and by the type of the id argument.
     static PLANS: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans>> = RefCell::new(HashMap::new());
-    /// Counts relcache and schema invalidations; the callbacks only bump it, so
-    /// that they never touch a plan that may be executing.
-    static GENERATION: Cell<u64> = const { Cell::new(1) };
-    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
-    GENERATION.set(GENERATION.get() + 1);
-}
-
-/// A schema was renamed (or dropped): the statements name their table by
-/// schema, and PostgreSQL re-parses a kept plan from its text when a schema
-/// changes, so they must be rebuilt from the table's OID first.
-unsafe extern "C-unwind" fn namespace_invalidated(_arg: pg_sys::Datum, _cacheid: c_int, _hashvalue: u32) {
-    GENERATION.set(GENERATION.get() + 1);
 }
 
 fn error(code: PgSqlErrorCode, message: String) -> ! {
@@ -142,16 +128,6 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     let relid = pg_sys::Oid::from(args[0].value.value() as u32);
     let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
 
-    if !CALLBACK_REGISTERED.replace(true) {
-        unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_invalidated), pg_sys::Datum::from(0));
-            pg_sys::CacheRegisterSyscacheCallback(
-                pg_sys::SysCacheIdentifier::NAMESPACEOID as c_int,
-                Some(namespace_invalidated),
-                pg_sys::Datum::from(0),
-            );
-        }
-    }
     // Opening the relation locks it and takes in pending invalidations.
     let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
     if rel.is_null() {
@@ -413,7 +389,7 @@ unsafe fn plans(
     caller: &'static str,
 ) -> ([pg_sys::SPIPlanPtr; 3], pg_sys::SPIPlanPtr) {
     let key = (unsafe { (*rel).rd_id }, id_type);
-    let generation = GENERATION.get();
+    let generation = invalidation::generation();
     let current = PLANS
         .with_borrow(|plans| plans.get(&key).filter(|p| p.generation == generation).map(|p| (p.operate, p.lookup)));
     if let Some(current) = current {
