@@ -94,7 +94,6 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     let plan = unsafe { chain_plan(firing) };
     let row = firing.data.tg_trigtuple;
 
-    let mut key: u32 = 0;
     let mut values = [pg_sys::Datum::from(0); MAX_CHAIN_COLUMNS + 1];
     let nulls = [b' ' as c_char; MAX_CHAIN_COLUMNS + 1];
     for (i, slot) in values.iter_mut().enumerate().take(plan.nchain) {
@@ -103,10 +102,6 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             return firing.refuse(null_chain_column(firing, plan.chain_atts[i]));
         }
         *slot = value;
-        let hash = unsafe {
-            pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
-        };
-        key = key.rotate_left(5) ^ (hash.value() as u32);
     }
     values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row, firing.tupdesc()) };
     let nargs = plan.nchain + 1;
@@ -130,7 +125,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
                     Some(advisory_xact_lock_int4),
                     pg_sys::InvalidOid,
                     pg_sys::Datum::from(u32::from(plan.chained) as i32),
-                    pg_sys::Datum::from((key % EMPTY_CHAIN_BUCKETS) as i32),
+                    pg_sys::Datum::from((chain_bucket(plan, &values[..plan.nchain]) % EMPTY_CHAIN_BUCKETS) as i32),
                 );
                 bucket_locked = true;
             }
@@ -198,6 +193,21 @@ unsafe fn index_scans_only() -> c_int {
         }
         level
     }
+}
+
+/// A hash of the chain columns' values, for the bucket lock of a chain
+/// without rows (the only time it is needed).
+///
+/// # Safety
+/// `values` are the chain columns' values, in the plan's order.
+unsafe fn chain_bucket(plan: &ChainPlan, values: &[pg_sys::Datum]) -> u32 {
+    values.iter().enumerate().fold(0u32, |key, (i, &value)| {
+        // SAFETY: the hash functions were looked up for these columns' types.
+        let hash = unsafe {
+            pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
+        };
+        key.rotate_left(5) ^ (hash.value() as u32)
+    })
 }
 
 /// Runs the lock_tail statement: the sequence number of the chain's last row,
