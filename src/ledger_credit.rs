@@ -171,6 +171,8 @@ fn explain_statement(args: &Args) -> String {
         "SELECT (a.{used} + $1 * $2 + $3 * $4)::pg_catalog.text, a.{limit}::pg_catalog.text, \
                 a.{used} + $1 * $2 + $3 * $4 < 0, \
                 a.{used} + $1 * $2 + $3 * $4 >= 0 AND a.{used} + $1 * $2 + $3 * $4 <= a.{limit} \
+                AND EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = a.tableoid \
+                             AND g.tgtype::pg_catalog.int4 & 19 = 19 AND g.tgenabled <> 'D') \
            FROM {accounts} a WHERE {keys}",
         accounts = args.accounts.to_string_lossy(),
         keys = key_match(args)
@@ -271,7 +273,8 @@ fn apply(
 
     // A BEFORE UPDATE trigger on the accounts that returns NULL leaves the
     // account alone just as a failed check does; the account is then there
-    // and within bounds.  A concurrent entry can bring it within bounds
+    // and within bounds, and has such a trigger (without one, within bounds
+    // means concurrent entries moved it meanwhile).  A concurrent entry can bring it within bounds
     // between the two statements, so the update runs once more before a skip
     // is reported.
     spi_connect();

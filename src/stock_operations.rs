@@ -430,7 +430,11 @@ fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], p
         format!(
             "UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"
         ),
-        format!("SELECT {r}, {s} - {r} >= $2, {r} >= $2 FROM {t} WHERE {key_match}"),
+        format!(
+            "SELECT {r}, {s} - {r} >= $2 AND {skippable}, {r} >= $2 AND {skippable} FROM {t} WHERE {key_match}",
+            skippable = format!("EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = {t}.tableoid \
+                         AND g.tgtype::pg_catalog.int4 & 19 = 19 AND g.tgenabled <> 'D')")
+        ),
     ];
     let mut arg_types = [id_type, pg_sys::NUMERICOID];
     let prepared: Vec<pg_sys::SPIPlanPtr> = unsafe {
