@@ -1869,7 +1869,31 @@ $$;
 ALTER TABLE integrity.guard_registry DROP CONSTRAINT guard_registry_known_guard,
     ADD CONSTRAINT guard_registry_known_guard
         CHECK (guard IN ('append_only', 'immutable', 'write_once', 'versioning',
-                         'stock', 'credit', 'ledger_credit', 'hash_chain'));
+                         'stock', 'credit', 'ledger_credit', 'hash_chain', 'soft_delete', 'lifecycle'));
+
+-- The relations a delete of tbl's rows can reach: tbl and its partitions, and
+-- (recursively) the tables whose ON DELETE CASCADE foreign keys reference one
+-- of them, with their partitions.
+CREATE FUNCTION integrity._cascade_reach(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE reach(rel) AS (
+        SELECT integrity._partition_tree(tbl)
+        UNION
+        SELECT tree.rel
+          FROM reach r
+          JOIN pg_catalog.pg_constraint c ON c.confrelid = r.rel AND c.contype = 'f' AND c.confdeltype = 'c'
+         CROSS JOIN LATERAL integrity._partition_tree(c.conrelid::regclass) AS tree(rel))
+    SELECT rel FROM reach
+$$;
+
+-- Runs a statement that the extension built to delete guarded rows for good
+-- (src/sanctioned.rs): only for the owner of tbl, and only the guards of the
+-- relations _cascade_reach(tbl) lists let its deletes through.
+CREATE FUNCTION integrity._execute_sanctioned(tbl regclass, statement text) RETURNS bigint
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_execute_sanctioned';
 
 CREATE FUNCTION integrity.hash_chain_guard() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_hash_chain_guard';

@@ -305,6 +305,30 @@ AS $$
      WHERE guard = 'ledger_credit' AND integrity._relation(options ->> 'accounts') IS NOT NULL
 $$;
 
+-- The relations a delete of tbl's rows can reach: tbl and its partitions, and
+-- (recursively) the tables whose ON DELETE CASCADE foreign keys reference one
+-- of them, with their partitions.
+CREATE FUNCTION integrity._cascade_reach(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE reach(rel) AS (
+        SELECT integrity._partition_tree(tbl)
+        UNION
+        SELECT tree.rel
+          FROM reach r
+          JOIN pg_catalog.pg_constraint c ON c.confrelid = r.rel AND c.contype = 'f' AND c.confdeltype = 'c'
+         CROSS JOIN LATERAL integrity._partition_tree(c.conrelid::regclass) AS tree(rel))
+    SELECT rel FROM reach
+$$;
+
+-- Runs a statement that the extension built to delete guarded rows for good
+-- (src/sanctioned.rs): only for the owner of tbl, and only the guards of the
+-- relations _cascade_reach(tbl) lists let its deletes through.
+CREATE FUNCTION integrity._execute_sanctioned(tbl regclass, statement text) RETURNS bigint
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_execute_sanctioned';
+
 -- Inheritance children (not partitions) of tbl: the guards are not cloned onto
 -- them, yet UPDATE, DELETE and TRUNCATE of tbl reach their rows.
 CREATE FUNCTION integrity._inheritance_children(tbl regclass)

@@ -7,6 +7,7 @@ mod ddl_commands;
 mod error;
 mod fmgr;
 mod invalidation;
+mod sanctioned;
 mod trigger;
 
 mod append_only;
