@@ -30,7 +30,8 @@ AS $$
             ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
             ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
             ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
-            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false)
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false),
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false)
            ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
      WHERE $1 IS NULL OR t.guard = $1
 $$;
@@ -468,6 +469,14 @@ BEGIN
     PERFORM integrity._check_table(tbl, 'protect_append_only');
     PERFORM integrity._require_argument(allow_truncate, 'allow_truncate', 'protect_append_only');
     PERFORM integrity._refuse_if_inherited(tbl, ARRAY['append_only'], 'protect_append_only');
+    IF EXISTS (SELECT FROM integrity.guard_registry r
+                WHERE r.table_name IN (SELECT tbl UNION SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a)
+                  AND r.guard = 'soft_delete') THEN
+        RAISE EXCEPTION 'protect_append_only: table "%" has soft delete; its rows are marked deleted by an UPDATE', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'An append-only table refuses every UPDATE and DELETE of its rows.',
+                  HINT = format('Lift soft delete first: SELECT integrity.unprotect(%L, ''soft_delete'');', tbl::text);
+    END IF;
     PERFORM integrity._record_guard(tbl, 'append_only', '{}',
                                     jsonb_build_object('allow_truncate', allow_truncate));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_append_only BEFORE UPDATE OR DELETE ON %s'

@@ -42,6 +42,9 @@ AS $$
         WHEN 'hash_chain' THEN
             format('SELECT integrity.enable_hash_chain(%L, %s, seq_column => %L, hash_column => %L);', tbl::text,
                    integrity._array_sql(columns), options ->> 'seq_column', options ->> 'hash_column')
+        WHEN 'soft_delete' THEN
+            format('SELECT integrity.enable_soft_delete(%L, deleted_column => %L, flag_column => %L);', tbl::text,
+                   options ->> 'deleted_column', options ->> 'flag_column')
         END
 $$;
 
@@ -323,10 +326,26 @@ BEGIN
             RETURN QUERY EXECUTE query USING target.accounts;
         END IF;
     END LOOP;
+
+    -- Soft delete: live rows that reference a soft-deleted row.
+    FOR target IN
+        SELECT k.parent, k.parent_columns, s.deleted_column, k.child, k.child_columns
+          FROM integrity._foreign_keys() k
+         CROSS JOIN LATERAL integrity._soft_delete_of(k.parent) s
+         WHERE s.registered = k.parent
+           AND (tbl IS NULL OR k.child = tbl OR k.parent = tbl)
+         ORDER BY k.child::text COLLATE "C", k.parent::text COLLATE "C", k.child_columns
+    LOOP
+        query := integrity._deleted_parent_sql(target.parent, target.parent_columns, target.deleted_column,
+                                               target.child, target.child_columns);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query;
+        END IF;
+    END LOOP;
 END;
 $$;
 COMMENT ON FUNCTION integrity.violations(regclass) IS
-    'Existing rows that break a registered guard (of tbl, or of every guarded table): NULL immutable columns, versions NULL or below 1, stock and credit rules, accounts whose used credit differs from their ledger. One scan per table.';
+    'Existing rows that break a registered guard (of tbl, or of every guarded table): NULL immutable columns, versions NULL or below 1, stock and credit rules, accounts whose used credit differs from their ledger, live rows referencing a soft-deleted row. One scan per table.';
 
 ------------------------------------------------------------------------------
 -- health()
@@ -357,7 +376,8 @@ AS $$
                                ORDER BY n), ''::bytea)
       FROM unnest(CASE
                WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_row_movement',
-                                     'integrity_write_once', 'integrity_write_once_row_movement') THEN columns
+                                     'integrity_write_once', 'integrity_write_once_row_movement',
+                                     'integrity_soft_delete') THEN columns
                WHEN trigger_name = 'integrity_version_bump' THEN
                    ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
                                           THEN 'strict' ELSE 'lenient' END]

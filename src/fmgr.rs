@@ -102,6 +102,26 @@ pub fn spi_finish() {
     }
 }
 
+/// `SPI_prepare` + `SPI_keepplan`, checked: a plan that lives until
+/// `free_plan`.  Connects to SPI for the preparation.
+pub fn prepare_kept(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
+    spi_connect();
+    // SAFETY: inside SPI_connect; both results are checked.
+    let plan = unsafe {
+        let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as core::ffi::c_int, arg_types.as_mut_ptr());
+        if plan.is_null() {
+            pgrx::error!("pg_integrity: could not prepare statement: {sql}");
+        }
+        if pg_sys::SPI_keepplan(plan) != 0 {
+            pgrx::error!("pg_integrity: SPI_keepplan failed");
+        }
+        plan
+    };
+    spi_finish();
+    plan
+}
+
 /// `SPI_freeplan` of a plan kept with `SPI_keepplan`, checked.
 pub fn free_plan(plan: pg_sys::SPIPlanPtr) {
     // SAFETY: callers pass a kept plan that they drop from their cache, so it

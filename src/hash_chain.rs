@@ -29,15 +29,14 @@
 use core::ffi::{c_char, c_int, CStr};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CString;
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish, spi_result};
+use crate::fmgr::{execute_plan, free_plan, prepare_kept, spi_connect, spi_finish, spi_result};
 use crate::invalidation;
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
 
 unsafe extern "C-unwind" {
     /// The C function behind `pg_advisory_xact_lock(int4, int4)`, for
@@ -366,37 +365,12 @@ unsafe fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     result
 }
 
-unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
-    // SAFETY: the chained table is locked by the INSERT (it or its partition).
-    unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
-        if tuple.is_null() {
-            pgrx::error!("pg_integrity: cache lookup failed for relation {relid}");
-        }
-        let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
-        pg_sys::ReleaseSysCache(tuple);
-        owner
-    }
-}
-
 fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
     let key = (firing.trigger().tgoid, which);
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&key).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
         return plan;
     }
-    let text = CString::new(sql).expect("identifiers are quoted");
-    spi_connect();
-    let plan = unsafe {
-        let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
-        if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare the hash chain statement: {sql}");
-        }
-        if pg_sys::SPI_keepplan(plan) != 0 {
-            pgrx::error!("pg_integrity: SPI_keepplan failed");
-        }
-        plan
-    };
-    spi_finish();
+    let plan = prepare_kept(sql, arg_types);
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(key, (sql.to_string(), plan)) {
             free_plan(stale);

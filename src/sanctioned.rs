@@ -14,7 +14,7 @@ use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::fmgr::{guarded_function, spi_connect, spi_finish, spi_result, Verdict};
-use crate::trigger::qualified_name;
+use crate::trigger::{qualified_name, relation_owner};
 
 thread_local! {
     /// The relations whose guards currently let deletes through.
@@ -111,20 +111,8 @@ unsafe fn sanctioned_relations(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 /// Only the table's owner (or a member of the owning role) may delete its
 /// guarded rows for real, as only the owner may lift the guard.
 unsafe fn require_owner(relid: pg_sys::Oid) {
-    // SAFETY: a syscache lookup, released before anything can fail.
-    let owner = unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
-        if tuple.is_null() {
-            pgrx::ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation with OID {relid} does not exist")
-            );
-        }
-        let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
-        pg_sys::ReleaseSysCache(tuple);
-        owner
-    };
+    // SAFETY: the caller's SQL function holds the regclass of an existing table.
+    let owner = unsafe { relation_owner(relid) };
     // SAFETY: plain catalog lookups.
     if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) } {
         pgrx::ereport!(

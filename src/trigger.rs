@@ -1,7 +1,7 @@
 //! What every guard trigger shares: the entry-point shape, access to the
 //! firing `TriggerData`, and the row key that errors report.
 
-use core::ffi::{c_char, CStr};
+use core::ffi::{c_char, c_int, CStr};
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
@@ -245,6 +245,23 @@ impl Firing {
             }
         }
         Vec::new()
+    }
+}
+
+/// The owner of relation `relid`, which the caller has locked.
+///
+/// # Safety
+/// Reads the syscache; `relid` must be a relation the caller keeps locked.
+pub unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: the tuple is released before anything can fail.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
+        if tuple.is_null() {
+            pgrx::error!("pg_integrity: cache lookup failed for relation {relid}");
+        }
+        let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
     }
 }
 

@@ -1,0 +1,183 @@
+//! `integrity.enable_soft_delete`: a DELETE keeps the row and marks it
+//! deleted.
+//!
+//! `BEFORE DELETE … FOR EACH ROW`, so every path that deletes a row (a view,
+//! a writable CTE, MERGE, a foreign key's cascade) comes through it.  For a
+//! row that is not yet deleted it runs one statement, built by
+//! `integrity._soft_delete_statement()`, as the table's owner (a role that
+//! may DELETE need not be allowed to UPDATE): it sets the deleted column to
+//! `now()` (and the flag column to true), and deletes the rows of soft-delete
+//! child tables that reference the row with `ON DELETE CASCADE`, which their
+//! own trigger turns into soft deletes at the same `now()`; `restore()` finds
+//! them by that time.  Then the trigger returns NULL: the row stays.
+//!
+//! Two deletes go through: those the extension sanctions (`purge_deleted`,
+//! `hard_delete`, see `sanctioned.rs`), and a cascade from a parent row that
+//! was deleted for good (keeping the child would leave it without its
+//! parent); the statement reports the latter.
+
+use core::ffi::{c_char, c_int, CStr};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+
+use crate::fmgr::{execute_plan, free_plan, prepare_kept, spi_connect, spi_finish, spi_result};
+use crate::invalidation;
+use crate::sanctioned;
+use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
+
+trigger_entry!(
+    /// `BEFORE DELETE FOR EACH ROW`, arguments `(deleted_column [, flag_column])`.
+    integrity_soft_delete_guard,
+    pg_finfo_integrity_soft_delete_guard,
+    soft_delete_row
+);
+
+/// Resolved once per statement (per partition) and kept in `fn_extra`.
+#[repr(C)]
+struct SoftDeletePlan {
+    statement: pg_sys::SPIPlanPtr,
+    owner: pg_sys::Oid,
+    deleted_att: i16,
+}
+
+thread_local! {
+    /// The statement of each relation, with the invalidation generation it was
+    /// built at, and its plan, prepared once per backend.
+    static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, String, pg_sys::SPIPlanPtr)>> =
+        RefCell::new(HashMap::new());
+}
+
+unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_DELETE || !firing.is_row() || !firing.is_before() {
+        firing.misuse();
+    }
+    let row = firing.data.tg_trigtuple;
+    let keep_row = Verdict::Allow(pg_sys::Datum::from(0));
+    let delete_row = Verdict::Allow(pg_sys::Datum::from(row));
+    // SAFETY: the trigger's relation is open for the whole firing.
+    if sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
+        return delete_row;
+    }
+    let plan = unsafe { soft_delete_plan(firing) };
+    if !firing.value(row, plan.deleted_att).1 {
+        // Already deleted: the DELETE changes nothing.
+        return keep_row;
+    }
+    // SAFETY: the row's TID is passed by reference and outlives the call; the
+    // user is restored before returning, and by the abort if the statement
+    // fails (nothing on these frames needs dropping).
+    let orphaned = unsafe {
+        let mut saved_user = pg_sys::InvalidOid;
+        let mut saved_context: c_int = 0;
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            plan.owner,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
+        );
+        spi_connect();
+        let mut values = [pg_sys::Datum::from(&raw mut (*row).t_self)];
+        let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1 && {
+            let table = pg_sys::SPI_tuptable;
+            let mut is_null = false;
+            pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null).value() != 0
+        };
+        spi_finish();
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        orphaned
+    };
+    if orphaned {
+        delete_row
+    } else {
+        keep_row
+    }
+}
+
+unsafe fn soft_delete_plan(firing: &Firing) -> &SoftDeletePlan {
+    let slot = firing.plan_slot();
+    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
+    if unsafe { (*slot).is_null() } {
+        let Some(deleted_column) = firing.args().next() else { firing.misuse() };
+        let deleted_att = firing.attnum(deleted_column).unwrap_or_else(|| firing.missing_column(deleted_column));
+        let relid = unsafe { (*firing.relation()).rd_id };
+        let plan = SoftDeletePlan {
+            statement: unsafe { statement(firing, relid) },
+            owner: unsafe { relation_owner(relid) },
+            deleted_att,
+        };
+        // SAFETY: the plan is plain data, written into memory that lives as
+        // long as fn_extra.
+        unsafe {
+            let memory = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<SoftDeletePlan>())
+                as *mut SoftDeletePlan;
+            memory.write(plan);
+            *slot = memory.cast();
+        }
+    }
+    unsafe { &*(*slot as *const SoftDeletePlan) }
+}
+
+/// The relation's prepared statement: its SQL is read again after any
+/// relcache invalidation (a foreign key or a soft-delete child added), and
+/// prepared again when it changed.
+unsafe fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
+    let generation = invalidation::generation();
+    let cached = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _, _)| *g == generation).map(|e| e.2));
+    if let Some(plan) = cached {
+        return plan;
+    }
+    let sql = unsafe { read_statement(relid) }.unwrap_or_else(|| not_registered(firing));
+    let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
+    let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID]));
+    STATEMENTS.with_borrow_mut(|all| {
+        if let Some((_, _, stale)) = all.insert(relid, (generation, sql, plan)) {
+            if stale != plan {
+                free_plan(stale);
+            }
+        }
+    });
+    plan
+}
+
+unsafe fn read_statement(relid: pg_sys::Oid) -> Option<String> {
+    spi_connect();
+    let query = c"SELECT integrity._soft_delete_statement($1)";
+    let mut types = [pg_sys::REGCLASSOID];
+    let mut values = [pg_sys::Datum::from(relid)];
+    // SAFETY: inside SPI_connect; the result is checked and copied out
+    // before SPI_finish frees it.
+    let sql = unsafe {
+        let rc = pg_sys::SPI_execute_with_args(
+            query.as_ptr(),
+            1,
+            types.as_mut_ptr(),
+            values.as_mut_ptr(),
+            c" ".as_ptr(),
+            true,
+            1,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as c_int || pg_sys::SPI_processed != 1 {
+            pgrx::error!("pg_integrity: looking up the soft delete statement failed: {}", spi_result(rc));
+        }
+        let table = pg_sys::SPI_tuptable;
+        let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
+        (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
+    };
+    spi_finish();
+    sql
+}
+
+fn not_registered(firing: &Firing) -> ! {
+    pgrx::ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "trigger \"{}\" on table \"{}\" belongs to no registered soft delete",
+            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
+            firing.table_name()
+        ),
+        "Register it with integrity.enable_soft_delete()."
+    );
+}
