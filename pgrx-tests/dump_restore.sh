@@ -111,6 +111,18 @@ CREATE TABLE "Sales Dept"."Pieces ""2024""" (
 INSERT INTO "Sales Dept"."Pieces ""2024""" SELECT i, i, i FROM generate_series(1, 10) AS i;
 SELECT integrity.protect_immutable('"Sales Dept"."Pieces ""2024"""', ARRAY['created by', 'x"; DROP TABLE t; --']);
 SELECT integrity.enable_versioning('"Sales Dept"."Pieces ""2024"""', 'Row Version');
+
+-- Guide 002: Prisma's products and their assets, soft-deleted together.
+CREATE TABLE "Product" (id integer PRIMARY KEY, sku text NOT NULL, "deletedAt" timestamp(3),
+                        "isDeleted" boolean NOT NULL DEFAULT false);
+CREATE UNIQUE INDEX "Product_sku_live" ON "Product" (sku) WHERE "deletedAt" IS NULL;
+CREATE TABLE "ProductAsset" (id integer PRIMARY KEY, "productId" integer NOT NULL REFERENCES "Product" ON DELETE CASCADE,
+                             "deletedAt" timestamp(3), "isDeleted" boolean NOT NULL DEFAULT false);
+SELECT integrity.enable_soft_delete('"Product"', 'deletedAt', 'isDeleted');
+SELECT integrity.enable_soft_delete('"ProductAsset"', 'deletedAt', 'isDeleted');
+INSERT INTO "Product" (id, sku) SELECT i, 'sku-' || i FROM generate_series(1, 20) AS i;
+INSERT INTO "ProductAsset" (id, "productId") SELECT i, 1 + i % 20 FROM generate_series(1, 40) AS i;
+DELETE FROM "Product" WHERE id <= 3;
 SQL
 log "== source database built"
 check_eq "source: both ledger partitions hold rows" "ledger_entries_2024_01|t
@@ -154,7 +166,7 @@ verify_restored() {
         "SELECT table_name::text, guard, columns, options FROM integrity.guards ORDER BY 1, 2"
     check_same "$L integrity.guards: created_at kept" "$SRC" "$DST" \
         "SELECT table_name::text, guard, created_at FROM integrity.guards ORDER BY 1, 2"
-    check_eq "$L integrity.guards: all 11 guards registered" "11" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_eq "$L integrity.guards: all 13 guards registered" "13" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
     check_eq "$L the hash chains verify, also against the digest taken on the origin" "" \
         "$(sql "$DST" "SELECT format('%s %s: %s', chain, row_key, problem)
                         FROM integrity.verify_chain('chained_entries', (SELECT digest FROM chain_digests))")"
@@ -187,7 +199,8 @@ sprinkler_spare_pieces|integrity_version_check|O" \
                         WHERE tgname LIKE 'integrity_version%' ORDER BY 1, 2")"
 
     for tbl in ledger_entries ledger_entries_by_month ledger_entries_2024_01 ledger_entries_2024_02 \
-               ledger_entries_archive chained_entries sprinkler_spare_pieces hdpe_cut_pieces "$PIECES_2024"; do
+               ledger_entries_archive chained_entries sprinkler_spare_pieces hdpe_cut_pieces "$PIECES_2024" \
+               '"Product"' '"ProductAsset"'; do
         check_same "$L data of $tbl: count + md5 identical" "$SRC" "$DST" \
             "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM $tbl t"
     done
@@ -267,6 +280,17 @@ sprinkler_spare_pieces|integrity_version_check|O" \
         "UPDATE $PIECES_2024 SET \"created by\" = 0 WHERE id = 1"
     check_eq "$L versioning on \"Row Version\" still bumps" "2" \
         "$(sql "$DST" "UPDATE $PIECES_2024 SET \"created by\" = \"created by\" WHERE id = 1 RETURNING \"Row Version\"")"
+
+    check_eq "$L a DELETE of a product still keeps it and soft-deletes its assets" "t|t|2" \
+        "$(sql "$DST" "DELETE FROM \"Product\" WHERE id = 4;
+                        SELECT p.\"isDeleted\", bool_and(a.\"isDeleted\"), count(*)
+                          FROM \"Product\" p JOIN \"ProductAsset\" a ON a.\"productId\" = p.id
+                         WHERE p.id = 4 GROUP BY p.\"isDeleted\"")"
+    check_eq "$L a product deleted before the dump can be restored" "t" \
+        "$(sql "$DST" "SELECT integrity.restore('\"Product\"', 1)")"
+    check_eq "$L its assets, deleted with it, came back with it" "f|0" \
+        "$(sql "$DST" "SELECT \"isDeleted\", (SELECT count(*) FROM \"ProductAsset\" WHERE \"productId\" = 1 AND \"isDeleted\")
+                         FROM \"Product\" WHERE id = 1")"
 }
 
 verify_restored "$DST" "pg_restore"

@@ -7,7 +7,9 @@
 #     subscriber's version equals the publisher's after every update;
 #   * append-only and immutable guards (ENABLE ALWAYS) refuse an applied
 #     UPDATE/DELETE from a publisher that is not guarded: the apply worker
-#     fails with 23001 and the subscriber's rows stay as they were.
+#     fails with 23001 and the subscriber's rows stay as they were;
+#   * soft delete (an origin-only trigger) applies a replicated DELETE, which
+#     only a purge on the origin sends, for good.
 set -euo pipefail
 . "$(dirname "$0")/lib.bash"
 
@@ -67,7 +69,9 @@ CREATE TABLE chained_entries (
     chain_seq     bigint,
     row_hash      bytea
 );
-SELECT integrity.enable_hash_chain('chained_entries', ARRAY['retailer_id']);"
+SELECT integrity.enable_hash_chain('chained_entries', ARRAY['retailer_id']);
+CREATE TABLE users (id bigint PRIMARY KEY, whatsapp text NOT NULL, deleted_at timestamptz);
+SELECT integrity.enable_soft_delete('users');"
 lr postgres "CREATE DATABASE origin" "CREATE DATABASE replica"
 lr origin >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     INSERT INTO sprinkler_spare_pieces (id, created_by_transaction_id, original_stock_id)
@@ -81,14 +85,17 @@ lr origin >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     INSERT INTO chained_entries (id, retailer_id, amount, booked_at)
     SELECT i, 1 + i % 3, i, timestamptz '2026-11-01 00:00+00' + i * interval '1 hour' FROM generate_series(1, 30) AS i;
     CREATE PUBLICATION pub_chain FOR TABLE chained_entries;
+    INSERT INTO users SELECT i, '+23480000000' || i FROM generate_series(10, 19) AS i;
+    CREATE PUBLICATION pub_users FOR TABLE users;
     SELECT pg_create_logical_replication_slot('sub_pieces', 'pgoutput');
     SELECT pg_create_logical_replication_slot('sub_ledger', 'pgoutput');
-    SELECT pg_create_logical_replication_slot('sub_chain', 'pgoutput');"
+    SELECT pg_create_logical_replication_slot('sub_chain', 'pgoutput');
+    SELECT pg_create_logical_replication_slot('sub_users', 'pgoutput');"
 lr replica >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     SELECT integrity.enable_versioning('sprinkler_spare_pieces');
     SELECT integrity.protect_immutable('sprinkler_spare_pieces', ARRAY['created_by_transaction_id', 'original_stock_id']);
     SELECT integrity.protect_append_only('ledger_entries');"
-for name in pieces ledger chain; do
+for name in pieces ledger chain users; do
     lr replica "CREATE SUBSCRIPTION sub_$name
                 CONNECTION 'host=$LR_DIR port=$LR_PORT dbname=origin user=postgres'
                 PUBLICATION pub_$name WITH (create_slot = false, slot_name = 'sub_$name')"
@@ -153,7 +160,23 @@ check_eq "the subscriber's chains verify, also against the origin's digest" "" \
                     FROM integrity.verify_chain('chained_entries', '$DIGEST')")"
 lr replica "ALTER SUBSCRIPTION sub_chain DISABLE"
 
-for name in pieces ledger chain; do
+# --- Soft delete: a soft delete replicates as the UPDATE it is; a purge as ------
+# --- the DELETE it is, which the subscriber applies for good --------------------
+USERS="SELECT string_agg(format('%s:%s', id, deleted_at IS NOT NULL), ',' ORDER BY id) FROM users"
+wait_for "initial sync copies the users" replica "SELECT count(*) FROM users" "10"
+lr origin "DELETE FROM users WHERE id IN (10, 11, 12)"
+check_eq "the origin keeps its deleted users" "10" "$(lr origin "SELECT count(*) FROM users")"
+wait_for "the subscriber has the same users, the same three deleted" replica "$USERS" "$(lr origin "$USERS")"
+lr origin "UPDATE users SET deleted_at = now() - interval '40 days' WHERE id IN (10, 11)" \
+          "SELECT integrity.purge_deleted('users', '30 days')" >/dev/null
+check_eq "the origin purged two users" "8" "$(lr origin "SELECT count(*) FROM users")"
+wait_for "the purge's DELETEs remove them on the subscriber too (its trigger fires on origin writes only)" \
+    replica "$USERS" "$(lr origin "$USERS")"
+check_eq "the subscriber's own DELETE is still a soft delete" "8|t" \
+    "$(lr replica "DELETE FROM users WHERE id = 13" "SELECT count(*), bool_or(id = 13 AND deleted_at IS NOT NULL) FROM users")"
+lr replica "ALTER SUBSCRIPTION sub_users DISABLE"
+
+for name in pieces ledger chain users; do
     lr replica "ALTER SUBSCRIPTION sub_$name SET (slot_name = NONE)" "DROP SUBSCRIPTION sub_$name"
     lr origin "SELECT pg_drop_replication_slot('sub_$name')" >/dev/null
 done
