@@ -61,3 +61,11 @@ SELECT * FROM integrity.verify_chain('ledger_entries', :'digest');
 ROLLBACK;
 \echo '== after the rollback: no rows, the ledger is what was written'
 SELECT * FROM integrity.verify_chain('ledger_entries', :'digest');
+
+\echo '== soft delete: deleting a user keeps the row; the WhatsApp number is free again'
+DELETE FROM users WHERE id = 2;
+INSERT INTO users VALUES (3, 2, '+977 980 000 0002');
+SELECT id, whatsapp, deleted_at IS NOT NULL AS deleted FROM users ORDER BY id;
+\echo '== refused: restoring the old user would take the number back from the new one'
+SELECT integrity.restore('users', 2::bigint);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE

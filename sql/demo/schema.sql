@@ -40,7 +40,18 @@ CREATE TABLE sprinkler_spare_pieces (
     deleted_by_transaction_id uuid
 );
 
+-- Users sign in with their WhatsApp number, which a deleted user frees for
+-- someone else (guide 000): unique among live users only.
+CREATE TABLE users (
+    id          bigint PRIMARY KEY,
+    retailer_id bigint REFERENCES retailers ON DELETE CASCADE,
+    whatsapp    text NOT NULL,
+    deleted_at  timestamptz
+);
+CREATE UNIQUE INDEX users_whatsapp_live ON users (whatsapp) WHERE deleted_at IS NULL;
+
 INSERT INTO retailers   VALUES (1, 'Kathmandu Hardware'), (2, 'Pokhara Agro');
+INSERT INTO users VALUES (1, 1, '+977 980 000 0001'), (2, 2, '+977 980 000 0002');
 INSERT INTO wholesalers VALUES (10, 'Himalayan Pipes');
 INSERT INTO ledger_entries (retailer_id, wholesaler_id, entry_type, amount, description, created_at) VALUES
     (1, 10, 'DEBIT',  25000.00, 'order 1001', '2026-10-14 10:00+00'),
@@ -59,3 +70,4 @@ SELECT integrity.protect_immutable('sprinkler_spare_pieces',
                                    ARRAY['created_by_transaction_id', 'original_stock_id']);
 SELECT integrity.protect_write_once('sprinkler_spare_pieces', ARRAY['deleted_by_transaction_id']);
 SELECT integrity.enable_versioning('sprinkler_spare_pieces');
+SELECT integrity.enable_soft_delete('users');
