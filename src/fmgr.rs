@@ -51,6 +51,8 @@ macro_rules! guarded_function {
 pub(crate) use guarded_function;
 
 unsafe extern "C-unwind" {
+    #[link_name = "SPI_execute"]
+    fn spi_execute_raw(src: *const core::ffi::c_char, read_only: bool, tcount: core::ffi::c_long) -> core::ffi::c_int;
     #[link_name = "SPI_execute_plan"]
     fn spi_execute_plan_raw(
         plan: pg_sys::SPIPlanPtr,
@@ -79,6 +81,21 @@ pub unsafe fn execute_plan(
         let rc = spi_execute_plan_raw(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, 1);
         if rc < 0 {
             pgrx::error!("pg_integrity: SPI_execute_plan failed: {}", spi_result(rc));
+        }
+        pg_sys::SPI_processed
+    }
+}
+
+/// `SPI_execute` of a statement that may modify rows, without pgrx's error
+/// trap (see `execute_plan`): the rows it processed.
+///
+/// # Safety
+/// As for `execute_plan`; `sql` is a NUL-terminated statement.
+pub unsafe fn execute(sql: *const core::ffi::c_char) -> u64 {
+    unsafe {
+        let rc = spi_execute_raw(sql, false, 0);
+        if rc < 0 {
+            pgrx::error!("pg_integrity: SPI_execute failed: {}", spi_result(rc));
         }
         pg_sys::SPI_processed
     }

@@ -5,35 +5,51 @@
 //! the tables its `ON DELETE CASCADE` foreign keys reach) let deletes through.
 //! Nothing else turns that on: a session cannot set it, and the statement
 //! runs only for the owner of the table.
+//!
+//! The statement runs without pgrx's error trap, so that its errors reach the
+//! client with every field PostgreSQL gave them (a foreign key's constraint
+//! name, say).  So what is switched on is switched off by the (sub)transaction
+//! abort that such an error causes, not by a Rust destructor: a caller that
+//! catches the error continues with the guards in force.
 
-use core::ffi::c_int;
-use std::cell::RefCell;
-use std::ffi::CString;
+use core::ffi::{c_int, c_void};
+use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
-use pgrx::{FromDatum, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{guarded_function, spi_connect, spi_finish, spi_result, Verdict};
+use crate::fmgr::{execute, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
 use crate::trigger::{qualified_name, relation_owner};
 
 thread_local! {
-    /// The relations whose guards currently let deletes through.
-    static SANCTIONED: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
+    /// The sanctioned statements running, innermost last: the subtransaction
+    /// each started in, and the relations whose guards let deletes through.
+    static SANCTIONED: RefCell<Vec<(pg_sys::SubTransactionId, Vec<pg_sys::Oid>)>> =
+        const { RefCell::new(Vec::new()) };
+    static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether a delete of a row of `relid` is one the extension performs itself.
 pub fn allows(relid: pg_sys::Oid) -> bool {
-    SANCTIONED.with_borrow(|relations| relations.contains(&relid))
+    SANCTIONED.with_borrow(|running| running.iter().any(|(_, relations)| relations.contains(&relid)))
 }
 
-/// Puts the previous set back when the statement ends, also when it fails:
-/// an error inside SPI reaches this frame as a Rust panic (pgrx's guard on
-/// `SPI_execute`) and unwinds through it.
-struct Restore(Vec<pg_sys::Oid>);
+/// A failed statement aborts the subtransaction it started in (or the whole
+/// transaction): what it switched on ends with it.
+unsafe extern "C-unwind" fn subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        SANCTIONED.with_borrow_mut(|running| running.retain(|(started_in, _)| *started_in < subid));
+    }
+}
 
-impl Drop for Restore {
-    fn drop(&mut self) {
-        SANCTIONED.set(core::mem::take(&mut self.0));
+unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT {
+        SANCTIONED.with_borrow_mut(Vec::clear);
     }
 }
 
@@ -49,27 +65,27 @@ guarded_function!(
 unsafe fn execute_sanctioned(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     let args = unsafe { (*fcinfo).args.as_slice(2) };
     let relid = pg_sys::Oid::from(args[0].value.value() as u32);
-    let statement = unsafe { String::from_datum(args[1].value, args[1].isnull) }
-        .unwrap_or_else(|| pgrx::error!("pg_integrity: no statement to execute"));
     unsafe { require_owner(relid) };
+    if !CALLBACKS_REGISTERED.replace(true) {
+        // SAFETY: the callbacks only shrink a thread-local list; registered
+        // once, they stay for the backend's life.
+        unsafe {
+            pg_sys::RegisterSubXactCallback(Some(subxact_event), core::ptr::null_mut());
+            pg_sys::RegisterXactCallback(Some(xact_event), core::ptr::null_mut());
+        }
+    }
 
     spi_connect();
     let relations = unsafe { sanctioned_relations(relid) };
-    let processed = {
-        let _restore = Restore(SANCTIONED.with_borrow_mut(|current| {
-            let previous = current.clone();
-            current.extend_from_slice(&relations);
-            previous
-        }));
-        let text = CString::new(statement).expect("text has no NUL");
-        // SAFETY: the statement is text the extension's own SQL functions
-        // built; it runs with the caller's privileges.
-        let rc = unsafe { pg_sys::SPI_execute(text.as_ptr(), false, 0) };
-        if rc < 0 {
-            pgrx::error!("pg_integrity: executing a sanctioned delete failed: {}", spi_result(rc));
-        }
-        // SAFETY: set by the SPI_execute that just returned.
-        unsafe { pg_sys::SPI_processed }
+    // SAFETY: the function is STRICT, so the text is not NULL; the copy is
+    // palloc'd, and nothing on this frame needs dropping when the statement
+    // fails (the list entry is removed by the abort).
+    let processed = unsafe {
+        let statement = pg_sys::text_to_cstring(args[1].value.cast_mut_ptr());
+        SANCTIONED.with_borrow_mut(|running| running.push((pg_sys::GetCurrentSubTransactionId(), relations)));
+        let processed = execute(statement);
+        SANCTIONED.with_borrow_mut(|running| running.pop());
+        processed
     };
     spi_finish();
     Verdict::Allow(pg_sys::Datum::from(processed as i64))
