@@ -369,6 +369,8 @@ BEGIN
 
     DELETE FROM integrity.guard_registry r
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
+    DELETE FROM integrity.chain_anchors a
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = a.table_name);
 END;
 $$;
 

@@ -281,7 +281,8 @@ COMMENT ON FUNCTION integrity.enable_hash_chain(regclass, text[], name, name) IS
 -- The rows of tbl's chains that do not hold: for each chain, the first row
 -- that was changed, removed, inserted out of band or re-ordered; with a digest
 -- from chain_digest(), also a removed or re-forged end of a chain.  One pass
--- over the table, in chain order.
+-- over the table, in chain order.  A chain that purge_expired() shortened
+-- starts at its anchor (integrity.chain_anchors).
 CREATE FUNCTION integrity.verify_chain(tbl regclass, digest jsonb DEFAULT NULL)
 RETURNS TABLE (chain jsonb, row_key jsonb, problem text)
 LANGUAGE plpgsql STABLE
@@ -300,9 +301,10 @@ BEGIN
     RETURN QUERY EXECUTE format($query$
         WITH links AS (
             SELECT %1$s AS chain, %2$s AS row_key, t.%3$I AS seq, t.%4$I AS hash,
-                   pg_catalog.sha256(coalesce(pg_catalog.lag(t.%4$I) OVER w, '\x'::bytea) || %5$s) AS expected,
-                   pg_catalog.lag(t.%3$I) OVER w AS previous
+                   pg_catalog.sha256(coalesce(pg_catalog.lag(t.%4$I) OVER w, a.hash, '\x'::bytea) || %5$s) AS expected,
+                   coalesce(pg_catalog.lag(t.%3$I) OVER w, a.seq) AS previous
               FROM %6$s t
+              LEFT JOIN integrity.chain_anchors a ON a.table_name = %9$L::pg_catalog.regclass AND a.chain = %1$s
             WINDOW w AS (%7$s ORDER BY t.%3$I)
         ), problems AS (
             SELECT l.chain, l.row_key, l.seq,
@@ -347,7 +349,8 @@ BEGIN
                       FROM pg_catalog.jsonb_to_recordset($1 -> 'chains') AS r(chain jsonb, seq bigint, hash text)) AS d
               LEFT JOIN (SELECT a.chain FROM links a GROUP BY a.chain) AS k ON k.chain = d.chain
               LEFT JOIN links l ON l.chain = d.chain AND l.seq = d.seq
-            $digest$ ELSE '' END)
+            $digest$ ELSE '' END,
+        tbl::oid)
     USING digest;
 END;
 $$;

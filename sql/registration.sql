@@ -282,7 +282,8 @@ $$;
 -- Every column a guard reads, with the relation it is read from: the columns
 -- it was registered with and, for a ledger, its amount and entry type columns
 -- and the accounts' key, limit and used columns, for a hash chain every column
--- it hashes and its sequence and hash columns.  The event trigger refuses
+-- it hashes and its sequence and hash columns, for an append-only table with a
+-- retention its time column.  The event trigger refuses
 -- renaming or dropping them; health() reports those that are gone.
 CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
 RETURNS TABLE (rel regclass, col text, n bigint)
@@ -294,6 +295,9 @@ AS $$
     SELECT tbl, c.col, 100 + c.n
       FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
      WHERE guard = 'ledger_credit'
+    UNION ALL
+    SELECT tbl, options -> 'retention' ->> 'time_column', 400
+     WHERE guard = 'append_only' AND options ? 'retention'
     UNION ALL
     SELECT tbl, c.col, 300 + c.n
       FROM unnest(ARRAY[options ->> 'seq_column', options ->> 'hash_column']
@@ -477,8 +481,13 @@ BEGIN
                   DETAIL = 'An append-only table refuses every UPDATE and DELETE of its rows.',
                   HINT = format('Lift soft delete first: SELECT integrity.unprotect(%L, ''soft_delete'');', tbl::text);
     END IF;
+    -- A retention set with set_retention() stays.
     PERFORM integrity._record_guard(tbl, 'append_only', '{}',
-                                    jsonb_build_object('allow_truncate', allow_truncate));
+                                    jsonb_build_object('allow_truncate', allow_truncate)
+                                    || coalesce((SELECT jsonb_build_object('retention', r.options -> 'retention')
+                                                   FROM integrity.guard_registry r
+                                                  WHERE r.table_name = tbl AND r.guard = 'append_only'
+                                                    AND r.options ? 'retention'), '{}'));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_append_only BEFORE UPDATE OR DELETE ON %s'
                    ' FOR EACH ROW EXECUTE FUNCTION integrity.append_only_guard()', tbl);
     IF allow_truncate THEN
@@ -611,6 +620,10 @@ BEGIN
          WHERE r.table_name = tbl AND r.guard = ANY (kinds)
         RETURNING 1)
     SELECT count(*) > 0 INTO registered FROM removed;
+    -- A chain registered again later starts from its rows, not from an old purge.
+    IF 'hash_chain' = ANY (kinds) THEN
+        DELETE FROM integrity.chain_anchors a WHERE a.table_name = tbl;
+    END IF;
     -- Triggers go too when their registry row was already gone.
     SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t, unnest(kinds) k, integrity._guard_triggers(k) g
                     WHERE t.tgrelid = tbl AND t.tgname = g.trigger_name AND t.tgparentid = 0)

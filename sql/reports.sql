@@ -20,6 +20,10 @@ AS $$
         WHEN 'append_only' THEN
             format('SELECT integrity.protect_append_only(%L, allow_truncate => %s);', tbl::text,
                    CASE WHEN (options ->> 'allow_truncate')::boolean THEN 'true' ELSE 'false' END)
+            || CASE WHEN options ? 'retention'
+                    THEN format(' SELECT integrity.set_retention(%L, %L, %L);', tbl::text,
+                                options -> 'retention' ->> 'keep', options -> 'retention' ->> 'time_column')
+                    ELSE '' END
         WHEN 'immutable' THEN
             format('SELECT integrity.protect_immutable(%L, %s);', tbl::text, integrity._array_sql(columns))
         WHEN 'write_once' THEN

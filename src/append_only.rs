@@ -6,11 +6,13 @@
 //! changes a row (ON CONFLICT DO UPDATE, MERGE, writable CTEs, FK cascades,
 //! views) goes through it.  TRUNCATE triggers are per table and are not cloned:
 //! the registration and the extension's event trigger put one on each partition.
+//! The one delete it lets through is `purge_expired()`'s (see `sanctioned.rs`).
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION;
 
 use crate::error::Refusal;
+use crate::sanctioned;
 use crate::trigger::{qualified_name, trigger_entry, Firing, Verdict};
 
 trigger_entry!(
@@ -35,6 +37,11 @@ unsafe fn refuse_row_change(firing: &Firing) -> Verdict {
     };
     if !firing.is_row() {
         firing.misuse();
+    }
+    // purge_expired() removes rows past the table's retention.
+    // SAFETY: the trigger's relation is open for the whole firing.
+    if verb == "delete" && sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
+        return Verdict::Allow(pg_sys::Datum::from(firing.data.tg_trigtuple));
     }
     let table = firing.table_name();
     firing.refuse(Refusal {

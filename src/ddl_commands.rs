@@ -5,7 +5,7 @@
 //! commands that pg_restore replays; and a rename or schema move, after which
 //! a table is no longer found under the name a guard keeps, from the rest.
 
-use core::ffi::{c_char, CStr};
+use core::ffi::{c_char, c_int, CStr};
 use std::ffi::CString;
 
 use pgrx::pg_guard;
@@ -122,12 +122,29 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
                 #[cfg(any(feature = "pg17", feature = "pg18"))]
                 pg_sys::AlterTableType::AT_SetExpression => format!("change the generation expression of {}", column()),
                 pg_sys::AlterTableType::AT_DetachPartition | pg_sys::AlterTableType::AT_DetachPartitionFinalize => {
-                    let partition = (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name;
-                    format!("detach partition \"{}\"", CStr::from_ptr((*partition).relname).to_string_lossy())
+                    // A partition past the table's retention may go.
+                    let partition = pg_sys::RangeVarGetRelidExtended(
+                        (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name,
+                        pg_sys::NoLock as pg_sys::LOCKMODE,
+                        pg_sys::RVROption::RVR_MISSING_OK,
+                        None,
+                        core::ptr::null_mut(),
+                    );
+                    refuse(
+                        c"SELECT integrity._refuse_detach($1, $2)",
+                        &[
+                            (pg_sys::REGCLASSOID, pg_sys::Datum::from(relid)),
+                            (pg_sys::REGCLASSOID, pg_sys::Datum::from(partition)),
+                        ],
+                    );
+                    continue;
                 }
                 _ => continue,
             };
-            refuse(c"SELECT integrity._refuse_history_ddl($1, $2)", Some((relid, text_datum(action))));
+            refuse(
+                c"SELECT integrity._refuse_history_ddl($1, $2)",
+                &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid)), (pg_sys::TEXTOID, text_datum(action))],
+            );
         }
     }
 }
@@ -147,7 +164,7 @@ unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
         };
         let names = (*stmt).objects;
         if (0..pg_sys::list_length(names)).any(|i| CStr::from_ptr(str_val(pg_sys::list_nth(names, i).cast())) == ours) {
-            refuse(c"SELECT integrity._refuse_extension_drop()", None);
+            refuse(c"SELECT integrity._refuse_extension_drop()", &[]);
         }
     }
 }
@@ -182,21 +199,20 @@ fn text_datum(s: String) -> pg_sys::Datum {
 ///
 /// # Safety
 /// Nothing that needs dropping may be pending in the callers' frames.
-unsafe fn refuse(query: &CStr, args: Option<(pg_sys::Oid, pg_sys::Datum)>) {
+unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
+    let mut types = [pg_sys::InvalidOid; 2];
+    let mut values = [pg_sys::Datum::from(0); 2];
+    for (i, &(typ, value)) in args.iter().enumerate() {
+        (types[i], values[i]) = (typ, value);
+    }
     spi_connect();
-    // SAFETY: the statement takes a regclass and a text, passed as such.
+    // SAFETY: the statement takes arguments of the types passed with them.
     unsafe {
-        let mut types = [pg_sys::REGCLASSOID, pg_sys::TEXTOID];
-        let nargs = if args.is_some() { 2 } else { 0 };
-        let plan = pg_sys::SPI_prepare(query.as_ptr(), nargs, types.as_mut_ptr());
+        let plan = pg_sys::SPI_prepare(query.as_ptr(), args.len() as c_int, types.as_mut_ptr());
         if plan.is_null() {
             pgrx::error!("pg_integrity: could not prepare {query:?}");
         }
-        let mut values = match args {
-            Some((relid, action)) => [pg_sys::Datum::from(relid), action],
-            None => [pg_sys::Datum::from(0); 2],
-        };
-        execute_plan(plan, &mut values, &[b' ' as c_char; 2], true);
+        execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true);
     }
     spi_finish();
 }

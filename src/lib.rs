@@ -44,7 +44,8 @@ pgrx::extension_sql_file!("../sql/stock_credit.sql", name = "stock_credit", requ
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["stock_credit"]);
 pgrx::extension_sql_file!("../sql/hash_chain.sql", name = "hash_chain", requires = ["reports"]);
 pgrx::extension_sql_file!("../sql/soft_delete.sql", name = "soft_delete", requires = ["hash_chain"]);
-pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["soft_delete"]);
+pgrx::extension_sql_file!("../sql/retention.sql", name = "retention", requires = ["soft_delete"]);
+pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["retention"]);
 pgrx::extension_sql_file!("../sql/event_triggers.sql", name = "event_triggers", finalize);
 
 /// Required by `cargo pgrx test`.
