@@ -63,6 +63,10 @@ SELECT integrity.enable_hash_chain('chained_entries', ARRAY['retailer_id', 'whol
 INSERT INTO chained_entries (retailer_id, wholesaler_id, entry_type, amount, created_at)
 SELECT retailer_id, wholesaler_id, entry_type, amount, created_at FROM ledger_entries WHERE id <= 500 ORDER BY id;
 CREATE TABLE chain_digests AS SELECT integrity.chain_digest('chained_entries') AS digest;
+-- Entries older than two years are purged: each chain keeps its last row and
+-- starts at an anchor, which the dump must carry.
+SELECT integrity.set_retention('chained_entries', '2 years');
+SELECT integrity.purge_expired('chained_entries');
 
 -- Inventory: pieces keep the transaction that created them.
 CREATE TABLE sprinkler_spare_pieces (
@@ -167,6 +171,10 @@ verify_restored() {
     check_same "$L integrity.guards: created_at kept" "$SRC" "$DST" \
         "SELECT table_name::text, guard, created_at FROM integrity.guards ORDER BY 1, 2"
     check_eq "$L integrity.guards: all 13 guards registered" "13" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_same "$L integrity.chain_anchors: same anchors" "$SRC" "$DST" \
+        "SELECT table_name::text, chain, seq, hash FROM integrity.chain_anchors ORDER BY 1, 2"
+    check_eq "$L the purge left one row per chain" "85|85" \
+        "$(sql "$DST" "SELECT count(*), count(DISTINCT (retailer_id, wholesaler_id)) FROM chained_entries")"
     check_eq "$L the hash chains verify, also against the digest taken on the origin" "" \
         "$(sql "$DST" "SELECT format('%s %s: %s', chain, row_key, problem)
                         FROM integrity.verify_chain('chained_entries', (SELECT digest FROM chain_digests))")"
@@ -243,7 +251,7 @@ sprinkler_spare_pieces|integrity_version_check|O" \
     check_eq "$L an INSERT into the chained ledger continues its chain" "t" \
         "$(sql "$DST" "INSERT INTO chained_entries (retailer_id, wholesaler_id, entry_type, amount)
                         VALUES (1, 1, 'CREDIT', 5)
-                        RETURNING chain_seq = (SELECT count(*) + 1 FROM chained_entries
+                        RETURNING chain_seq = (SELECT max(chain_seq) + 1 FROM chained_entries
                                                 WHERE retailer_id = 1 AND wholesaler_id = 1)")"
     check_eq "$L the hash chains still verify after it" "" \
         "$(sql "$DST" "SELECT format('%s %s: %s', chain, row_key, problem) FROM integrity.verify_chain('chained_entries')")"
