@@ -167,10 +167,10 @@ SELECT sqlstate, detail, constraint_name FROM expect_error($$SELECT integrity.re
 DELETE FROM users WHERE id = 2;
 SELECT integrity.restore('users', 1::bigint);
 SELECT id, deleted_at IS NULL AS live FROM users ORDER BY id;
--- A purge that fails (a RESTRICT foreign key) purges nothing, and leaves
+-- A purge that fails (a foreign key that does not cascade) purges nothing, and leaves
 -- nothing switched on even when the caller catches the error: the next
 -- DELETE is a soft delete again.
-CREATE TABLE sessions (id integer PRIMARY KEY, user_id bigint REFERENCES users ON DELETE RESTRICT);
+CREATE TABLE sessions (id integer PRIMARY KEY, user_id bigint REFERENCES users);
 INSERT INTO sessions VALUES (1, 2);
 SELECT sqlstate, constraint_name FROM expect_error($$SELECT integrity.purge_deleted('sd.users', '0')$$);
 DELETE FROM users WHERE id = 1;
