@@ -366,8 +366,12 @@ unsafe fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     result
 }
 
-unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
-    // SAFETY: the chained table is locked by the INSERT (it or its partition).
+/// The owner of relation `relid`.
+///
+/// # Safety
+/// The relation must be locked (or otherwise kept from being dropped).
+pub(crate) unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: the caller keeps the relation from going away.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
         if tuple.is_null() {

@@ -131,7 +131,10 @@ unsafe fn require_owner(relid: pg_sys::Oid) {
             ERROR,
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("must be owner of table {}", qualified_name(relid)),
-            format!("Only the owner of {} (or a member of its owning role) can delete its rows for good.", qualified_name(relid))
+            format!(
+                "Only the owner of {} (or a member of its owning role) can delete its rows for good.",
+                qualified_name(relid)
+            )
         );
     }
 }
