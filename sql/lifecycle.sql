@@ -158,23 +158,18 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'A foreign table cannot have the statement triggers that record lifecycle events.';
     END IF;
+    -- Replaced also when they are there: that is what tells every backend
+    -- (through the relcache) to build the statements again when a
+    -- re-registration changed the tracked columns.
     FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
         FOR g IN SELECT * FROM integrity._guard_triggers('lifecycle') LOOP
-            -- A trigger of that name that is not this one is replaced.
-            IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
-                            WHERE t.tgrelid = rel AND t.tgname = g.trigger_name
-                              AND t.tgfoid = 'integrity.lifecycle_guard()'::pg_catalog.regprocedure
-                              AND t.tgtype = g.tgtype AND t.tgqual IS NULL AND t.tgnargs = 0
-                              AND t.tgoldtable IS NOT DISTINCT FROM CASE WHEN g.tgtype & 4 = 0 THEN 'old_rows' END
-                              AND t.tgnewtable IS NOT DISTINCT FROM CASE WHEN g.tgtype & 8 = 0 THEN 'new_rows' END) THEN
-                EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
-                               ' EXECUTE FUNCTION integrity.lifecycle_guard()',
-                               g.trigger_name,
-                               CASE g.tgtype WHEN 4 THEN 'INSERT' WHEN 16 THEN 'UPDATE' ELSE 'DELETE' END, rel,
-                               CASE g.tgtype WHEN 4 THEN 'NEW TABLE AS new_rows'
-                                             WHEN 16 THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
-                                             ELSE 'OLD TABLE AS old_rows' END);
-            END IF;
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
+                           ' EXECUTE FUNCTION integrity.lifecycle_guard()',
+                           g.trigger_name,
+                           CASE g.tgtype WHEN 4 THEN 'INSERT' WHEN 16 THEN 'UPDATE' ELSE 'DELETE' END, rel,
+                           CASE g.tgtype WHEN 4 THEN 'NEW TABLE AS new_rows'
+                                         WHEN 16 THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                                         ELSE 'OLD TABLE AS old_rows' END);
         END LOOP;
     END LOOP;
 END;
