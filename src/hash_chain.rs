@@ -35,7 +35,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish, spi_result};
+use crate::fmgr::{execute_plan, free_plan, set_locally, spi_connect, spi_finish, spi_result};
 use crate::invalidation;
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
@@ -168,31 +168,15 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
 }
 
 /// Disables sequential and bitmap scans until `AtEOXact_GUC(true, level)`
-/// with the level returned (as a function's `SET` clause would): the chain's
-/// last row must be found through the chain index whatever the table's
-/// statistics say.  A table analyzed while empty would otherwise get a plan
-/// that scans the whole table for every row inserted.
+/// with the level returned: the chain's last row must be found through the
+/// chain index whatever the table's statistics say.  A table analyzed while
+/// empty would otherwise get a plan that scans the whole table for every row
+/// inserted.
 ///
 /// # Safety
-/// The caller restores the settings with `AtEOXact_GUC`; an error in between
-/// restores them when the (sub)transaction aborts.
+/// As for `set_locally`.
 unsafe fn index_scans_only() -> c_int {
-    unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        for name in [c"enable_seqscan", c"enable_bitmapscan"] {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                c"off".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        level
-    }
+    unsafe { set_locally(&[(c"enable_seqscan", c"off"), (c"enable_bitmapscan", c"off")]) }
 }
 
 /// A hash of the chain columns' values, for the bucket lock of a chain

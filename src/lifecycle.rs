@@ -25,7 +25,9 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
+use crate::fmgr::{
+    execute_plan, free_plan, guarded_function, set_locally, spi_connect, spi_finish, spi_result, Verdict,
+};
 use crate::hash_chain::relation_owner;
 use crate::invalidation;
 use crate::sanctioned;
@@ -94,6 +96,11 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     if rc != pg_sys::SPI_OK_TD_REGISTER as c_int {
         pgrx::error!("pg_integrity: SPI_register_trigger_data failed: {}", spi_result(rc));
     }
+    // The statement is parsed and run with only pg_catalog on the search
+    // path: the operators of IS DISTINCT FROM are looked up by name, and a
+    // role's own "=" must not run as the events table's owner.
+    // SAFETY: restored below; an error restores it with the transaction.
+    let nest_level = unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) };
     // Nothing that needs dropping is held past this block: the statement
     // below may raise, which longjmps over this frame.
     let (plan, owner) = {
@@ -113,6 +120,7 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
         let mut values = [pg_sys::Datum::from(saved_user)];
         execute_plan(plan, &mut values, &[b' ' as c_char], false);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        pg_sys::AtEOXact_GUC(true, nest_level);
     }
     spi_finish();
     Verdict::Allow(pg_sys::Datum::from(0))
@@ -276,7 +284,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
         let query = c"SELECT pg_catalog.array_agg(e ORDER BY e.id) FROM integrity.lifecycle_events e \
-                      WHERE e.table_name = $1 AND e.row_key = $2";
+                      WHERE e.table_name OPERATOR(pg_catalog.=) $1 AND e.row_key OPERATOR(pg_catalog.=) $2";
         let mut types = [pg_sys::TEXTOID, pg_sys::JSONBOID];
         let mut values = [pg_sys::Datum::from(pg_sys::cstring_to_text(name.as_ptr())), row_key];
         let rc = pg_sys::SPI_execute_with_args(

@@ -164,6 +164,40 @@ ALTER TABLE lc_pieces ADD COLUMN "binCode" text;
 UPDATE lc_pieces SET "binCode" = 'A1' WHERE id = 9;
 SELECT * FROM lc_new_events();
 
+-- Nothing a role can define runs while the events are written (as the
+-- events table's owner): not a cast to json of a type that is not built in
+-- (its values are recorded as text), not an "=" operator of its own found
+-- first on the search path.
+CREATE TYPE lc_grade AS ENUM ('A', 'B');
+CREATE FUNCTION lc_grade_json(lc_grade) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'cast to json runs as %', current_user;
+    RETURN '"cast"'::json;
+END;
+$$;
+CREATE CAST (lc_grade AS json) WITH FUNCTION lc_grade_json(lc_grade);
+CREATE FUNCTION lc_grade_eq(lc_grade, lc_grade) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE '= runs as %', current_user;
+    RETURN $1::text = $2::text;
+END;
+$$;
+CREATE OPERATOR public.= (LEFTARG = lc_grade, RIGHTARG = lc_grade, FUNCTION = lc_grade_eq);
+CREATE TABLE lc_graded (id int PRIMARY KEY, grade lc_grade, grades lc_grade[]);
+SELECT integrity.track_lifecycle('lc_graded');
+SET search_path = public, pg_catalog;
+INSERT INTO lc_graded VALUES (1, 'A', '{A,B}'), (2, NULL, NULL);
+UPDATE lc_graded SET grade = 'B', grades = '{B}' WHERE id = 1;
+UPDATE lc_graded SET grade = grade;
+RESET search_path;
+SELECT * FROM lc_new_events();
+SELECT integrity.unprotect('lc_graded');
+DROP TABLE lc_graded;
+DROP OPERATOR public.= (lc_grade, lc_grade);
+DROP CAST (lc_grade AS json);
+DROP FUNCTION lc_grade_json(lc_grade), lc_grade_eq(lc_grade, lc_grade);
+DROP TYPE lc_grade;
+
 -- Registration errors.
 CREATE VIEW lc_pieces_view AS SELECT * FROM lc_pieces;
 CREATE TABLE lc_keyless (a int, b text);
