@@ -104,7 +104,9 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     // Nothing that needs dropping is held past this block: the statement
     // below may raise, which longjmps over this frame.
     let (plan, owner) = {
+        // SAFETY: the trigger's relation is open for the whole firing.
         let relid = unsafe { (*firing.relation()).rd_id };
+        // SAFETY: SPI is connected, as statement() requires.
         let (sql, owner) =
             unsafe { statement(relid, firing.event(), operation) }.unwrap_or_else(|| not_registered(firing));
         (prepared(firing.trigger().tgoid, &sql), owner)
@@ -135,6 +137,7 @@ unsafe fn statement(relid: pg_sys::Oid, event: u32, operation: &str) -> Option<S
     if cached.is_some() {
         return cached;
     }
+    // SAFETY: the caller is connected to SPI.
     let read = unsafe { read_statement(relid, operation) };
     if let Some(statement) = &read {
         STATEMENTS.with_borrow_mut(|all| all.insert(key, (generation, statement.clone())));
@@ -222,6 +225,7 @@ unsafe fn refuse_event_change(firing: &Firing) -> Verdict {
     if !firing.is_before() {
         firing.misuse();
     }
+    // SAFETY: the trigger's relation is open for the whole firing.
     let relid = unsafe { (*firing.relation()).rd_id };
     let (verb, what) = match firing.event() {
         pg_sys::TRIGGER_EVENT_UPDATE if firing.is_row() => ("update", firing.row_key(firing.data.tg_trigtuple)),
@@ -251,6 +255,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     let args = unsafe { (*fcinfo).args.as_slice(2) };
     let relid = pg_sys::Oid::from(args[0].value.value() as u32);
     let row_key = args[1].value;
+    // SAFETY: reads the backend's current user.
     let caller = unsafe { pg_sys::GetUserId() };
     // SAFETY: a catalog lookup; it raises 42P01 for a table that is gone.
     if unsafe { pg_sys::pg_class_aclcheck(relid, caller, pg_sys::ACL_SELECT as pg_sys::AclMode) }
