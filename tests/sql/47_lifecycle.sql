@@ -55,6 +55,12 @@ SELECT * FROM lc_health();
 -- INSERT: every tracked column's new value.
 INSERT INTO lc_pieces (id, "stockId", "pieceCount", note) VALUES (4, 11, 4, NULL), (5, 12, 5, 'spare');
 SELECT * FROM lc_new_events();
+-- COPY too.
+COPY lc_pieces (id, "stockId", "pieceCount") FROM stdin;
+20	16	1
+\.
+DELETE FROM lc_pieces WHERE id = 20;
+SELECT operation, row_key FROM lc_new_events();
 -- UPDATE: only the tracked columns that changed, old and new; numeric 1.0 ->
 -- 1.00 is a change (it reads back differently).
 UPDATE lc_pieces SET status = 'SOLD_OUT', "pieceCount" = 1.00, updated_at = now() WHERE id = 1;
