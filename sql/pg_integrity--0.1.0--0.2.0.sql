@@ -3112,7 +3112,7 @@ COMMENT ON FUNCTION integrity.track_lifecycle(regclass, text[], text[]) IS
 -- table's owner).
 CREATE FUNCTION integrity._lifecycle_events_of(tbl regclass, row_key jsonb)
 RETURNS integrity.lifecycle_events[]
-LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_lifecycle_events_of';
+LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'integrity_lifecycle_events_of';
 
 CREATE FUNCTION integrity.history(tbl regclass, id anyelement)
 RETURNS SETOF integrity.lifecycle_events
