@@ -5,6 +5,8 @@
 # session_replication_role = replica, so:
 #   * versioning (origin-only triggers) never bumps an applied row: the
 #     subscriber's version equals the publisher's after every update;
+#   * lifecycle tracking (origin-only triggers) records an event once, on the
+#     origin: the subscriber records only its own writes;
 #   * append-only and immutable guards (ENABLE ALWAYS) refuse an applied
 #     UPDATE/DELETE from a publisher that is not guarded: the apply worker
 #     fails with 23001 and the subscriber's rows stay as they were;
@@ -79,6 +81,7 @@ lr origin >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     INSERT INTO ledger_entries SELECT i, 1 + i % 3, 'DEBIT', i FROM generate_series(1, 10) AS i;
     -- The origin versions the pieces; its ledger is NOT guarded (a legacy publisher).
     SELECT integrity.enable_versioning('sprinkler_spare_pieces');
+    SELECT integrity.track_lifecycle('sprinkler_spare_pieces');
     UPDATE sprinkler_spare_pieces SET status = 'RESERVED' WHERE id <= 5;       -- version 2
     CREATE PUBLICATION pub_pieces FOR TABLE sprinkler_spare_pieces;
     CREATE PUBLICATION pub_ledger FOR TABLE ledger_entries;
@@ -94,6 +97,7 @@ lr origin >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
 lr replica >/dev/null "CREATE EXTENSION pg_integrity; $SCHEMA
     SELECT integrity.enable_versioning('sprinkler_spare_pieces');
     SELECT integrity.protect_immutable('sprinkler_spare_pieces', ARRAY['created_by_transaction_id', 'original_stock_id']);
+    SELECT integrity.track_lifecycle('sprinkler_spare_pieces');
     SELECT integrity.protect_append_only('ledger_entries');"
 for name in pieces ledger chain users; do
     lr replica "CREATE SUBSCRIPTION sub_$name
@@ -112,8 +116,13 @@ check_eq "origin versions after three updates" "4|4|4|3|3|2|1|2" \
     "$(lr origin "SELECT string_agg(version::text, '|' ORDER BY id) FROM sprinkler_spare_pieces
                    WHERE id IN (1, 3, 2, 4, 5, 10, 11, 20)")"
 wait_for "replicated updates carry the origin's version, no second bump" replica "$PIECES" "$(lr origin "$PIECES")"
+EVENTS="SELECT count(*) || ':' || coalesce(string_agg(DISTINCT operation, ','), '') FROM integrity.lifecycle_events"
+check_eq "the origin recorded a lifecycle event per updated row" "19:UPDATE" "$(lr origin "$EVENTS")"
+check_eq "the subscriber records no lifecycle events for rows it applied (origin-only triggers)" "0:" \
+    "$(lr replica "$EVENTS")"
 check_eq "the subscriber's own writes still bump (origin role): 4 -> 5" "5" \
     "$(lr replica "UPDATE sprinkler_spare_pieces SET status = 'LOCAL' WHERE id = 1 RETURNING version")"
+check_eq "the subscriber records lifecycle events for its own writes" "1:UPDATE" "$(lr replica "$EVENTS")"
 
 # --- Append-only on the subscriber refuses applied UPDATE/DELETE -----------------
 LEDGER="SELECT count(*), sum(amount) FROM ledger_entries"

@@ -1,6 +1,7 @@
 -- Event triggers keep the guards whole across DDL:
 --  * partitions created in, or attached to, an append-only table get its
---    TRUNCATE trigger (row triggers are cloned by PostgreSQL itself), and every
+--    TRUNCATE trigger, those of a table whose lifecycle is tracked its
+--    statement triggers (row triggers are cloned by PostgreSQL itself), and every
 --    cloned guard trigger gets the mode of its guard;
 --  * a guard trigger cannot be disabled, switched to another mode, dropped,
 --    renamed, or replaced by one with another function or other events while
@@ -204,6 +205,9 @@ BEGIN
                 IF guarded.guard = 'append_only'
                    AND NOT coalesce((guarded.options ->> 'allow_truncate')::boolean, false) THEN
                     PERFORM integrity._cover_truncate(guarded.table_name);
+                END IF;
+                IF guarded.guard = 'lifecycle' THEN
+                    PERFORM integrity._cover_lifecycle(guarded.table_name);
                 END IF;
                 PERFORM integrity._set_trigger_modes(guarded.table_name);
             END LOOP;

@@ -62,6 +62,12 @@ AS $$
         WHEN 'soft_delete' THEN
             format('SELECT integrity.enable_soft_delete(%L, deleted_column => %L, flag_column => %L);', tbl::text,
                    options ->> 'deleted_column', options ->> 'flag_column')
+        WHEN 'lifecycle' THEN
+            format('SELECT integrity.track_lifecycle(%L, columns => %s, exclude => %s);', tbl::text,
+                   CASE WHEN cardinality(columns) > 0 THEN integrity._array_sql(columns) ELSE 'NULL' END,
+                   CASE WHEN options ? 'exclude'
+                        THEN integrity._array_sql(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'exclude')))
+                        ELSE 'NULL' END)
         END
 $$;
 
@@ -245,7 +251,11 @@ AS $$
             ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
             ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
             ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false),
-            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false)
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false),
+            -- AFTER … FOR EACH STATEMENT with transition tables, one event each
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false)
            ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
      WHERE $1 IS NULL OR t.guard = $1
 $$;
@@ -1173,6 +1183,10 @@ AS $$
            WITH ORDINALITY AS c(col, n)
      WHERE guard = 'hash_chain'
     UNION ALL
+    SELECT tbl, c.col, 400 + c.n
+      FROM pg_catalog.jsonb_array_elements_text(options -> 'exclude') WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'lifecycle'
+    UNION ALL
     SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
       FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
      WHERE guard = 'ledger_credit' AND integrity._relation(options ->> 'accounts') IS NOT NULL
@@ -1366,6 +1380,9 @@ BEGIN
                    AND NOT coalesce((guarded.options ->> 'allow_truncate')::boolean, false) THEN
                     PERFORM integrity._cover_truncate(guarded.table_name);
                 END IF;
+                IF guarded.guard = 'lifecycle' THEN
+                    PERFORM integrity._cover_lifecycle(guarded.table_name);
+                END IF;
                 PERFORM integrity._set_trigger_modes(guarded.table_name);
             END LOOP;
         END IF;
@@ -1547,322 +1564,6 @@ AS $$
                   e.evtfunction)
       FROM integrity._event_triggers() e
      WHERE e.evtname = $1
-$$;
-
-CREATE OR REPLACE FUNCTION integrity.health()
-RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
--- The catalog query is small but its estimates are not: without this, JIT
--- compilation would take seconds.
-SET jit = off
-AS $$
-WITH registered AS (
-    SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
-           CASE WHEN r.guard = 'ledger_credit' THEN integrity._relation(r.options ->> 'accounts') END AS accounts
-      FROM integrity.guard_registry r
-      LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
-),
--- Every column a registered guard reads, with the relation it is read from.
-guard_columns AS (
-    SELECT r.tbl, r.guard, u.rel, u.col, u.n,
-           EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                    WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
-      FROM registered r
-     CROSS JOIN LATERAL integrity._guard_columns(r.tbl, r.guard, r.columns, r.options) u
-     WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
-),
--- Registry rows whose triggers can be checked: the table, the accounts table
--- and every column are there.
-sound AS (
-    SELECT r.*
-      FROM registered r
-     WHERE r.relkind IS NOT NULL
-       AND (r.guard <> 'ledger_credit' OR r.accounts IS NOT NULL)
-       AND NOT EXISTS (SELECT FROM guard_columns gc
-                        WHERE gc.tbl = r.tbl AND gc.guard = r.guard AND NOT gc.present)
-),
--- The triggers each registered guard needs, on the table and on every
--- partition (row triggers as clones, TRUNCATE triggers of their own).
-expected AS (
-    SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
-           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition, g.has_when
-      FROM registered r
-     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
-     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
-     WHERE r.relkind IS NOT NULL
-       AND NOT (g.trigger_name LIKE '%\_row\_movement' AND r.relkind <> 'p')
-       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
-                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
-),
-found AS (
-    SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
-           t.tgqual IS NOT NULL AS actual_has_when,
-           t.tgfoid::regprocedure AS actual_function,
-           coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
-           format('trigger %s of the %s guard', e.trigger_name, e.guard)
-           || CASE WHEN e.rel = e.tbl THEN '' ELSE format(' on partition %s of %s', e.rel, e.tbl) END AS what
-      FROM expected e
-      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = e.trigger_name
-      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-     WHERE (e.tbl, e.guard) IN (SELECT s.tbl, s.guard FROM sound s)
-),
--- One ALTER TABLE per relation that puts every guard trigger on it that is
--- disabled or in the wrong mode back in its mode.
-relation_fix AS (
-    SELECT f.rel,
-           format('ALTER TABLE %s %s;', f.rel,
-                  string_agg(format('ENABLE %sTRIGGER %I', CASE f.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END,
-                                    f.trigger_name), ', ' ORDER BY f.trigger_name)) AS fix
-      FROM found f
-     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
-     GROUP BY f.rel
-),
--- The same for a whole partition tree, followed by a space ('' when none).
-tree_fix AS (
-    SELECT r.tbl, coalesce(string_agg(rf.fix || ' ', '' ORDER BY rf.rel::text COLLATE "C"), '') AS fix
-      FROM (SELECT DISTINCT rr.tbl FROM registered rr WHERE rr.relkind IS NOT NULL) r
-     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
-      LEFT JOIN relation_fix rf ON rf.rel = m.rel
-     GROUP BY r.tbl
-),
--- The registration of each guard, after the mode fixes of its table.
-registration AS (
-    SELECT r.tbl, r.guard, tf.fix,
-           tf.fix || integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) AS sql
-      FROM registered r
-      JOIN tree_fix tf ON tf.tbl = r.tbl
-),
--- Triggers that carry a guard trigger's name but that no registered guard needs.
-stray AS (
-    SELECT t.tgrelid::regclass AS rel, t.tgname, g.guard,
-           (SELECT rg.sql
-              FROM registration rg
-             WHERE rg.guard = g.guard
-               AND (rg.tbl = t.tgrelid
-                    OR rg.tbl IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(t.tgrelid) a))
-             LIMIT 1) AS registration
-      FROM pg_catalog.pg_trigger t
-      JOIN (SELECT DISTINCT k.trigger_name, k.guard FROM integrity._guard_triggers(NULL) k) g
-        ON g.trigger_name = t.tgname
-     WHERE t.tgparentid = 0
-       AND NOT EXISTS (SELECT FROM expected e WHERE e.rel = t.tgrelid AND e.trigger_name = t.tgname)
-),
--- step orders the problems of one table: registry rows that must go (1),
--- guards re-registered with the columns they have left (2), the rest (3).
-problems (severity, table_name, guard, step, problem, remedy) AS (
-    -- The registry outlived the table.
-    SELECT 'error', r.tbl, r.guard, 1,
-           format('the %s guard is registered for a table that no longer exists (OID %s)', r.guard, r.tbl::oid),
-           format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
-      FROM registered r
-     WHERE r.relkind IS NULL
-    UNION ALL
-    -- A debit or credit value that is no value of the entry type column any
-    -- more (an enum label renamed): every entry is refused as of no known type.
-    SELECT 'error', r.tbl, r.guard, 3,
-           format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
-                  ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
-                  p.problem),
-           integrity._unprotect_sql(r.tbl, r.guard)
-      FROM registered r
-     CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
-                                ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
-     CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)
-                          WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit') AS p(problem)
-     WHERE p.problem IS NOT NULL
-    UNION ALL
-    -- Inheritance children, which the guards do not cover (the event trigger
-    -- refuses new ones; these are older, or made while it was disabled).
-    SELECT 'error', r.tbl, r.guard, 3,
-           format('%s inherits from %s, which has the %s guard: guards cover partitions, not inheritance'
-                  ' children, yet UPDATE, DELETE and TRUNCATE of %s reach its rows', child, r.tbl, r.guard, r.tbl),
-           format('ALTER TABLE %s NO INHERIT %s;', child, r.tbl)
-      FROM registered r
-     CROSS JOIN LATERAL integrity._inheritance_children(r.tbl) AS child
-     WHERE r.relkind IS NOT NULL
-    UNION ALL
-    SELECT 'error', r.tbl, r.guard, 1,
-           format('accounts table %s of the ledger_credit guard no longer exists (dropped or renamed):'
-                  ' remove the guard, then register it again with the accounts table as it is now',
-                  r.options ->> 'accounts'),
-           integrity._unprotect_sql(r.tbl, r.guard)
-      FROM registered r
-     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit' AND r.accounts IS NULL
-    UNION ALL
-    -- A registered column is gone (renamed or dropped while the event
-    -- trigger was not watching).  A column guard is registered again with
-    -- the columns it has left; other guards are removed.
-    SELECT 'error', gc.rel, gc.guard, CASE WHEN left_over.columns IS NULL THEN 1 ELSE 2 END,
-           format('column "%s" of %s, registered for the %s guard%s, no longer exists (renamed or dropped): %s',
-                  gc.col, gc.rel, gc.guard, CASE WHEN gc.rel <> gc.tbl THEN format(' of %s', gc.tbl) ELSE '' END,
-                  CASE WHEN left_over.columns IS NOT NULL
-                       THEN 'the guard is registered again with the columns it has left; add the new name of a renamed column'
-                       ELSE 'remove the guard, then register it again with the columns as they are now' END),
-           CASE WHEN left_over.columns IS NOT NULL
-                THEN format('BEGIN; %s %s%s COMMIT;', integrity._unprotect_sql(gc.tbl, gc.guard), tf.fix,
-                            integrity._registration_sql(gc.tbl, gc.guard, left_over.columns, '{}'))
-                ELSE integrity._unprotect_sql(gc.tbl, gc.guard) END
-      FROM guard_columns gc
-      JOIN tree_fix tf ON tf.tbl = gc.tbl
-     CROSS JOIN LATERAL (SELECT array_agg(o.col ORDER BY o.n) AS columns
-                           FROM guard_columns o
-                          WHERE o.tbl = gc.tbl AND o.guard = gc.guard AND o.present
-                            AND gc.guard IN ('immutable', 'write_once')) left_over
-     WHERE NOT gc.present
-    UNION ALL
-    -- Guard triggers: missing, replaced, disabled, in the wrong mode.
-    SELECT 'error', f.rel, f.guard, 3,
-           CASE WHEN f.rel = f.tbl THEN format('trigger %s of the %s guard is missing', f.trigger_name, f.guard)
-                ELSE format('partition %s of %s is not covered: trigger %s of the %s guard is missing',
-                            f.rel, f.tbl, f.trigger_name, f.guard) END,
-           rg.sql
-      FROM found f
-      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
-     WHERE f.tgoid IS NULL
-    UNION ALL
-    SELECT 'error', f.rel, f.guard, 3,
-           format('%s was replaced: it runs %s %s, not integrity.%s() %s', f.what,
-                  f.actual_function, integrity._tgtype_text(f.actual_tgtype), f.function_name,
-                  integrity._tgtype_text(f.tgtype)),
-           -- CREATE OR REPLACE TRIGGER repairs a row trigger; TRUNCATE triggers
-           -- are only created where missing, so the guard is put back whole.
-           CASE WHEN f.per_partition
-                THEN format('BEGIN; %s%s %s COMMIT;', rg.fix, integrity._unprotect_sql(f.tbl, f.guard),
-                            integrity._registration_sql(f.tbl, f.guard, f.columns, f.options))
-                ELSE rg.sql END
-      FROM found f
-      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
-     WHERE f.tgoid IS NOT NULL AND (NOT f.own_function OR f.actual_tgtype <> f.tgtype)
-    UNION ALL
-    SELECT 'error', f.rel, f.guard, 3,
-           format('%s was replaced: its arguments differ from the registered ones', f.what),
-           rg.sql
-      FROM found f
-      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
-     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
-       AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
-    UNION ALL
-    SELECT 'error', f.rel, f.guard, 3,
-           format('%s was replaced: it %s', f.what,
-                  CASE WHEN f.actual_has_when THEN 'has a WHEN clause, which can keep it from firing'
-                       ELSE 'lacks its WHEN clause' END),
-           rg.sql
-      FROM found f
-      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
-     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
-       AND f.tgargs = integrity._trigger_args(f.trigger_name, f.columns, f.options)
-       AND f.actual_has_when <> f.has_when
-    UNION ALL
-    SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
-           f.rel, f.guard, 3,
-           format('%s is %s', f.what,
-                  CASE WHEN f.tgenabled = 'D' THEN 'disabled: the guard is not enforced'
-                       WHEN f.mode = 'A' AND f.tgenabled = 'O'
-                            THEN 'ENABLE (origin only), not ENABLE ALWAYS: sessions with session_replication_role = replica skip it'
-                       WHEN f.tgenabled = 'R'
-                            THEN format('ENABLE REPLICA, not %s: ordinary sessions skip it',
-                                        CASE f.mode WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'ENABLE' END)
-                       ELSE 'ENABLE ALWAYS, not ENABLE (origin only): it also fires for rows that logical replication applies, which their origin already processed'
-                  END),
-           rf.fix
-      FROM found f
-      JOIN relation_fix rf ON rf.rel = f.rel
-     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
-    UNION ALL
-    -- Guard triggers that no registered guard needs.
-    SELECT CASE WHEN s.registration IS NULL THEN 'warning' ELSE 'info' END, s.rel, s.guard, 3,
-           CASE WHEN s.registration IS NULL
-                THEN format('trigger %s of the %s guard is on a table the registry has no %s guard for'
-                            ' (registry row deleted, or a partition detached from a guarded table): unprotect'
-                            ' removes it; registering the guard again keeps it', s.tgname, s.guard, s.guard)
-                ELSE format('trigger %s is not part of the %s guard as registered', s.tgname, s.guard) END,
-           coalesce(s.registration, integrity._unprotect_sql(s.rel, s.guard))
-      FROM stray s
-    UNION ALL
-    -- A guard function under a name the extension does not manage (a renamed guard trigger).
-    SELECT 'warning', t.tgrelid::regclass, min(g.guard), 3,
-           format('trigger %s runs guard function integrity.%s() under a name pg_integrity does not manage:'
-                  ' neither the registry nor the event triggers watch it', t.tgname, p.proname),
-           format('DROP TRIGGER %I ON %s;', t.tgname, t.tgrelid::regclass)
-      FROM pg_catalog.pg_trigger t
-      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
-      JOIN integrity._guard_triggers(NULL) g ON g.function_name = p.proname
-     WHERE t.tgparentid = 0
-       AND t.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k)
-     GROUP BY t.tgrelid, t.tgname, p.proname
-    UNION ALL
-    -- Guarded tables without a primary key.
-    SELECT 'warning', r.tbl, NULL, 3,
-           format('guarded table %s has no primary key: guard errors and violations() cannot name its rows'
-                  ' by a stable key', r.tbl),
-           tf.fix
-           || CASE WHEN r.relkind = 'r' AND candidate.index_name IS NOT NULL
-                   THEN format('ALTER TABLE %s ADD PRIMARY KEY USING INDEX %I;', r.tbl, candidate.index_name)
-                   ELSE format('ALTER TABLE %s ADD PRIMARY KEY (%s);', r.tbl,
-                               coalesce(candidate.key_columns, '<columns that identify a row>')) END
-      FROM (SELECT DISTINCT rr.tbl, rr.relkind FROM registered rr WHERE rr.relkind IS NOT NULL) r
-      JOIN tree_fix tf ON tf.tbl = r.tbl
-      LEFT JOIN LATERAL (
-            -- a valid, unique, non-partial index on NOT NULL columns
-            SELECT ic.relname AS index_name,
-                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
-                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
-                      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS key_columns
-              FROM pg_catalog.pg_index i
-              JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
-             WHERE i.indrelid = r.tbl AND i.indisunique AND i.indisvalid AND i.indimmediate
-               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
-               AND NOT EXISTS (SELECT FROM unnest(i.indkey::int2[]) AS k(attnum)
-                                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                                WHERE NOT a.attnotnull)
-             ORDER BY i.indnatts, ic.relname
-             LIMIT 1) candidate ON true
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conrelid = r.tbl AND con.contype = 'p')
-    UNION ALL
-    -- The extension's event triggers: missing, disabled, or not ENABLE ALWAYS.
-    SELECT CASE WHEN e.evtenabled = 'O' THEN 'warning' ELSE 'error' END, NULL, NULL, 1,
-           format('event trigger %s %s%s', v.evtname,
-                  CASE WHEN e.oid IS NULL THEN 'is missing: '
-                       WHEN e.evtenabled = 'D' THEN 'is disabled: '
-                       WHEN e.evtenabled = 'O' THEN 'is ENABLE (origin only), not ENABLE ALWAYS: in sessions with session_replication_role = replica, '
-                       ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
-                  v.consequence),
-           CASE WHEN e.oid IS NULL
-                THEN integrity._event_trigger_sql(v.evtname)
-                     || format(' ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %I;', v.evtname)
-                ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
-      FROM integrity._event_triggers() v
-      LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
-     WHERE e.oid IS NULL OR e.evtenabled <> 'A'
-    UNION ALL
-    -- The compiled guard functions: replaced by other code, or gone.
-    SELECT 'error', NULL, min(g.guard), 1,
-           CASE WHEN min(p.oid::int8) IS NULL
-                THEN format('guard function integrity.%s() is missing', g.function_name)
-                ELSE format('guard function integrity.%s() is not the extension''s compiled code any more'
-                            ' (it is LANGUAGE %s)', g.function_name, min(l.lanname)) END,
-           format('CREATE OR REPLACE FUNCTION integrity.%I() RETURNS trigger LANGUAGE c AS %L, %L;%s',
-                  g.function_name, 'pg_integrity', 'integrity_' || g.function_name,
-                  CASE WHEN min(p.oid::int8) IS NULL
-                       THEN format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I();', g.function_name)
-                       ELSE '' END)
-      FROM integrity._guard_triggers(NULL) g
-      LEFT JOIN (pg_catalog.pg_proc p
-                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
-                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang)
-             ON p.proname = g.function_name AND p.pronargs = 0
-     GROUP BY g.function_name
-    HAVING min(p.oid::int8) IS NULL
-        OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
-                   OR p.prosrc <> 'integrity_' || g.function_name)
-)
-SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
-  FROM problems p
- ORDER BY CASE p.severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
-          p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
 $$;
 
 -- Hash chains (sql/hash_chain.sql): a new guard kind.
@@ -2283,6 +1984,910 @@ END;
 $$;
 COMMENT ON FUNCTION integrity.chain_digest(regclass) IS
     'The last sequence number and hash of every chain of the table, to keep outside the database and pass to verify_chain() later.';
+
+-- Lifecycle events (sql/lifecycle.sql): a new guard kind, its events table
+-- and the helpers, reports and event trigger that know it.
+CREATE OR REPLACE FUNCTION integrity._guard_triggers(guard text)
+RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
+               guard text, has_when boolean)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
+           t.guard, t.has_when
+      FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false, true),
+            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false, true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false, true),
+            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false, true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true),
+            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
+            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false),
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false),
+            -- AFTER … FOR EACH STATEMENT with transition tables, one event each
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
+     WHERE $1 IS NULL OR t.guard = $1
+$$;
+
+CREATE FUNCTION integrity._lifecycle_events_triggers()
+RETURNS TABLE (trigger_name name, tgtype smallint, create_sql text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.tgtype::smallint,
+           format('CREATE TRIGGER %1$I BEFORE %2$s ON integrity.lifecycle_events FOR EACH %3$s'
+                  ' EXECUTE FUNCTION integrity.lifecycle_events_guard();'
+                  ' ALTER TABLE integrity.lifecycle_events ENABLE ALWAYS TRIGGER %1$I;',
+                  t.trigger_name, t.events, t.level)
+      FROM (VALUES ('lifecycle_events_append_only', 27, 'UPDATE OR DELETE', 'ROW'),
+                   ('lifecycle_events_no_truncate', 34, 'TRUNCATE', 'STATEMENT')
+           ) AS t(trigger_name, tgtype, events, level)
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS TABLE (rel regclass, col text, n bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tbl, c.col, c.n FROM unnest(columns) WITH ORDINALITY AS c(col, n)
+    UNION ALL
+    SELECT tbl, c.col, 100 + c.n
+      FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit'
+    UNION ALL
+    SELECT tbl, options -> 'retention' ->> 'time_column', 400
+     WHERE guard = 'append_only' AND options ? 'retention'
+    UNION ALL
+    SELECT tbl, c.col, 300 + c.n
+      FROM unnest(ARRAY[options ->> 'seq_column', options ->> 'hash_column']
+                  || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'hashed_columns')))
+           WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'hash_chain'
+    UNION ALL
+    SELECT tbl, c.col, 400 + c.n
+      FROM pg_catalog.jsonb_array_elements_text(options -> 'exclude') WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'lifecycle'
+    UNION ALL
+    SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
+      FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit' AND integrity._relation(options ->> 'accounts') IS NOT NULL
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._registration_sql(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE guard
+        WHEN 'append_only' THEN
+            format('SELECT integrity.protect_append_only(%L, allow_truncate => %s);', tbl::text,
+                   CASE WHEN (options ->> 'allow_truncate')::boolean THEN 'true' ELSE 'false' END)
+            || CASE WHEN options ? 'retention'
+                    THEN format(' SELECT integrity.set_retention(%L, %L, %L);', tbl::text,
+                                options -> 'retention' ->> 'keep', options -> 'retention' ->> 'time_column')
+                    ELSE '' END
+        WHEN 'immutable' THEN
+            format('SELECT integrity.protect_immutable(%L, %s);', tbl::text, integrity._array_sql(columns))
+        WHEN 'write_once' THEN
+            format('SELECT integrity.protect_write_once(%L, %s);', tbl::text, integrity._array_sql(columns))
+        WHEN 'versioning' THEN
+            format('SELECT integrity.enable_versioning(%L, version_column => %L, strict => %s);', tbl::text,
+                   columns[1], CASE WHEN NOT (options ->> 'strict')::boolean THEN 'false' ELSE 'true' END)
+        WHEN 'stock' THEN
+            format('SELECT integrity.guard_stock(%L, stock_column => %L, reserved_column => %L);', tbl::text,
+                   columns[1], columns[2])
+        WHEN 'credit' THEN
+            format('SELECT integrity.guard_credit(%L, limit_column => %L, used_column => %L);', tbl::text,
+                   columns[1], columns[2])
+        WHEN 'ledger_credit' THEN
+            format('SELECT integrity.guard_ledger_credit(%L, %L, %s, amount_column => %L, entry_type_column => %L,'
+                   ' debit_value => %L, credit_value => %L, limit_column => %L, used_column => %L);',
+                   tbl::text, options ->> 'accounts', integrity._array_sql(columns),
+                   options ->> 'amount_column', options ->> 'entry_type_column', options ->> 'debit_value',
+                   options ->> 'credit_value', options ->> 'limit_column', options ->> 'used_column')
+        WHEN 'hash_chain' THEN
+            format('SELECT integrity.enable_hash_chain(%L, %s, seq_column => %L, hash_column => %L);', tbl::text,
+                   integrity._array_sql(columns), options ->> 'seq_column', options ->> 'hash_column')
+        WHEN 'soft_delete' THEN
+            format('SELECT integrity.enable_soft_delete(%L, deleted_column => %L, flag_column => %L);', tbl::text,
+                   options ->> 'deleted_column', options ->> 'flag_column')
+        WHEN 'lifecycle' THEN
+            format('SELECT integrity.track_lifecycle(%L, columns => %s, exclude => %s);', tbl::text,
+                   CASE WHEN cardinality(columns) > 0 THEN integrity._array_sql(columns) ELSE 'NULL' END,
+                   CASE WHEN options ? 'exclude'
+                        THEN integrity._array_sql(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'exclude')))
+                        ELSE 'NULL' END)
+        END
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.health()
+RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+-- The catalog query is small but its estimates are not: without this, JIT
+-- compilation would take seconds.
+SET jit = off
+AS $$
+WITH registered AS (
+    SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
+           CASE WHEN r.guard = 'ledger_credit' THEN integrity._relation(r.options ->> 'accounts') END AS accounts
+      FROM integrity.guard_registry r
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
+),
+-- Every column a registered guard reads, with the relation it is read from.
+guard_columns AS (
+    SELECT r.tbl, r.guard, u.rel, u.col, u.n,
+           EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_columns(r.tbl, r.guard, r.columns, r.options) u
+     WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
+),
+-- Registry rows whose triggers can be checked: the table, the accounts table
+-- and every column are there.
+sound AS (
+    SELECT r.*
+      FROM registered r
+     WHERE r.relkind IS NOT NULL
+       AND (r.guard <> 'ledger_credit' OR r.accounts IS NOT NULL)
+       AND NOT EXISTS (SELECT FROM guard_columns gc
+                        WHERE gc.tbl = r.tbl AND gc.guard = r.guard AND NOT gc.present)
+),
+-- The triggers each registered guard needs, on the table and on every
+-- partition (row triggers as clones, TRUNCATE triggers of their own).
+expected AS (
+    SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
+           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition, g.has_when
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+     WHERE r.relkind IS NOT NULL
+       AND NOT (g.trigger_name LIKE '%\_row\_movement' AND r.relkind <> 'p')
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+),
+found AS (
+    SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
+           t.tgqual IS NOT NULL AS actual_has_when,
+           t.tgfoid::regprocedure AS actual_function,
+           coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
+           format('trigger %s of the %s guard', e.trigger_name, e.guard)
+           || CASE WHEN e.rel = e.tbl THEN '' ELSE format(' on partition %s of %s', e.rel, e.tbl) END AS what
+      FROM expected e
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = e.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE (e.tbl, e.guard) IN (SELECT s.tbl, s.guard FROM sound s)
+),
+-- One ALTER TABLE per relation that puts every guard trigger on it that is
+-- disabled or in the wrong mode back in its mode.
+relation_fix AS (
+    SELECT f.rel,
+           format('ALTER TABLE %s %s;', f.rel,
+                  string_agg(format('ENABLE %sTRIGGER %I', CASE f.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END,
+                                    f.trigger_name), ', ' ORDER BY f.trigger_name)) AS fix
+      FROM found f
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+     GROUP BY f.rel
+),
+-- The same for a whole partition tree, followed by a space ('' when none).
+tree_fix AS (
+    SELECT r.tbl, coalesce(string_agg(rf.fix || ' ', '' ORDER BY rf.rel::text COLLATE "C"), '') AS fix
+      FROM (SELECT DISTINCT rr.tbl FROM registered rr WHERE rr.relkind IS NOT NULL) r
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+      LEFT JOIN relation_fix rf ON rf.rel = m.rel
+     GROUP BY r.tbl
+),
+-- The registration of each guard, after the mode fixes of its table.
+registration AS (
+    SELECT r.tbl, r.guard, tf.fix,
+           tf.fix || integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) AS sql
+      FROM registered r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+),
+-- Triggers that carry a guard trigger's name but that no registered guard needs.
+stray AS (
+    SELECT t.tgrelid::regclass AS rel, t.tgname, g.guard,
+           (SELECT rg.sql
+              FROM registration rg
+             WHERE rg.guard = g.guard
+               AND (rg.tbl = t.tgrelid
+                    OR rg.tbl IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(t.tgrelid) a))
+             LIMIT 1) AS registration
+      FROM pg_catalog.pg_trigger t
+      JOIN (SELECT DISTINCT k.trigger_name, k.guard FROM integrity._guard_triggers(NULL) k) g
+        ON g.trigger_name = t.tgname
+     WHERE t.tgparentid = 0
+       AND NOT EXISTS (SELECT FROM expected e WHERE e.rel = t.tgrelid AND e.trigger_name = t.tgname)
+),
+-- step orders the problems of one table: registry rows that must go (1),
+-- guards re-registered with the columns they have left (2), the rest (3).
+problems (severity, table_name, guard, step, problem, remedy) AS (
+    -- The registry outlived the table.
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('the %s guard is registered for a table that no longer exists (OID %s)', r.guard, r.tbl::oid),
+           format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NULL
+    UNION ALL
+    -- A debit or credit value that is no value of the entry type column any
+    -- more (an enum label renamed): every entry is refused as of no known type.
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
+                  ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
+                  p.problem),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
+                                ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
+     CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)
+                          WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit') AS p(problem)
+     WHERE p.problem IS NOT NULL
+    UNION ALL
+    -- Inheritance children, which the guards do not cover (the event trigger
+    -- refuses new ones; these are older, or made while it was disabled).
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s inherits from %s, which has the %s guard: guards cover partitions, not inheritance'
+                  ' children, yet UPDATE, DELETE and TRUNCATE of %s reach its rows', child, r.tbl, r.guard, r.tbl),
+           format('ALTER TABLE %s NO INHERIT %s;', child, r.tbl)
+      FROM registered r
+     CROSS JOIN LATERAL integrity._inheritance_children(r.tbl) AS child
+     WHERE r.relkind IS NOT NULL
+    UNION ALL
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('accounts table %s of the ledger_credit guard no longer exists (dropped or renamed):'
+                  ' remove the guard, then register it again with the accounts table as it is now',
+                  r.options ->> 'accounts'),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit' AND r.accounts IS NULL
+    UNION ALL
+    -- A registered column is gone (renamed or dropped while the event
+    -- trigger was not watching).  A column guard is registered again with
+    -- the columns it has left; other guards are removed.
+    SELECT 'error', gc.rel, gc.guard, CASE WHEN left_over.columns IS NULL THEN 1 ELSE 2 END,
+           format('column "%s" of %s, registered for the %s guard%s, no longer exists (renamed or dropped): %s',
+                  gc.col, gc.rel, gc.guard, CASE WHEN gc.rel <> gc.tbl THEN format(' of %s', gc.tbl) ELSE '' END,
+                  CASE WHEN left_over.columns IS NOT NULL
+                       THEN 'the guard is registered again with the columns it has left; add the new name of a renamed column'
+                       ELSE 'remove the guard, then register it again with the columns as they are now' END),
+           CASE WHEN left_over.columns IS NOT NULL
+                THEN format('BEGIN; %s %s%s COMMIT;', integrity._unprotect_sql(gc.tbl, gc.guard), tf.fix,
+                            integrity._registration_sql(gc.tbl, gc.guard, left_over.columns, '{}'))
+                ELSE integrity._unprotect_sql(gc.tbl, gc.guard) END
+      FROM guard_columns gc
+      JOIN tree_fix tf ON tf.tbl = gc.tbl
+     CROSS JOIN LATERAL (SELECT array_agg(o.col ORDER BY o.n) AS columns
+                           FROM guard_columns o
+                          WHERE o.tbl = gc.tbl AND o.guard = gc.guard AND o.present
+                            AND gc.guard IN ('immutable', 'write_once')) left_over
+     WHERE NOT gc.present
+    UNION ALL
+    -- Guard triggers: missing, replaced, disabled, in the wrong mode.
+    SELECT 'error', f.rel, f.guard, 3,
+           CASE WHEN f.rel = f.tbl THEN format('trigger %s of the %s guard is missing', f.trigger_name, f.guard)
+                ELSE format('partition %s of %s is not covered: trigger %s of the %s guard is missing',
+                            f.rel, f.tbl, f.trigger_name, f.guard) END,
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NULL
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it runs %s %s, not integrity.%s() %s', f.what,
+                  f.actual_function, integrity._tgtype_text(f.actual_tgtype), f.function_name,
+                  integrity._tgtype_text(f.tgtype)),
+           -- CREATE OR REPLACE TRIGGER repairs a row trigger; TRUNCATE triggers
+           -- are only created where missing, so the guard is put back whole.
+           CASE WHEN f.per_partition
+                THEN format('BEGIN; %s%s %s COMMIT;', rg.fix, integrity._unprotect_sql(f.tbl, f.guard),
+                            integrity._registration_sql(f.tbl, f.guard, f.columns, f.options))
+                ELSE rg.sql END
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND (NOT f.own_function OR f.actual_tgtype <> f.tgtype)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: its arguments differ from the registered ones', f.what),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it %s', f.what,
+                  CASE WHEN f.actual_has_when THEN 'has a WHEN clause, which can keep it from firing'
+                       ELSE 'lacks its WHEN clause' END),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs = integrity._trigger_args(f.trigger_name, f.columns, f.options)
+       AND f.actual_has_when <> f.has_when
+    UNION ALL
+    SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
+           f.rel, f.guard, 3,
+           format('%s is %s', f.what,
+                  CASE WHEN f.tgenabled = 'D' THEN 'disabled: the guard is not enforced'
+                       WHEN f.mode = 'A' AND f.tgenabled = 'O'
+                            THEN 'ENABLE (origin only), not ENABLE ALWAYS: sessions with session_replication_role = replica skip it'
+                       WHEN f.tgenabled = 'R'
+                            THEN format('ENABLE REPLICA, not %s: ordinary sessions skip it',
+                                        CASE f.mode WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'ENABLE' END)
+                       ELSE 'ENABLE ALWAYS, not ENABLE (origin only): it also fires for rows that logical replication applies, which their origin already processed'
+                  END),
+           rf.fix
+      FROM found f
+      JOIN relation_fix rf ON rf.rel = f.rel
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+    UNION ALL
+    -- Guard triggers that no registered guard needs.
+    SELECT CASE WHEN s.registration IS NULL THEN 'warning' ELSE 'info' END, s.rel, s.guard, 3,
+           CASE WHEN s.registration IS NULL
+                THEN format('trigger %s of the %s guard is on a table the registry has no %s guard for'
+                            ' (registry row deleted, or a partition detached from a guarded table): unprotect'
+                            ' removes it; registering the guard again keeps it', s.tgname, s.guard, s.guard)
+                ELSE format('trigger %s is not part of the %s guard as registered', s.tgname, s.guard) END,
+           coalesce(s.registration, integrity._unprotect_sql(s.rel, s.guard))
+      FROM stray s
+    UNION ALL
+    -- A guard function under a name the extension does not manage (a renamed guard trigger).
+    SELECT 'warning', t.tgrelid::regclass, min(g.guard), 3,
+           format('trigger %s runs guard function integrity.%s() under a name pg_integrity does not manage:'
+                  ' neither the registry nor the event triggers watch it', t.tgname, p.proname),
+           format('DROP TRIGGER %I ON %s;', t.tgname, t.tgrelid::regclass)
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+      JOIN integrity._guard_triggers(NULL) g ON g.function_name = p.proname
+     WHERE t.tgparentid = 0
+       AND t.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k)
+     GROUP BY t.tgrelid, t.tgname, p.proname
+    UNION ALL
+    -- Guarded tables without a primary key.
+    SELECT 'warning', r.tbl, NULL, 3,
+           format('guarded table %s has no primary key: guard errors and violations() cannot name its rows'
+                  ' by a stable key', r.tbl),
+           tf.fix
+           || CASE WHEN r.relkind = 'r' AND candidate.index_name IS NOT NULL
+                   THEN format('ALTER TABLE %s ADD PRIMARY KEY USING INDEX %I;', r.tbl, candidate.index_name)
+                   ELSE format('ALTER TABLE %s ADD PRIMARY KEY (%s);', r.tbl,
+                               coalesce(candidate.key_columns, '<columns that identify a row>')) END
+      FROM (SELECT DISTINCT rr.tbl, rr.relkind FROM registered rr WHERE rr.relkind IS NOT NULL) r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+      LEFT JOIN LATERAL (
+            -- a valid, unique, non-partial index on NOT NULL columns
+            SELECT ic.relname AS index_name,
+                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS key_columns
+              FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = r.tbl AND i.indisunique AND i.indisvalid AND i.indimmediate
+               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
+               AND NOT EXISTS (SELECT FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                                WHERE NOT a.attnotnull)
+             ORDER BY i.indnatts, ic.relname
+             LIMIT 1) candidate ON true
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conrelid = r.tbl AND con.contype = 'p')
+    UNION ALL
+    -- The extension's event triggers: missing, disabled, or not ENABLE ALWAYS.
+    SELECT CASE WHEN e.evtenabled = 'O' THEN 'warning' ELSE 'error' END, NULL, NULL, 1,
+           format('event trigger %s %s%s', v.evtname,
+                  CASE WHEN e.oid IS NULL THEN 'is missing: '
+                       WHEN e.evtenabled = 'D' THEN 'is disabled: '
+                       WHEN e.evtenabled = 'O' THEN 'is ENABLE (origin only), not ENABLE ALWAYS: in sessions with session_replication_role = replica, '
+                       ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
+                  v.consequence),
+           CASE WHEN e.oid IS NULL
+                THEN integrity._event_trigger_sql(v.evtname)
+                     || format(' ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %I;', v.evtname)
+                ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
+      FROM integrity._event_triggers() v
+      LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
+     WHERE e.oid IS NULL OR e.evtenabled <> 'A'
+    UNION ALL
+    -- The triggers that keep the lifecycle events append-only: missing,
+    -- replaced, disabled or skipped under session_replication_role = replica.
+    SELECT 'error', e.rel, 'lifecycle', 1,
+           format('trigger %s of %s is %s', l.trigger_name, e.rel,
+                  CASE WHEN t.oid IS NULL THEN 'missing: events can be changed or removed'
+                       WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                            OR t.tgtype <> l.tgtype
+                            THEN format('replaced: it runs %s %s', t.tgfoid::regprocedure, integrity._tgtype_text(t.tgtype))
+                       WHEN t.tgenabled = 'D' THEN 'disabled: events can be changed or removed'
+                       ELSE 'not ENABLE ALWAYS: sessions with session_replication_role = replica can change or remove events' END),
+           CASE WHEN t.oid IS NULL THEN l.create_sql
+                WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                     OR t.tgtype <> l.tgtype
+                     THEN format('DROP TRIGGER %I ON %s; %s', l.trigger_name, e.rel, l.create_sql)
+                ELSE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I;', e.rel, l.trigger_name) END
+      FROM (SELECT integrity._relation('integrity.lifecycle_events') AS rel) e
+     CROSS JOIN integrity._lifecycle_events_triggers() l
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = l.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE e.rel IS NOT NULL
+       AND (t.oid IS NULL OR t.tgenabled <> 'A' OR t.tgtype <> l.tgtype
+            OR NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false))
+    UNION ALL
+    -- The compiled guard functions: replaced by other code, or gone.
+    SELECT 'error', NULL, min(g.guard), 1,
+           CASE WHEN min(p.oid::int8) IS NULL
+                THEN format('guard function integrity.%s() is missing', g.function_name)
+                ELSE format('guard function integrity.%s() is not the extension''s compiled code any more'
+                            ' (it is LANGUAGE %s)', g.function_name, min(l.lanname)) END,
+           format('CREATE OR REPLACE FUNCTION integrity.%I() RETURNS trigger LANGUAGE c AS %L, %L;%s',
+                  g.function_name, 'pg_integrity', 'integrity_' || g.function_name,
+                  CASE WHEN min(p.oid::int8) IS NULL
+                       THEN format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I();', g.function_name)
+                       ELSE '' END)
+      FROM integrity._guard_triggers(NULL) g
+      LEFT JOIN (pg_catalog.pg_proc p
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang)
+             ON p.proname = g.function_name AND p.pronargs = 0
+     GROUP BY g.function_name
+    HAVING min(p.oid::int8) IS NULL
+        OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
+                   OR p.prosrc <> 'integrity_' || g.function_name)
+)
+SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
+  FROM problems p
+ ORDER BY CASE p.severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
+          p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
+$$;
+COMMENT ON FUNCTION integrity.health() IS
+    'The registry against reality: missing, replaced, disabled or replica-skipped guard triggers, uncovered partitions, stray guard triggers, dropped tables and columns, guarded tables without a primary key, the extension''s event triggers and guard functions, the triggers that keep integrity.lifecycle_events append-only. Each row gives the SQL that repairs it; a healthy database returns no rows.';
+
+CREATE OR REPLACE FUNCTION integrity._on_ddl_command_end()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    command record;
+    guarded record;
+    trg record;
+BEGIN
+    PERFORM integrity._check_trigger_ddl(c.objid)
+       FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+
+    -- Tables renamed or moved, also with their schema.
+    PERFORM integrity._refuse_accounts_ddl(ARRAY(
+        SELECT t.oid::regclass
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class t
+            ON CASE WHEN c.classid = 'pg_catalog.pg_namespace'::regclass THEN t.relnamespace ELSE t.oid END = c.objid
+         WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_namespace'::regclass)
+           AND t.relkind IN ('r', 'p')
+           AND integrity._renames(c.command)), NULL);
+
+    -- Tables created, altered or attached by the command, including those
+    -- created inside CREATE SCHEMA, and the typed tables an ALTER TYPE …
+    -- CASCADE changed along with their type.
+    FOR command IN
+        SELECT DISTINCT c.objid::regclass AS rel,
+               c.command_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE')
+               OR integrity._attaches_partition(c.command) AS new_partitions
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass
+           AND c.object_type IN ('table', 'table column', 'foreign table', 'foreign table column')
+           AND EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = c.objid)
+        UNION
+        -- (a composite type's attributes are reported as its pg_class row's)
+        SELECT t.oid::regclass, false
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class t
+            ON t.reloftype = CASE WHEN c.classid = 'pg_catalog.pg_type'::regclass THEN c.objid
+                                  ELSE (SELECT ct.reltype FROM pg_catalog.pg_class ct
+                                         WHERE ct.oid = c.objid AND ct.relkind = 'c') END
+         WHERE c.classid IN ('pg_catalog.pg_type'::regclass, 'pg_catalog.pg_class'::regclass)
+    LOOP
+        SELECT r.table_name, r.guard INTO guarded
+          FROM pg_catalog.pg_inherits i
+          JOIN integrity.guard_registry r ON r.table_name = i.inhparent
+         WHERE i.inhrelid = command.rel
+           AND command.rel IN (SELECT integrity._inheritance_children(r.table_name))
+         ORDER BY r.guard
+         LIMIT 1;
+        IF FOUND THEN
+            PERFORM integrity._refuse_inheritance(guarded.table_name, command.rel, guarded.guard);
+        END IF;
+
+        IF command.new_partitions THEN
+            FOR guarded IN
+                SELECT r.table_name, r.guard, r.options
+                  FROM integrity.guard_registry r
+                 WHERE r.table_name = command.rel
+                    OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(command.rel))
+            LOOP
+                IF guarded.guard = 'append_only'
+                   AND NOT coalesce((guarded.options ->> 'allow_truncate')::boolean, false) THEN
+                    PERFORM integrity._cover_truncate(guarded.table_name);
+                END IF;
+                IF guarded.guard = 'lifecycle' THEN
+                    PERFORM integrity._cover_lifecycle(guarded.table_name);
+                END IF;
+                PERFORM integrity._set_trigger_modes(guarded.table_name);
+            END LOOP;
+        END IF;
+
+        FOR guarded IN
+            SELECT r.table_name, r.guard, gc.col
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._guard_columns(r.table_name, r.guard, r.columns, r.options) gc
+             WHERE gc.rel = command.rel
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                WHERE a.attrelid = command.rel AND a.attname = gc.col
+                                  AND a.attnum > 0 AND NOT a.attisdropped)
+        LOOP
+            RAISE EXCEPTION 'cannot rename or drop column "%" of table "%"', guarded.col, command.rel
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, guarded.table_name),
+                      HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
+                                    guarded.table_name::text, guarded.guard);
+        END LOOP;
+
+        FOR trg IN
+            SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard
+              FROM pg_catalog.pg_trigger t
+              JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
+                ON g.trigger_name = t.tgname
+             CROSS JOIN LATERAL integrity._guard_needing(command.rel, t.tgname) needed
+             WHERE t.tgrelid = command.rel AND t.tgenabled <> g.mode
+        LOOP
+            PERFORM integrity._refuse_guard_ddl(
+                CASE trg.tgenabled WHEN 'D' THEN 'disable' ELSE 'change the firing mode of' END,
+                trg.tgname, command.rel, trg.guarded_table, trg.guard);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+-- Lifecycle events: an audit trail per row.  track_lifecycle() puts three
+-- AFTER … FOR EACH STATEMENT triggers with transition tables on a table (and
+-- on each of its partitions, which a statement that targets a partition
+-- directly fires instead); integrity.lifecycle_guard (src/lifecycle.rs) runs
+-- the table's INSERT … SELECT from _lifecycle_statement() once per statement,
+-- as the owner of integrity.lifecycle_events.  Nobody else may read or write
+-- the events table: history() shows one row's events to whoever may read the
+-- row's table.
+
+CREATE SEQUENCE integrity.lifecycle_events_id_seq;
+
+CREATE TABLE integrity.lifecycle_events (
+    id         bigint      NOT NULL DEFAULT pg_catalog.nextval('integrity.lifecycle_events_id_seq') PRIMARY KEY,
+    table_name text        NOT NULL,
+    row_key    jsonb       NOT NULL,
+    operation  text        NOT NULL CONSTRAINT lifecycle_events_operation
+                                    CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
+    changes    jsonb       NOT NULL,
+    txid       bigint      NOT NULL DEFAULT pg_catalog.txid_current(),
+    actor      name        NOT NULL DEFAULT CURRENT_USER,
+    at         timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+ALTER SEQUENCE integrity.lifecycle_events_id_seq OWNED BY integrity.lifecycle_events.id;
+COMMENT ON TABLE integrity.lifecycle_events IS
+    'pg_integrity lifecycle events: one row per INSERT, UPDATE (of a tracked column) and DELETE of a row of a table registered with track_lifecycle(). Append-only; read it with integrity.history(), clean it up with integrity.purge_lifecycle_events().';
+-- One row's history (equality on the key; the few events of a row are then
+-- filtered by table and sorted), and purges by age (events arrive in time
+-- order).  A btree on (table_name, row_key, id) would serve the history as
+-- well, but comparing jsonb keys on every insert made writing 1M events
+-- 2-3 times slower than these two.
+CREATE INDEX lifecycle_events_row ON integrity.lifecycle_events USING hash (row_key);
+CREATE INDEX lifecycle_events_at ON integrity.lifecycle_events USING brin (at);
+REVOKE ALL ON integrity.lifecycle_events, integrity.lifecycle_events_id_seq FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('integrity.lifecycle_events', '');
+SELECT pg_catalog.pg_extension_config_dump('integrity.lifecycle_events_id_seq', '');
+
+CREATE FUNCTION integrity.lifecycle_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_lifecycle_guard';
+COMMENT ON FUNCTION integrity.lifecycle_guard() IS
+    'Trigger: AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables; writes the statement''s lifecycle events.';
+
+CREATE FUNCTION integrity.lifecycle_events_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_lifecycle_events_guard';
+COMMENT ON FUNCTION integrity.lifecycle_events_guard() IS
+    'Trigger: refuses UPDATE, DELETE and TRUNCATE of integrity.lifecycle_events (23001), except the deletes of purge_lifecycle_events().';
+
+-- The events table is append-only for everyone, superusers and sessions with
+-- session_replication_role = replica included.  These triggers belong to the
+-- extension, not to the registry: DROP EXTENSION takes them with the table.
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT * FROM integrity._lifecycle_events_triggers() LOOP
+        EXECUTE t.create_sql;
+    END LOOP;
+END
+$$;
+
+-- A jsonb object expression of (key expression, value expression) pairs:
+-- jsonb_build_object takes at most 50 pairs, so larger objects are
+-- concatenated from several.
+CREATE FUNCTION integrity._jsonb_object_sql(keys text[], vals text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(string_agg(c.chunk, ' || ' ORDER BY c.part), '''{}''::pg_catalog.jsonb')
+      FROM (SELECT (u.n - 1) / 50 AS part,
+                   'pg_catalog.jsonb_build_object(' || string_agg(format('%L, %s', u.k, u.v), ', ' ORDER BY u.n) || ')'
+                   AS chunk
+              FROM unnest(keys, vals) WITH ORDINALITY AS u(k, v, n)
+             GROUP BY 1) c
+$$;
+
+-- The value of column col of the row rowref (`t`, `OLD`), for an event.  The
+-- statement runs as the events table's owner, so no code that a role can
+-- write may run in it: to_jsonb() of a type that is not built in would call
+-- that type's cast to json, which its owner can create.  Such values (enums,
+-- composite types, ranges and arrays of them) are written as their text
+-- instead, which only the types' C output functions produce.
+CREATE FUNCTION integrity._lifecycle_value_sql(tbl regclass, col text, rowref text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN coalesce((SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END < 16384
+                                 FROM pg_catalog.pg_attribute a
+                                 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                                WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0), false)
+                THEN format('%s.%I', rowref, col)
+                ELSE format('CASE WHEN %1$s.%2$I IS NULL THEN NULL ELSE pg_catalog.format(''%%s'', %1$s.%2$I) END',
+                            rowref, col) END
+$$;
+
+-- The row key of the row rowref, as an event records it: {"id": 42}.
+CREATE FUNCTION integrity._lifecycle_key_sql(tbl regclass, rowref text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT integrity._jsonb_object_sql(k, ARRAY(SELECT integrity._lifecycle_value_sql(tbl, c, rowref)
+                                                  FROM unnest(k) WITH ORDINALITY AS u(c, n) ORDER BY n))
+      FROM (SELECT integrity._key_columns(tbl)) AS key(k)
+$$;
+
+-- The lifecycle tracking that covers rel (registered on rel, or on a
+-- partitioned ancestor of it) and the columns it tracks, in column order.
+CREATE FUNCTION integrity._lifecycle_of(rel regclass)
+RETURNS TABLE (tracked_table regclass, tracked text[])
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.table_name,
+           ARRAY(SELECT a.attname::text
+                   FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = r.table_name AND a.attnum > 0 AND NOT a.attisdropped
+                    AND (cardinality(r.columns) = 0 OR a.attname = ANY (r.columns))
+                    AND NOT coalesce(r.options -> 'exclude' ? a.attname, false)
+                  ORDER BY a.attnum)
+      FROM integrity.guard_registry r
+     WHERE r.guard = 'lifecycle'
+       AND r.table_name IN (SELECT rel UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(rel) a)
+     LIMIT 1
+$$;
+
+-- The statement the lifecycle trigger of rel runs for operation (INSERT,
+-- UPDATE or DELETE) over its transition tables old_rows / new_rows; $1 is the
+-- OID of the role that ran the statement (the trigger runs this one as the
+-- events table's owner).  Events carry the name of the registered table, also
+-- when a partition is written directly.  The OLD and NEW rows of an UPDATE
+-- are paired by position, which the transition tables keep, so an UPDATE of
+-- the key is recorded too, under the new key; "old" and "new" have exactly
+-- the table's columns, whatever their names, for _changed_sql().  NULL when
+-- rel is not tracked.
+CREATE FUNCTION integrity._lifecycle_statement(rel regclass, operation text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('INSERT INTO integrity.lifecycle_events (table_name, row_key, operation, changes, actor) ')
+           || CASE operation
+              WHEN 'UPDATE' THEN
+                  format('SELECT %L, n.row_key, ''UPDATE'', %s, (SELECT pg_catalog.pg_get_userbyid($1))'
+                         ' FROM (SELECT pg_catalog.row_number() OVER () AS pair, t AS r FROM old_rows t) AS o'
+                         ' JOIN (SELECT pg_catalog.row_number() OVER () AS pair, t AS r, %s AS row_key'
+                         ' FROM new_rows t) AS n ON o.pair = n.pair'
+                         ' CROSS JOIN LATERAL (SELECT (o.r).*) AS old CROSS JOIN LATERAL (SELECT (n.r).*) AS new'
+                         ' WHERE %s',
+                         l.tracked_table::text,
+                         (SELECT string_agg(format('CASE WHEN %s THEN pg_catalog.jsonb_build_object(%L,'
+                                                   ' pg_catalog.jsonb_build_object(''old'', %s, ''new'', %s))'
+                                                   ' ELSE ''{}''::pg_catalog.jsonb END',
+                                                   integrity._changed_sql(l.tracked_table, c), c,
+                                                   integrity._lifecycle_value_sql(l.tracked_table, c, 'OLD'),
+                                                   integrity._lifecycle_value_sql(l.tracked_table, c, 'NEW')),
+                                            ' || ' ORDER BY n)
+                            FROM unnest(l.tracked) WITH ORDINALITY AS u(c, n)),
+                         integrity._lifecycle_key_sql(l.tracked_table, 't'),
+                         (SELECT string_agg(integrity._changed_sql(l.tracked_table, c), ' OR ')
+                            FROM unnest(l.tracked) AS c))
+              ELSE
+                  format('SELECT %L, %s, %L, %s, (SELECT pg_catalog.pg_get_userbyid($1)) FROM %s t',
+                         l.tracked_table::text, integrity._lifecycle_key_sql(l.tracked_table, 't'), operation,
+                         integrity._jsonb_object_sql(l.tracked,
+                             ARRAY(SELECT format('pg_catalog.jsonb_build_object(%L, %s)', s.side,
+                                                 integrity._lifecycle_value_sql(l.tracked_table, c, 't'))
+                                     FROM unnest(l.tracked) WITH ORDINALITY AS u(c, n) ORDER BY n)),
+                         CASE operation WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END)
+              END
+      FROM integrity._lifecycle_of(rel) l
+     CROSS JOIN (SELECT CASE operation WHEN 'INSERT' THEN 'new' ELSE 'old' END) AS s(side)
+     WHERE operation IN ('INSERT', 'UPDATE', 'DELETE') AND cardinality(l.tracked) > 0
+$$;
+
+-- The statement triggers are per relation: each member of the partition tree
+-- gets its own (a statement that targets a partition fires the partition's
+-- triggers, not its parent's).
+CREATE FUNCTION integrity._cover_lifecycle(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    g record;
+BEGIN
+    -- A foreign table cannot have triggers with transition tables.
+    SELECT tree.relid INTO rel
+      FROM pg_catalog.pg_partition_tree(tbl) AS tree
+      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+     WHERE c.relkind = 'f'
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'foreign table "%" cannot be a partition of table "%", whose lifecycle is tracked', rel, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A foreign table cannot have the statement triggers that record lifecycle events.';
+    END IF;
+    -- Replaced also when they are there: that is what tells every backend
+    -- (through the relcache) to build the statements again when a
+    -- re-registration changed the tracked columns.
+    FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
+        FOR g IN SELECT * FROM integrity._guard_triggers('lifecycle') LOOP
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
+                           ' EXECUTE FUNCTION integrity.lifecycle_guard()',
+                           g.trigger_name,
+                           CASE g.tgtype WHEN 4 THEN 'INSERT' WHEN 16 THEN 'UPDATE' ELSE 'DELETE' END, rel,
+                           CASE g.tgtype WHEN 4 THEN 'NEW TABLE AS new_rows'
+                                         WHEN 16 THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                                         ELSE 'OLD TABLE AS old_rows' END);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION integrity.track_lifecycle(tbl regclass, columns text[] DEFAULT NULL, exclude text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'track_lifecycle';
+    chosen text[] := '{}';
+    excluded text[] := '{}';
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    IF tbl = 'integrity.lifecycle_events'::regclass THEN
+        RAISE EXCEPTION '%: the lifecycle events table cannot track itself', caller
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Every event written would write another event.';
+    END IF;
+    IF columns IS NOT NULL AND exclude IS NOT NULL THEN
+        RAISE EXCEPTION '%: pass either "columns" or "exclude", not both', caller
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '"columns" tracks only the columns named; "exclude" tracks all others.';
+    END IF;
+    IF columns IS NOT NULL THEN
+        chosen := integrity._check_columns(tbl, columns, caller);
+    ELSIF cardinality(exclude) > 0 THEN
+        excluded := integrity._check_columns(tbl, exclude, caller);
+    END IF;
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY['lifecycle'], caller);
+    IF integrity._key_columns(tbl) IS NULL THEN
+        RAISE EXCEPTION '%: table "%" has no primary key', caller, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Lifecycle events name their row by its key.',
+                  HINT = format('ALTER TABLE %s ADD PRIMARY KEY (…);', tbl);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+                      AND (cardinality(chosen) = 0 OR a.attname = ANY (chosen))
+                      AND a.attname <> ALL (excluded)) THEN
+        RAISE EXCEPTION '%: "exclude" leaves no column of table "%" to track', caller, tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM integrity._record_guard(tbl, 'lifecycle', chosen,
+                                    CASE WHEN cardinality(excluded) > 0
+                                         THEN jsonb_build_object('exclude', to_jsonb(excluded)) ELSE '{}' END);
+    PERFORM integrity._cover_lifecycle(tbl);
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+COMMENT ON FUNCTION integrity.track_lifecycle(regclass, text[], text[]) IS
+    'Every INSERT, UPDATE and DELETE of a row of the table writes an event to integrity.lifecycle_events: the row''s key, the operation, and the tracked columns (all, only "columns", or all but "exclude"): INSERT {"col": {"new": v}}, DELETE {"col": {"old": v}}, UPDATE only the changed ones {"col": {"old": v, "new": w}} (no event when none changed). Rows applied by logical replication are recorded on their origin only.';
+
+-- One row's events, in order, for a caller who may read the table
+-- (src/lifecycle.rs checks the privilege and reads the events as their
+-- table's owner).
+CREATE FUNCTION integrity._lifecycle_events_of(tbl regclass, row_key jsonb)
+RETURNS integrity.lifecycle_events[]
+LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'integrity_lifecycle_events_of';
+
+CREATE FUNCTION integrity.history(tbl regclass, id anyelement)
+RETURNS SETOF integrity.lifecycle_events
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'history';
+    key_columns text[];
+    row_key jsonb;
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', caller);
+    PERFORM integrity._require_argument(id, 'id', caller);
+    key_columns := integrity._key_columns(tbl);
+    IF pg_typeof(id) = 'jsonb'::regtype THEN
+        row_key := id::text::jsonb;
+        IF jsonb_typeof(row_key) <> 'object' THEN
+            RAISE EXCEPTION '%: a jsonb id must be an object of the key columns, like {"id": 42}', caller
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF cardinality(key_columns) = 1 THEN
+        -- The id as the key column's type, written as the trigger writes keys.
+        EXECUTE format('SELECT %s FROM (SELECT CAST($1 AS %s) AS %I) AS t',
+                       integrity._lifecycle_key_sql(tbl, 't'),
+                       (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = tbl AND a.attname = key_columns[1]),
+                       key_columns[1])
+           INTO row_key USING id;
+    ELSE
+        RAISE EXCEPTION '%: table "%" has %', caller, tbl,
+                        CASE WHEN key_columns IS NULL THEN 'no primary key' ELSE 'a composite key' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN key_columns IS NOT NULL
+                              THEN format('Pass the key as a jsonb object: %s.',
+                                          (SELECT jsonb_object_agg(k, '…') FROM unnest(key_columns) AS k)) END;
+    END IF;
+    RETURN QUERY SELECT e.* FROM unnest(integrity._lifecycle_events_of(tbl, row_key)) AS e;
+END;
+$$;
+COMMENT ON FUNCTION integrity.history(regclass, anyelement) IS
+    'The lifecycle events of one row of the table, in order; id is the primary key value (a jsonb object of the key columns for a composite key). Requires SELECT privilege on the table.';
+
+CREATE FUNCTION integrity.purge_lifecycle_events(older_than interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM integrity._require_argument(older_than, 'older_than', 'purge_lifecycle_events');
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION 'purge_lifecycle_events: argument "older_than" must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN integrity._execute_sanctioned('integrity.lifecycle_events',
+                                         format('DELETE FROM integrity.lifecycle_events WHERE at < %L::timestamptz',
+                                                now() - older_than));
+END;
+$$;
+COMMENT ON FUNCTION integrity.purge_lifecycle_events(interval) IS
+    'Deletes the lifecycle events older than older_than and returns how many went. Only the owner of integrity.lifecycle_events may purge.';
 
 -- Lifting a hash chain forgets where purges left its chains.
 CREATE OR REPLACE FUNCTION integrity.unprotect(tbl regclass, guard text DEFAULT NULL)

@@ -9,7 +9,8 @@
 -- function, their pg_trigger.tgtype (events, timing, level), and the mode each
 -- one runs in: 'A' (ENABLE ALWAYS: also under session_replication_role =
 -- replica) or 'O' (origin only: rows that logical replication applies must not
--- be bumped or applied to an account twice).
+-- be bumped or applied to an account twice, and their lifecycle events are
+-- recorded on their origin).
 CREATE FUNCTION integrity._guard_triggers(guard text)
 RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
                guard text, has_when boolean)
@@ -31,9 +32,32 @@ AS $$
             ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
             ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
             ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false),
-            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false)
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false),
+            -- AFTER … FOR EACH STATEMENT with transition tables, one event each
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false)
            ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
      WHERE $1 IS NULL OR t.guard = $1
+$$;
+
+-- The triggers that keep integrity.lifecycle_events append-only (for
+-- superusers and under session_replication_role = replica too), for the
+-- extension script and for health().  They are no guard of the registry: they
+-- go with the extension.
+CREATE FUNCTION integrity._lifecycle_events_triggers()
+RETURNS TABLE (trigger_name name, tgtype smallint, create_sql text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.tgtype::smallint,
+           format('CREATE TRIGGER %1$I BEFORE %2$s ON integrity.lifecycle_events FOR EACH %3$s'
+                  ' EXECUTE FUNCTION integrity.lifecycle_events_guard();'
+                  ' ALTER TABLE integrity.lifecycle_events ENABLE ALWAYS TRIGGER %1$I;',
+                  t.trigger_name, t.events, t.level)
+      FROM (VALUES ('lifecycle_events_append_only', 27, 'UPDATE OR DELETE', 'ROW'),
+                   ('lifecycle_events_no_truncate', 34, 'TRUNCATE', 'STATEMENT')
+           ) AS t(trigger_name, tgtype, events, level)
 $$;
 
 -- The extension's event triggers, for installation and for the remedies of
@@ -283,7 +307,8 @@ $$;
 -- it was registered with and, for a ledger, its amount and entry type columns
 -- and the accounts' key, limit and used columns, for a hash chain every column
 -- it hashes and its sequence and hash columns, for an append-only table with a
--- retention its time column.  The event trigger refuses
+-- retention its time column, for lifecycle tracking the columns it leaves out
+-- (renamed, one would be tracked).  The event trigger refuses
 -- renaming or dropping them; health() reports those that are gone.
 CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
 RETURNS TABLE (rel regclass, col text, n bigint)
@@ -304,6 +329,10 @@ AS $$
                   || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'hashed_columns')))
            WITH ORDINALITY AS c(col, n)
      WHERE guard = 'hash_chain'
+    UNION ALL
+    SELECT tbl, c.col, 400 + c.n
+      FROM pg_catalog.jsonb_array_elements_text(options -> 'exclude') WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'lifecycle'
     UNION ALL
     SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
       FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)

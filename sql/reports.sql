@@ -49,6 +49,12 @@ AS $$
         WHEN 'soft_delete' THEN
             format('SELECT integrity.enable_soft_delete(%L, deleted_column => %L, flag_column => %L);', tbl::text,
                    options ->> 'deleted_column', options ->> 'flag_column')
+        WHEN 'lifecycle' THEN
+            format('SELECT integrity.track_lifecycle(%L, columns => %s, exclude => %s);', tbl::text,
+                   CASE WHEN cardinality(columns) > 0 THEN integrity._array_sql(columns) ELSE 'NULL' END,
+                   CASE WHEN options ? 'exclude'
+                        THEN integrity._array_sql(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'exclude')))
+                        ELSE 'NULL' END)
         END
 $$;
 
@@ -696,6 +702,30 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
       LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
      WHERE e.oid IS NULL OR e.evtenabled <> 'A'
     UNION ALL
+    -- The triggers that keep the lifecycle events append-only: missing,
+    -- replaced, disabled or skipped under session_replication_role = replica.
+    SELECT 'error', e.rel, 'lifecycle', 1,
+           format('trigger %s of %s is %s', l.trigger_name, e.rel,
+                  CASE WHEN t.oid IS NULL THEN 'missing: events can be changed or removed'
+                       WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                            OR t.tgtype <> l.tgtype
+                            THEN format('replaced: it runs %s %s', t.tgfoid::regprocedure, integrity._tgtype_text(t.tgtype))
+                       WHEN t.tgenabled = 'D' THEN 'disabled: events can be changed or removed'
+                       ELSE 'not ENABLE ALWAYS: sessions with session_replication_role = replica can change or remove events' END),
+           CASE WHEN t.oid IS NULL THEN l.create_sql
+                WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                     OR t.tgtype <> l.tgtype
+                     THEN format('DROP TRIGGER %I ON %s; %s', l.trigger_name, e.rel, l.create_sql)
+                ELSE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I;', e.rel, l.trigger_name) END
+      FROM (SELECT integrity._relation('integrity.lifecycle_events') AS rel) e
+     CROSS JOIN integrity._lifecycle_events_triggers() l
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = l.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE e.rel IS NOT NULL
+       AND (t.oid IS NULL OR t.tgenabled <> 'A' OR t.tgtype <> l.tgtype
+            OR NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false))
+    UNION ALL
     -- The compiled guard functions: replaced by other code, or gone.
     SELECT 'error', NULL, min(g.guard), 1,
            CASE WHEN min(p.oid::int8) IS NULL
@@ -723,4 +753,4 @@ SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
           p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
 $$;
 COMMENT ON FUNCTION integrity.health() IS
-    'The registry against reality: missing, replaced, disabled or replica-skipped guard triggers, uncovered partitions, stray guard triggers, dropped tables and columns, guarded tables without a primary key, the extension''s event triggers and guard functions. Each row gives the SQL that repairs it; a healthy database returns no rows.';
+    'The registry against reality: missing, replaced, disabled or replica-skipped guard triggers, uncovered partitions, stray guard triggers, dropped tables and columns, guarded tables without a primary key, the extension''s event triggers and guard functions, the triggers that keep integrity.lifecycle_events append-only. Each row gives the SQL that repairs it; a healthy database returns no rows.';

@@ -154,3 +154,28 @@ pub fn spi_result(rc: core::ffi::c_int) -> String {
     // SAFETY: SPI_result_code_string returns a static string for any code.
     unsafe { core::ffi::CStr::from_ptr(pg_sys::SPI_result_code_string(rc)) }.to_string_lossy().into_owned()
 }
+
+/// Sets each `(name, value)` until `AtEOXact_GUC(true, level)` with the level
+/// returned, as a function's `SET` clause would.
+///
+/// # Safety
+/// The caller restores the settings with `AtEOXact_GUC`; an error in between
+/// restores them when the (sub)transaction aborts.
+pub unsafe fn set_locally(settings: &[(&core::ffi::CStr, &core::ffi::CStr)]) -> core::ffi::c_int {
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for (name, value) in settings {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        level
+    }
+}

@@ -34,7 +34,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, spi_connect, spi_finish, spi_result};
+use crate::fmgr::{execute_plan, free_plan, prepare_kept, set_locally, spi_connect, spi_finish, spi_result};
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
 
@@ -114,7 +114,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             plan.owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
-        let nest_level = index_scans_only();
+        let nest_level = statement_settings();
         spi_connect();
         let mut bucket_locked = false;
         let linked = loop {
@@ -166,31 +166,24 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     Verdict::Allow(pg_sys::Datum::from(chained))
 }
 
-/// Disables sequential and bitmap scans until `AtEOXact_GUC(true, level)`
-/// with the level returned (as a function's `SET` clause would): the chain's
-/// last row must be found through the chain index whatever the table's
-/// statistics say.  A table analyzed while empty would otherwise get a plan
-/// that scans the whole table for every row inserted.
+/// The settings the chain's statements run with, until `AtEOXact_GUC(true,
+/// level)` with the level returned.  They run as the table's owner, so they
+/// resolve operators and functions in `pg_catalog` only, whatever the
+/// caller's `search_path`: an operator the caller created could otherwise
+/// run with the owner's rights.  And the chain's last row must be found
+/// through the chain index whatever the table's statistics say: a table
+/// analyzed while empty would otherwise get a plan that scans the whole table
+/// for every row inserted.
 ///
 /// # Safety
-/// The caller restores the settings with `AtEOXact_GUC`; an error in between
-/// restores them when the (sub)transaction aborts.
-unsafe fn index_scans_only() -> c_int {
+/// As for `set_locally`.
+unsafe fn statement_settings() -> c_int {
     unsafe {
-        let level = pg_sys::NewGUCNestLevel();
-        for name in [c"enable_seqscan", c"enable_bitmapscan"] {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                c"off".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        level
+        set_locally(&[
+            (c"search_path", c"pg_catalog, pg_temp"),
+            (c"enable_seqscan", c"off"),
+            (c"enable_bitmapscan", c"off"),
+        ])
     }
 }
 

@@ -14,6 +14,7 @@ mod append_only;
 mod frozen_columns;
 mod hash_chain;
 mod ledger_credit;
+mod lifecycle;
 mod quantities;
 mod soft_delete;
 mod stock_operations;
@@ -43,7 +44,8 @@ pgrx::extension_sql_file!("../sql/registration.sql", name = "registration", requ
 pgrx::extension_sql_file!("../sql/stock_credit.sql", name = "stock_credit", requires = ["registration"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["stock_credit"]);
 pgrx::extension_sql_file!("../sql/hash_chain.sql", name = "hash_chain", requires = ["reports"]);
-pgrx::extension_sql_file!("../sql/soft_delete.sql", name = "soft_delete", requires = ["hash_chain"]);
+pgrx::extension_sql_file!("../sql/lifecycle.sql", name = "lifecycle", requires = ["hash_chain"]);
+pgrx::extension_sql_file!("../sql/soft_delete.sql", name = "soft_delete", requires = ["lifecycle"]);
 pgrx::extension_sql_file!("../sql/retention.sql", name = "retention", requires = ["soft_delete"]);
 pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["retention"]);
 pgrx::extension_sql_file!("../sql/event_triggers.sql", name = "event_triggers", finalize);

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, spi_connect, spi_finish, spi_result};
+use crate::fmgr::{execute_plan, free_plan, prepare_kept, set_locally, spi_connect, spi_finish, spi_result};
 use crate::invalidation;
 use crate::sanctioned;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
@@ -61,9 +61,15 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     if sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
         return delete_row;
     }
+    // The statement runs as the table's owner: it resolves operators in
+    // pg_catalog only, whatever the caller's search_path (an operator the
+    // caller created would otherwise run with the owner's rights).
+    // SAFETY: restored below, or by the abort of an error in between.
+    let nest_level = unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) };
     let plan = unsafe { soft_delete_plan(firing) };
     if !firing.value(row, plan.deleted_att).1 {
         // Already deleted: the DELETE changes nothing.
+        unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
         return keep_row;
     }
     // SAFETY: the row's TID is passed by reference and outlives the call; the
@@ -86,6 +92,7 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
         };
         spi_finish();
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        pg_sys::AtEOXact_GUC(true, nest_level);
         orphaned
     };
     if orphaned {

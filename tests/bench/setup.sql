@@ -49,6 +49,41 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
+-- The JSONB audit trigger a team writes (issue 10, item 3): the whole OLD and
+-- NEW rows as jsonb, the keys whose values changed, one INSERT per row.  Its
+-- events table has the columns and indexes of integrity.lifecycle_events, so
+-- that the two variants differ in how events are made, not in what is stored.
+CREATE TABLE audit_events (
+    id         bigserial PRIMARY KEY,
+    table_name text NOT NULL,
+    row_key    jsonb NOT NULL,
+    operation  text NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
+    changes    jsonb NOT NULL,
+    txid       bigint NOT NULL DEFAULT txid_current(),
+    actor      name NOT NULL DEFAULT current_user,
+    at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON audit_events USING hash (row_key);
+CREATE INDEX ON audit_events USING brin (at);
+
+CREATE FUNCTION audit_row_changes()
+RETURNS TRIGGER AS $$
+DECLARE
+    o jsonb := to_jsonb(OLD);
+    n jsonb := to_jsonb(NEW);
+    changes jsonb;
+BEGIN
+    SELECT jsonb_object_agg(e.key, jsonb_build_object('old', o -> e.key, 'new', e.value)) INTO changes
+      FROM jsonb_each(n) AS e
+     WHERE o -> e.key IS DISTINCT FROM e.value;
+    IF changes IS NOT NULL THEN
+        INSERT INTO audit_events (table_name, row_key, operation, changes)
+        VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, jsonb_build_object('id', NEW.id), TG_OP, changes);
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
 ------------------------------------------------------------------------------
 -- Source rows, built once.
 
@@ -108,6 +143,11 @@ SET client_min_messages = warning
 AS $$
 BEGIN
     PERFORM bench_drop(tbl);
+    -- Every run of the lifecycle workload starts with no events.
+    IF variant IN ('audit_plpgsql', 'lifecycle') THEN
+        TRUNCATE audit_events;
+        PERFORM integrity.purge_lifecycle_events('0 s');
+    END IF;
     IF kind = 'pieces' THEN
         EXECUTE format($ddl$
             CREATE TABLE %I (
@@ -192,6 +232,11 @@ BEGIN
         -- the old and new tuple bytes and lets a changed row through.
         EXECUTE format('CREATE TRIGGER suppress_redundant BEFORE UPDATE ON %I'
                        ' FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()', tbl);
+    WHEN 'pieces/audit_plpgsql' THEN
+        EXECUTE format('CREATE TRIGGER audit_row_changes AFTER UPDATE ON %I'
+                       ' FOR EACH ROW EXECUTE FUNCTION audit_row_changes()', tbl);
+    WHEN 'pieces/lifecycle' THEN
+        PERFORM integrity.track_lifecycle(tbl::regclass);
     WHEN 'ledger/append_only' THEN
         PERFORM integrity.protect_append_only(tbl::regclass);
     WHEN 'ledger/hash_chain' THEN
