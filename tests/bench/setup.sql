@@ -49,6 +49,15 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
+-- The simplest BEFORE DELETE row trigger: what any such trigger costs a
+-- DELETE, whatever it does (the reference for purge_deleted).
+CREATE FUNCTION keep_row()
+RETURNS TRIGGER AS $$
+BEGIN
+    RETURN OLD;
+END;
+$$ LANGUAGE plpgsql;
+
 ------------------------------------------------------------------------------
 -- Source rows, built once.
 
@@ -219,6 +228,8 @@ BEGIN
     CASE kind || '/' || variant
     WHEN 'pieces/none', 'ledger/none', 'catalog/none', 'catalog_purgeable/none', 'catalog_assets/none' THEN
         NULL;
+    WHEN 'catalog_purgeable/before_trigger' THEN
+        EXECUTE format('CREATE TRIGGER keep_row BEFORE DELETE ON %I FOR EACH ROW EXECUTE FUNCTION keep_row()', tbl);
     WHEN 'catalog/pg_integrity', 'catalog_purgeable/pg_integrity' THEN
         PERFORM integrity.enable_soft_delete(tbl::regclass, 'deletedAt', 'isDeleted');
     WHEN 'catalog_assets/pg_integrity' THEN
