@@ -84,6 +84,15 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
+-- The simplest BEFORE DELETE row trigger: what any such trigger costs a
+-- DELETE, whatever it does (the reference for purge_deleted).
+CREATE FUNCTION keep_row()
+RETURNS TRIGGER AS $$
+BEGIN
+    RETURN OLD;
+END;
+$$ LANGUAGE plpgsql;
+
 ------------------------------------------------------------------------------
 -- Source rows, built once.
 
@@ -119,8 +128,8 @@ COPY ledger_src TO :'copy_file';
 ------------------------------------------------------------------------------
 -- Variant tables.
 
--- (Re)creates table tbl of the given kind ('pieces' or 'ledger') with nrows
--- rows (pieces only; a ledger starts empty) and the triggers of the variant.
+-- (Re)creates table tbl of the given kind (the branches of bench_reset) with
+-- nrows rows (a ledger starts empty) and the triggers of the variant.
 -- A table is dropped after its guards are lifted: an append-only table cannot
 -- be dropped while its guard stands.
 CREATE FUNCTION bench_drop(tbl text)
@@ -128,8 +137,18 @@ RETURNS void
 LANGUAGE plpgsql
 SET client_min_messages = warning
 AS $$
+DECLARE
+    child name;
 BEGIN
     IF to_regclass(quote_ident(tbl)) IS NOT NULL THEN
+        -- Tables whose foreign keys reference it go first: DROP TABLE would
+        -- refuse to leave their keys dangling.
+        FOR child IN
+            SELECT DISTINCT c.relname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+             WHERE k.contype = 'f' AND k.confrelid = quote_ident(tbl)::regclass AND k.conrelid <> k.confrelid
+        LOOP
+            PERFORM bench_drop(child);
+        END LOOP;
         PERFORM integrity.unprotect(quote_ident(tbl)::regclass);
         EXECUTE format('DROP TABLE %I', tbl);
     END IF;
@@ -205,13 +224,57 @@ BEGIN
                 description   text,
                 created_at    timestamptz NOT NULL DEFAULT now()
             )$ddl$, tbl);
+    ELSIF kind IN ('catalog', 'catalog_purgeable', 'catalog_assets') THEN
+        -- 002: Prisma's "Product" with the soft-delete columns its migration
+        -- adds, and the partial unique index the guide's troubleshooting
+        -- section ends up with (what lint() asks for).  'catalog_purgeable':
+        -- every row deleted 40 days ago, for the nightly purge.
+        EXECUTE format($ddl$
+            CREATE TABLE %I (
+                id          integer PRIMARY KEY,
+                name        text NOT NULL,
+                sku         text NOT NULL,
+                "userId"    integer NOT NULL,
+                "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+                "updatedAt" timestamp(3) NOT NULL,
+                "deletedAt" timestamp(3),
+                "isDeleted" boolean NOT NULL DEFAULT false
+            )$ddl$, tbl);
+        EXECUTE format($fill$
+            INSERT INTO %I
+            SELECT g, 'Product ' || g, 'SKU-' || g, 1 + g %% 100,
+                   timestamp '2026-01-01' + g * interval '1 second', timestamp '2026-06-01' + g * interval '1 second',
+                   CASE WHEN %L THEN pg_catalog.now() - interval '40 days' END, %L
+              FROM generate_series(1, %s) g$fill$, tbl, kind = 'catalog_purgeable', kind = 'catalog_purgeable', nrows);
+        EXECUTE format('CREATE UNIQUE INDEX ON %I (sku, "userId") WHERE "deletedAt" IS NULL', tbl);
+        IF kind = 'catalog_assets' THEN
+            -- 002's "ProductAsset": three per product, removed with it.
+            EXECUTE format($ddl$
+                CREATE TABLE %I (
+                    id          integer PRIMARY KEY,
+                    "productId" integer NOT NULL REFERENCES %I (id) ON DELETE CASCADE,
+                    "assetId"   integer NOT NULL,
+                    "deletedAt" timestamp(3),
+                    "isDeleted" boolean NOT NULL DEFAULT false
+                )$ddl$, tbl || '_assets', tbl);
+            EXECUTE format('INSERT INTO %I SELECT g, 1 + (g - 1) / 3, g FROM generate_series(1, 3 * %s) g',
+                           tbl || '_assets', nrows);
+            EXECUTE format('CREATE INDEX ON %I ("productId")', tbl || '_assets');
+        END IF;
     ELSE
         RAISE EXCEPTION 'unknown table kind %', kind;
     END IF;
 
     CASE kind || '/' || variant
-    WHEN 'pieces/none', 'ledger/none' THEN
+    WHEN 'pieces/none', 'ledger/none', 'catalog/none', 'catalog_purgeable/none', 'catalog_assets/none' THEN
         NULL;
+    WHEN 'catalog_purgeable/before_trigger' THEN
+        EXECUTE format('CREATE TRIGGER keep_row BEFORE DELETE ON %I FOR EACH ROW EXECUTE FUNCTION keep_row()', tbl);
+    WHEN 'catalog/pg_integrity', 'catalog_purgeable/pg_integrity' THEN
+        PERFORM integrity.enable_soft_delete(tbl::regclass, 'deletedAt', 'isDeleted');
+    WHEN 'catalog_assets/pg_integrity' THEN
+        PERFORM integrity.enable_soft_delete(tbl::regclass, 'deletedAt', 'isDeleted');
+        PERFORM integrity.enable_soft_delete((tbl || '_assets')::regclass, 'deletedAt', 'isDeleted');
     WHEN 'pieces/pg_integrity' THEN
         PERFORM integrity.protect_immutable(tbl::regclass, ARRAY['created_by_transaction_id', 'original_stock_id']);
         PERFORM integrity.enable_versioning(tbl::regclass);
