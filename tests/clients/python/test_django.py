@@ -31,8 +31,9 @@ def django_env(database, monkeypatch):
 
 
 def migrate(env, *target):
-    subprocess.run([sys.executable, "manage.py", "migrate", *target], cwd=PROJECT, env=env,
-                   check=True, capture_output=True)
+    run = subprocess.run([sys.executable, "manage.py", "migrate", *target], cwd=PROJECT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
 
 
 def guards(database):
