@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.orm.exc import StaleDataError
 
-from guard_cases import PIECE_1
+from guard_cases import PIECE_1, PIECE_2
 
 
 class Base(DeclarativeBase):
@@ -73,6 +73,15 @@ def test_core_ledger_over_limit_is_integrity_error(engine):
                           " VALUES (1, 20, 'DEBIT', :amount)"), {"amount": 400.01})
     assert sqlstate(raised.value) == "23514"
     assert raised.value.orig.diag.constraint_name == "integrity_ledger_credit"
+
+
+def test_core_stale_version_is_operational_error(engine):
+    """40001 is not an integrity error: SQLAlchemy wraps it as OperationalError."""
+    with engine.connect() as conn, pytest.raises(OperationalError) as raised:
+        conn.execute(text("UPDATE sprinkler_spare_pieces SET version = 2 WHERE id = CAST(:id AS uuid)"),
+                     {"id": PIECE_2})
+    assert sqlstate(raised.value) == "40001"
+    assert type(raised.value.orig).__name__ == "SerializationFailure"
 
 
 def test_orm_delete_of_ledger_entry_is_integrity_error(engine):
