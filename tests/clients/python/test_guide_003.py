@@ -94,6 +94,40 @@ def test_2_concurrent_combines_one_succeeds_one_fails_cleanly(connect):
     assert setup.fetchone() == (0,)
 
 
+def test_2_without_row_locks_strict_versioning_refuses_the_second_combine(connect, driver):
+    """Had combine_spares forgotten FOR UPDATE, the version guard still stops the
+    second of two combines: it sends back the versions it read, stale by then,
+    and gets 40001 (retryable) instead of combining the pieces twice."""
+    first, second, observer = connect(), connect(), connect()
+    setup = observer.cursor()
+    prod_txn = new_txn()
+    piece_ids = InventoryOperations(setup).create_spare_pieces(SPARE_STOCK_ID, 5, prod_txn)
+    observer.commit()
+    second_pid = backend_pid(second)
+
+    def read_versions(conn):
+        with conn.cursor() as cur:
+            cur.execute("SELECT array_agg(version ORDER BY id) FROM sprinkler_spare_pieces"
+                        " WHERE id = ANY(%s::uuid[])", (piece_ids,))
+            return cur.fetchone()[0]
+
+    def mark_sold_out(conn, versions):
+        with conn.cursor() as cur:
+            cur.execute("""UPDATE sprinkler_spare_pieces p SET status = 'SOLD_OUT', version = r.version
+                           FROM unnest(%s::uuid[], %s::int[]) AS r(id, version) WHERE p.id = r.id""",
+                        (sorted(piece_ids), versions))
+
+    first_read, second_read = read_versions(first), read_versions(second)
+    mark_sold_out(first, first_read)  # holds the row locks until it commits
+    race = InThread(mark_sold_out, second, second_read)
+    wait_until_blocked(observer, second_pid)
+    first.commit()
+    with pytest.raises(driver.errors.SerializationFailure):
+        race.result()
+    second.rollback()
+    assert pieces(setup, piece_ids) == [(prod_txn, "SOLD_OUT", 2)] * 5
+
+
 def test_3_stale_version_update_touches_no_row(connect):
     app, other = connect(), connect()
     cur = app.cursor()
