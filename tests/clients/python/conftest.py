@@ -39,16 +39,22 @@ def database():
         conn.execute(f'DROP DATABASE "{DB}" WITH (FORCE)')
 
 
-@pytest.fixture
-def schema(database, request):
+def make_schema(database, label):
     """A fresh schema with the guide tables, their guards and a few rows."""
-    # Numbered: test names can be longer than an identifier.
-    name = f"t{next(SCHEMA_NUMBERS)}_" + re.sub(r"\W", "_", request.node.name).lower()[:50]
+    # Numbered: labels can be longer than an identifier.
+    name = f"t{next(SCHEMA_NUMBERS)}_" + re.sub(r"\W", "_", label).lower()[:50]
     with admin_connect(database) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
         conn.execute(f"SET search_path = {name}")
         conn.execute((HERE / "schema.sql").read_text())
     return name
+
+
+@pytest.fixture
+def schema(database, request):
+    """A schema of the test's own. A module whose statements are all refused and
+    rolled back overrides this with one schema for the module."""
+    return make_schema(database, request.node.name)
 
 
 @pytest.fixture

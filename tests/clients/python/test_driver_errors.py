@@ -3,7 +3,14 @@
 import psycopg2
 import pytest
 
+from conftest import make_schema
 from guard_cases import CASES
+
+
+@pytest.fixture(scope="module")
+def schema(database):
+    """Every statement here is refused and rolled back: the tests share one schema."""
+    return make_schema(database, __name__)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -8,7 +8,7 @@ import re
 import psycopg
 import pytest
 
-from conftest import HERE, admin_connect
+from conftest import HERE, admin_connect, make_schema
 from guard_cases import PIECE_1
 
 REFERENCE = HERE.parents[2] / "docs" / "reference.md"
@@ -100,6 +100,12 @@ def provocation(violation):
 
 
 @pytest.fixture(scope="module")
+def schema(database):
+    """Every provocation is rolled back with its setup: the tests share one schema."""
+    return make_schema(database, __name__)
+
+
+@pytest.fixture(scope="module")
 def intruder(database):
     with admin_connect("postgres") as conn:
         conn.execute(f"DROP ROLE IF EXISTS {INTRUDER}")
@@ -125,6 +131,7 @@ def test_documented_error(violation, sqlstate, fields, dsn, schema, intruder):
             conn.execute(s)
         with pytest.raises(psycopg.Error) as raised:
             conn.execute(statement)
+        conn.rollback()
     diag = raised.value.diag
     assert diag.sqlstate == sqlstate, diag.message_primary
     filled = {name for name, attr in FIELDS.items() if getattr(diag, attr) is not None}
