@@ -67,7 +67,7 @@ RELEASED      := $(strip $(foreach v,$(patsubst sql/pg_integrity--%.sql,%,$(wild
 
 # Suites: every one of them on PostgreSQL 15 (or on PG=NN when given), the core
 # ones on the other versions.
-FULL_SUITES   := unit regress isolation upgrade cluster bench-smoke
+FULL_SUITES   := unit regress isolation upgrade cluster clients bench-smoke
 CORE_SUITES   := regress isolation upgrade
 TIMED         := tests/timed $(TIMINGS) pg$(PG)
 
