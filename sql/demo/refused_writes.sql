@@ -69,3 +69,6 @@ SELECT id, whatsapp, deleted_at IS NOT NULL AS deleted FROM users ORDER BY id;
 \echo '== refused: restoring the old user would take the number back from the new one'
 SELECT integrity.restore('users', 2::bigint);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+\echo '== a piece''s history: what changed, who changed it, when (refused changes left no trace)'
+SELECT operation, changes, actor FROM integrity.history('sprinkler_spare_pieces', '00000000-0000-4000-8000-000000000001'::uuid);

@@ -71,3 +71,5 @@ SELECT integrity.protect_immutable('sprinkler_spare_pieces',
 SELECT integrity.protect_write_once('sprinkler_spare_pieces', ARRAY['deleted_by_transaction_id']);
 SELECT integrity.enable_versioning('sprinkler_spare_pieces');
 SELECT integrity.enable_soft_delete('users');
+-- Every change of a piece is an event in its audit trail (guide 003).
+SELECT integrity.track_lifecycle('sprinkler_spare_pieces');
