@@ -127,6 +127,11 @@ SELECT integrity.enable_soft_delete('"ProductAsset"', 'deletedAt', 'isDeleted');
 INSERT INTO "Product" (id, sku) SELECT i, 'sku-' || i FROM generate_series(1, 20) AS i;
 INSERT INTO "ProductAsset" (id, "productId") SELECT i, 1 + i % 20 FROM generate_series(1, 40) AS i;
 DELETE FROM "Product" WHERE id <= 3;
+
+-- Guide 003: every change of a piece is an event of its audit trail.
+SELECT integrity.track_lifecycle('sprinkler_spare_pieces', exclude => ARRAY['piece_count']);
+UPDATE sprinkler_spare_pieces SET status = 'DISPATCHED' WHERE stock_id = 5;
+UPDATE sprinkler_spare_pieces SET piece_count = piece_count + 1 WHERE stock_id = 6;   -- not tracked: no event
 SQL
 log "== source database built"
 check_eq "source: both ledger partitions hold rows" "ledger_entries_2024_01|t
@@ -170,7 +175,13 @@ verify_restored() {
         "SELECT table_name::text, guard, columns, options FROM integrity.guards ORDER BY 1, 2"
     check_same "$L integrity.guards: created_at kept" "$SRC" "$DST" \
         "SELECT table_name::text, guard, created_at FROM integrity.guards ORDER BY 1, 2"
-    check_eq "$L integrity.guards: all 13 guards registered" "13" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_eq "$L integrity.guards: all 14 guards registered" "14" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_same "$L integrity.lifecycle_events: the same events (ids, keys, changes, transactions, times)" "$SRC" "$DST" \
+        "SELECT id, table_name, row_key, operation, changes, txid, actor, at FROM integrity.lifecycle_events ORDER BY id"
+    check_same "$L the events' id sequence continues where it was" "$SRC" "$DST" \
+        "SELECT last_value, is_called FROM integrity.lifecycle_events_id_seq"
+    check_eq "$L the events came back: one per dispatched piece" "13" \
+        "$(sql "$DST" "SELECT count(*) FROM integrity.lifecycle_events WHERE changes ? 'status'")"
     check_same "$L integrity.chain_anchors: same anchors" "$SRC" "$DST" \
         "SELECT table_name::text, chain, seq, hash FROM integrity.chain_anchors ORDER BY 1, 2"
     check_eq "$L the purge left one row per chain" "85|85" \
@@ -289,6 +300,13 @@ sprinkler_spare_pieces|integrity_version_check|O" \
     check_eq "$L versioning on \"Row Version\" still bumps" "2" \
         "$(sql "$DST" "UPDATE $PIECES_2024 SET \"created by\" = \"created by\" WHERE id = 1 RETURNING \"Row Version\"")"
 
+    sql "$DST" "UPDATE sprinkler_spare_pieces SET status = 'RETURNED'
+                 WHERE id = (SELECT id FROM sprinkler_spare_pieces WHERE stock_id = 5 ORDER BY id LIMIT 1)" >/dev/null
+    check_eq "$L lifecycle tracking goes on: the piece's history has the update from before the dump and the new one" \
+        "DISPATCHED|RETURNED" \
+        "$(sql "$DST" "SELECT string_agg(h.changes -> 'status' ->> 'new', '|' ORDER BY h.id)
+                         FROM integrity.history('sprinkler_spare_pieces',
+                                                (SELECT id FROM sprinkler_spare_pieces WHERE status = 'RETURNED')) h")"
     check_eq "$L a DELETE of a product still keeps it and soft-deletes its assets" "t|t|2" \
         "$(sql "$DST" "DELETE FROM \"Product\" WHERE id = 4;
                         SELECT p.\"isDeleted\", bool_and(a.\"isDeleted\"), count(*)
