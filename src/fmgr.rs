@@ -119,13 +119,12 @@ pub fn spi_finish() {
     }
 }
 
-/// `SPI_prepare` + `SPI_keepplan`, checked: a plan that lives until
-/// `free_plan`.  Connects to SPI for the preparation.
-pub fn prepare_kept(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+/// `SPI_prepare` + `SPI_keepplan` inside `SPI_connect`, checked: a plan that
+/// lives until `free_plan`.
+pub fn keep_plan(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
     let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
-    spi_connect();
-    // SAFETY: inside SPI_connect; both results are checked.
-    let plan = unsafe {
+    // SAFETY: the caller is connected to SPI; both results are checked.
+    unsafe {
         let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as core::ffi::c_int, arg_types.as_mut_ptr());
         if plan.is_null() {
             pgrx::error!("pg_integrity: could not prepare statement: {sql}");
@@ -134,9 +133,41 @@ pub fn prepare_kept(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlan
             pgrx::error!("pg_integrity: SPI_keepplan failed");
         }
         plan
-    };
+    }
+}
+
+/// `keep_plan` in its own SPI connection.
+pub fn prepare_kept(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+    spi_connect();
+    let plan = keep_plan(sql, arg_types);
     spi_finish();
     plan
+}
+
+/// Runs a read-only query of the extension's own (`what` names it in errors)
+/// inside `SPI_connect`, with `args` as `(type, value)` pairs, none NULL; at
+/// most `limit` rows (0: all), which stay in `SPI_tuptable` until the next SPI
+/// call.  The number of rows.
+pub fn select(query: &core::ffi::CStr, args: &[(pg_sys::Oid, pg_sys::Datum)], limit: i64, what: &str) -> u64 {
+    let mut types: Vec<pg_sys::Oid> = args.iter().map(|&(typ, _)| typ).collect();
+    let mut values: Vec<pg_sys::Datum> = args.iter().map(|&(_, value)| value).collect();
+    let nulls = vec![b' ' as core::ffi::c_char; args.len()];
+    // SAFETY: the arrays hold one entry per argument; the result is checked.
+    unsafe {
+        let rc = pg_sys::SPI_execute_with_args(
+            query.as_ptr(),
+            args.len() as core::ffi::c_int,
+            types.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            true,
+            limit as core::ffi::c_long,
+        );
+        if rc != pg_sys::SPI_OK_SELECT as core::ffi::c_int {
+            pgrx::error!("pg_integrity: {what} failed: {}", spi_result(rc));
+        }
+        pg_sys::SPI_processed
+    }
 }
 
 /// `SPI_freeplan` of a plan kept with `SPI_keepplan`, checked.

@@ -34,7 +34,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, set_locally, spi_connect, spi_finish, spi_result};
+use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
 
@@ -329,23 +329,11 @@ unsafe fn statements(relid: pg_sys::Oid) -> Option<Statements> {
 unsafe fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
     let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
-    let mut types = [pg_sys::REGCLASSOID];
-    let mut values = [pg_sys::Datum::from(relid)];
+    let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the hash chain");
+    // SAFETY: the row is read before the next SPI call.
     let result = unsafe {
-        let rc = pg_sys::SPI_execute_with_args(
-            query.as_ptr(),
-            1,
-            types.as_mut_ptr(),
-            values.as_mut_ptr(),
-            c" ".as_ptr(),
-            true,
-            1,
-        );
-        if rc != pg_sys::SPI_OK_SELECT as c_int {
-            pgrx::error!("pg_integrity: looking up the hash chain failed: {}", spi_result(rc));
-        }
         let table = pg_sys::SPI_tuptable;
-        (pg_sys::SPI_processed == 1).then(|| {
+        (rows == 1).then(|| {
             let text = |n| {
                 CStr::from_ptr(pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n)).to_string_lossy().into_owned()
             };

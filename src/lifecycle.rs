@@ -26,7 +26,8 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, set_locally, spi_connect, spi_finish, spi_result, Verdict,
+    execute_plan, free_plan, guarded_function, keep_plan, select, set_locally, spi_connect, spi_finish, spi_result,
+    Verdict,
 };
 use crate::invalidation;
 use crate::sanctioned;
@@ -152,24 +153,11 @@ unsafe fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statemen
          WHERE c.oid = 'integrity.lifecycle_events'::pg_catalog.regclass"
     ))
     .expect("no NUL");
-    let mut types = [pg_sys::REGCLASSOID];
-    let mut values = [pg_sys::Datum::from(relid)];
-    // SAFETY: a read-only query with one regclass argument; its result is
-    // copied out before the next SPI call.
+    let rows =
+        select(&query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the lifecycle statement");
+    // SAFETY: the result is copied out before the next SPI call.
     unsafe {
-        let rc = pg_sys::SPI_execute_with_args(
-            query.as_ptr(),
-            1,
-            types.as_mut_ptr(),
-            values.as_mut_ptr(),
-            c" ".as_ptr(),
-            true,
-            1,
-        );
-        if rc != pg_sys::SPI_OK_SELECT as c_int {
-            pgrx::error!("pg_integrity: looking up the lifecycle statement failed: {}", spi_result(rc));
-        }
-        if pg_sys::SPI_processed != 1 {
+        if rows != 1 {
             pgrx::error!("pg_integrity: table integrity.lifecycle_events is missing");
         }
         let table = pg_sys::SPI_tuptable;
@@ -187,19 +175,7 @@ fn prepared(tgoid: pg_sys::Oid, sql: &str) -> pg_sys::SPIPlanPtr {
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
         return plan;
     }
-    let text = CString::new(sql).expect("identifiers are quoted");
-    let mut arg_types = [pg_sys::OIDOID];
-    // SAFETY: SPI is connected; the plan is checked and kept.
-    let plan = unsafe {
-        let plan = pg_sys::SPI_prepare(text.as_ptr(), 1, arg_types.as_mut_ptr());
-        if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare the lifecycle statement: {sql}");
-        }
-        if pg_sys::SPI_keepplan(plan) != 0 {
-            pgrx::error!("pg_integrity: SPI_keepplan failed");
-        }
-        plan
-    };
+    let plan = keep_plan(sql, &mut [pg_sys::OIDOID]);
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
             free_plan(stale);
@@ -290,20 +266,12 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         );
         let query = c"SELECT pg_catalog.array_agg(e ORDER BY e.id) FROM integrity.lifecycle_events e \
                       WHERE e.table_name OPERATOR(pg_catalog.=) $1 AND e.row_key OPERATOR(pg_catalog.=) $2";
-        let mut types = [pg_sys::TEXTOID, pg_sys::JSONBOID];
-        let mut values = [pg_sys::Datum::from(pg_sys::cstring_to_text(name.as_ptr())), row_key];
-        let rc = pg_sys::SPI_execute_with_args(
-            query.as_ptr(),
-            2,
-            types.as_mut_ptr(),
-            values.as_mut_ptr(),
-            c"  ".as_ptr(),
-            true,
-            1,
-        );
+        let name = pg_sys::Datum::from(pg_sys::cstring_to_text(name.as_ptr()));
+        let rows =
+            select(query, &[(pg_sys::TEXTOID, name), (pg_sys::JSONBOID, row_key)], 1, "reading lifecycle events");
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-        if rc != pg_sys::SPI_OK_SELECT as c_int || pg_sys::SPI_processed != 1 {
-            pgrx::error!("pg_integrity: reading lifecycle events failed: {}", spi_result(rc));
+        if rows != 1 {
+            pgrx::error!("pg_integrity: reading lifecycle events returned {rows} rows");
         }
         let table = pg_sys::SPI_tuptable;
         let mut is_null = false;

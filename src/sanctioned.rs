@@ -12,13 +12,13 @@
 //! abort that such an error causes, not by a Rust destructor: a caller that
 //! catches the error continues with the guards in force.
 
-use core::ffi::{c_int, c_void};
+use core::ffi::c_void;
 use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
+use crate::fmgr::{execute, guarded_function, select, spi_connect, spi_finish, Verdict};
 use crate::trigger::{qualified_name, relation_owner};
 
 thread_local! {
@@ -98,23 +98,11 @@ unsafe fn execute_sanctioned(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
 /// Inside `SPI_connect`.
 unsafe fn sanctioned_relations(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
     let query = c"SELECT rel::oid FROM integrity._cascade_reach($1) AS rel";
-    let mut types = [pg_sys::REGCLASSOID];
-    let mut values = [pg_sys::Datum::from(relid)];
+    let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 0, "looking up cascades");
+    // SAFETY: the rows are read before the next SPI call.
     unsafe {
-        let rc = pg_sys::SPI_execute_with_args(
-            query.as_ptr(),
-            1,
-            types.as_mut_ptr(),
-            values.as_mut_ptr(),
-            c" ".as_ptr(),
-            true,
-            0,
-        );
-        if rc != pg_sys::SPI_OK_SELECT as c_int {
-            pgrx::error!("pg_integrity: looking up cascades failed: {}", spi_result(rc));
-        }
         let table = pg_sys::SPI_tuptable;
-        (0..pg_sys::SPI_processed as usize)
+        (0..rows as usize)
             .map(|i| {
                 let mut is_null = false;
                 let oid = pg_sys::SPI_getbinval(*(*table).vals.add(i), (*table).tupdesc, 1, &mut is_null);

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, set_locally, spi_connect, spi_finish, spi_result};
+use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
 use crate::invalidation;
 use crate::sanctioned;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
@@ -151,22 +151,11 @@ unsafe fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
 unsafe fn read_statement(relid: pg_sys::Oid) -> Option<String> {
     spi_connect();
     let query = c"SELECT integrity._soft_delete_statement($1)";
-    let mut types = [pg_sys::REGCLASSOID];
-    let mut values = [pg_sys::Datum::from(relid)];
-    // SAFETY: inside SPI_connect; the result is checked and copied out
-    // before SPI_finish frees it.
+    let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the soft delete");
+    // SAFETY: the value is copied out before SPI_finish frees it.
     let sql = unsafe {
-        let rc = pg_sys::SPI_execute_with_args(
-            query.as_ptr(),
-            1,
-            types.as_mut_ptr(),
-            values.as_mut_ptr(),
-            c" ".as_ptr(),
-            true,
-            1,
-        );
-        if rc != pg_sys::SPI_OK_SELECT as c_int || pg_sys::SPI_processed != 1 {
-            pgrx::error!("pg_integrity: looking up the soft delete statement failed: {}", spi_result(rc));
+        if rows != 1 {
+            pgrx::error!("pg_integrity: looking up the soft delete returned {rows} rows");
         }
         let table = pg_sys::SPI_tuptable;
         let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
