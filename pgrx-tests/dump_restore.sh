@@ -101,6 +101,10 @@ CREATE TABLE hdpe_cut_pieces (
 );
 INSERT INTO hdpe_cut_pieces SELECT i, i * 1.5, 1 FROM generate_series(1, 50) AS i;
 SELECT integrity.enable_versioning('hdpe_cut_pieces', 'row_version', strict => false);
+-- A BEFORE UPDATE trigger that fires after the bump: the guard keeps its
+-- recheck trigger, which pg_restore has to bring back with it.
+CREATE FUNCTION hdpe_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER zz_hdpe_touch BEFORE UPDATE ON hdpe_cut_pieces FOR EACH ROW EXECUTE FUNCTION hdpe_touch();
 UPDATE hdpe_cut_pieces SET length_m = length_m - 0.5 WHERE id <= 10;
 
 -- Hostile identifiers: quoting must survive the dump (regclass in the registry,
@@ -209,11 +213,9 @@ ledger_entries_by_month|integrity_append_only_truncate|A" \
                         ORDER BY 1, 2")"
     check_eq "$L versioning triggers are origin-only (O)" \
         "\"Sales Dept\".\"Pieces \"\"2024\"\"\"|integrity_version_bump|O
-\"Sales Dept\".\"Pieces \"\"2024\"\"\"|integrity_version_check|O
 hdpe_cut_pieces|integrity_version_bump|O
 hdpe_cut_pieces|integrity_version_check|O
-sprinkler_spare_pieces|integrity_version_bump|O
-sprinkler_spare_pieces|integrity_version_check|O" \
+sprinkler_spare_pieces|integrity_version_bump|O" \
         "$(sql "$DST" "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger
                         WHERE tgname LIKE 'integrity_version%' ORDER BY 1, 2")"
 

@@ -208,7 +208,7 @@ check_ok "migration runs in a second fresh database (another environment)" "$ENV
 MANIFEST="$TMP_DIR/schema.json"
 sql "$SRC" "$MANIFEST_SQL" >"$MANIFEST"
 count_in() { printf '(SELECT count(*) FROM jsonb_path_query(j, %s))' "'\$.schemas.*.$1'"; }
-check_eq "source manifest: 5 schemas, 15 tables (3 partitions), 3 views, 11 guards, 23 triggers" "5|15|3|11|23" \
+check_eq "source manifest: 5 schemas, 15 tables (3 partitions), 3 views, 11 guards, 20 triggers" "5|15|3|11|20" \
     "$(sql "$SRC" "WITH m(j) AS ($MANIFEST_SQL)
                    SELECT (SELECT count(*) FROM jsonb_object_keys(j -> 'schemas')), $(count_in 'tables.*'), $(count_in 'views.*'),
                           $(count_in 'tables.*.guards.*'), $(count_in 'tables.*.triggers.*') FROM m")"

@@ -146,7 +146,6 @@ ledger_entries_by_month|integrity_append_only|A
 ledger_entries_by_month|integrity_append_only_truncate|A
 sprinkler_spare_pieces|integrity_immutable|A
 sprinkler_spare_pieces|integrity_version_bump|O
-sprinkler_spare_pieces|integrity_version_check|O
 sprinkler_spare_pieces|integrity_write_once|A" \
     "$(sql "$DB" "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger
                    WHERE tgname LIKE 'integrity\_%' ORDER BY 1, 2")"

@@ -25,7 +25,42 @@ AS $$
        AND g.trigger_name = $2
        AND NOT (g.trigger_name = 'integrity_append_only_truncate'
                 AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+       AND NOT (g.recheck AND NOT integrity._needs_recheck(r.table_name, r.guard))
      LIMIT 1
+$$;
+
+-- After a BEFORE UPDATE trigger on tbl was created, renamed or dropped, or a
+-- partition with triggers of its own attached: the guards of tbl (or of its
+-- partitioned ancestors) whose recheck trigger is missing although now needed,
+-- or there although no longer needed, are registered again, which places or
+-- removes it.  The recheck is the guard's own trigger, so only the table's
+-- owner may have it added.
+CREATE FUNCTION integrity._sync_rechecks(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    stale record;
+BEGIN
+    FOR stale IN
+        SELECT r.table_name, r.guard, r.columns, r.options, g.trigger_name, needed
+          FROM integrity.guard_registry r
+          JOIN integrity._guard_triggers(NULL) g ON g.guard = r.guard AND g.recheck
+         CROSS JOIN LATERAL integrity._needs_recheck(r.table_name, r.guard) needed
+         WHERE (r.table_name = tbl OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl)))
+           AND needed <> EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                                  WHERE t.tgrelid = r.table_name AND t.tgname = g.trigger_name)
+         ORDER BY r.table_name, r.guard
+    LOOP
+        IF stale.needed THEN
+            PERFORM integrity._require_owner(stale.table_name,
+                format('add a BEFORE UPDATE trigger that fires after the trigger of its %s guard (the guard then'
+                       ' checks the final row again, with trigger %s)', stale.guard, stale.trigger_name));
+        END IF;
+        EXECUTE integrity._registration_sql(stale.table_name, stale.guard, stale.columns, stale.options);
+    END LOOP;
+END;
 $$;
 
 -- The error for DDL that would silently lift a guard.
@@ -152,6 +187,10 @@ BEGIN
     PERFORM integrity._check_trigger_ddl(c.objid)
        FROM pg_catalog.pg_event_trigger_ddl_commands() c
       WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+    PERFORM integrity._sync_rechecks(t.tgrelid)
+       FROM pg_catalog.pg_event_trigger_ddl_commands() c
+       JOIN pg_catalog.pg_trigger t ON t.oid = c.objid
+      WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
 
     -- Tables renamed or moved, also with their schema.
     PERFORM integrity._refuse_accounts_ddl(ARRAY(
@@ -196,6 +235,7 @@ BEGIN
         END IF;
 
         IF command.new_partitions THEN
+            PERFORM integrity._sync_rechecks(command.rel);
             FOR guarded IN
                 SELECT r.table_name, r.guard, r.options
                   FROM integrity.guard_registry r
@@ -284,6 +324,46 @@ BEGIN
 END;
 $$;
 
+-- ALTER COLUMN … TYPE of a column whose values a guard keeps (immutable and
+-- write-once columns, the version): its USING expression rewrites every value,
+-- which no UPDATE could.  Also through ALTER TYPE … CASCADE on the type of a
+-- typed table.
+CREATE FUNCTION integrity._refuse_column_rewrite(tbl regclass, col text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guarded record;
+BEGIN
+    SELECT r.table_name, r.guard, n.nspname, g.relname INTO guarded
+      FROM integrity.guard_registry r
+      JOIN pg_catalog.pg_class g ON g.oid = r.table_name
+      JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
+     WHERE r.guard IN ('immutable', 'write_once', 'versioning')
+       AND col = ANY (r.columns)
+       AND r.table_name IN (SELECT tbl
+                            UNION ALL
+                            SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a
+                            UNION ALL
+                            SELECT t.oid
+                              FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_class t ON t.reloftype = c.reltype
+                             WHERE c.oid = tbl AND c.relkind = 'c')
+     ORDER BY r.table_name, r.guard
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot change the type of column "%" of table "%"', col, guarded.table_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The column is protected by the %s guard of %s: a new type rewrites every value.',
+                                  guarded.guard, guarded.table_name),
+                  HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
+                                guarded.table_name::text, guarded.guard),
+                  SCHEMA = guarded.nspname, TABLE = guarded.relname, COLUMN = col;
+    END IF;
+END;
+$$;
+
 -- DROP EXTENSION pg_integrity (or DROP SCHEMA integrity) would drop every
 -- guard trigger and leave the tables unguarded without a word.
 CREATE FUNCTION integrity._refuse_extension_drop()
@@ -366,6 +446,13 @@ BEGIN
     LOOP
         PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
     END LOOP;
+
+    -- A trigger that fired after a guard's is gone: its recheck may go too.
+    PERFORM integrity._sync_rechecks(o.rel)
+       FROM (SELECT DISTINCT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel
+               FROM pg_catalog.pg_event_trigger_dropped_objects()
+              WHERE object_type = 'trigger') o
+      WHERE o.rel IS NOT NULL;
 
     PERFORM integrity._refuse_history_drop();
     PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(

@@ -32,8 +32,8 @@ AS $$
     SELECT coalesce(string_agg(convert_to(arg, pg_catalog.getdatabaseencoding()) || '\x00'::bytea, ''::bytea
                                ORDER BY n), ''::bytea)
       FROM unnest(CASE
-               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_row_movement',
-                                     'integrity_write_once', 'integrity_write_once_row_movement',
+               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_recheck',
+                                     'integrity_write_once', 'integrity_write_once_recheck',
                                      'integrity_soft_delete') THEN columns
                WHEN trigger_name = 'integrity_version_bump' THEN
                    ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
@@ -185,32 +185,168 @@ $$;
 DROP FUNCTION integrity._guard_triggers(text);
 CREATE OR REPLACE FUNCTION integrity._guard_triggers(guard text)
 RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
-               guard text, has_when boolean)
+               guard text, has_when boolean, recheck boolean)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
-           t.guard, t.has_when
+           t.guard, t.has_when, t.recheck
       FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
-            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false),
-            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false),
-            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false, true),
-            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false, true),
-            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false, true),
-            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false, true),
-            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false),
-            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true),
-            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
-            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
-            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
-            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false),
-            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false),
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false, false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            19, 'A', false, false, false),
+            ('immutable',     'integrity_immutable_recheck',       'immutable_guard',            17, 'A', false, true,  true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           19, 'A', false, false, false),
+            ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
+            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true,  false),
+            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true,  false),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
-            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false),
-            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false),
-            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false)
-           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false, false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when, recheck)
      WHERE $1 IS NULL OR t.guard = $1
+$$;
+
+-- Immutable, write-once and versioning guards check in their BEFORE UPDATE
+-- trigger; the AFTER … WHEN recheck of the final row is installed only while
+-- another BEFORE UPDATE trigger fires after the guard's.  The row-movement
+-- triggers of partitioned tables go: the BEFORE trigger sees a moved row.
+-- Whether the guard's BEFORE UPDATE trigger on tbl needs its recheck: some
+-- other BEFORE UPDATE row trigger on tbl or one of its partitions fires after
+-- it (triggers fire in name order) and could change NEW after the guard looked
+-- at it.  Another guard's trigger counts too unless that guard is registered on
+-- the table (then it is the extension's own, which writes only its column).
+-- Disabled triggers count: enabling one is no DDL the event triggers see.
+CREATE FUNCTION integrity._needs_recheck(tbl regclass, guard text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT
+          FROM integrity._guard_triggers(guard) own
+          JOIN pg_catalog.pg_trigger t
+            ON t.tgrelid IN (SELECT integrity._partition_tree(tbl))
+           AND t.tgtype & 83 = 19  -- ROW, BEFORE, UPDATE (not INSTEAD OF)
+           AND t.tgname COLLATE "C" > own.trigger_name COLLATE "C"
+         WHERE own.tgtype & 83 = 19 AND EXISTS (SELECT FROM integrity._guard_triggers(guard) r WHERE r.recheck)
+           AND NOT EXISTS (SELECT
+                             FROM integrity._guard_triggers(NULL) g
+                             JOIN integrity.guard_registry reg ON reg.table_name = tbl AND reg.guard = g.guard
+                            WHERE g.trigger_name = t.tgname
+                              AND t.tgfoid = pg_catalog.to_regprocedure(format('integrity.%I()', g.function_name))))
+$$;
+
+-- Creates the guard's recheck trigger with statement create_sql when the table
+-- needs it, and drops it otherwise.  The recheck goes first: the event trigger
+-- that sees the guard's BEFORE trigger created then finds the table complete.
+CREATE FUNCTION integrity._place_recheck(tbl regclass, guard text, create_sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF integrity._needs_recheck(tbl, guard) THEN
+        EXECUTE create_sql;
+    ELSE
+        PERFORM integrity._drop_triggers(tbl, g.guard, g.trigger_name)
+           FROM integrity._guard_triggers(_place_recheck.guard) g
+          WHERE g.recheck;
+    END IF;
+END;
+$$;
+
+-- immutable and write_once differ only in their condition and function.
+CREATE OR REPLACE FUNCTION integrity._protect_columns(tbl regclass, columns text[], guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := CASE guard WHEN 'immutable' THEN 'protect_immutable' ELSE 'protect_write_once' END;
+    checked text[];
+    condition text;
+    arguments text;
+    trigger_name text := 'integrity_' || guard;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    checked := integrity._check_columns(tbl, columns, caller);
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
+    SELECT string_agg(CASE guard
+                          WHEN 'immutable' THEN integrity._changed_sql(tbl, col)
+                          ELSE format('(OLD.%I IS NOT NULL AND %s)', col, integrity._changed_sql(tbl, col))
+                      END, ' OR '),
+           string_agg(quote_literal(col), ', ')
+      INTO condition, arguments
+      FROM unnest(checked) AS col;
+
+    PERFORM integrity._record_guard(tbl, guard, checked, '{}');
+    PERFORM integrity._place_recheck(tbl, guard,
+        format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+               ' EXECUTE FUNCTION integrity.%I(%s)',
+               trigger_name || '_recheck', tbl, condition, guard || '_guard', arguments));
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION integrity.%I(%s)',
+                   trigger_name, tbl, guard || '_guard', arguments);
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+-- The registered guard (on the table or on a partitioned ancestor) that needs
+-- trigger trigger_name on tbl, if any.
+CREATE OR REPLACE FUNCTION integrity._guard_needing(tbl regclass, trigger_name name)
+RETURNS TABLE (guarded_table regclass, guard text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.table_name, r.guard
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     WHERE (r.table_name = tbl OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl)))
+       AND g.trigger_name = $2
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+       AND NOT (g.recheck AND NOT integrity._needs_recheck(r.table_name, r.guard))
+     LIMIT 1
+$$;
+
+-- After a BEFORE UPDATE trigger on tbl was created, renamed or dropped, or a
+-- partition with triggers of its own attached: the guards of tbl (or of its
+-- partitioned ancestors) whose recheck trigger is missing although now needed,
+-- or there although no longer needed, are registered again, which places or
+-- removes it.  The recheck is the guard's own trigger, so only the table's
+-- owner may have it added.
+CREATE FUNCTION integrity._sync_rechecks(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    stale record;
+BEGIN
+    FOR stale IN
+        SELECT r.table_name, r.guard, r.columns, r.options, g.trigger_name, needed
+          FROM integrity.guard_registry r
+          JOIN integrity._guard_triggers(NULL) g ON g.guard = r.guard AND g.recheck
+         CROSS JOIN LATERAL integrity._needs_recheck(r.table_name, r.guard) needed
+         WHERE (r.table_name = tbl OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl)))
+           AND needed <> EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                                  WHERE t.tgrelid = r.table_name AND t.tgname = g.trigger_name)
+         ORDER BY r.table_name, r.guard
+    LOOP
+        IF stale.needed THEN
+            PERFORM integrity._require_owner(stale.table_name,
+                format('add a BEFORE UPDATE trigger that fires after the trigger of its %s guard (the guard then'
+                       ' checks the final row again, with trigger %s)', stale.guard, stale.trigger_name));
+        END IF;
+        EXECUTE integrity._registration_sql(stale.table_name, stale.guard, stale.columns, stale.options);
+    END LOOP;
+END;
 $$;
 
 CREATE OR REPLACE FUNCTION integrity._check_trigger_ddl(trigger_oid oid)
@@ -338,16 +474,19 @@ BEGIN
 
     PERFORM integrity._record_guard(tbl, 'versioning', ARRAY[version_column::text],
                                     jsonb_build_object('strict', strict));
+    PERFORM integrity._place_recheck(tbl, 'versioning',
+        format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
+               ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
+               ' EXECUTE FUNCTION integrity.version_check(%3$L)',
+               tbl, version_column, version_column));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_bump BEFORE UPDATE ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.version_bump(%L, %L)',
                    tbl, version_column, CASE WHEN strict THEN 'strict' ELSE 'lenient' END);
-    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
-                   ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
-                   ' EXECUTE FUNCTION integrity.version_check(%3$L)',
-                   tbl, version_column, version_column);
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
+COMMENT ON FUNCTION integrity.enable_versioning(regclass, name, boolean) IS
+    'Every UPDATE leaves version = OLD.version + 1; strict mode refuses stale versions with 40001.';
 
 CREATE OR REPLACE FUNCTION integrity.guard_ledger_credit(ledger regclass, accounts regclass, key_columns text[],
                                               amount_column name DEFAULT 'amount',
@@ -1276,6 +1415,46 @@ BEGIN
 END;
 $$;
 
+-- ALTER COLUMN … TYPE of a column whose values a guard keeps (immutable and
+-- write-once columns, the version): its USING expression rewrites every value,
+-- which no UPDATE could.  Also through ALTER TYPE … CASCADE on the type of a
+-- typed table.
+CREATE FUNCTION integrity._refuse_column_rewrite(tbl regclass, col text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guarded record;
+BEGIN
+    SELECT r.table_name, r.guard, n.nspname, g.relname INTO guarded
+      FROM integrity.guard_registry r
+      JOIN pg_catalog.pg_class g ON g.oid = r.table_name
+      JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
+     WHERE r.guard IN ('immutable', 'write_once', 'versioning')
+       AND col = ANY (r.columns)
+       AND r.table_name IN (SELECT tbl
+                            UNION ALL
+                            SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a
+                            UNION ALL
+                            SELECT t.oid
+                              FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_class t ON t.reloftype = c.reltype
+                             WHERE c.oid = tbl AND c.relkind = 'c')
+     ORDER BY r.table_name, r.guard
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot change the type of column "%" of table "%"', col, guarded.table_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The column is protected by the %s guard of %s: a new type rewrites every value.',
+                                  guarded.guard, guarded.table_name),
+                  HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
+                                guarded.table_name::text, guarded.guard),
+                  SCHEMA = guarded.nspname, TABLE = guarded.relname, COLUMN = col;
+    END IF;
+END;
+$$;
+
 -- DROP EXTENSION pg_integrity (or DROP SCHEMA integrity) would drop every
 -- guard trigger and leave the tables unguarded without a word.
 CREATE FUNCTION integrity._refuse_extension_drop()
@@ -1804,31 +1983,31 @@ COMMENT ON FUNCTION integrity.chain_digest(regclass) IS
 -- and the helpers, reports and event trigger that know it.
 CREATE OR REPLACE FUNCTION integrity._guard_triggers(guard text)
 RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
-               guard text, has_when boolean)
+               guard text, has_when boolean, recheck boolean)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
-           t.guard, t.has_when
+           t.guard, t.has_when, t.recheck
       FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
-            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false),
-            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false),
-            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false, true),
-            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false, true),
-            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false, true),
-            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false, true),
-            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false),
-            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true),
-            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
-            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
-            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
-            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false),
-            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false),
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false, false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            19, 'A', false, false, false),
+            ('immutable',     'integrity_immutable_recheck',       'immutable_guard',            17, 'A', false, true,  true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           19, 'A', false, false, false),
+            ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
+            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true,  false),
+            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true,  false),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
-            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false),
-            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false),
-            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false)
-           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false, false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when, recheck)
      WHERE $1 IS NULL OR t.guard = $1
 $$;
 
@@ -1965,7 +2144,7 @@ expected AS (
      CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
      CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
      WHERE r.relkind IS NOT NULL
-       AND NOT (g.trigger_name LIKE '%\_row\_movement' AND r.relkind <> 'p')
+       AND NOT (g.recheck AND NOT integrity._needs_recheck(r.tbl, r.guard))
        AND NOT (g.trigger_name = 'integrity_append_only_truncate'
                 AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
 ),
@@ -2278,6 +2457,10 @@ BEGIN
     PERFORM integrity._check_trigger_ddl(c.objid)
        FROM pg_catalog.pg_event_trigger_ddl_commands() c
       WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+    PERFORM integrity._sync_rechecks(t.tgrelid)
+       FROM pg_catalog.pg_event_trigger_ddl_commands() c
+       JOIN pg_catalog.pg_trigger t ON t.oid = c.objid
+      WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
 
     -- Tables renamed or moved, also with their schema.
     PERFORM integrity._refuse_accounts_ddl(ARRAY(
@@ -2322,6 +2505,7 @@ BEGIN
         END IF;
 
         IF command.new_partitions THEN
+            PERFORM integrity._sync_rechecks(command.rel);
             FOR guarded IN
                 SELECT r.table_name, r.guard, r.options
                   FROM integrity.guard_registry r
@@ -3410,6 +3594,13 @@ BEGIN
         PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
     END LOOP;
 
+    -- A trigger that fired after a guard's is gone: its recheck may go too.
+    PERFORM integrity._sync_rechecks(o.rel)
+       FROM (SELECT DISTINCT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel
+               FROM pg_catalog.pg_event_trigger_dropped_objects()
+              WHERE object_type = 'trigger') o
+      WHERE o.rel IS NOT NULL;
+
     PERFORM integrity._refuse_history_drop();
     PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
         SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
@@ -3419,6 +3610,21 @@ BEGIN
     DELETE FROM integrity.chain_anchors a
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = a.table_name);
 END;
+$$;
+
+-- 0.1.0's row-movement triggers: the immutable and write-once guards' BEFORE
+-- triggers now see a moved row themselves.
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT tgrelid::regclass AS rel, tgname FROM pg_catalog.pg_trigger
+              WHERE tgname IN ('integrity_immutable_row_movement', 'integrity_write_once_row_movement')
+                AND tgparentid = 0
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+    END LOOP;
+END
 $$;
 
 -- Registration is idempotent and re-creates a guard's triggers as this

@@ -10,95 +10,36 @@
 -- one runs in: 'A' (ENABLE ALWAYS: also under session_replication_role =
 -- replica) or 'O' (origin only: rows that logical replication applies must not
 -- be bumped or applied to an account twice, and their lifecycle events are
--- recorded on their origin).
+-- recorded on their origin).  A recheck trigger is there only while the table
+-- needs it (integrity._needs_recheck).
 CREATE FUNCTION integrity._guard_triggers(guard text)
 RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
-               guard text, has_when boolean)
+               guard text, has_when boolean, recheck boolean)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
-           t.guard, t.has_when
+           t.guard, t.has_when, t.recheck
       FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
-            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false),
-            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false),
-            ('immutable',     'integrity_immutable',               'immutable_guard',            17, 'A', false, true),
-            ('immutable',     'integrity_immutable_row_movement',  'immutable_guard',            19, 'A', false, true),
-            ('write_once',    'integrity_write_once',              'write_once_guard',           17, 'A', false, true),
-            ('write_once',    'integrity_write_once_row_movement', 'write_once_guard',           19, 'A', false, true),
-            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false),
-            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true),
-            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true),
-            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true),
-            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false),
-            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false),
-            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false),
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false, false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            19, 'A', false, false, false),
+            ('immutable',     'integrity_immutable_recheck',       'immutable_guard',            17, 'A', false, true,  true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           19, 'A', false, false, false),
+            ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
+            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true,  false),
+            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true,  false),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
-            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false),
-            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false),
-            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false)
-           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when)
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false, false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when, recheck)
      WHERE $1 IS NULL OR t.guard = $1
-$$;
-
--- The triggers that keep integrity.lifecycle_events append-only (for
--- superusers and under session_replication_role = replica too), for the
--- extension script and for health().  They are no guard of the registry: they
--- go with the extension.
-CREATE FUNCTION integrity._lifecycle_events_triggers()
-RETURNS TABLE (trigger_name name, tgtype smallint, create_sql text)
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT t.trigger_name::name, t.tgtype::smallint,
-           format('CREATE TRIGGER %1$I BEFORE %2$s ON integrity.lifecycle_events FOR EACH %3$s'
-                  ' EXECUTE FUNCTION integrity.lifecycle_events_guard();'
-                  ' ALTER TABLE integrity.lifecycle_events ENABLE ALWAYS TRIGGER %1$I;',
-                  t.trigger_name, t.events, t.level)
-      FROM (VALUES ('lifecycle_events_append_only', 27, 'UPDATE OR DELETE', 'ROW'),
-                   ('lifecycle_events_no_truncate', 34, 'TRUNCATE', 'STATEMENT')
-           ) AS t(trigger_name, tgtype, events, level)
-$$;
-
--- The extension's event triggers, for installation and for the remedies of
--- health().  ddl_command_start refuses commands that would rewrite or remove
--- guarded rows before they run.  ddl_command_end checks and extends the
--- guards after tables are created (also inside CREATE SCHEMA), altered or
--- attached, typed tables changed with their type, triggers created or
--- altered, schemas renamed.  sql_drop refuses drops of guard triggers and of
--- append-only tables, and forgets dropped tables.
-CREATE FUNCTION integrity._event_triggers()
-RETURNS TABLE (evtname name, evtevent text, tags text[], evtfunction name, consequence text)
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    VALUES ('integrity_ddl_command_start'::name, 'ddl_command_start',
-            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA'], '_on_ddl_command_start'::name,
-            'columns of append-only tables can be dropped or changed, their partitions detached,'
-            ' and the extension dropped with all its guards'),
-           ('integrity_ddl_command_end', 'ddl_command_end',
-            ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA', 'ALTER SCHEMA',
-                  'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE'], '_on_ddl_command_end',
-            'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
-            ' and new partitions are not covered'),
-           ('integrity_sql_drop', 'sql_drop', NULL, '_on_sql_drop',
-            'guard triggers and append-only tables can be dropped, and dropped tables stay in the registry')
-$$;
-
--- The statement that makes one of them (an event trigger's tags are literals
--- in its definition).  Like the guards themselves, their keepers also run
--- under session_replication_role = replica.
-CREATE FUNCTION integrity._event_trigger_sql(evtname name)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I(); ALTER EVENT TRIGGER %1$I ENABLE ALWAYS;',
-                  e.evtname, e.evtevent,
-                  ' WHEN TAG IN (' || (SELECT string_agg(pg_catalog.quote_literal(t), ', ') FROM unnest(e.tags) t) || ')',
-                  e.evtfunction)
-      FROM integrity._event_triggers() e
-     WHERE e.evtname = $1
 $$;
 
 CREATE FUNCTION integrity._require_argument(value anyelement, argument text, caller text)
@@ -491,6 +432,111 @@ BEGIN
 END;
 $$;
 
+-- Whether the guard's BEFORE UPDATE trigger on tbl needs its recheck: some
+-- other BEFORE UPDATE row trigger on tbl or one of its partitions fires after
+-- it (triggers fire in name order) and could change NEW after the guard looked
+-- at it.  Another guard's trigger counts too unless that guard is registered on
+-- the table (then it is the extension's own, which writes only its column).
+-- Disabled triggers count: enabling one is no DDL the event triggers see.
+CREATE FUNCTION integrity._needs_recheck(tbl regclass, guard text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT
+          FROM integrity._guard_triggers(guard) own
+          JOIN pg_catalog.pg_trigger t
+            ON t.tgrelid IN (SELECT integrity._partition_tree(tbl))
+           AND t.tgtype & 83 = 19  -- ROW, BEFORE, UPDATE (not INSTEAD OF)
+           AND t.tgname COLLATE "C" > own.trigger_name COLLATE "C"
+         WHERE own.tgtype & 83 = 19 AND EXISTS (SELECT FROM integrity._guard_triggers(guard) r WHERE r.recheck)
+           AND NOT EXISTS (SELECT
+                             FROM integrity._guard_triggers(NULL) g
+                             JOIN integrity.guard_registry reg ON reg.table_name = tbl AND reg.guard = g.guard
+                            WHERE g.trigger_name = t.tgname
+                              AND t.tgfoid = pg_catalog.to_regprocedure(format('integrity.%I()', g.function_name))))
+$$;
+
+-- Creates the guard's recheck trigger with statement create_sql when the table
+-- needs it, and drops it otherwise.  The recheck goes first: the event trigger
+-- that sees the guard's BEFORE trigger created then finds the table complete.
+CREATE FUNCTION integrity._place_recheck(tbl regclass, guard text, create_sql text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF integrity._needs_recheck(tbl, guard) THEN
+        EXECUTE create_sql;
+    ELSE
+        PERFORM integrity._drop_triggers(tbl, g.guard, g.trigger_name)
+           FROM integrity._guard_triggers(_place_recheck.guard) g
+          WHERE g.recheck;
+    END IF;
+END;
+$$;
+
+-- The triggers that keep integrity.lifecycle_events append-only (for
+-- superusers and under session_replication_role = replica too), for the
+-- extension script and for health().  They are no guard of the registry: they
+-- go with the extension.
+CREATE FUNCTION integrity._lifecycle_events_triggers()
+RETURNS TABLE (trigger_name name, tgtype smallint, create_sql text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.tgtype::smallint,
+           format('CREATE TRIGGER %1$I BEFORE %2$s ON integrity.lifecycle_events FOR EACH %3$s'
+                  ' EXECUTE FUNCTION integrity.lifecycle_events_guard();'
+                  ' ALTER TABLE integrity.lifecycle_events ENABLE ALWAYS TRIGGER %1$I;',
+                  t.trigger_name, t.events, t.level)
+      FROM (VALUES ('lifecycle_events_append_only', 27, 'UPDATE OR DELETE', 'ROW'),
+                   ('lifecycle_events_no_truncate', 34, 'TRUNCATE', 'STATEMENT')
+           ) AS t(trigger_name, tgtype, events, level)
+$$;
+
+-- The extension's event triggers, for installation and for the remedies of
+-- health().  ddl_command_start refuses commands that would rewrite or remove
+-- guarded rows before they run.  ddl_command_end checks and extends the
+-- guards after tables are created (also inside CREATE SCHEMA), altered or
+-- attached, typed tables changed with their type, triggers created or
+-- altered, schemas renamed.  sql_drop refuses drops of guard triggers and of
+-- append-only tables, and forgets dropped tables.
+CREATE FUNCTION integrity._event_triggers()
+RETURNS TABLE (evtname name, evtevent text, tags text[], evtfunction name, consequence text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('integrity_ddl_command_start'::name, 'ddl_command_start',
+            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA'], '_on_ddl_command_start'::name,
+            'columns of append-only tables can be dropped or changed, their partitions detached,'
+            ' and the extension dropped with all its guards'),
+           ('integrity_ddl_command_end', 'ddl_command_end',
+            ARRAY['CREATE TABLE', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER', 'CREATE SCHEMA', 'ALTER SCHEMA',
+                  'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'ALTER TYPE'], '_on_ddl_command_end',
+            'guard triggers can be disabled, re-moded or replaced, guarded columns renamed or dropped,'
+            ' and new partitions are not covered'),
+           ('integrity_sql_drop', 'sql_drop', NULL, '_on_sql_drop',
+            'guard triggers and append-only tables can be dropped, and dropped tables stay in the registry')
+$$;
+
+-- The statement that makes one of them (an event trigger's tags are literals
+-- in its definition).  Like the guards themselves, their keepers also run
+-- under session_replication_role = replica.
+CREATE FUNCTION integrity._event_trigger_sql(evtname name)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('CREATE EVENT TRIGGER %1$I ON %2$s%3$s EXECUTE FUNCTION integrity.%4$I(); ALTER EVENT TRIGGER %1$I ENABLE ALWAYS;',
+                  e.evtname, e.evtevent,
+                  ' WHEN TAG IN (' || (SELECT string_agg(pg_catalog.quote_literal(t), ', ') FROM unnest(e.tags) t) || ')',
+                  e.evtfunction)
+      FROM integrity._event_triggers() e
+     WHERE e.evtname = $1
+$$;
+
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION integrity.protect_append_only(tbl regclass, allow_truncate boolean DEFAULT false)
@@ -555,16 +601,12 @@ BEGIN
       FROM unnest(checked) AS col;
 
     PERFORM integrity._record_guard(tbl, guard, checked, '{}');
-    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
-                   ' EXECUTE FUNCTION integrity.%I(%s)',
-                   trigger_name, tbl, condition, guard || '_guard', arguments);
-    -- An UPDATE that moves a row to another partition fires no AFTER UPDATE
-    -- trigger: check it before the move as well.
-    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = tbl) = 'p' THEN
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s)'
-                       ' EXECUTE FUNCTION integrity.%I(%s)',
-                       trigger_name || '_row_movement', tbl, condition, guard || '_guard', arguments);
-    END IF;
+    PERFORM integrity._place_recheck(tbl, guard,
+        format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+               ' EXECUTE FUNCTION integrity.%I(%s)',
+               trigger_name || '_recheck', tbl, condition, guard || '_guard', arguments));
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION integrity.%I(%s)',
+                   trigger_name, tbl, guard || '_guard', arguments);
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
@@ -608,13 +650,14 @@ BEGIN
 
     PERFORM integrity._record_guard(tbl, 'versioning', ARRAY[version_column::text],
                                     jsonb_build_object('strict', strict));
+    PERFORM integrity._place_recheck(tbl, 'versioning',
+        format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
+               ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
+               ' EXECUTE FUNCTION integrity.version_check(%3$L)',
+               tbl, version_column, version_column));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_bump BEFORE UPDATE ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.version_bump(%L, %L)',
                    tbl, version_column, CASE WHEN strict THEN 'strict' ELSE 'lenient' END);
-    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
-                   ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
-                   ' EXECUTE FUNCTION integrity.version_check(%3$L)',
-                   tbl, version_column, version_column);
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;

@@ -385,8 +385,8 @@ AS $$
     SELECT coalesce(string_agg(convert_to(arg, pg_catalog.getdatabaseencoding()) || '\x00'::bytea, ''::bytea
                                ORDER BY n), ''::bytea)
       FROM unnest(CASE
-               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_row_movement',
-                                     'integrity_write_once', 'integrity_write_once_row_movement',
+               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_recheck',
+                                     'integrity_write_once', 'integrity_write_once_recheck',
                                      'integrity_soft_delete') THEN columns
                WHEN trigger_name = 'integrity_version_bump' THEN
                    ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
@@ -455,7 +455,7 @@ expected AS (
      CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
      CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
      WHERE r.relkind IS NOT NULL
-       AND NOT (g.trigger_name LIKE '%\_row\_movement' AND r.relkind <> 'p')
+       AND NOT (g.recheck AND NOT integrity._needs_recheck(r.tbl, r.guard))
        AND NOT (g.trigger_name = 'integrity_append_only_truncate'
                 AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
 ),

@@ -95,7 +95,8 @@ pub unsafe extern "C-unwind" fn integrity_on_ddl_command_start(fcinfo: pg_sys::F
 function_info_v1!(pg_finfo_integrity_on_ddl_command_start);
 
 /// `ALTER TABLE` (and `ALTER TYPE` of a composite type): the subcommands that
-/// rewrite or remove the rows of an append-only table.
+/// rewrite or remove the rows of an append-only table, or the values of a
+/// column a guard keeps.
 ///
 /// # Safety
 /// `stmt` is the parse tree of the command being run.
@@ -117,7 +118,16 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
             let cmd = pg_sys::list_nth((*stmt).cmds, i).cast::<pg_sys::AlterTableCmd>();
             let column = || format!("column \"{}\"", CStr::from_ptr((*cmd).name).to_string_lossy());
             let action = match (*cmd).subtype {
-                pg_sys::AlterTableType::AT_AlterColumnType => format!("change the type of {}", column()),
+                pg_sys::AlterTableType::AT_AlterColumnType => {
+                    refuse(
+                        c"SELECT integrity._refuse_column_rewrite($1, $2)",
+                        &[
+                            (pg_sys::REGCLASSOID, pg_sys::Datum::from(relid)),
+                            (pg_sys::TEXTOID, text_datum(CStr::from_ptr((*cmd).name).to_string_lossy().into_owned())),
+                        ],
+                    );
+                    format!("change the type of {}", column())
+                }
                 pg_sys::AlterTableType::AT_DropColumn => format!("drop {}", column()),
                 #[cfg(any(feature = "pg17", feature = "pg18"))]
                 pg_sys::AlterTableType::AT_SetExpression => format!("change the generation expression of {}", column()),

@@ -1,14 +1,19 @@
 //! `integrity.protect_immutable` and `integrity.protect_write_once`: columns
 //! whose value, once there, never changes.
 //!
-//! The triggers are `AFTER UPDATE … FOR EACH ROW WHEN (<a protected column
-//! changed>)`.  The WHEN clause is evaluated by the executor on the final row,
-//! after every BEFORE trigger, so no later trigger can slip a change past it, and
-//! when nothing changed (the normal case) no trigger function runs at all.  The
-//! function therefore only runs to name the offending column and refuse.  On
-//! partitioned tables the same trigger is also installed BEFORE UPDATE, because
-//! an UPDATE that moves a row to another partition is carried out as a DELETE
-//! plus an INSERT and fires no AFTER UPDATE trigger.
+//! The guard is a `BEFORE UPDATE … FOR EACH ROW` trigger that compares the
+//! protected columns of OLD and NEW binarily (so `1.0` → `1.00` is a change)
+//! with their attribute numbers resolved once per statement.  A BEFORE trigger
+//! also sees an UPDATE that moves a row to another partition, which fires no
+//! AFTER UPDATE trigger.
+//!
+//! BEFORE triggers fire in name order, so one that sorts after the guard's could
+//! change NEW after the guard looked at it.  While a table has such a trigger,
+//! registration adds `…_recheck`: `AFTER UPDATE … FOR EACH ROW WHEN (<a
+//! protected column changed>)`, evaluated by the executor on the final row,
+//! which runs the same function only to name the column and refuse.  Tables
+//! without one do not pay for it: PostgreSQL compiles a WHEN clause anew for
+//! every statement, which costs a single-row UPDATE more than the check itself.
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
@@ -50,30 +55,44 @@ unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
         firing.misuse();
     }
-    let old = firing.data.tg_trigtuple;
-    let new = firing.data.tg_newtuple;
-    for column in firing.args() {
-        let attnum = firing.attnum(column).unwrap_or_else(|| firing.missing_column(column));
-        let changed = !firing.same_value(old, new, attnum);
-        let old_null = firing.value(old, attnum).1;
+    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    for &attnum in protected_columns(firing) {
         let refused = match rule {
-            Rule::Immutable => changed,
-            Rule::WriteOnce => changed && !old_null,
+            Rule::Immutable => !firing.same_value(old, new, attnum),
+            Rule::WriteOnce => !firing.value(old, attnum).1 && !firing.same_value(old, new, attnum),
         };
         if refused {
-            return firing.refuse(refusal(firing, rule, attnum, &column.to_string_lossy()));
+            return firing.refuse(refusal(firing, rule, attnum));
         }
     }
-    // Reached only when the WHEN clause saw a change that is invisible to a
-    // binary comparison, which its construction rules out; let the row through.
     if firing.is_before() {
         Verdict::Allow(pg_sys::Datum::from(new))
     } else {
+        // The recheck's WHEN clause saw a change that a binary comparison does
+        // not, which its construction rules out: let the row through.
         Verdict::Allow(pg_sys::Datum::from(0))
     }
 }
 
-fn refusal(firing: &Firing, rule: Rule, attnum: i16, column: &str) -> Refusal {
+/// The attribute numbers of the columns the trigger's arguments name.
+fn protected_columns(firing: &Firing) -> &[i16] {
+    let plan = firing.statement_plan(|| {
+        let attnums: Vec<i16> =
+            firing.args().map(|c| firing.attnum(c).unwrap_or_else(|| firing.missing_column(c))).collect();
+        // SAFETY: the copy lives in fn_mcxt, as long as the plan that points to it.
+        unsafe {
+            let copy =
+                pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of_val(attnums.as_slice())) as *mut i16;
+            copy.copy_from_nonoverlapping(attnums.as_ptr(), attnums.len());
+            (copy as *const i16, attnums.len())
+        }
+    });
+    // SAFETY: see above; the pointer is valid for len elements.
+    unsafe { core::slice::from_raw_parts(plan.0, plan.1) }
+}
+
+fn refusal(firing: &Firing, rule: Rule, attnum: i16) -> Refusal {
+    let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
     let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
     let table = firing.table_name();
     let key = firing.row_key(old);

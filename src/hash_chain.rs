@@ -246,9 +246,7 @@ unsafe fn link(
 }
 
 unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
-    let slot = firing.plan_slot();
-    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
-    if unsafe { (*slot).is_null() } {
+    firing.statement_plan(|| {
         let args: Vec<&CStr> = firing.args().collect();
         if args.len() < 2 || args.len() > 2 + MAX_CHAIN_COLUMNS {
             firing.misuse();
@@ -297,14 +295,8 @@ unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
         plan.lock_tail = prepared(firing, 0, &lock_sql, &mut arg_types);
         arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
         plan.link = prepared(firing, 1, &link_sql, &mut arg_types);
-        unsafe {
-            let memory =
-                pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<ChainPlan>()) as *mut ChainPlan;
-            memory.write(plan);
-            *slot = memory.cast();
-        }
-    }
-    unsafe { &*(*slot as *const ChainPlan) }
+        plan
+    })
 }
 
 type Statements = (String, String, pg_sys::Oid);

@@ -180,9 +180,7 @@ fn explain_statement(args: &Args) -> String {
 }
 
 unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
-    let slot = firing.plan_slot();
-    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
-    if unsafe { (*slot).is_null() } {
+    firing.statement_plan(|| {
         let args = args(firing);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
         let amount_att = attnum(args.amount);
@@ -193,22 +191,15 @@ unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
         }
         let mut arg_types = argument_types(firing, amount_type, &key_atts[..args.keys.len()]);
         let plan = prepared(firing, &apply_statement(&args), &mut arg_types);
-        let entry_plan = EntryPlan {
+        EntryPlan {
             plan,
             amount_att,
             amount_type,
             entry_type_att: attnum(args.entry_type),
             nkeys: args.keys.len(),
             key_atts,
-        };
-        unsafe {
-            let memory =
-                pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<EntryPlan>()) as *mut EntryPlan;
-            memory.write(entry_plan);
-            *slot = memory.cast();
         }
-    }
-    unsafe { &*(*slot as *const EntryPlan) }
+    })
 }
 
 fn argument_types(firing: &Firing, amount_type: pg_sys::Oid, key_atts: &[i16]) -> Vec<pg_sys::Oid> {

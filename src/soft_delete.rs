@@ -103,27 +103,16 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
 }
 
 unsafe fn soft_delete_plan(firing: &Firing) -> &SoftDeletePlan {
-    let slot = firing.plan_slot();
-    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
-    if unsafe { (*slot).is_null() } {
+    firing.statement_plan(|| {
         let Some(deleted_column) = firing.args().next() else { firing.misuse() };
         let deleted_att = firing.attnum(deleted_column).unwrap_or_else(|| firing.missing_column(deleted_column));
         let relid = unsafe { (*firing.relation()).rd_id };
-        let plan = SoftDeletePlan {
+        SoftDeletePlan {
             statement: unsafe { statement(firing, relid) },
             owner: unsafe { relation_owner(relid) },
             deleted_att,
-        };
-        // SAFETY: the plan is plain data, written into memory that lives as
-        // long as fn_extra.
-        unsafe {
-            let memory = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<SoftDeletePlan>())
-                as *mut SoftDeletePlan;
-            memory.write(plan);
-            *slot = memory.cast();
         }
-    }
-    unsafe { &*(*slot as *const SoftDeletePlan) }
+    })
 }
 
 /// The relation's prepared statement: its SQL is read again after any

@@ -90,11 +90,27 @@ impl Firing {
         (0..trigger.tgnargs as usize).map(move |i| unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) })
     }
 
-    /// Storage for a plan resolved once per statement: the trigger's `FmgrInfo`
-    /// lives as long as the statement's executor state.  A raw pointer: the
-    /// slot belongs to PostgreSQL, not to this firing.
-    pub fn plan_slot(&self) -> *mut *mut core::ffi::c_void {
-        unsafe { &raw mut (*(*self.fcinfo).flinfo).fn_extra }
+    /// The plan `make` resolves at the trigger's first firing in a statement,
+    /// kept in `fn_extra` for the rest of it.  Each partition has its own
+    /// `FmgrInfo`, so a plan is per partition too (its attribute numbers can
+    /// differ).  `make` may raise: nothing is stored until it returns.
+    pub fn statement_plan<T>(&self, make: impl FnOnce() -> T) -> &T {
+        // The plan lives in fn_mcxt, which PostgreSQL frees without running
+        // destructors.
+        const { assert!(!core::mem::needs_drop::<T>()) };
+        // SAFETY: flinfo is the trigger's FmgrInfo, which lives as long as the
+        // statement's executor state; fn_extra is null or a plan this function
+        // stored with the same T (each trigger function plans one type).
+        unsafe {
+            let flinfo = (*self.fcinfo).flinfo;
+            if (*flinfo).fn_extra.is_null() {
+                let plan = make();
+                let memory = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<T>()) as *mut T;
+                memory.write(plan);
+                (*flinfo).fn_extra = memory.cast();
+            }
+            &*((*flinfo).fn_extra as *const T)
+        }
     }
 
     pub fn plan_memory_context(&self) -> pg_sys::MemoryContext {
@@ -191,7 +207,25 @@ impl Firing {
             return a_null == b_null;
         }
         let attribute = self.attribute(attnum);
+        if attribute.attbyval {
+            return a == b;
+        }
+        // SAFETY: both datums point into tuples of this relation, at least
+        // attlen (or their varlena size) bytes long.
         unsafe {
+            let (pa, pb) = (a.cast_mut_ptr::<u8>() as *const u8, b.cast_mut_ptr::<u8>() as *const u8);
+            let same_bytes = |len: usize| core::slice::from_raw_parts(pa, len) == core::slice::from_raw_parts(pb, len);
+            match attribute.attlen {
+                len if len > 0 => return same_bytes(len as usize),
+                // An unchanged column keeps its bytes, its TOAST pointer
+                // included: equal without detoasting anything.
+                -1 if pgrx::varlena::varsize_any(pa.cast()) == pgrx::varlena::varsize_any(pb.cast())
+                    && same_bytes(pgrx::varlena::varsize_any(pa.cast())) =>
+                {
+                    return true
+                }
+                _ => {}
+            }
             pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 datum_image_eq(a, b, attribute.attbyval, core::ffi::c_int::from(attribute.attlen))
             })

@@ -40,8 +40,7 @@ trigger_entry!(
     refuse_rewritten_version
 );
 
-/// Resolved once per statement per partition (attribute numbers can differ).
-#[repr(C)]
+/// Resolved once per statement.
 struct VersionPlan {
     attnum: i16,
     /// Largest value the column's integer type holds.
@@ -53,7 +52,7 @@ unsafe fn bump(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
-    let plan = unsafe { version_plan(firing) };
+    let plan = version_plan(firing);
     let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
     let (old_value, old_null) = firing.value(old, plan.attnum);
     let (new_value, new_null) = firing.value(new, plan.attnum);
@@ -181,10 +180,8 @@ fn datum_to_i64(value: pg_sys::Datum, max: i64) -> i64 {
     }
 }
 
-unsafe fn version_plan(firing: &Firing) -> &VersionPlan {
-    let slot = firing.plan_slot();
-    // SAFETY: the slot is the trigger's fn_extra, valid for the whole statement.
-    if unsafe { (*slot).is_null() } {
+fn version_plan(firing: &Firing) -> &VersionPlan {
+    firing.statement_plan(|| {
         let mut args = firing.args();
         let column = args.next().unwrap_or(c"version");
         let strict = args.next() != Some(c"lenient");
@@ -196,14 +193,8 @@ unsafe fn version_plan(firing: &Firing) -> &VersionPlan {
             pg_sys::INT8OID => i64::MAX,
             _ => firing.wrong_column_type(attnum, "smallint, integer or bigint"),
         };
-        unsafe {
-            let plan =
-                pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of::<VersionPlan>()) as *mut VersionPlan;
-            plan.write(VersionPlan { attnum, max, strict });
-            *slot = plan.cast();
-        }
-    }
-    unsafe { &*(*slot as *const VersionPlan) }
+        VersionPlan { attnum, max, strict }
+    })
 }
 
 unsafe fn refuse_rewritten_version(firing: &Firing) -> Verdict {

@@ -39,8 +39,8 @@ UPDATE spare_pieces SET created_by_transaction_id = NULL WHERE id = 3;
 DELETE FROM spare_pieces WHERE id = 4;
 SELECT * FROM spare_pieces ORDER BY id;
 
--- When no protected column changes, the guard function is not even called
--- (the trigger's WHEN clause is false).
+-- The guard is one compiled BEFORE trigger, called once per updated row; an
+-- UPDATE that changes no protected column passes.
 BEGIN;
 SET LOCAL track_functions = 'all';
 UPDATE spare_pieces SET quantity = quantity;
@@ -105,18 +105,71 @@ DELETE FROM stock_lots WHERE id = 20;
 UPDATE stock_lots SET id = 31 WHERE id = 30;
 SELECT * FROM stock_lots ORDER BY id;
 
--- A BEFORE UPDATE trigger that sorts after the guard's triggers and
--- rewrites a protected column is still caught: the AFTER trigger sees the
--- final row.
+-- A BEFORE UPDATE trigger that sorts before the guard's runs first: the
+-- guard sees what it wrote.
 CREATE FUNCTION spare_pieces_rewrite() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.created_by_transaction_id := 'a0000000-0000-4000-8000-0000000000ee';
     RETURN NEW;
 END $$;
+CREATE TRIGGER aa_spare_pieces_rewrite BEFORE UPDATE ON spare_pieces
+    FOR EACH ROW EXECUTE FUNCTION spare_pieces_rewrite();
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'spare_pieces'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
+UPDATE spare_pieces SET note = 'rewritten by a trigger' WHERE id = 1;
+DROP TRIGGER aa_spare_pieces_rewrite ON spare_pieces;
+
+-- One that sorts after the guard's could change the row after the guard
+-- looked at it: creating it adds the recheck, an AFTER trigger whose WHEN
+-- clause sees the final row, and the rewrite is still caught.
 CREATE TRIGGER zz_spare_pieces_rewrite BEFORE UPDATE ON spare_pieces
     FOR EACH ROW EXECUTE FUNCTION spare_pieces_rewrite();
+SELECT * FROM guard_triggers('spare_pieces');
 UPDATE spare_pieces SET note = 'rewritten by a trigger' WHERE id = 1;
+\x on
+SELECT * FROM expect_error($$UPDATE spare_pieces SET note = 'rewritten by a trigger' WHERE id = 2$$);
+\x off
+-- The recheck is the guard's while it is needed: it cannot be dropped, and
+-- health() is clean.
+DROP TRIGGER integrity_immutable_recheck ON spare_pieces;
+SELECT * FROM integrity.health() WHERE table_name = 'spare_pieces'::regclass;
+-- Renamed to sort first, the trigger no longer needs a recheck; renamed back,
+-- it does again.
+ALTER TRIGGER zz_spare_pieces_rewrite ON spare_pieces RENAME TO a_spare_pieces_rewrite;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'spare_pieces'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
+ALTER TRIGGER a_spare_pieces_rewrite ON spare_pieces RENAME TO zz_spare_pieces_rewrite;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'spare_pieces'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
+-- Dropping the trigger removes the recheck.
 DROP TRIGGER zz_spare_pieces_rewrite ON spare_pieces;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'spare_pieces'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
+
+-- With the event triggers switched off (a superuser), a later trigger comes
+-- without its recheck: health() reports it and its remedy puts it in place.
+ALTER EVENT TRIGGER integrity_ddl_command_end DISABLE;
+CREATE TRIGGER zz_spare_pieces_rewrite BEFORE UPDATE ON spare_pieces
+    FOR EACH ROW EXECUTE FUNCTION spare_pieces_rewrite();
+ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE ALWAYS;
+SELECT severity, problem, remedy FROM integrity.health() WHERE table_name = 'spare_pieces'::regclass;
+DO $$ BEGIN EXECUTE (SELECT remedy FROM integrity.health() WHERE table_name = 'spare_pieces'::regclass); END $$;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'spare_pieces'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
+UPDATE spare_pieces SET note = 'rewritten by a trigger' WHERE id = 1;
+
+-- Only the table's owner can add a trigger that needs a recheck: the
+-- TRIGGER privilege alone is not enough (42501), and nothing is left behind.
+DROP TRIGGER zz_spare_pieces_rewrite ON spare_pieces;
+CREATE ROLE spare_pieces_trigger_maker;
+GRANT TRIGGER ON spare_pieces TO spare_pieces_trigger_maker;
+GRANT EXECUTE ON FUNCTION spare_pieces_rewrite() TO spare_pieces_trigger_maker;
+SET ROLE spare_pieces_trigger_maker;
+CREATE TRIGGER zz_spare_pieces_rewrite BEFORE UPDATE ON spare_pieces
+    FOR EACH ROW EXECUTE FUNCTION spare_pieces_rewrite();
+CREATE TRIGGER aa_spare_pieces_note BEFORE UPDATE ON spare_pieces
+    FOR EACH ROW EXECUTE FUNCTION spare_pieces_rewrite();
+RESET ROLE;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'spare_pieces'::regclass AND NOT tgisinternal ORDER BY 1;
+DROP TRIGGER aa_spare_pieces_note ON spare_pieces;
+REVOKE ALL ON spare_pieces FROM spare_pieces_trigger_maker;
+REVOKE ALL ON FUNCTION spare_pieces_rewrite() FROM spare_pieces_trigger_maker;
+DROP ROLE spare_pieces_trigger_maker;
 
 -- UPDATE ... FROM another table is refused the same way.
 CREATE TABLE origin_fixes (id int, new_origin uuid);

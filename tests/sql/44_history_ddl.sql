@@ -66,9 +66,10 @@ SELECT sqlstate, message FROM expect_error($$ALTER TYPE hd_entry ALTER ATTRIBUTE
 SELECT sqlstate, message FROM expect_error($$ALTER TYPE hd_entry DROP ATTRIBUTE amount CASCADE$$);
 ALTER TYPE hd_entry ADD ATTRIBUTE note text CASCADE;
 
--- Immutable and write-once columns, and the columns of stock guards:
--- PostgreSQL itself refuses to change the type of a column that a trigger's
--- WHEN clause reads (0A000).
+-- Immutable and write-once columns: a new type (and its USING expression)
+-- would rewrite every value, and is refused (55000).  (For the columns of
+-- stock guards PostgreSQL refuses by itself: their trigger's WHEN clause reads
+-- them, 0A000.)
 CREATE TABLE hd_pieces (id int PRIMARY KEY, created_by int NOT NULL, serial text);
 INSERT INTO hd_pieces VALUES (1, 7, NULL);
 SELECT integrity.protect_immutable('hd_pieces', ARRAY['created_by']);
