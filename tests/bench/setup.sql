@@ -268,6 +268,11 @@ BEGIN
     CASE kind || '/' || variant
     WHEN 'pieces/none', 'ledger/none', 'catalog/none', 'catalog_purgeable/none', 'catalog_assets/none' THEN
         NULL;
+    -- Floors: the same writes with no rule at all (the ledger: the entry and
+    -- its account's UPDATE in one transaction; the reservation: the one
+    -- conditional UPDATE, correct under READ COMMITTED thanks to its re-check).
+    WHEN 'credit_ledger/floor', 'products/conditional_update' THEN
+        NULL;
     WHEN 'catalog_purgeable/before_trigger' THEN
         EXECUTE format('CREATE TRIGGER keep_row BEFORE DELETE ON %I FOR EACH ROW EXECUTE FUNCTION keep_row()', tbl);
     WHEN 'catalog/pg_integrity', 'catalog_purgeable/pg_integrity' THEN
@@ -471,3 +476,12 @@ LANGUAGE sql STABLE AS $$
 $$;
 CREATE FUNCTION bench_extra(w text, v text) RETURNS double precision
 LANGUAGE sql STABLE AS $$ SELECT us_extra FROM bench_summary WHERE workload = w AND variant = v $$;
+-- Microseconds per row or per transaction and client.
+CREATE FUNCTION bench_us(w text, v text) RETURNS double precision
+LANGUAGE sql STABLE AS $$ SELECT us_each FROM bench_summary WHERE workload = w AND variant = v $$;
+-- What variant v adds over floor f, as a share of what variant r adds over it:
+-- the overhead ratio of DESIGN.md's targets.
+CREATE FUNCTION bench_overhead(w text, v text, r text, f text) RETURNS double precision
+LANGUAGE sql STABLE AS $$
+    SELECT (bench_us(w, v) - bench_us(w, f)) / nullif(bench_us(w, r) - bench_us(w, f), 0)
+$$;
