@@ -325,8 +325,8 @@ END;
 $$;
 
 -- ALTER COLUMN … TYPE of a column whose values a guard keeps (immutable and
--- write-once columns, the version): its USING expression rewrites every value,
--- which no UPDATE could.  Also through ALTER TYPE … CASCADE on the type of a
+-- write-once columns, the version, stock and credit): its USING expression
+-- rewrites every value, which no UPDATE could, and past every guard.  Also through ALTER TYPE … CASCADE on the type of a
 -- typed table.
 CREATE FUNCTION integrity._refuse_column_rewrite(tbl regclass, col text)
 RETURNS void
@@ -340,7 +340,7 @@ BEGIN
       FROM integrity.guard_registry r
       JOIN pg_catalog.pg_class g ON g.oid = r.table_name
       JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
-     WHERE r.guard IN ('immutable', 'write_once', 'versioning')
+     WHERE r.guard IN ('immutable', 'write_once', 'versioning', 'stock', 'credit')
        AND col = ANY (r.columns)
        AND r.table_name IN (SELECT tbl
                             UNION ALL

@@ -39,7 +39,8 @@ AS $$
                    ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
                                           THEN 'strict' ELSE 'lenient' END]
                WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
-               WHEN trigger_name IN ('integrity_stock', 'integrity_credit') THEN columns[1:2]
+               WHEN trigger_name IN ('integrity_stock', 'integrity_stock_recheck',
+                                     'integrity_credit', 'integrity_credit_recheck') THEN columns[1:2]
                WHEN trigger_name = 'integrity_ledger_credit' THEN
                    ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
                             FROM pg_catalog.pg_class c
@@ -200,8 +201,10 @@ AS $$
             ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
             ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
             ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
-            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true,  false),
-            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true,  false),
+            ('stock',         'integrity_stock',                   'stock_guard',                23, 'A', false, false, false),
+            ('stock',         'integrity_stock_recheck',           'stock_guard',                21, 'A', false, true,  true),
+            ('credit',        'integrity_credit',                  'credit_guard',               23, 'A', false, false, false),
+            ('credit',        'integrity_credit_recheck',          'credit_guard',               21, 'A', false, true,  true),
             ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
             ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
             ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
@@ -213,14 +216,14 @@ AS $$
      WHERE $1 IS NULL OR t.guard = $1
 $$;
 
--- Immutable, write-once and versioning guards check in their BEFORE UPDATE
--- trigger; the AFTER … WHEN recheck of the final row is installed only while
--- another BEFORE UPDATE trigger fires after the guard's.  The row-movement
+-- Immutable, write-once, versioning, stock and credit guards check in their
+-- BEFORE trigger; the AFTER … WHEN recheck of the final row is installed only
+-- while another BEFORE trigger fires after the guard's.  The row-movement
 -- triggers of partitioned tables go: the BEFORE trigger sees a moved row.
--- Whether the guard's BEFORE UPDATE trigger on tbl needs its recheck: some
--- other BEFORE UPDATE row trigger on tbl or one of its partitions fires after
--- it (triggers fire in name order) and could change NEW after the guard looked
--- at it.  Another guard's trigger counts too unless that guard is registered on
+-- Whether the guard's BEFORE trigger on tbl needs its recheck: some other
+-- BEFORE row trigger for the same events (UPDATE; for stock and credit also
+-- INSERT) on tbl or one of its partitions fires after it (triggers fire in name
+-- order) and could change NEW after the guard looked at it.  Another guard's trigger counts too unless that guard is registered on
 -- the table (then it is the extension's own, which writes only its column).
 -- Disabled triggers count: enabling one is no DDL the event triggers see.
 CREATE FUNCTION integrity._needs_recheck(tbl regclass, guard text)
@@ -233,9 +236,9 @@ AS $$
           FROM integrity._guard_triggers(guard) own
           JOIN pg_catalog.pg_trigger t
             ON t.tgrelid IN (SELECT integrity._partition_tree(tbl))
-           AND t.tgtype & 83 = 19  -- ROW, BEFORE, UPDATE (not INSTEAD OF)
+           AND t.tgtype & 67 = 3 AND t.tgtype & own.tgtype & 20 <> 0  -- ROW, BEFORE, INSERT or UPDATE (not INSTEAD OF)
            AND t.tgname COLLATE "C" > own.trigger_name COLLATE "C"
-         WHERE own.tgtype & 83 = 19 AND EXISTS (SELECT FROM integrity._guard_triggers(guard) r WHERE r.recheck)
+         WHERE own.tgtype & 67 = 3 AND EXISTS (SELECT FROM integrity._guard_triggers(guard) r WHERE r.recheck)
            AND NOT EXISTS (SELECT
                              FROM integrity._guard_triggers(NULL) g
                              JOIN integrity.guard_registry reg ON reg.table_name = tbl AND reg.guard = g.guard
@@ -594,6 +597,22 @@ BEGIN
 END;
 $$;
 
+-- Whether a BEFORE UPDATE row trigger on rel can skip an update (return
+-- NULL): an enabled one that is not one of the extension's guards, which
+-- refuse a row or let it through but never skip it.  reserve_stock and the
+-- ledger credit guard tell a skipped update from a refused one with it.
+CREATE FUNCTION integrity._may_skip_updates(rel regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT
+                     FROM pg_catalog.pg_trigger g
+                     JOIN pg_catalog.pg_proc p ON p.oid = g.tgfoid
+                    WHERE g.tgrelid = rel AND g.tgtype::pg_catalog.int4 & 19 = 19 AND g.tgenabled <> 'D'
+                      AND p.pronamespace <> 'integrity'::pg_catalog.regnamespace)
+$$;
+
 -- NaN in numeric stock and credit columns is refused (23514), and as the
 -- quantity of an operation (22023); violations() reports NaN rows.
 CREATE OR REPLACE FUNCTION integrity._guard_quantity(tbl regclass, total_column name, part_column name, guard text)
@@ -620,14 +639,18 @@ BEGIN
     PERFORM integrity._record_guard(tbl, guard, ARRAY[total_column::text, part_column::text], '{}');
     -- numeric's NaN compares greater than every number and passes the
     -- comparisons: numeric columns are checked for it too.
-    EXECUTE format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
-                   ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I)%8$s)'
-                   ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
-                   'integrity_' || guard, tbl, total_column, part_column, guard || '_guard',
-                   total_column, part_column,
-                   CASE WHEN typ = 'numeric'::regtype
-                        THEN format(' OR NEW.%1$I = ''NaN'' OR NEW.%2$I = ''NaN''', total_column, part_column)
-                        ELSE '' END);
+    PERFORM integrity._place_recheck(tbl, guard,
+        format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
+               ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I)%8$s)'
+               ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
+               'integrity_' || guard || '_recheck', tbl, total_column, part_column, guard || '_guard',
+               total_column, part_column,
+               CASE WHEN typ = 'numeric'::regtype
+                    THEN format(' OR NEW.%1$I = ''NaN'' OR NEW.%2$I = ''NaN''', total_column, part_column)
+                    ELSE '' END));
+    EXECUTE format('CREATE OR REPLACE TRIGGER %1$I BEFORE INSERT OR UPDATE ON %2$s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.%3$I(%4$L, %5$L)',
+                   'integrity_' || guard, tbl, guard || '_guard', total_column, part_column);
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
@@ -1416,8 +1439,8 @@ END;
 $$;
 
 -- ALTER COLUMN … TYPE of a column whose values a guard keeps (immutable and
--- write-once columns, the version): its USING expression rewrites every value,
--- which no UPDATE could.  Also through ALTER TYPE … CASCADE on the type of a
+-- write-once columns, the version, stock and credit): its USING expression
+-- rewrites every value, which no UPDATE could, and past every guard.  Also through ALTER TYPE … CASCADE on the type of a
 -- typed table.
 CREATE FUNCTION integrity._refuse_column_rewrite(tbl regclass, col text)
 RETURNS void
@@ -1431,7 +1454,7 @@ BEGIN
       FROM integrity.guard_registry r
       JOIN pg_catalog.pg_class g ON g.oid = r.table_name
       JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
-     WHERE r.guard IN ('immutable', 'write_once', 'versioning')
+     WHERE r.guard IN ('immutable', 'write_once', 'versioning', 'stock', 'credit')
        AND col = ANY (r.columns)
        AND r.table_name IN (SELECT tbl
                             UNION ALL
@@ -1998,8 +2021,10 @@ AS $$
             ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
             ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
             ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
-            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true,  false),
-            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true,  false),
+            ('stock',         'integrity_stock',                   'stock_guard',                23, 'A', false, false, false),
+            ('stock',         'integrity_stock_recheck',           'stock_guard',                21, 'A', false, true,  true),
+            ('credit',        'integrity_credit',                  'credit_guard',               23, 'A', false, false, false),
+            ('credit',        'integrity_credit_recheck',          'credit_guard',               21, 'A', false, true,  true),
             ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
             ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
             ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),

@@ -29,8 +29,10 @@ AS $$
             ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
             ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
             ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
-            ('stock',         'integrity_stock',                   'stock_guard',                21, 'A', false, true,  false),
-            ('credit',        'integrity_credit',                  'credit_guard',               21, 'A', false, true,  false),
+            ('stock',         'integrity_stock',                   'stock_guard',                23, 'A', false, false, false),
+            ('stock',         'integrity_stock_recheck',           'stock_guard',                21, 'A', false, true,  true),
+            ('credit',        'integrity_credit',                  'credit_guard',               23, 'A', false, false, false),
+            ('credit',        'integrity_credit_recheck',          'credit_guard',               21, 'A', false, true,  true),
             ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
             ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
             ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
@@ -432,10 +434,10 @@ BEGIN
 END;
 $$;
 
--- Whether the guard's BEFORE UPDATE trigger on tbl needs its recheck: some
--- other BEFORE UPDATE row trigger on tbl or one of its partitions fires after
--- it (triggers fire in name order) and could change NEW after the guard looked
--- at it.  Another guard's trigger counts too unless that guard is registered on
+-- Whether the guard's BEFORE trigger on tbl needs its recheck: some other
+-- BEFORE row trigger for the same events (UPDATE; for stock and credit also
+-- INSERT) on tbl or one of its partitions fires after it (triggers fire in name
+-- order) and could change NEW after the guard looked at it.  Another guard's trigger counts too unless that guard is registered on
 -- the table (then it is the extension's own, which writes only its column).
 -- Disabled triggers count: enabling one is no DDL the event triggers see.
 CREATE FUNCTION integrity._needs_recheck(tbl regclass, guard text)
@@ -448,9 +450,9 @@ AS $$
           FROM integrity._guard_triggers(guard) own
           JOIN pg_catalog.pg_trigger t
             ON t.tgrelid IN (SELECT integrity._partition_tree(tbl))
-           AND t.tgtype & 83 = 19  -- ROW, BEFORE, UPDATE (not INSTEAD OF)
+           AND t.tgtype & 67 = 3 AND t.tgtype & own.tgtype & 20 <> 0  -- ROW, BEFORE, INSERT or UPDATE (not INSTEAD OF)
            AND t.tgname COLLATE "C" > own.trigger_name COLLATE "C"
-         WHERE own.tgtype & 83 = 19 AND EXISTS (SELECT FROM integrity._guard_triggers(guard) r WHERE r.recheck)
+         WHERE own.tgtype & 67 = 3 AND EXISTS (SELECT FROM integrity._guard_triggers(guard) r WHERE r.recheck)
            AND NOT EXISTS (SELECT
                              FROM integrity._guard_triggers(NULL) g
                              JOIN integrity.guard_registry reg ON reg.table_name = tbl AND reg.guard = g.guard

@@ -392,7 +392,8 @@ AS $$
                    ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
                                           THEN 'strict' ELSE 'lenient' END]
                WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
-               WHEN trigger_name IN ('integrity_stock', 'integrity_credit') THEN columns[1:2]
+               WHEN trigger_name IN ('integrity_stock', 'integrity_stock_recheck',
+                                     'integrity_credit', 'integrity_credit_recheck') THEN columns[1:2]
                WHEN trigger_name = 'integrity_ledger_credit' THEN
                    ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
                             FROM pg_catalog.pg_class c

@@ -60,6 +60,22 @@ AS $$
                                   integrity._column_type(source, source_col)))
 $$;
 
+-- Whether a BEFORE UPDATE row trigger on rel can skip an update (return
+-- NULL): an enabled one that is not one of the extension's guards, which
+-- refuse a row or let it through but never skip it.  reserve_stock and the
+-- ledger credit guard tell a skipped update from a refused one with it.
+CREATE FUNCTION integrity._may_skip_updates(rel regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT
+                     FROM pg_catalog.pg_trigger g
+                     JOIN pg_catalog.pg_proc p ON p.oid = g.tgfoid
+                    WHERE g.tgrelid = rel AND g.tgtype::pg_catalog.int4 & 19 = 19 AND g.tgenabled <> 'D'
+                      AND p.pronamespace <> 'integrity'::pg_catalog.regnamespace)
+$$;
+
 -- guard_stock and guard_credit: 0 <= part <= total and total >= 0, checked on
 -- the final row like a NOT VALID CHECK constraint.
 CREATE FUNCTION integrity._guard_quantity(tbl regclass, total_column name, part_column name, guard text)
@@ -86,14 +102,18 @@ BEGIN
     PERFORM integrity._record_guard(tbl, guard, ARRAY[total_column::text, part_column::text], '{}');
     -- numeric's NaN compares greater than every number and passes the
     -- comparisons: numeric columns are checked for it too.
-    EXECUTE format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
-                   ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I)%8$s)'
-                   ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
-                   'integrity_' || guard, tbl, total_column, part_column, guard || '_guard',
-                   total_column, part_column,
-                   CASE WHEN typ = 'numeric'::regtype
-                        THEN format(' OR NEW.%1$I = ''NaN'' OR NEW.%2$I = ''NaN''', total_column, part_column)
-                        ELSE '' END);
+    PERFORM integrity._place_recheck(tbl, guard,
+        format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
+               ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I)%8$s)'
+               ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
+               'integrity_' || guard || '_recheck', tbl, total_column, part_column, guard || '_guard',
+               total_column, part_column,
+               CASE WHEN typ = 'numeric'::regtype
+                    THEN format(' OR NEW.%1$I = ''NaN'' OR NEW.%2$I = ''NaN''', total_column, part_column)
+                    ELSE '' END));
+    EXECUTE format('CREATE OR REPLACE TRIGGER %1$I BEFORE INSERT OR UPDATE ON %2$s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.%3$I(%4$L, %5$L)',
+                   'integrity_' || guard, tbl, guard || '_guard', total_column, part_column);
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;

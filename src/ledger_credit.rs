@@ -171,8 +171,7 @@ fn explain_statement(args: &Args) -> String {
         "SELECT (a.{used} + $1 * $2 + $3 * $4)::pg_catalog.text, a.{limit}::pg_catalog.text, \
                 a.{used} + $1 * $2 + $3 * $4 < 0, \
                 a.{used} + $1 * $2 + $3 * $4 >= 0 AND a.{used} + $1 * $2 + $3 * $4 <= a.{limit} \
-                AND EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = a.tableoid \
-                             AND g.tgtype::pg_catalog.int4 & 19 = 19 AND g.tgenabled <> 'D') \
+                AND integrity._may_skip_updates(a.tableoid) \
            FROM {accounts} a WHERE {keys}",
         accounts = args.accounts.to_string_lossy(),
         keys = key_match(args)

@@ -3,12 +3,13 @@
 //! `0 <= used_credit <= credit_limit`).
 //!
 //! Both rules are pure row predicates, enforced like a NOT VALID CHECK
-//! constraint: `AFTER INSERT OR UPDATE … FOR EACH ROW WHEN (NOT (<rule>))`.
-//! The executor evaluates the WHEN clause on the final row (no trigger function
-//! runs for a valid row, and no later BEFORE trigger can slip past it); rows
-//! that were invalid before registration stay until an UPDATE touches them,
-//! which must then leave them valid.  The function only works out which part
-//! of the rule broke, to say so.
+//! constraint by a `BEFORE INSERT OR UPDATE … FOR EACH ROW` trigger that checks
+//! the new row; rows that were invalid before registration stay until an UPDATE
+//! touches them, which must then leave them valid.  While a BEFORE trigger of
+//! another kind fires after the guard's, registration adds a recheck, `AFTER
+//! INSERT OR UPDATE … WHEN (NOT (<rule>))`, which sees the final row and runs
+//! the same function only to say which part of the rule broke (see
+//! `frozen_columns.rs` for why the WHEN clause is not there for every table).
 //!
 //! The rule is per row, so it cannot be raced: concurrent updates of one row
 //! are serialized by its row lock and each is checked on the row it leaves.
@@ -17,7 +18,7 @@ use core::cmp::Ordering;
 use core::ffi::CStr;
 
 use pgrx::pg_sys;
-use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
 use crate::trigger::{trigger_entry, Firing, Verdict};
@@ -64,17 +65,33 @@ pub fn quantity_type(firing: &Firing, attnum: i16) -> pg_sys::Oid {
 /// NaN, which compares greater than every number: `NaN >= 0` and
 /// `reserved <= NaN` hold, so a NaN would pass every rule.
 pub fn is_nan(typid: pg_sys::Oid, value: pg_sys::Datum) -> bool {
+    // SAFETY: a numeric datum; numeric_is_nan reads the header of an
+    // unpacked, untoasted numeric, which pg_detoast_datum returns (a copy in
+    // the current memory context only when the value is packed or toasted).
     typid == pg_sys::NUMERICOID
-        && unsafe { pgrx::AnyNumeric::from_datum(value, false) }.is_some_and(|number| number.is_nan())
+        && unsafe { pg_sys::numeric_is_nan(pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as pg_sys::Numeric) }
 }
 
 /// The sign of `value`, a datum of integer or numeric type `typid`.
 pub fn sign(typid: pg_sys::Oid, value: pg_sys::Datum) -> Ordering {
     let zero = match typid {
-        pg_sys::NUMERICOID => pgrx::AnyNumeric::from(0).into_datum().expect("zero is not NULL"),
+        pg_sys::NUMERICOID => numeric_zero(),
         _ => pg_sys::Datum::from(0),
     };
     compare(typid, value, zero)
+}
+
+/// Numeric 0, made once per backend (in TopMemoryContext), not once per row.
+fn numeric_zero() -> pg_sys::Datum {
+    static ZERO: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: TopMemoryContext lives as long as the backend; the switch is
+    // undone before anything else can run.
+    pg_sys::Datum::from(*ZERO.get_or_init(|| unsafe {
+        let previous = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        let zero = pg_sys::int64_to_numeric(0);
+        pg_sys::MemoryContextSwitchTo(previous);
+        zero as usize
+    }))
 }
 
 /// Compares two datums of type `typid` with its default btree ordering.
@@ -86,21 +103,35 @@ pub fn compare(typid: pg_sys::Oid, a: pg_sys::Datum, b: pg_sys::Datum) -> Orderi
     }
 }
 
+/// The guard's columns and their type, resolved once per statement.
+struct QuantityPlan {
+    total_att: i16,
+    part_att: i16,
+    typid: pg_sys::Oid,
+}
+
+fn quantity_plan(firing: &Firing) -> &QuantityPlan {
+    firing.statement_plan(|| {
+        let mut args = firing.args();
+        let (Some(total_name), Some(part_name)) = (args.next(), args.next()) else { firing.misuse() };
+        let total_att = firing.attnum(total_name).unwrap_or_else(|| firing.missing_column(total_name));
+        let part_att = firing.attnum(part_name).unwrap_or_else(|| firing.missing_column(part_name));
+        let typid = quantity_type(firing, total_att);
+        if quantity_type(firing, part_att) != typid {
+            let total_type = unsafe { CStr::from_ptr(pg_sys::format_type_be(typid)) }.to_string_lossy();
+            firing.wrong_column_type(part_att, &format!("{total_type} like {}", total_name.to_string_lossy()));
+        }
+        QuantityPlan { total_att, part_att, typid }
+    })
+}
+
 unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
     let event = firing.event();
     if !firing.is_row() || (event != pg_sys::TRIGGER_EVENT_INSERT && event != pg_sys::TRIGGER_EVENT_UPDATE) {
         firing.misuse();
     }
     let row = if event == pg_sys::TRIGGER_EVENT_UPDATE { firing.data.tg_newtuple } else { firing.data.tg_trigtuple };
-    let mut args = firing.args();
-    let (Some(total_name), Some(part_name)) = (args.next(), args.next()) else { firing.misuse() };
-    let total_att = firing.attnum(total_name).unwrap_or_else(|| firing.missing_column(total_name));
-    let part_att = firing.attnum(part_name).unwrap_or_else(|| firing.missing_column(part_name));
-    let typid = quantity_type(firing, total_att);
-    if quantity_type(firing, part_att) != typid {
-        let total_type = unsafe { CStr::from_ptr(pg_sys::format_type_be(typid)) }.to_string_lossy();
-        firing.wrong_column_type(part_att, &format!("{total_type} like {}", total_name.to_string_lossy()));
-    }
+    let &QuantityPlan { total_att, part_att, typid } = quantity_plan(firing);
     let (total, total_null) = firing.value(row, total_att);
     let (part, part_null) = firing.value(row, part_att);
 
@@ -118,10 +149,10 @@ unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
         None
     };
     match broken {
-        Some((attnum, rule)) => {
-            let columns = Columns { total: (total_name, total_att), part: (part_name, part_att), at_fault: attnum };
-            firing.refuse(refusal(firing, quantity, rule, row, columns))
+        Some((at_fault, rule)) => {
+            firing.refuse(refusal(firing, quantity, rule, row, Columns { total: total_att, part: part_att, at_fault }))
         }
+        None if firing.is_before() => Verdict::Allow(pg_sys::Datum::from(row)),
         None => Verdict::Allow(pg_sys::Datum::from(0)),
     }
 }
@@ -135,15 +166,16 @@ enum Rule {
     PartAboveTotal,
 }
 
-/// The guarded columns (name, attribute number) and the one the refusal is about.
-struct Columns<'a> {
-    total: (&'a CStr, i16),
-    part: (&'a CStr, i16),
+/// The guarded columns' attribute numbers and the one the refusal is about.
+struct Columns {
+    total: i16,
+    part: i16,
     at_fault: i16,
 }
 
 fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: pg_sys::HeapTuple, columns: Columns) -> Refusal {
-    let (total, part) = (columns.total.0.to_string_lossy(), columns.part.0.to_string_lossy());
+    let name = |attnum: i16| pgrx::name_data_to_str(&firing.attribute(attnum).attname);
+    let (total, part) = (name(columns.total), name(columns.part));
     let table = firing.table_name();
     let message = match rule {
         Rule::TotalNaN => format!("{total} of table \"{table}\" cannot be NaN"),
@@ -156,8 +188,8 @@ fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: pg_sys::HeapTup
         "{} in table {} would have {total} {} and {part} {}.",
         firing.row_key(row),
         firing.qualified_table_name(),
-        firing.value_text(row, columns.total.1),
-        firing.value_text(row, columns.part.1)
+        firing.value_text(row, columns.total),
+        firing.value_text(row, columns.part)
     );
     let hint = match quantity {
         Quantity::Stock => "Reserve, release and consume stock with integrity.reserve_stock(), release_stock() and \

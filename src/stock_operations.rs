@@ -432,8 +432,7 @@ fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], p
         ),
         format!(
             "SELECT {r}, {s} - {r} >= $2 AND {skippable}, {r} >= $2 AND {skippable} FROM {t} WHERE {key_match}",
-            skippable = format!("EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = {t}.tableoid \
-                         AND g.tgtype::pg_catalog.int4 & 19 = 19 AND g.tgenabled <> 'D')")
+            skippable = format!("integrity._may_skip_updates({t}.tableoid)")
         ),
     ];
     let mut arg_types = [id_type, pg_sys::NUMERICOID];

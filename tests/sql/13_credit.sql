@@ -91,7 +91,11 @@ INSERT INTO credit_accounts VALUES (1, 101, 50000, 0)
     ON CONFLICT (id) DO UPDATE SET used_credit = credit_accounts.used_credit + 50000.01;
 INSERT INTO credit_accounts VALUES (1, 101, 50000, 0)
     ON CONFLICT (id) DO UPDATE SET used_credit = credit_accounts.used_credit + 1250;
+-- The proposed row is checked before the conflict is, as a CHECK constraint
+-- is: an invalid row is refused even where DO NOTHING would skip it.
 INSERT INTO credit_accounts VALUES (1, 101, 10, 11)
+    ON CONFLICT (id) DO NOTHING;
+INSERT INTO credit_accounts VALUES (1, 101, 10, 9)
     ON CONFLICT (id) DO NOTHING;
 SELECT sqlstate, column_name, constraint_name FROM expect_error(
     $$INSERT INTO credit_accounts VALUES (7, 107, 0, 0)
@@ -193,7 +197,7 @@ INSERT INTO regional_accounts VALUES (1, 'KTM', 10, 10), (2, 'PKR', 10, 0);
 INSERT INTO regional_accounts VALUES (3, 'PKR', 10, 11);
 SELECT sqlstate, table_name, column_name FROM expect_error(
     $$UPDATE regional_accounts SET used_credit = 11 WHERE id = 1$$);
--- Moving a row to another partition is checked on arrival.
+-- Moving a row to another partition is checked before it leaves.
 SELECT sqlstate, table_name, column_name FROM expect_error(
     $$UPDATE regional_accounts SET region = 'PKR', credit_limit = 5 WHERE id = 1$$);
 UPDATE regional_accounts SET region = 'PKR' WHERE id = 1;

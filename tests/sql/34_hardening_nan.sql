@@ -41,11 +41,26 @@ SELECT * FROM nan_credits ORDER BY account_id;
 -- The legacy NaN row is reported.
 SELECT guard, row_key, detail FROM integrity.violations('nan_products');
 
--- Integer quantity columns cannot hold NaN: their trigger has no NaN test.
+-- Integer quantity columns cannot hold NaN: their rows are checked the same
+-- way.  A BEFORE trigger that fires after the guard's gives it the recheck,
+-- whose WHEN clause tests for NaN only where the columns are numeric.
 CREATE TABLE nan_int_products (id int PRIMARY KEY, stock int NOT NULL, reserved_stock int NOT NULL DEFAULT 0);
 SELECT integrity.guard_stock('nan_int_products');
-SELECT tgname, pg_get_triggerdef(oid) LIKE '%NaN%' AS tests_nan FROM pg_trigger
- WHERE tgrelid IN ('nan_products'::regclass, 'nan_int_products'::regclass) AND tgname = 'integrity_stock'
- ORDER BY tgrelid::regclass::text;
+INSERT INTO nan_int_products VALUES (1, 5, 2);
+SELECT sqlstate, message FROM expect_error($$UPDATE nan_int_products SET reserved_stock = 6$$);
+CREATE FUNCTION nan_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER zz_nan_touch BEFORE INSERT OR UPDATE ON nan_products FOR EACH ROW EXECUTE FUNCTION nan_touch();
+CREATE TRIGGER zz_nan_touch BEFORE INSERT OR UPDATE ON nan_int_products FOR EACH ROW EXECUTE FUNCTION nan_touch();
+SELECT tgrelid::regclass, tgname, pg_get_triggerdef(oid) LIKE '%NaN%' AS tests_nan FROM pg_trigger
+ WHERE tgrelid IN ('nan_products'::regclass, 'nan_int_products'::regclass) AND tgname LIKE 'integrity_stock%'
+ ORDER BY tgrelid::regclass::text, tgname;
+-- The recheck catches NaN that the later trigger writes.
+CREATE OR REPLACE FUNCTION nan_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'nan_products' THEN NEW.stock := 'NaN'; END IF;
+    RETURN NEW;
+END $$;
+SELECT sqlstate, message, constraint_name FROM expect_error($$UPDATE nan_products SET reserved_stock = reserved_stock WHERE id = 2$$);
+DROP FUNCTION nan_touch() CASCADE;
 
 DROP TABLE nan_entries, nan_credits, nan_products, nan_int_products;

@@ -66,16 +66,17 @@ SELECT sqlstate, message FROM expect_error($$ALTER TYPE hd_entry ALTER ATTRIBUTE
 SELECT sqlstate, message FROM expect_error($$ALTER TYPE hd_entry DROP ATTRIBUTE amount CASCADE$$);
 ALTER TYPE hd_entry ADD ATTRIBUTE note text CASCADE;
 
--- Immutable and write-once columns: a new type (and its USING expression)
--- would rewrite every value, and is refused (55000).  (For the columns of
--- stock guards PostgreSQL refuses by itself: their trigger's WHEN clause reads
--- them, 0A000.)
-CREATE TABLE hd_pieces (id int PRIMARY KEY, created_by int NOT NULL, serial text);
+-- Immutable, write-once and stock columns: a new type (and its USING
+-- expression) would rewrite every value past the guard, and is refused (55000).
+CREATE TABLE hd_pieces (id int PRIMARY KEY, created_by int NOT NULL, serial text, stock int NOT NULL DEFAULT 5,
+                        reserved_stock int NOT NULL DEFAULT 0);
 INSERT INTO hd_pieces VALUES (1, 7, NULL);
 SELECT integrity.protect_immutable('hd_pieces', ARRAY['created_by']);
 SELECT integrity.protect_write_once('hd_pieces', ARRAY['serial']);
+SELECT integrity.guard_stock('hd_pieces');
 SELECT sqlstate, message FROM expect_error($$ALTER TABLE hd_pieces ALTER COLUMN created_by TYPE bigint USING created_by + 1$$);
 SELECT sqlstate, message FROM expect_error($$ALTER TABLE hd_pieces ALTER COLUMN serial TYPE varchar(2)$$);
+SELECT sqlstate, message, column_name FROM expect_error($$ALTER TABLE hd_pieces ALTER COLUMN reserved_stock TYPE int USING stock + 1$$);
 SELECT * FROM hd_pieces;
 
 -- DROP EXTENSION, with or without CASCADE, and DROP SCHEMA integrity.
