@@ -285,6 +285,24 @@ BEGIN
 END;
 $$;
 
+-- The tables whose rows an ALTER TABLE or ALTER TYPE of tbl reaches: tbl, its
+-- partitioned ancestors, and the tables typed by tbl when it is a composite
+-- type (ALTER TYPE … CASCADE).
+CREATE FUNCTION integrity._altered_tables(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tbl
+    UNION
+    SELECT a.relid::regclass FROM pg_catalog.pg_partition_ancestors(tbl) a
+    UNION
+    SELECT t.oid::regclass
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_class t ON t.reloftype = c.reltype
+     WHERE c.oid = tbl AND c.relkind = 'c'
+$$;
+
 -- Commands that would rewrite or remove rows of an append-only table, or of
 -- one of its partitions: ALTER COLUMN … TYPE, DROP COLUMN, SET EXPRESSION,
 -- DETACH PARTITION, and the same through ALTER TYPE … CASCADE on the type of
@@ -303,14 +321,7 @@ BEGIN
       JOIN pg_catalog.pg_class g ON g.oid = r.table_name
       JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
      WHERE r.guard = 'append_only'
-       AND r.table_name IN (SELECT tbl
-                            UNION ALL
-                            SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a
-                            UNION ALL
-                            SELECT t.oid
-                              FROM pg_catalog.pg_class c
-                              JOIN pg_catalog.pg_class t ON t.reloftype = c.reltype
-                             WHERE c.oid = tbl AND c.relkind = 'c')
+       AND r.table_name IN (SELECT integrity._altered_tables(tbl))
      ORDER BY r.table_name
      LIMIT 1;
     IF FOUND THEN
@@ -326,8 +337,8 @@ $$;
 
 -- ALTER COLUMN … TYPE of a column whose values a guard keeps (immutable and
 -- write-once columns, the version, stock and credit): its USING expression
--- rewrites every value, which no UPDATE could, and past every guard.  Also through ALTER TYPE … CASCADE on the type of a
--- typed table.
+-- rewrites every value past the guard, which no UPDATE could.  Also through
+-- ALTER TYPE … CASCADE on the type of a typed table.
 CREATE FUNCTION integrity._refuse_column_rewrite(tbl regclass, col text)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -342,14 +353,7 @@ BEGIN
       JOIN pg_catalog.pg_namespace n ON n.oid = g.relnamespace
      WHERE r.guard IN ('immutable', 'write_once', 'versioning', 'stock', 'credit')
        AND col = ANY (r.columns)
-       AND r.table_name IN (SELECT tbl
-                            UNION ALL
-                            SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a
-                            UNION ALL
-                            SELECT t.oid
-                              FROM pg_catalog.pg_class c
-                              JOIN pg_catalog.pg_class t ON t.reloftype = c.reltype
-                             WHERE c.oid = tbl AND c.relkind = 'c')
+       AND r.table_name IN (SELECT integrity._altered_tables(tbl))
      ORDER BY r.table_name, r.guard
      LIMIT 1;
     IF FOUND THEN

@@ -180,7 +180,7 @@ BEGIN
                 deleted_at                timestamptz,
                 deleted_by_transaction_id uuid,
                 updated_at                timestamptz NOT NULL DEFAULT now()
-            )$ddl$, tbl);
+            ) WITH (fillfactor = 50)$ddl$, tbl);
         EXECUTE format('INSERT INTO %I SELECT id, stock_id, piece_count, status, created_by_transaction_id,'
                        ' original_stock_id, version, deleted_at, deleted_by_transaction_id, updated_at'
                        ' FROM pieces_src WHERE n <= %s ORDER BY n', tbl, nrows);
