@@ -32,8 +32,8 @@ INSERT INTO wholesaler_products VALUES
 
 SELECT integrity.guard_stock('wholesaler_products');
 
--- One registry row; one AFTER INSERT OR UPDATE row trigger whose WHEN clause
--- is the rule (nothing runs for a valid row), ENABLE ALWAYS (A).
+-- One registry row; one compiled BEFORE INSERT OR UPDATE row trigger that
+-- checks the rule, ENABLE ALWAYS (A).
 SELECT table_name, guard, columns, options FROM integrity.guards
  WHERE table_name = 'wholesaler_products'::regclass;
 SELECT * FROM guard_triggers('wholesaler_products');
@@ -81,6 +81,22 @@ COPY wholesaler_products FROM stdin;
 13	23	Bad	4	5
 \.
 SELECT id, stock, reserved_stock FROM wholesaler_products WHERE id IN (1, 2, 9, 11, 12, 13) ORDER BY id;
+
+-- A BEFORE trigger that fires after the guard's and oversells is still
+-- caught: the guard gets its recheck of the final row while the trigger is
+-- there, for INSERT as for UPDATE.
+CREATE FUNCTION oversell() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.reserved_stock := NEW.stock + 1;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER zz_oversell BEFORE INSERT OR UPDATE ON wholesaler_products FOR EACH ROW EXECUTE FUNCTION oversell();
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'wholesaler_products'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
+SELECT sqlstate, column_name, constraint_name FROM expect_error($$UPDATE wholesaler_products SET name = name WHERE id = 1$$);
+SELECT sqlstate, column_name, constraint_name FROM expect_error($$INSERT INTO wholesaler_products VALUES (14, 23, 'Late', 4, 0)$$);
+DROP TRIGGER zz_oversell ON wholesaler_products;
+DROP FUNCTION oversell();
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'wholesaler_products'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
 
 ------------------------------------------------------------------------------
 -- NOT VALID semantics: an UPDATE of a legacy row must leave it valid.
