@@ -2008,38 +2008,6 @@ COMMENT ON FUNCTION integrity.chain_digest(regclass) IS
 
 -- Lifecycle events (sql/lifecycle.sql): a new guard kind, its events table
 -- and the helpers, reports and event trigger that know it.
-CREATE OR REPLACE FUNCTION integrity._guard_triggers(guard text)
-RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
-               guard text, has_when boolean, recheck boolean)
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
-           t.guard, t.has_when, t.recheck
-      FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
-            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false, false),
-            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false, false),
-            ('immutable',     'integrity_immutable',               'immutable_guard',            19, 'A', false, false, false),
-            ('immutable',     'integrity_immutable_recheck',       'immutable_guard',            17, 'A', false, true,  true),
-            ('write_once',    'integrity_write_once',              'write_once_guard',           19, 'A', false, false, false),
-            ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
-            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
-            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
-            ('stock',         'integrity_stock',                   'stock_guard',                23, 'A', false, false, false),
-            ('stock',         'integrity_stock_recheck',           'stock_guard',                21, 'A', false, true,  true),
-            ('credit',        'integrity_credit',                  'credit_guard',               23, 'A', false, false, false),
-            ('credit',        'integrity_credit_recheck',          'credit_guard',               21, 'A', false, true,  true),
-            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
-            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
-            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
-            -- AFTER … FOR EACH STATEMENT with transition tables, one event each
-            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
-            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
-            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false, false)
-           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when, recheck)
-     WHERE $1 IS NULL OR t.guard = $1
-$$;
-
 CREATE FUNCTION integrity._lifecycle_events_triggers()
 RETURNS TABLE (trigger_name name, tgtype smallint, create_sql text)
 LANGUAGE sql IMMUTABLE
