@@ -29,11 +29,14 @@ stop_cluster() {
 }
 trap 'stop_cluster; cleanup' EXIT
 
+# Four subscriptions: four apply workers, and their initial table syncs need
+# workers of their own (the default of 4 logical replication workers can leave
+# a sync waiting for a slot longer than the checks wait).
 t0=$(date +%s%N)
 $AS_PG mkdir -p "$LR_DIR"
 $AS_PG "$PG_BIN/initdb" -D "$LR_CLUSTER" -U postgres -A trust --no-instructions >/dev/null
 $AS_PG "$PG_BIN/pg_ctl" -D "$LR_CLUSTER" -l "$LR_LOG" -w start \
-    -o "-p $LR_PORT -c listen_addresses='' -c unix_socket_directories=$LR_DIR -c fsync=off -c wal_level=logical -c log_error_verbosity=verbose -c wal_retrieve_retry_interval=200ms" >/dev/null
+    -o "-p $LR_PORT -c listen_addresses='' -c unix_socket_directories=$LR_DIR -c fsync=off -c wal_level=logical -c log_error_verbosity=verbose -c wal_retrieve_retry_interval=200ms -c max_worker_processes=16 -c max_logical_replication_workers=12" >/dev/null
 log "== throwaway cluster with wal_level = logical up in $(( ($(date +%s%N) - t0) / 1000000 )) ms ($LR_CLUSTER)"
 
 lr() { local db=$1; shift; printf '%s;\n' "$@" | "${LR_PSQL[@]}" -d "$db" -f -; }
