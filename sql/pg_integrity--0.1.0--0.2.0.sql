@@ -3698,7 +3698,9 @@ $$;
 -- The functions run with the caller's rights.  Row-level security lets a role
 -- see the holds of the tables it may read, and place or settle holds only on
 -- the tables it may update (which is what moving the reserved quantity needs
--- anyway); a settled hold cannot be updated at all.  The policies also say
+-- anyway); a settled hold cannot be updated at all, and only the holds of a
+-- dropped table can be deleted (by the sql_drop event trigger, which runs as
+-- whoever drops the table).  The policies also say
 -- which values a hold may take: CHECK constraints would cost every placement
 -- more than the reservation itself (PostgreSQL reads them from the catalog's
 -- text form for each statement), and only the functions below write here.
@@ -3737,8 +3739,10 @@ CREATE UNIQUE INDEX hold_records_idempotency ON integrity.hold_records (table_na
     WHERE idempotency_key IS NOT NULL;
 
 ALTER TABLE integrity.hold_records ENABLE ROW LEVEL SECURITY;
+-- The holds of a dropped table (the privilege is NULL then) are visible to
+-- whoever drops it, so that the sql_drop event trigger can delete them.
 CREATE POLICY hold_records_read ON integrity.hold_records FOR SELECT
-    USING (pg_catalog.has_any_column_privilege(table_name, 'SELECT'));
+    USING (pg_catalog.has_any_column_privilege(table_name, 'SELECT') IS NOT FALSE);
 CREATE POLICY hold_records_place ON integrity.hold_records FOR INSERT
     WITH CHECK (status = 'pending' AND settled_at IS NULL AND committed_quantity IS NULL
                 AND kind IN ('stock', 'credit') AND quantity > 0 AND actor = CURRENT_USER
@@ -3749,8 +3753,10 @@ CREATE POLICY hold_records_settle ON integrity.hold_records FOR UPDATE
                 AND (committed_quantity IS NULL) = (status <> 'committed')
                 AND committed_quantity > 0 IS NOT FALSE AND committed_quantity <= quantity IS NOT FALSE
                 AND pg_catalog.has_any_column_privilege(table_name, 'UPDATE'));
+CREATE POLICY hold_records_forget ON integrity.hold_records FOR DELETE
+    USING (NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = table_name));
 REVOKE ALL ON integrity.hold_records, integrity.hold_records_hold_id_seq FROM PUBLIC;
-GRANT SELECT, INSERT ON integrity.hold_records TO PUBLIC;
+GRANT SELECT, INSERT, DELETE ON integrity.hold_records TO PUBLIC;
 GRANT UPDATE (status, committed_quantity, settled_at) ON integrity.hold_records TO PUBLIC;
 GRANT USAGE ON SEQUENCE integrity.hold_records_hold_id_seq TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('integrity.hold_records', '');
@@ -3767,7 +3773,9 @@ SELECT h.hold_id, h.table_name,
        h.quantity,
        CASE WHEN h.status = 'pending' AND h.expires_at <= pg_catalog.now() THEN 'expired' ELSE h.status END AS status,
        h.idempotency_key, h.created_at, h.expires_at, h.settled_at, h.txid, h.actor, h.committed_quantity
-  FROM integrity.hold_records h;
+  FROM integrity.hold_records h
+ -- A view reads as its owner, whom row-level security does not restrict.
+ WHERE pg_catalog.has_any_column_privilege(h.table_name, 'SELECT');
 COMMENT ON VIEW integrity.holds IS
     'Holds on stock and credit: pending until committed, released or expired; committed_quantity is what a commit consumed.';
 GRANT SELECT ON integrity.holds TO PUBLIC;
@@ -4094,9 +4102,10 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     IF h.status = 'expired' OR (h.status = 'pending' AND h.expires_at <= pg_catalog.now()) THEN
-        RAISE EXCEPTION '%: hold % expired at %', caller, hold, h.expires_at
+        RAISE EXCEPTION '%: hold % has expired', caller, hold
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'An expired hold no longer holds anything, and cannot be settled.',
+                  DETAIL = format('It expired at %s: it no longer holds anything, and cannot be settled.',
+                                  h.expires_at),
                   HINT = 'Place a new hold.';
     END IF;
     IF h.status <> 'pending' THEN
@@ -4279,7 +4288,7 @@ BEGIN
         '       || '': debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || %L'
         '  ELSE %L || COALESCE(a.used::text, ''NULL'') || %L || (COALESCE(l.debits, 0) - COALESCE(l.credits, 0))::text'
         '       || '' (debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || '')'''
-        '       || COALESCE('' plus '' || h.held::text || '' its pending holds hold'', '''')'
+        '       || COALESCE('' and its pending holds hold '' || h.held::text, '''')'
         ' END'
         ' FROM (SELECT true, %s a.%I FROM %s a) AS a(present, %s used)'
         ' FULL JOIN (SELECT %s sum(l.%I) FILTER (WHERE l.%I = %L), sum(l.%I) FILTER (WHERE l.%I = %L)'

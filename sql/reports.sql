@@ -263,7 +263,7 @@ BEGIN
         '       || '': debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || %L'
         '  ELSE %L || COALESCE(a.used::text, ''NULL'') || %L || (COALESCE(l.debits, 0) - COALESCE(l.credits, 0))::text'
         '       || '' (debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || '')'''
-        '       || COALESCE('' plus '' || h.held::text || '' its pending holds hold'', '''')'
+        '       || COALESCE('' and its pending holds hold '' || h.held::text, '''')'
         ' END'
         ' FROM (SELECT true, %s a.%I FROM %s a) AS a(present, %s used)'
         ' FULL JOIN (SELECT %s sum(l.%I) FILTER (WHERE l.%I = %L), sum(l.%I) FILTER (WHERE l.%I = %L)'
