@@ -223,9 +223,27 @@ BEGIN
 END;
 $$;
 
+-- Locks the stock rows of tbl with the given keys, in key order.
+CREATE FUNCTION integrity._lock_stock_rows(tbl regclass, row_ids jsonb[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record := integrity._stock_target(tbl, 'place_hold');
+BEGIN
+    EXECUTE format('SELECT count(*) FROM (SELECT FROM %1$s r WHERE r.%2$I = ANY (SELECT (k #>> ''{}'')::%3$s FROM unnest($1) k)'
+                   ' ORDER BY r.%2$I FOR UPDATE) l', tbl, t.key_column, t.key_type)
+        USING row_ids;
+END;
+$$;
+
 -- Expires the overdue pending holds of the given rows of tbl: the hold
--- records first, then the rows, in key order.
-CREATE FUNCTION integrity._expire_overdue(tbl regclass, row_ids jsonb[])
+-- records first, then the rows, in key order.  A placement on several rows
+-- locks all of them (lock_all) before it gives anything back: locking only
+-- the rows that had overdue holds, and the others later, would take them out
+-- of key order, and two such placements could deadlock.
+CREATE FUNCTION integrity._expire_overdue(tbl regclass, row_ids jsonb[], lock_all boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -243,6 +261,9 @@ BEGIN
         SELECT s.kind, s.row_id, sum(s.quantity) AS quantity, count(*) AS holds
           FROM settled s GROUP BY s.kind, s.row_id ORDER BY s.row_id
     LOOP
+        IF lock_all AND expired = 0 THEN
+            PERFORM integrity._lock_stock_rows(tbl, row_ids);
+        END IF;
         PERFORM integrity._give_back(due.kind, tbl, due.row_id, due.quantity, 'expire_holds');
         expired := expired + due.holds;
     END LOOP;
@@ -313,7 +334,7 @@ BEGIN
             RETURN holds;
         END IF;
     END IF;
-    PERFORM integrity._expire_overdue(tbl, held_rows);
+    PERFORM integrity._expire_overdue(tbl, held_rows, lock_all => true);
     -- Checks the arguments, locks the rows in key order: all or nothing.
     IF NOT integrity.reserve_stock(tbl, ids, qtys) THEN
         RETURN NULL;
