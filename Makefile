@@ -198,6 +198,7 @@ test-version:
 LINT_VERSIONS = $(if $(filter command line,$(origin PG)),$(PG),15 18)
 lint: deps
 	cargo fmt --check
+	cd pgrx-tests/clients && cargo fmt --check
 	@for v in $(LINT_VERSIONS); do \
 	    echo "== clippy, PostgreSQL $$v"; \
 	    CARGO_TARGET_DIR=$(CURDIR)/target/pg$$v cargo clippy --no-deps --all-targets \
