@@ -55,3 +55,24 @@ test('a non-40001 error is not retried', async () => {
   await assert.rejects(withRetry(client, refused), { code: '23001' });
   assert.equal(calls, 1);
 });
+
+test('a REPEATABLE READ reservation that races another retries and sees what is left', async () => {
+  const schema = await makeSchema('retry_repeatable_read');
+  const [holder, racer, observer] = [await connectTo(schema), await connectTo(schema), await connectTo(schema)];
+  await racer.query('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+  const reserve = async (client, qty) =>
+    (await client.query("SELECT integrity.reserve_stock('wholesaler_products', 1, $1) AS ok", [qty])).rows[0].ok;
+
+  // The holder reserves 7 of the 10 and keeps the row locked until the racer waits.
+  await holder.query('BEGIN');
+  assert.equal(await reserve(holder, 7), true);
+  const race = withRetry(racer, (client) => reserve(client, 4));
+  await waitUntilBlocked(observer, racer.processID);
+  await holder.query('COMMIT');
+
+  // The racer's snapshot predates the holder's commit: 40001, then on its second
+  // attempt a fresh snapshot finds 3 available, and the reservation is refused.
+  assert.deepEqual(await race, { result: false, attempt: 2 });
+  const { rows } = await observer.query('SELECT stock, reserved_stock FROM wholesaler_products');
+  assert.deepEqual(rows, [{ stock: 10, reserved_stock: 7 }]);
+});
