@@ -52,7 +52,15 @@ export function database({ extension = true } = {}) {
   return created;
 }
 
+const closers = [];
+
+// Registers fn to close a client (a Prisma Client, say) before the database goes.
+export function closeAtEnd(fn) {
+  closers.push(fn);
+}
+
 after(async () => {
+  await Promise.all(closers.map((fn) => fn()));
   await Promise.all(opened.map((c) => c.end().catch(() => {})));
   if (created) await admin(`DROP DATABASE IF EXISTS "${DB}" WITH (FORCE)`);
 });

@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PrismaPg } from '@prisma/adapter-pg';
 import prismaClient from '@prisma/client';
-import { connect, database, waitUntilBlockedBy } from './lib.js';
+import { closeAtEnd, connect, database, waitUntilBlockedBy } from './lib.js';
 import { withPrismaRetry } from './prisma_retry.js';
 
 const { PrismaClient, Prisma } = prismaClient;
@@ -32,6 +32,7 @@ before(async () => {
   assert.equal(run.status, 0, `psql: ${run.error ?? run.stderr}`);
 
   prisma = new PrismaClient({ adapter: new PrismaPg({ database: db }) });
+  closeAtEnd(() => prisma.$disconnect());
   pgClient = await connect();
   await prisma.retailerWholesalerCredit.create({ data: { retailerId: 1, wholesalerId: 20, creditLimit: '1000.00' } });
   ({ id: ledgerId } = await prisma.ledgerEntry.create({
@@ -42,8 +43,6 @@ before(async () => {
     data: { stockId: 7, createdByTransactionId: TX_1, originalStockId: 7 },
   });
 });
-
-after(() => prisma?.$disconnect());
 
 // Runs a refused Prisma call and returns its error after the checks every
 // refusal shares: a PrismaClientKnownRequestError carrying the driver adapter's
@@ -171,9 +170,9 @@ describe('what Prisma Client raises for each guard', () => {
 
 describe('optimistic locking with enable_versioning', () => {
   test('a plain update bumps the version once, and Prisma returns the bumped row', async () => {
-    const before = await prisma.sprinklerSparePiece.findUniqueOrThrow({ where: { id: piece.id } });
+    const previous = await prisma.sprinklerSparePiece.findUniqueOrThrow({ where: { id: piece.id } });
     const updated = await prisma.sprinklerSparePiece.update({ where: { id: piece.id }, data: { status: 'DISPATCHED' } });
-    assert.equal(updated.version, before.version + 1);
+    assert.equal(updated.version, previous.version + 1);
   });
 
   test('the guides\' "WHERE version = read, increment" idiom: fresh bumps once, stale touches 0 rows', async () => {
