@@ -316,7 +316,7 @@ BEGIN
                        ' FOR EACH ROW EXECUTE FUNCTION prevent_ledger_modification()', tbl);
         EXECUTE format('CREATE TRIGGER prevent_ledger_delete BEFORE DELETE ON %I'
                        ' FOR EACH ROW EXECUTE FUNCTION prevent_ledger_modification()', tbl);
-    WHEN 'products/pg_integrity' THEN
+    WHEN 'products/pg_integrity', 'products/counter', 'products/holds', 'products/holds_keyed' THEN
         PERFORM integrity.guard_stock(tbl::regclass);
     WHEN 'products/plpgsql' THEN
         -- 000's CHECK constraints, and the SELECT … FOR UPDATE the guide's
