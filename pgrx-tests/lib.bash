@@ -118,6 +118,54 @@ check_ok() {
     fi
 }
 
+# A number from pgbench's report; 0 when the line is missing.
+report_value() { local v; v=$(sed -n "s/^$2: \([0-9]*\).*/\1/p" "$1" | head -1); echo "${v:-0}"; }
+
+# run_pgbench NAME ISOLATION SCRIPT@WEIGHT...: runs the scripts (files in
+# TMP_DIR) with CLIENTS clients for SECONDS_PER_RUN against DB at that
+# isolation level, as the stress scripts do; checks that pgbench ran to the end,
+# that no transaction failed at READ COMMITTED, that at REPEATABLE READ every
+# failure was a serialization failure (40001), and that none deadlocked.
+run_pgbench() {
+    local name=$1 isolation=$2 rc=0 t0 out err processed failed serialization deadlocks retried
+    shift 2
+    local files=() s
+    for s in "$@"; do files+=(-f "$TMP_DIR/$s"); done
+    out=$TMP_DIR/$name.out
+    err=$TMP_DIR/$name.err
+    t0=$(date +%s%N)
+    PGOPTIONS="-c default_transaction_isolation=${isolation// /\\ }" \
+        "$PG_BIN/pgbench" -h "$SOCKET" -p "$PORT" -U postgres -n -M prepared -c "$CLIENTS" -j "$CLIENTS" \
+        -T "$SECONDS_PER_RUN" --max-tries=1000 --failures-detailed "${files[@]}" "$DB" \
+        >"$out" 2>"$err" || rc=$?
+    log "== $name ($isolation): pgbench -M prepared -c $CLIENTS -T $SECONDS_PER_RUN --max-tries=1000 $*" \
+        "took $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    sed -n '/^number of transactions actually processed/,/^latency average/p' "$out" | grep -v '^latency' \
+        | sed 's/^/       /'
+    if [ "$rc" -ne 0 ] || grep -q 'aborted' "$err"; then
+        fail "[$name] pgbench ran to the end (exit $rc)" "$(grep -v '^DETAIL\|^HINT' "$err" | head -20)"
+        return 0
+    fi
+    pass "[$name] pgbench ran to the end"
+    processed=$(report_value "$out" 'number of transactions actually processed')
+    failed=$(report_value "$out" 'number of failed transactions')
+    serialization=$(report_value "$out" 'number of serialization failures')
+    deadlocks=$(report_value "$out" 'number of deadlock failures')
+    retried=$(report_value "$out" 'number of transactions retried')
+    if [ "$processed" -gt 0 ]; then
+        pass "[$name] $processed transactions processed"
+    else
+        fail "[$name] no transaction was processed"
+    fi
+    check_eq "[$name] no transaction failed after retries" "0" "$failed"
+    check_eq "[$name] no deadlock" "0" "$deadlocks"
+    if [ "$isolation" = "read committed" ]; then
+        check_eq "[$name] nothing retried at read committed" "0" "$retried"
+    else
+        log "       transactions retried after 40001: $retried (serialization failures left: $serialization)"
+    fi
+}
+
 finish() {
     if [ "$FAILURES" -gt 0 ]; then
         log "== $TEST_NAME: $FAILURES of $CHECKS checks FAILED"
