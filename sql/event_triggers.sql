@@ -410,6 +410,7 @@ BEGIN
       FROM pg_catalog.pg_event_trigger_dropped_objects() o
       LEFT JOIN integrity.guard_registry r ON r.table_name = o.objid AND r.guard = 'append_only'
      WHERE o.object_type = 'table'
+       AND NOT integrity._drops_expired_partition(o.objid)
        AND (r.table_name IS NOT NULL
             OR EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() t
                         WHERE t.object_type = 'trigger' AND t.address_names[3] = 'integrity_append_only'

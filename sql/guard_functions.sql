@@ -41,6 +41,8 @@ CREATE FUNCTION integrity._attaches_partition(pg_catalog.pg_ddl_command) RETURNS
 
 CREATE FUNCTION integrity._renames(pg_catalog.pg_ddl_command) RETURNS boolean
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_renames';
+CREATE FUNCTION integrity._drops_expired_partition(pg_catalog.oid) RETURNS boolean
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_drops_expired_partition';
 
 CREATE FUNCTION integrity._on_ddl_command_start() RETURNS event_trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_on_ddl_command_start';

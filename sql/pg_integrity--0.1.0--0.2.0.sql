@@ -1960,6 +1960,8 @@ $$;
 
 CREATE FUNCTION integrity._renames(pg_catalog.pg_ddl_command) RETURNS boolean
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_renames';
+CREATE FUNCTION integrity._drops_expired_partition(pg_catalog.oid) RETURNS boolean
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_drops_expired_partition';
 
 -- A ledger_credit guard knows its accounts table by name (the name its
 -- trigger is given survives pg_dump): renaming, moving or dropping that table
@@ -2128,6 +2130,7 @@ BEGIN
       FROM pg_catalog.pg_event_trigger_dropped_objects() o
       LEFT JOIN integrity.guard_registry r ON r.table_name = o.objid AND r.guard = 'append_only'
      WHERE o.object_type = 'table'
+       AND NOT integrity._drops_expired_partition(o.objid)
        AND (r.table_name IS NOT NULL
             OR EXISTS (SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() t
                         WHERE t.object_type = 'trigger' AND t.address_names[3] = 'integrity_append_only'
@@ -2163,7 +2166,7 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('integrity_ddl_command_start'::name, 'ddl_command_start',
-            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA'], '_on_ddl_command_start'::name,
+            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA', 'DROP TABLE'], '_on_ddl_command_start'::name,
             'columns of append-only tables can be dropped or changed, their partitions detached,'
             ' and the extension dropped with all its guards'),
            ('integrity_ddl_command_end', 'ddl_command_end',
@@ -4046,9 +4049,9 @@ $$;
 
 -- Whether partition part of an append-only table (partitioned by range on
 -- its time column) holds only rows past the retention: its upper bound is
--- not later than the cutoff.  A detached partition is an ordinary table,
--- which can be archived or dropped.  Hash-chained tables lose rows only
--- through purge_expired(), which keeps their chains linked.
+-- not later than the cutoff.  Such a partition can be detached (and archived)
+-- or dropped.  Hash-chained tables lose rows only through purge_expired(),
+-- which keeps their chains linked.
 CREATE FUNCTION integrity._expired_partition(part regclass)
 RETURNS boolean
 LANGUAGE plpgsql STABLE

@@ -511,7 +511,7 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('integrity_ddl_command_start'::name, 'ddl_command_start',
-            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA'], '_on_ddl_command_start'::name,
+            ARRAY['ALTER TABLE', 'ALTER TYPE', 'DROP EXTENSION', 'DROP SCHEMA', 'DROP TABLE'], '_on_ddl_command_start'::name,
             'columns of append-only tables can be dropped or changed, their partitions detached,'
             ' and the extension dropped with all its guards'),
            ('integrity_ddl_command_end', 'ddl_command_end',

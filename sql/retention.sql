@@ -98,9 +98,9 @@ $$;
 
 -- Whether partition part of an append-only table (partitioned by range on
 -- its time column) holds only rows past the retention: its upper bound is
--- not later than the cutoff.  A detached partition is an ordinary table,
--- which can be archived or dropped.  Hash-chained tables lose rows only
--- through purge_expired(), which keeps their chains linked.
+-- not later than the cutoff.  Such a partition can be detached (and archived)
+-- or dropped.  Hash-chained tables lose rows only through purge_expired(),
+-- which keeps their chains linked.
 CREATE FUNCTION integrity._expired_partition(part regclass)
 RETURNS boolean
 LANGUAGE plpgsql STABLE

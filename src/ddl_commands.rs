@@ -6,13 +6,34 @@
 //! a table is no longer found under the name a guard keeps, from the rest.
 
 use core::ffi::{c_char, c_int, CStr};
+use std::cell::RefCell;
 use std::ffi::CString;
 
 use pgrx::pg_guard;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute_plan, function_info_v1, spi_connect, spi_finish};
+use crate::fmgr::{execute_plan, function_info_v1, select, spi_connect, spi_finish};
+
+thread_local! {
+    /// The partitions (and their own partitions) the running `DROP TABLE`
+    /// names that hold only rows past their table's retention: the sql_drop
+    /// event trigger lets them go.  Filled by the command's ddl_command_start,
+    /// emptied by the next command's; nothing else writes it.
+    static EXPIRED_DROPS: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `integrity._drops_expired_partition(oid) RETURNS boolean`: whether the
+/// running `DROP TABLE` named this partition, past its table's retention.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn integrity_drops_expired_partition(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: the function is STRICT and declared with one oid argument.
+    let relid = pg_sys::Oid::from(unsafe { (*fcinfo).args.as_slice(1)[0].value.value() } as u32);
+    EXPIRED_DROPS.with_borrow(|dropped| dropped.contains(&relid)).into()
+}
+
+function_info_v1!(pg_finfo_integrity_drops_expired_partition);
 
 /// `integrity._attaches_partition(pg_ddl_command) RETURNS boolean`
 #[pg_guard]
@@ -83,6 +104,7 @@ pub unsafe extern "C-unwind" fn integrity_on_ddl_command_start(fcinfo: pg_sys::F
             );
         }
         let tree = (*context.cast::<pg_sys::EventTriggerData>()).parsetree;
+        EXPIRED_DROPS.with_borrow_mut(Vec::clear);
         match (*tree).type_ {
             pg_sys::NodeTag::T_AlterTableStmt => alter_table(tree.cast()),
             pg_sys::NodeTag::T_DropStmt => drop(tree.cast()),
@@ -160,16 +182,35 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
 }
 
 /// `DROP EXTENSION pg_integrity` and `DROP SCHEMA integrity`, which would take
-/// every guard with them.
+/// every guard with them; and `DROP TABLE` of a partition past its append-only
+/// table's retention, which the sql_drop event trigger then lets through.
 ///
 /// # Safety
 /// `stmt` is the parse tree of the command being run.
 unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
-    // SAFETY: extensions and schemas are named by lists of String nodes.
+    // SAFETY: extensions and schemas are named by lists of String nodes,
+    // tables by lists of String nodes that make a qualified name.
     unsafe {
         let ours = match (*stmt).removeType {
             pg_sys::ObjectType::OBJECT_EXTENSION => c"pg_integrity",
             pg_sys::ObjectType::OBJECT_SCHEMA => c"integrity",
+            pg_sys::ObjectType::OBJECT_TABLE => {
+                let names = (*stmt).objects;
+                for i in 0..pg_sys::list_length(names) {
+                    let name = pg_sys::makeRangeVarFromNameList(pg_sys::list_nth(names, i).cast());
+                    let relid = pg_sys::RangeVarGetRelidExtended(
+                        name,
+                        pg_sys::NoLock as pg_sys::LOCKMODE,
+                        pg_sys::RVROption::RVR_MISSING_OK,
+                        None,
+                        core::ptr::null_mut(),
+                    );
+                    if relid != pg_sys::InvalidOid && pg_sys::get_rel_relispartition(relid) {
+                        remember_expired_partition(relid);
+                    }
+                }
+                return;
+            }
             _ => return,
         };
         let names = (*stmt).objects;
@@ -177,6 +218,31 @@ unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
             refuse(c"SELECT integrity._refuse_extension_drop()", &[]);
         }
     }
+}
+
+/// Remembers `relid` and its own partitions when it is a partition past its
+/// table's retention (`integrity._expired_partition`).
+fn remember_expired_partition(relid: pg_sys::Oid) {
+    spi_connect();
+    let rows = select(
+        c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t WHERE integrity._expired_partition($1)",
+        &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
+        0,
+        "looking up an expired partition",
+    );
+    // SAFETY: the rows are read before the next SPI call; relid is not null.
+    let partitions: Vec<pg_sys::Oid> = unsafe {
+        let table = pg_sys::SPI_tuptable;
+        (0..rows as usize)
+            .map(|i| {
+                let mut is_null = false;
+                let oid = pg_sys::SPI_getbinval(*(*table).vals.add(i), (*table).tupdesc, 1, &mut is_null);
+                pg_sys::Oid::from(oid.value() as u32)
+            })
+            .collect()
+    };
+    spi_finish();
+    EXPIRED_DROPS.with_borrow_mut(|dropped| dropped.extend(partitions));
 }
 
 /// The string of a String node (a Value node before PostgreSQL 15).

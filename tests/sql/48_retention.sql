@@ -117,8 +117,8 @@ SELECT chain, regexp_replace(problem, '[0-9]+', 'N', 'g') AS problem FROM integr
 ROLLBACK;
 
 -- A monthly-partitioned ledger: a month past the retention can be detached
--- (then archived or dropped as an ordinary table); a younger one cannot, and
--- an old month cannot be dropped while attached.
+-- (then archived or dropped as an ordinary table) or dropped; a younger one
+-- cannot, neither alone nor with an old one.
 CREATE TABLE by_month (
     id         integer NOT NULL,
     amount     numeric(12, 2) NOT NULL,
@@ -133,9 +133,21 @@ SELECT integrity.protect_append_only('by_month');
 SELECT sqlstate FROM expect_error($$ALTER TABLE rt.by_month DETACH PARTITION rt.by_month_2023_01$$);
 SELECT integrity.set_retention('by_month', '2 years');
 SELECT sqlstate, message FROM expect_error($$ALTER TABLE rt.by_month DETACH PARTITION rt.by_month_now$$);
-SELECT sqlstate, message FROM expect_error($$DROP TABLE rt.by_month_2023_01$$);
+SELECT sqlstate, message FROM expect_error($$DROP TABLE rt.by_month_now$$);
+SELECT sqlstate, message FROM expect_error($$DROP TABLE rt.by_month_2023_01, rt.by_month_now$$);
 ALTER TABLE by_month DETACH PARTITION by_month_2023_01;
 DROP TABLE by_month_2023_01;
+SELECT id FROM by_month ORDER BY id;
+-- Dropped directly, also a month partitioned by day; before the retention
+-- was set, the same DROP was refused.
+CREATE TABLE by_month_2022_12 PARTITION OF by_month FOR VALUES FROM ('2022-12-01 00:00+00') TO ('2023-01-01 00:00+00')
+    PARTITION BY RANGE (created_at);
+CREATE TABLE by_month_2022_12_d1 PARTITION OF by_month_2022_12 FOR VALUES FROM ('2022-12-01 00:00+00') TO ('2022-12-02 00:00+00');
+INSERT INTO by_month VALUES (3, 30, '2022-12-01 12:00+00');
+SELECT integrity.set_retention('by_month', '10 years');
+SELECT sqlstate, message FROM expect_error($$DROP TABLE rt.by_month_2022_12$$);
+SELECT integrity.set_retention('by_month', '2 years');
+DROP TABLE by_month_2022_12;
 SELECT id FROM by_month ORDER BY id;
 
 SELECT integrity.unprotect(t) FROM (VALUES ('ledger_entries'), ('chained'), ('by_month')) AS v(t);
