@@ -136,7 +136,8 @@ start:
 	fi
 	@if ! $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1; then \
 	    $(AS_PG) env RUST_BACKTRACE=1 $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
-	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off" >/dev/null; \
+	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off \
+	            -c shared_preload_libraries=pg_integrity" >/dev/null; \
 	fi
 	@echo "== PostgreSQL $(PG) running: $(CLUSTER), socket $(SOCKET), port $(PORT)"
 
