@@ -130,8 +130,8 @@ pub extern "C-unwind" fn integrity_refusal_notifier_main(_arg: pg_sys::Datum) {
         // Coalesce: wait out the rest of the interval since the last round.
         if let Some(t) = last_round {
             let interval = Duration::from_millis(interval as u64);
-            while t.elapsed() < interval {
-                if !BackgroundWorker::wait_latch(Some(interval - t.elapsed())) {
+            while let Some(rest) = interval.checked_sub(t.elapsed()).filter(|d| !d.is_zero()) {
+                if !BackgroundWorker::wait_latch(Some(rest)) {
                     break 'run;
                 }
             }

@@ -235,11 +235,7 @@ fn slot_of(dbid: u32, relid: u32, sqlstate: i32, guard: &[u8], capacity: u32) ->
 }
 
 /// Finds the entry of a key, or claims a free one; None when the table is full.
-fn find_or_claim<'a>(
-    entries: &'a mut [Entry],
-    in_use: &mut u32,
-    key: (u32, u32, i32, &[u8]),
-) -> Option<&'a mut Entry> {
+fn find_or_claim<'a>(entries: &'a mut [Entry], in_use: &mut u32, key: (u32, u32, i32, &[u8])) -> Option<&'a mut Entry> {
     let capacity = entries.len() as u32;
     let start = slot_of(key.0, key.1, key.2, key.3, capacity);
     for i in 0..entries.len() {
