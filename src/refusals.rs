@@ -283,12 +283,17 @@ pub unsafe fn count(v: &Violation) {
         let relid = (*rel).rd_id.to_u32();
         let relname = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_bytes();
         let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
-        let mut table = Vec::with_capacity(TABLE_LEN);
-        if !nsp.is_null() {
-            table.extend_from_slice(CStr::from_ptr(nsp).to_bytes());
-            table.push(b'.');
+        // "schema.table" on the stack: no heap allocation per refusal.
+        let mut table = [0u8; TABLE_LEN];
+        let mut len = 0;
+        let nsp: &[u8] = if nsp.is_null() { b"" } else { CStr::from_ptr(nsp).to_bytes() };
+        let dot: &[u8] = if nsp.is_empty() { b"" } else { b"." };
+        for part in [nsp, dot, relname] {
+            let n = part.len().min(TABLE_LEN - 1 - len);
+            table[len..len + n].copy_from_slice(&part[..n]);
+            len += n;
         }
-        table.extend_from_slice(relname);
+        let table = &table[..len];
         let role = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true);
         let role: &[u8] = if role.is_null() { b"" } else { CStr::from_ptr(role).to_bytes() };
         let guard = guard_of(CStr::from_ptr(v.constraint).to_bytes());
@@ -305,14 +310,13 @@ pub unsafe fn count(v: &Violation) {
                 }
                 e.refusals += 1;
                 e.last_at = now;
-                copy_str(&mut e.table, &table);
+                copy_str(&mut e.table, table);
                 copy_str(&mut e.role, role);
                 copy_str(&mut e.detail, detail);
             }
             None => (*shared).dropped += 1,
         }
         pg_sys::LWLockRelease((*shared).lock);
-        drop(table);
         if !latch.is_null() {
             // A process latch lives in shared memory for the server's life:
             // setting it is safe whoever owns it now.
