@@ -74,7 +74,9 @@ struct Pending {
 /// Takes up to MAX_PER_ROUND counters that grew since they were last
 /// notified, marking them notified; and whether more are waiting.
 fn take_round() -> (Vec<Pending>, bool) {
-    refusals::with_exclusive(|entries, _| {
+    refusals::with_exclusive(|entries, header| {
+        // Refusals from now on wake the notifier again.
+        header.wakeup_pending = 0;
         let mut round = Vec::new();
         let mut more = false;
         for e in entries.iter_mut().filter(|e| e.used != 0 && e.refusals > e.notified) {

@@ -71,6 +71,9 @@ pub struct Shared {
     pub dropped: i64,
     /// The notifier's latch (NULL while no notifier runs).
     pub notifier_latch: *mut pg_sys::Latch,
+    /// Set by the refusal that woke the notifier, cleared when the notifier
+    /// takes its next round: one wake-up a round, not one a refusal.
+    pub wakeup_pending: u32,
 }
 
 static mut SHARED: *mut Shared = core::ptr::null_mut();
@@ -303,6 +306,10 @@ pub unsafe fn count(v: &Violation) {
 
         pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let latch = (*shared).notifier_latch;
+        let wake = !latch.is_null() && (*shared).wakeup_pending == 0;
+        if wake {
+            (*shared).wakeup_pending = 1;
+        }
         match find_or_claim(entries(shared), &mut (*shared).in_use, key) {
             Some(e) => {
                 if e.refusals == 0 {
@@ -317,7 +324,7 @@ pub unsafe fn count(v: &Violation) {
             None => (*shared).dropped += 1,
         }
         pg_sys::LWLockRelease((*shared).lock);
-        if !latch.is_null() {
+        if wake {
             // A process latch lives in shared memory for the server's life:
             // setting it is safe whoever owns it now.
             pg_sys::SetLatch(latch);
@@ -501,5 +508,8 @@ fn load() {
 
 /// Registers the notifier's latch (or clears it with NULL).
 pub fn set_notifier_latch(latch: *mut pg_sys::Latch) {
-    with_exclusive(|_, header| header.notifier_latch = latch);
+    with_exclusive(|_, header| {
+        header.notifier_latch = latch;
+        header.wakeup_pending = 0;
+    });
 }
