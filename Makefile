@@ -135,6 +135,15 @@ start:
 	    $(AS_PG) $(PG_BIN)/initdb -D $(CLUSTER) -U postgres -A trust --no-instructions >/dev/null; \
 	    $(AS_PG) mkdir -p $(SOCKET); \
 	fi
+	@# The server preloads pg_integrity (refusal counters): a running server keeps
+	@# the library it started with, so it restarts when a newer one is installed
+	@# (or when it was started without the preload).
+	@if $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1 \
+	    && { [ $$($(PG_CONFIG) --pkglibdir)/pg_integrity.so -nt $(CLUSTER)/postmaster.pid ] \
+	         || ! grep -q 'shared_preload_libraries=pg_integrity' $(CLUSTER)/postmaster.opts; }; then \
+	    echo "== restarting PostgreSQL $(PG): it does not preload the installed pg_integrity.so"; \
+	    $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) -m fast -w stop >/dev/null; \
+	fi
 	@if ! $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1; then \
 	    $(AS_PG) env RUST_BACKTRACE=1 $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
 	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off \
