@@ -74,7 +74,7 @@ TIMED         := tests/timed $(TIMINGS) pg$(PG)
 
 .PHONY: all deps deps-debian deps-pgrx install run demo start stop stop-all \
         test test-matrix test-version lint test-unit test-regress test-isolation test-upgrade \
-        test-cluster test-clients test-pg-upgrade test-bench-smoke bench package clean
+        test-cluster test-clients test-pg-upgrade test-bench-smoke bench bench-refusals package clean
 
 all: install
 
@@ -281,6 +281,11 @@ test-bench-smoke:
 
 bench: install
 	PG_BIN=$(PG_BIN) DATA=$(DATA)/bench AS_PG="$(AS_PG)" tests/bench/run
+
+# What counting refused writes costs: the allowed path and a refused write,
+# without and with shared_preload_libraries = 'pg_integrity'.
+bench-refusals: install
+	PG_BIN=$(PG_BIN) DATA=$(DATA)/bench-refusals AS_PG="$(AS_PG)" tests/bench/refusals
 
 clean: stop-all
 	rm -rf $(DATA_ROOT) tests/results target
