@@ -209,6 +209,7 @@ test-version:
 LINT_VERSIONS = $(if $(filter command line,$(origin PG)),$(PG),15 18)
 lint: deps
 	cargo fmt --check
+	cd pgrx-tests/clients && cargo fmt --check
 	@for v in $(LINT_VERSIONS); do \
 	    echo "== clippy, PostgreSQL $$v"; \
 	    CARGO_TARGET_DIR=$(CURDIR)/target/pg$$v cargo clippy --no-deps --all-targets \
@@ -244,12 +245,20 @@ test-upgrade:
 test-cluster:
 	$(CLUSTER_ENV) pgrx-tests/run --except extension_update
 
-# The client libraries (tests/clients/python: psycopg2, psycopg 3, SQLAlchemy, Django)
-# against the running cluster, from a venv with the pinned packages (binary wheels
-# only), made again when requirements.txt changes. The suite creates and drops its
-# own database.
+# The client libraries against the running cluster, three suites that check the
+# same guard cases (tests/clients/guard_cases.json, schema.sql) and create and drop
+# their own databases. Each installs its pinned packages itself, again only when
+# its lock file changes:
+#   Python  tests/clients/python  psycopg2, psycopg 3, SQLAlchemy, Django: a venv
+#           (binary wheels only), made again when requirements.txt changes
+#   Node    tests/clients/node    node-postgres, Prisma Client (driver adapter, no
+#           engine download): npm ci into its node_modules, then prisma generate
+#   Rust    pgrx-tests/clients    tokio-postgres: built once into target/clients
 VENV          := $(CURDIR)/.venv
 PY_CLIENTS    := tests/clients/python
+NODE_CLIENTS  := tests/clients/node
+RUST_CLIENTS  := pgrx-tests/clients
+CLIENTS_ENV    = PGHOST=$(SOCKET) PGPORT=$(PORT) PGUSER=postgres
 
 $(VENV)/installed: $(PY_CLIENTS)/requirements.txt
 	@echo "== installing the Python client test packages into $(VENV)"
@@ -257,9 +266,28 @@ $(VENV)/installed: $(PY_CLIENTS)/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --only-binary=:all: -r $<
 	@touch $@
 
-test-clients: $(VENV)/installed
-	PGHOST=$(SOCKET) PGPORT=$(PORT) PGUSER=postgres CLIENTS_DB=integrity_clients \
-	    $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY_CLIENTS)
+# Prisma 7 needs Node 20.19 or newer. --ignore-scripts: Prisma's install scripts
+# would download engines the tests do not use. prisma generate needs no engine
+# either (the query compiler is WebAssembly), but the CLI looks for its schema
+# engine before any command: it is told one exists, and never starts it.
+$(NODE_CLIENTS)/node_modules/installed: $(NODE_CLIENTS)/package-lock.json $(NODE_CLIENTS)/prisma/schema.prisma
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a == 20 && b >= 19) ? 0 : 1)' \
+	    || { echo "make test-clients needs Node.js 20.19 or newer (node and npm in PATH)" >&2; exit 2; }
+	@echo "== installing the Node client test packages into $(NODE_CLIENTS)/node_modules"
+	cd $(NODE_CLIENTS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cd $(NODE_CLIENTS) && PRISMA_SCHEMA_ENGINE_BINARY=/bin/false npx --no-install prisma generate >/dev/null
+	@touch $@
+
+test-clients: $(VENV)/installed $(NODE_CLIENTS)/node_modules/installed
+	@echo "== Python clients: psycopg2, psycopg 3, SQLAlchemy, Django"
+	$(CLIENTS_ENV) CLIENTS_DB=integrity_clients $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY_CLIENTS)
+	@echo "== Node clients: node-postgres, Prisma Client"
+	cd $(NODE_CLIENTS) && $(CLIENTS_ENV) CLIENTS_DB=integrity_clients_node PG_BIN=$(PG_BIN) \
+	    node --test --test-reporter=spec
+	@echo "== Rust clients: tokio-postgres"
+	cd $(RUST_CLIENTS) && $(CLIENTS_ENV) CLIENTS_DB=integrity_clients_rust CARGO_TARGET_DIR=$(CURDIR)/target/clients \
+	    cargo test --locked -q
+	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_clients_rust'
 
 # pg_upgrade of a database with every guard kind from $(PG) to $(PG_UPGRADE_TO); both
 # versions must be installed.

@@ -107,6 +107,17 @@ CREATE FUNCTION hdpe_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN
 CREATE TRIGGER zz_hdpe_touch BEFORE UPDATE ON hdpe_cut_pieces FOR EACH ROW EXECUTE FUNCTION hdpe_touch();
 UPDATE hdpe_cut_pieces SET length_m = length_m - 0.5 WHERE id <= 10;
 
+-- Guide 000's checkout: holds on stock, one pending under an idempotency key,
+-- one committed, one released; the hold records and their sequence are
+-- dumped with the data.
+CREATE TABLE wholesaler_products (id integer PRIMARY KEY, stock integer NOT NULL,
+                                  reserved_stock integer NOT NULL DEFAULT 0);
+INSERT INTO wholesaler_products SELECT p, 50, 0 FROM generate_series(1, 3) AS p;
+SELECT integrity.guard_stock('wholesaler_products');
+SELECT integrity.place_hold('wholesaler_products', 1, 5, interval '1 day', 'order-1');
+SELECT integrity.commit_hold(integrity.place_hold('wholesaler_products', 2, 3));
+SELECT integrity.release_hold(integrity.place_hold('wholesaler_products', 3, 2));
+
 -- Hostile identifiers: quoting must survive the dump (regclass in the registry,
 -- column names in trigger arguments and WHEN clauses).
 CREATE SCHEMA "Sales Dept";
@@ -179,7 +190,12 @@ verify_restored() {
         "SELECT table_name::text, guard, columns, options FROM integrity.guards ORDER BY 1, 2"
     check_same "$L integrity.guards: created_at kept" "$SRC" "$DST" \
         "SELECT table_name::text, guard, created_at FROM integrity.guards ORDER BY 1, 2"
-    check_eq "$L integrity.guards: all 14 guards registered" "14" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_eq "$L integrity.guards: all 15 guards registered" "15" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_same "$L integrity.hold_records: the same holds (ids, tables, rows, states, keys, times, transactions)" "$SRC" "$DST" \
+        "SELECT hold_id, table_name::text, kind, row_id, line, quantity, status, committed_quantity, idempotency_key,
+                created_at, expires_at, settled_at, txid, actor FROM integrity.hold_records ORDER BY hold_id"
+    check_same "$L the holds' id sequence continues where it was" "$SRC" "$DST" \
+        "SELECT last_value, is_called FROM integrity.hold_records_hold_id_seq"
     check_same "$L integrity.lifecycle_events: the same events (ids, keys, changes, transactions, times)" "$SRC" "$DST" \
         "SELECT id, table_name, row_key, operation, changes, txid, actor, at FROM integrity.lifecycle_events ORDER BY id"
     check_same "$L the events' id sequence continues where it was" "$SRC" "$DST" \
@@ -319,6 +335,19 @@ sprinkler_spare_pieces|integrity_version_bump|O" \
     check_eq "$L its assets, deleted with it, came back with it" "f|0" \
         "$(sql "$DST" "SELECT \"isDeleted\", (SELECT count(*) FROM \"ProductAsset\" WHERE \"productId\" = 1 AND \"isDeleted\")
                          FROM \"Product\" WHERE id = 1")"
+
+    check_eq "$L a retried placement under the restored hold's key returns that hold and reserves nothing" "t|5" \
+        "$(sql "$DST" "SELECT integrity.place_hold('wholesaler_products', 1, 5, interval '1 day', 'order-1')
+                              = (SELECT hold_id FROM integrity.hold_records WHERE idempotency_key = 'order-1'),
+                              (SELECT reserved_stock FROM wholesaler_products WHERE id = 1)")"
+    check_eq "$L the restored pending hold commits (stock 50 -> 45), the settled ones stay settled" "committed|45|0|committed|released" \
+        "$(sql "$DST" "SELECT integrity.commit_hold(hold_id) FROM integrity.hold_records WHERE idempotency_key = 'order-1';
+                        SELECT stock, reserved_stock FROM wholesaler_products WHERE id = 1;
+                        SELECT integrity.commit_hold(hold_id) FROM integrity.hold_records WHERE row_id = '2';
+                        SELECT integrity.commit_hold(hold_id) FROM integrity.hold_records WHERE row_id = '3'" | paste -sd'|')"
+    check_eq "$L a new hold takes the next id" "t" \
+        "$(sql "$DST" "WITH restored AS (SELECT max(hold_id) AS last FROM integrity.hold_records)
+                        SELECT integrity.place_hold('wholesaler_products', 2, 1) > last FROM restored")"
 }
 
 verify_restored "$DST" "pg_restore"

@@ -462,6 +462,11 @@ BEGIN
     PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
         SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
 
+    -- The holds on a dropped table go with it.
+    DELETE FROM integrity.hold_records h
+     WHERE h.status IN ('pending', 'committed', 'released', 'expired')
+       AND h.table_name::pg_catalog.oid IN (SELECT o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o
+                                             WHERE o.object_type = 'table');
     DELETE FROM integrity.guard_registry r
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
     DELETE FROM integrity.chain_anchors a

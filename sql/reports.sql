@@ -217,7 +217,8 @@ END;
 $$;
 
 -- Accounts whose cached used credit differs from what their ledger says
--- (debits minus credits per key), and ledger keys without an account.  One
+-- (debits minus credits per key) plus what their pending credit holds hold,
+-- and ledger keys without an account.  One
 -- scan of each table: the ledger is aggregated per key and full-joined with
 -- the accounts.  NULL when a table or column of the guard is missing.
 CREATE FUNCTION integrity._ledger_drift_sql(ledger regclass, accounts regclass, keys text[], options jsonb)
@@ -236,6 +237,7 @@ DECLARE
     a_alias text := '';
     join_on text := '';
     key_json text := '';
+    hold_key text := '';
     i int := 0;
 BEGIN
     IF ledger IS NULL OR accounts IS NULL OR coalesce(cardinality(keys), 0) = 0
@@ -252,6 +254,7 @@ BEGIN
         a_alias := a_alias || format('k%s, ', i);
         join_on := join_on || CASE WHEN i > 1 THEN ' AND ' ELSE '' END || format('a.k%1$s = l.k%1$s', i);
         key_json := key_json || CASE WHEN i > 1 THEN ', ' ELSE '' END || format('%L, COALESCE(a.k%s, l.k%s)', k, i, i);
+        hold_key := hold_key || CASE WHEN i > 1 THEN ', ' ELSE '' END || format('%L, a.k%s', k, i);
     END LOOP;
     RETURN format(
         'SELECT ''ledger_credit'', $1, pg_catalog.jsonb_build_object(%s),'
@@ -260,12 +263,18 @@ BEGIN
         '       || '': debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || %L'
         '  ELSE %L || COALESCE(a.used::text, ''NULL'') || %L || (COALESCE(l.debits, 0) - COALESCE(l.credits, 0))::text'
         '       || '' (debits '' || COALESCE(l.debits, 0)::text || '', credits '' || COALESCE(l.credits, 0)::text || '')'''
+        '       || COALESCE('' and its pending holds hold '' || h.held::text, '''')'
         ' END'
         ' FROM (SELECT true, %s a.%I FROM %s a) AS a(present, %s used)'
         ' FULL JOIN (SELECT %s sum(l.%I) FILTER (WHERE l.%I = %L), sum(l.%I) FILTER (WHERE l.%I = %L)'
         '              FROM %s l GROUP BY %s) AS l(%s debits, credits)'
         '   ON %s'
-        ' WHERE a.present IS NULL OR a.used IS DISTINCT FROM COALESCE(l.debits, 0) - COALESCE(l.credits, 0)',
+        ' LEFT JOIN (SELECT h.row_id, sum(h.quantity) FROM integrity.hold_records h'
+        '             WHERE h.table_name = $1 AND h.kind = ''credit'' AND h.status = ''pending'''
+        '             GROUP BY h.row_id) AS h(row_id, held)'
+        '   ON h.row_id = pg_catalog.jsonb_build_object(%s)'
+        ' WHERE a.present IS NULL'
+        '    OR a.used IS DISTINCT FROM COALESCE(l.debits, 0) - COALESCE(l.credits, 0) + COALESCE(h.held, 0)',
         key_json,
         format('ledger %s has entries for this key (net ', ledger),
         format('), but %s has no row for it', accounts),
@@ -274,7 +283,7 @@ BEGIN
         a_cols, used, accounts, a_alias,
         l_cols, amount, entry_type, options ->> 'debit_value', amount, entry_type, options ->> 'credit_value',
         ledger, l_group, a_alias,
-        join_on);
+        join_on, hold_key);
 END;
 $$;
 
@@ -337,6 +346,21 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Holds: stock rows that reserve less than their pending holds hold.
+    FOR target IN
+        SELECT r.table_name AS rel, r.columns[2] AS reserved_column
+          FROM integrity.guard_registry r
+         WHERE r.guard = 'stock' AND (tbl IS NULL OR r.table_name = tbl)
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+           AND EXISTS (SELECT FROM integrity.hold_records h WHERE h.table_name = r.table_name AND h.status = 'pending')
+         ORDER BY r.table_name::text COLLATE "C"
+    LOOP
+        query := integrity._hold_shortfall_sql(target.rel, target.reserved_column);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.rel;
+        END IF;
+    END LOOP;
+
     -- Soft delete: live rows that reference a soft-deleted row.
     FOR target IN
         SELECT k.parent, k.parent_columns, s.deleted_column, k.child, k.child_columns
@@ -355,7 +379,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION integrity.violations(regclass) IS
-    'Existing rows that break a registered guard (of tbl, or of every guarded table): NULL immutable columns, versions NULL or below 1, stock and credit rules, accounts whose used credit differs from their ledger, live rows referencing a soft-deleted row. One scan per table.';
+    'Existing rows that break a registered guard (of tbl, or of every guarded table): NULL immutable columns, versions NULL or below 1, stock and credit rules, accounts whose used credit differs from their ledger and pending credit holds, stock rows reserving less than their pending holds, live rows referencing a soft-deleted row. One scan per table.';
 
 ------------------------------------------------------------------------------
 -- health()

@@ -3,7 +3,8 @@
 The suite runs against a real cluster (make test-clients passes PGHOST = the
 socket directory, PGPORT and PGUSER). It creates its own database, with the
 extension, and drops it at the end. Every test gets a schema of its own holding
-the guide tables of schema.sql, so tests never see each other's rows or guards.
+the guide tables of ../schema.sql (shared with the Node and Rust suites), so
+tests never see each other's rows or guards.
 """
 
 import itertools
@@ -16,6 +17,8 @@ import time
 import psycopg
 import psycopg2
 import pytest
+
+from guard_cases import SCHEMA_SQL
 
 HERE = pathlib.Path(__file__).parent
 DB = os.environ.get("CLIENTS_DB", "integrity_clients")
@@ -46,7 +49,7 @@ def make_schema(database, label):
     with admin_connect(database) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
         conn.execute(f"SET search_path = {name}")
-        conn.execute((HERE / "schema.sql").read_text())
+        conn.execute(SCHEMA_SQL.read_text())
     return name
 
 

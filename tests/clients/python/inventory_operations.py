@@ -1,5 +1,5 @@
 """Guide 003's InventoryOperations helper, reduced to what its test scenarios
-call, on guarded tables (schema.sql). It works on a DB-API cursor of psycopg2 or
+call, on guarded tables (../schema.sql). It works on a DB-API cursor of psycopg2 or
 psycopg 3 and never commits: the caller's transaction does (the guide's
 get_db_cursor(commit=True)). Ids travel as text, which both drivers send alike."""
 

@@ -1,0 +1,286 @@
+-- 49_holds: holds are reservations recorded as rows (integrity.hold_records,
+-- read through integrity.holds): placed on stock (place_hold, one row or
+-- several) or on an account's credit (place_credit_hold), settled exactly
+-- once (commit_hold, release_hold) or expired (expire_holds, or a new hold on
+-- the same row), idempotent by key.  Guide 000's checkout: reserve on order,
+-- commit on delivery, expire abandoned carts.  The races are in
+-- tests/specs/holds_concurrent.spec and pgrx-tests/holds_stress.sh.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+CREATE SCHEMA checkout;
+SET search_path = checkout, public;
+
+CREATE TABLE wholesaler_products (
+    id             bigint  PRIMARY KEY,
+    name           text    NOT NULL,
+    stock          integer NOT NULL,
+    reserved_stock integer NOT NULL DEFAULT 0
+);
+INSERT INTO wholesaler_products VALUES
+    (1, 'PVC pipe 1/2"', 10, 0), (2, 'Sprinkler head', 5, 0), (3, 'Drip line 100 m', 2, 0);
+SELECT integrity.guard_stock('wholesaler_products');
+
+-- What a test looks at: the holds without their times.
+CREATE VIEW hold_states AS
+SELECT hold_id, hold_id - (SELECT min(hold_id) FROM integrity.hold_records) + 1 AS n, table_name, row_key, quantity,
+       status, idempotency_key, committed_quantity, expires_at IS NOT NULL AS expires,
+       settled_at IS NOT NULL AS settled, actor, txid IS NOT NULL AS has_txid
+  FROM integrity.holds ORDER BY hold_id;
+CREATE FUNCTION stock() RETURNS TABLE (id bigint, stock integer, reserved_stock integer)
+LANGUAGE sql AS $$ SELECT id, stock, reserved_stock FROM checkout.wholesaler_products ORDER BY id $$;
+
+------------------------------------------------------------------------------
+-- Placing: reserved goes up as with reserve_stock, and the hold is recorded.
+SELECT integrity.place_hold('wholesaler_products', 1, 3) IS NOT NULL AS placed;
+SELECT * FROM stock();
+SELECT n, table_name, row_key, quantity, status, idempotency_key, committed_quantity, expires, settled, actor, has_txid
+  FROM hold_states;
+-- Not enough available: NULL, nothing reserved, nothing recorded.
+SELECT integrity.place_hold('wholesaler_products', 3, 5) AS not_enough;
+SELECT count(*) AS holds FROM integrity.holds;
+
+-- Settling: commit consumes (stock and reserved go down), release gives back.
+-- A hold is settled once: settling it again, either way, returns the status
+-- it has and changes nothing.
+SELECT integrity.commit_hold(min(hold_id)) FROM integrity.hold_records;
+SELECT * FROM stock();
+SELECT integrity.commit_hold(min(hold_id)) AS again, integrity.release_hold(min(hold_id)) AS other_way
+  FROM integrity.hold_records;
+SELECT * FROM stock();
+SELECT integrity.place_hold('wholesaler_products', 2, 2) AS second \gset
+SELECT integrity.release_hold(:second), integrity.release_hold(:second) AS again,
+       integrity.commit_hold(:second) AS other_way;
+SELECT * FROM stock();
+-- A partial commit consumes that much and releases the rest.
+SELECT integrity.place_hold('wholesaler_products', 1, 4) AS partial \gset
+SELECT integrity.commit_hold(:partial, 1);
+SELECT * FROM stock();
+SELECT n, status, quantity, committed_quantity, settled FROM hold_states;
+
+-- Errors, and nothing changed by any of them.
+SELECT integrity.place_hold('wholesaler_products', 2, 2) AS open \gset
+SELECT * FROM expect_error(format('SELECT integrity.commit_hold(%s, 3)', :open));
+SELECT * FROM expect_error(format('SELECT integrity.commit_hold(%s, 0)', :open));
+SELECT * FROM expect_error(format('SELECT integrity.commit_hold(%s, 1.5)', :open));
+SELECT * FROM expect_error('SELECT integrity.commit_hold(NULL)');
+SELECT * FROM expect_error('SELECT integrity.release_hold(NULL)');
+SELECT * FROM expect_error('SELECT integrity.commit_hold(-1)');
+SELECT * FROM expect_error('SELECT integrity.release_hold(-1)');
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 2, 1, interval '0 s')$$);
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 2, 1, interval '-1 minute')$$);
+SELECT * FROM expect_error($$SELECT integrity.place_hold(NULL::regclass, 2, 1)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 2, 0)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 2, 0.5)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 99, 1)$$);
+CREATE TABLE unguarded (id int PRIMARY KEY, stock int, reserved_stock int);
+INSERT INTO unguarded VALUES (1, 5, 0);
+SELECT * FROM expect_error($$SELECT integrity.place_hold('unguarded', 1, 1)$$);
+SELECT * FROM stock();
+SELECT n, status, quantity FROM hold_states WHERE status = 'pending';
+
+------------------------------------------------------------------------------
+-- Idempotency: the same key on the same table returns the same hold and
+-- reserves once; the key used for another row or quantity is refused
+-- (23505); another table has keys of its own.
+SELECT integrity.place_hold('wholesaler_products', 2, 1, idempotency_key => 'order-1001') AS first \gset
+SELECT integrity.place_hold('wholesaler_products', 2, 1, idempotency_key => 'order-1001') = :first AS same_hold;
+SELECT integrity.place_hold('wholesaler_products', 2::integer, 1.0, idempotency_key => 'order-1001') = :first
+       AS same_hold_other_types;
+SELECT * FROM stock();
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 3, 1, idempotency_key => 'order-1001')$$);
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 2, 2, idempotency_key => 'order-1001')$$);
+-- The key stays the hold's after it was settled: a retry of the placement
+-- still returns it, and reserves nothing.
+SELECT integrity.commit_hold(:first);
+SELECT integrity.place_hold('wholesaler_products', 2, 1, idempotency_key => 'order-1001') = :first AS same_hold;
+SELECT * FROM stock();
+
+------------------------------------------------------------------------------
+-- Several rows: one hold per row, all or nothing, in the order of ids.
+SELECT integrity.place_hold('wholesaler_products', ARRAY[3, 1], ARRAY[1, 2], interval '1 hour', 'cart-77') AS cart \gset
+SELECT cardinality(:'cart'::bigint[]) AS holds;
+SELECT row_key, quantity, status, idempotency_key, expires FROM hold_states
+ WHERE hold_id = ANY (:'cart'::bigint[]) ORDER BY array_position(:'cart'::bigint[], hold_id);
+SELECT integrity.place_hold('wholesaler_products', ARRAY[3, 1], ARRAY[1, 2], interval '1 hour', 'cart-77') = :'cart'
+       AS same_holds;
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', ARRAY[3], ARRAY[1], NULL, 'cart-77')$$);
+SELECT * FROM stock();
+-- One row short: nothing is held.
+SELECT integrity.place_hold('wholesaler_products', ARRAY[1, 3], ARRAY[1, 5]) AS short_cart;
+SELECT * FROM stock();
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', ARRAY[1, 2], ARRAY[1])$$);
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', ARRAY[1, 99], ARRAY[1, 1])$$);
+SELECT integrity.release_hold(h) FROM unnest(:'cart'::bigint[]) h;
+SELECT * FROM stock();
+
+------------------------------------------------------------------------------
+-- Expiry: a pending hold past its ttl no longer counts.  It shows as
+-- expired at once, cannot be settled (55000), and gives its quantity back
+-- when expire_holds() runs or when a new hold is placed on its row.
+SELECT integrity.place_hold('wholesaler_products', 3, 2, interval '10 milliseconds') AS abandoned \gset
+SELECT integrity.place_hold('wholesaler_products', 1, 1, interval '10 milliseconds') AS abandoned_too \gset
+SELECT pg_sleep(0.05);
+SELECT n, status, settled FROM hold_states WHERE hold_id IN (:abandoned, :abandoned_too);
+SELECT sqlstate, message, hint FROM expect_error(format('SELECT integrity.commit_hold(%s)', :abandoned));
+SELECT sqlstate, message, hint FROM expect_error(format('SELECT integrity.release_hold(%s)', :abandoned));
+SELECT * FROM stock();
+-- Row 3 has nothing available until its abandoned hold expires, which the
+-- next placement on it does first.
+SELECT integrity.place_hold('wholesaler_products', 3, 2) IS NOT NULL AS placed_after_expiry;
+SELECT * FROM stock();
+SELECT status, settled FROM hold_states WHERE hold_id = :abandoned;
+-- expire_holds() takes the rest (row 1's), and nothing the second time.
+SELECT integrity.expire_holds() AS expired, integrity.expire_holds() AS expired_again;
+SELECT * FROM stock();
+SELECT sqlstate, message, hint FROM expect_error(format('SELECT integrity.commit_hold(%s)', :abandoned_too));
+
+------------------------------------------------------------------------------
+-- violations(): a row that reserves less than its pending holds hold (its
+-- reservation was released behind the holds' back), and pending holds of a
+-- row that is gone.
+SELECT * FROM integrity.violations('wholesaler_products');
+UPDATE wholesaler_products SET reserved_stock = 0 WHERE id = 3;
+INSERT INTO wholesaler_products VALUES (4, 'Valve', 3, 0);
+SELECT integrity.place_hold('wholesaler_products', 4, 1) IS NOT NULL AS placed;
+DELETE FROM wholesaler_products WHERE id = 4;
+SELECT * FROM integrity.violations('wholesaler_products');
+SELECT * FROM integrity.violations() WHERE table_name = 'wholesaler_products'::regclass;
+UPDATE wholesaler_products SET reserved_stock = 2 WHERE id = 3;
+
+------------------------------------------------------------------------------
+-- Who may do what.  A clerk who may update the table places and settles
+-- holds; a viewer who may only read it sees them but settles none (42501);
+-- an outsider sees none.  Nobody but a superuser can write a hold record
+-- directly into a state the functions would not make, or touch a settled one.
+CREATE ROLE holds_clerk;
+CREATE ROLE holds_viewer;
+CREATE ROLE holds_outsider;
+GRANT USAGE ON SCHEMA checkout TO holds_clerk, holds_viewer, holds_outsider;
+GRANT CREATE ON SCHEMA checkout TO holds_clerk;
+GRANT SELECT, UPDATE ON wholesaler_products TO holds_clerk;
+GRANT SELECT ON wholesaler_products TO holds_viewer;
+SET ROLE holds_clerk;
+SELECT integrity.place_hold('wholesaler_products', 1, 1, interval '1 day', 'clerk-1') AS clerks \gset
+SELECT actor, status FROM integrity.holds WHERE hold_id = :clerks;
+SELECT integrity.release_hold(:clerks);
+-- Direct writes: a settled hold cannot be updated (no row is visible to the
+-- update), a pending one cannot be given a status or quantity the functions
+-- would not give it, and a hold cannot be invented as settled.
+UPDATE integrity.hold_records SET status = 'pending', settled_at = NULL WHERE hold_id = :clerks;
+SELECT integrity.place_hold('wholesaler_products', 1, 1) AS clerks2 \gset
+SELECT * FROM expect_error(format($$UPDATE integrity.hold_records SET status = 'gone', settled_at = now() WHERE hold_id = %s$$, :clerks2));
+SELECT * FROM expect_error(format($$UPDATE integrity.hold_records SET status = 'committed', settled_at = now(), committed_quantity = 5 WHERE hold_id = %s$$, :clerks2));
+SELECT * FROM expect_error(format($$UPDATE integrity.hold_records SET quantity = 100 WHERE hold_id = %s$$, :clerks2));
+SELECT * FROM expect_error($$INSERT INTO integrity.hold_records (table_name, kind, row_id, quantity, status, settled_at)
+                             VALUES ('checkout.wholesaler_products', 'stock', '1', 1, 'committed', now())$$);
+-- Only the holds of dropped tables can be deleted: the sql_drop event trigger
+-- does it, as whoever drops the table.
+WITH gone AS (DELETE FROM integrity.hold_records RETURNING 1) SELECT count(*) AS deleted FROM gone;
+CREATE TABLE clerks_shelf (id int PRIMARY KEY, stock int NOT NULL, reserved_stock int NOT NULL DEFAULT 0);
+INSERT INTO clerks_shelf VALUES (1, 5, 0);
+SELECT integrity.guard_stock('clerks_shelf');
+SELECT integrity.place_hold('clerks_shelf', 1, 2) AS shelf_hold \gset
+SELECT integrity.unprotect('clerks_shelf');
+DROP TABLE clerks_shelf;
+RESET ROLE;
+SELECT count(*) AS shelf_holds FROM integrity.hold_records WHERE hold_id = :shelf_hold;
+SET ROLE holds_clerk;
+RESET ROLE;
+SET ROLE holds_viewer;
+SELECT count(*) > 0 AS sees_holds FROM integrity.holds WHERE table_name = 'wholesaler_products'::regclass;
+SELECT * FROM expect_error(format('SELECT integrity.commit_hold(%s)', :clerks2));
+SELECT * FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 1, 1)$$);
+RESET ROLE;
+SET ROLE holds_outsider;
+SELECT count(*) AS sees_holds FROM integrity.holds;
+SELECT * FROM expect_error(format('SELECT integrity.commit_hold(%s)', :clerks2));
+RESET ROLE;
+-- A superuser is not bound by row-level security: it can put a settled hold
+-- back to pending.  violations() then shows the units that hold claims but
+-- the row does not reserve.
+UPDATE integrity.hold_records SET status = 'pending', settled_at = NULL WHERE hold_id = :clerks;
+SELECT * FROM integrity.violations('wholesaler_products');
+UPDATE integrity.hold_records SET status = 'released', settled_at = now() WHERE hold_id = :clerks;
+SELECT integrity.release_hold(:clerks2);
+
+------------------------------------------------------------------------------
+-- Credit holds: an open order holds part of the retailer's credit with the
+-- wholesaler (a two-column account key).  Holds and ledger entries together
+-- never take used credit above the limit; a committed hold hands its amount
+-- to the DEBIT entry inserted after it, which counts it once.
+CREATE TABLE credit_accounts (
+    retailer_id   bigint,
+    wholesaler_id bigint,
+    credit_limit  numeric(12,2) NOT NULL,
+    used_credit   numeric(12,2) NOT NULL DEFAULT 0,
+    PRIMARY KEY (retailer_id, wholesaler_id)
+);
+CREATE TABLE ledger_entries (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    retailer_id   bigint NOT NULL,
+    wholesaler_id bigint NOT NULL,
+    entry_type    text NOT NULL,
+    amount        numeric(12,2) NOT NULL
+);
+INSERT INTO credit_accounts VALUES (7, 20, 100, 0), (8, 20, 50, 0);
+SELECT integrity.guard_credit('credit_accounts');
+SELECT integrity.guard_ledger_credit('ledger_entries', 'credit_accounts', '{retailer_id, wholesaler_id}');
+SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 7, "wholesaler_id": 20}', 80,
+                                   interval '30 minutes', 'order-5001') AS order_hold \gset
+SELECT integrity.place_credit_hold('credit_accounts', '{"wholesaler_id": "20", "retailer_id": "7"}', 80,
+                                   interval '30 minutes', 'order-5001') = :order_hold AS same_hold;
+SELECT retailer_id, used_credit FROM credit_accounts ORDER BY 1;
+SELECT row_key, quantity, status FROM hold_states WHERE hold_id = :order_hold;
+-- Not enough credit left: NULL.  A DEBIT that would pass the limit with the
+-- hold counted is refused by the ledger guard.
+SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 7, "wholesaler_id": 20}', 30) AS too_much;
+SELECT sqlstate, message FROM expect_error($$INSERT INTO checkout.ledger_entries (retailer_id, wholesaler_id, entry_type, amount)
+                                            VALUES (7, 20, 'DEBIT', 30)$$);
+SELECT * FROM integrity.violations('credit_accounts');
+-- Delivery: commit the hold and book the DEBIT in one transaction.
+BEGIN;
+SELECT integrity.commit_hold(:order_hold, 75);
+INSERT INTO ledger_entries (retailer_id, wholesaler_id, entry_type, amount) VALUES (7, 20, 'DEBIT', 75);
+COMMIT;
+SELECT retailer_id, used_credit FROM credit_accounts ORDER BY 1;
+SELECT status, committed_quantity FROM hold_states WHERE hold_id = :order_hold;
+SELECT * FROM integrity.violations('credit_accounts');
+-- Release and expiry give credit back.
+SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 8, "wholesaler_id": 20}', 50) AS full_hold \gset
+SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 7, "wholesaler_id": 20}', 20, interval '10 ms') AS short_hold \gset
+SELECT retailer_id, used_credit FROM credit_accounts ORDER BY 1;
+SELECT integrity.release_hold(:full_hold);
+SELECT pg_sleep(0.05);
+SELECT integrity.expire_holds() AS expired;
+SELECT retailer_id, used_credit FROM credit_accounts ORDER BY 1;
+SELECT * FROM integrity.violations('credit_accounts');
+-- used credit that drifted from ledger plus holds is reported with the holds.
+SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 8, "wholesaler_id": 20}', 10) IS NOT NULL AS placed;
+UPDATE credit_accounts SET used_credit = 5 WHERE retailer_id = 8;
+SELECT * FROM integrity.violations('credit_accounts');
+UPDATE credit_accounts SET used_credit = 10 WHERE retailer_id = 8;
+-- Errors.
+SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 7}', 1)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('credit_accounts', '[7, 20]', 1)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('credit_accounts', NULL, 1)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 9, "wholesaler_id": 20}', 1)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 7, "wholesaler_id": 20}', 0)$$);
+SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('credit_accounts', '{"retailer_id": 7, "wholesaler_id": 20}', 'NaN')$$);
+SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('wholesaler_products', '{"id": 1}', 1)$$);
+
+------------------------------------------------------------------------------
+-- A dropped table takes its holds with it; a renamed one keeps them.
+ALTER TABLE wholesaler_products RENAME TO products;
+SELECT DISTINCT table_name FROM integrity.holds WHERE table_name::text LIKE 'checkout.%' ORDER BY 1;
+SELECT count(*) > 0 AS has_holds FROM integrity.hold_records WHERE table_name = 'products'::regclass;
+SELECT integrity.unprotect('products');
+DROP TABLE products CASCADE;
+SELECT count(*) AS holds_left FROM integrity.hold_records h
+ WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = h.table_name);
+
+SELECT integrity.unprotect('ledger_entries');
+SELECT integrity.unprotect('credit_accounts');
+RESET search_path;
+DROP SCHEMA checkout CASCADE;
+DROP ROLE holds_clerk, holds_viewer, holds_outsider;
