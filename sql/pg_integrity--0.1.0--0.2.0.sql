@@ -2706,6 +2706,11 @@ AS $$
         END
 $$;
 
+-- Refusal counting (src/refusals.rs): NULL without pg_integrity in
+-- shared_preload_libraries, else the refusals that found every counter in use.
+CREATE FUNCTION integrity._refusals_dropped() RETURNS bigint
+    LANGUAGE c AS 'MODULE_PATHNAME', 'refusals_dropped_wrapper';
+
 CREATE OR REPLACE FUNCTION integrity.health()
 RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
 LANGUAGE sql STABLE
@@ -3039,6 +3044,22 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
     HAVING min(p.oid::int8) IS NULL
         OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
                    OR p.prosrc <> 'integrity_' || g.function_name)
+    UNION ALL
+    -- Refused writes are counted (integrity.refusals) only with the preload.
+    SELECT 'info', NULL, NULL, 1,
+           'refused writes are not counted (integrity.refusals, LISTEN integrity_refusals): '
+           'pg_integrity is not in shared_preload_libraries',
+           pg_catalog.format('ALTER SYSTEM SET shared_preload_libraries = %L; -- then restart the server',
+                             pg_catalog.concat_ws(', ', NULLIF(pg_catalog.current_setting('shared_preload_libraries'), ''),
+                                                  'pg_integrity'))
+     WHERE integrity._refusals_dropped() IS NULL
+    UNION ALL
+    SELECT 'warning', NULL, NULL, 1,
+           pg_catalog.format('%s refused writes were not counted: all %s refusal counters are in use', d,
+                             pg_catalog.current_setting('pg_integrity.max_refusal_entries')),
+           'SELECT integrity.reset_refusals(); -- or raise pg_integrity.max_refusal_entries, then restart the server'
+      FROM integrity._refusals_dropped() AS d
+     WHERE d > 0
 )
 SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
   FROM problems p
@@ -4338,3 +4359,113 @@ BEGIN
         join_on, hold_key);
 END;
 $$;
+
+-- ==== issue 14: monitoring (refusal counters, record_check) — begin ====
+-- Same as sql/monitoring.sql.
+
+-- Monitoring: refused writes counted across rollbacks (src/refusals.rs, with
+-- pg_integrity in shared_preload_libraries; LISTEN integrity_refusals is fed
+-- by src/notifier.rs), and the nightly check recorded (record_check(), made to
+-- be scheduled with pg_cron; read by the postgres_exporter queries in
+-- docs/monitoring/).
+
+CREATE FUNCTION integrity._refusal_counters()
+RETURNS TABLE (table_oid oid, guard text, sqlstate text, refusals bigint, first_at timestamptz,
+               last_at timestamptz, last_role text, last_detail text)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'refusal_counters_wrapper';
+
+CREATE VIEW integrity.refusals AS
+SELECT c.table_oid::pg_catalog.regclass AS table_name, c.guard, c.sqlstate, c.refusals, c.first_at, c.last_at,
+       c.last_role::name AS last_role, c.last_detail
+  FROM integrity._refusal_counters() c;
+COMMENT ON VIEW integrity.refusals IS
+    'Refused writes of this database since the last reset, counted in shared memory across sessions and rollbacks: one row per table, guard and SQLSTATE, with the first and last time, the role and the DETAIL of the last refusal. Empty unless pg_integrity is in shared_preload_libraries (health() says so).';
+GRANT SELECT ON integrity.refusals TO PUBLIC;
+
+CREATE FUNCTION integrity.reset_refusals() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'reset_refusal_counters_wrapper';
+COMMENT ON FUNCTION integrity.reset_refusals() IS
+    'Forgets every refusal counter (of every database). Superusers, and roles granted EXECUTE on it.';
+REVOKE EXECUTE ON FUNCTION integrity.reset_refusals() FROM PUBLIC;
+
+-- The recorded checks: one row per record_check() run, and its violations per
+-- table and guard.  Table names are text: a run outlives the tables it saw.
+CREATE SEQUENCE integrity.check_runs_run_id_seq;
+
+CREATE TABLE integrity.check_runs (
+    run_id          bigint      NOT NULL DEFAULT pg_catalog.nextval('integrity.check_runs_run_id_seq') PRIMARY KEY,
+    run_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    violations      bigint      NOT NULL,
+    health_errors   integer     NOT NULL,
+    health_warnings integer     NOT NULL,
+    health_info     integer     NOT NULL,
+    -- health() as it was: [{"severity", "table", "guard", "problem"}, ...]
+    health_problems jsonb       NOT NULL
+);
+ALTER SEQUENCE integrity.check_runs_run_id_seq OWNED BY integrity.check_runs.run_id;
+CREATE INDEX check_runs_run_at ON integrity.check_runs (run_at);
+COMMENT ON TABLE integrity.check_runs IS
+    'pg_integrity: one row per integrity.record_check() run: violations() and health() summed up.';
+
+CREATE TABLE integrity.check_violations (
+    run_id     bigint NOT NULL REFERENCES integrity.check_runs ON DELETE CASCADE,
+    table_name text   NOT NULL,
+    guard      text   NOT NULL,
+    violations bigint NOT NULL,
+    PRIMARY KEY (run_id, table_name, guard)
+);
+COMMENT ON TABLE integrity.check_violations IS
+    'pg_integrity: the violations() rows of an integrity.record_check() run, counted per table and guard.';
+
+REVOKE ALL ON integrity.check_runs, integrity.check_violations, integrity.check_runs_run_id_seq FROM PUBLIC;
+GRANT SELECT ON integrity.check_runs, integrity.check_violations TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('integrity.check_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('integrity.check_violations', '');
+SELECT pg_catalog.pg_extension_config_dump('integrity.check_runs_run_id_seq', '');
+
+-- PL/pgSQL: violations() and health() are created after this file.
+CREATE FUNCTION integrity.record_check(keep interval DEFAULT interval '90 days')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    run bigint;
+BEGIN
+    IF keep IS NULL OR keep < interval '0' THEN
+        RAISE EXCEPTION 'record_check: argument "keep" must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO integrity.check_runs (violations, health_errors, health_warnings, health_info, health_problems)
+    SELECT 0, count(*) FILTER (WHERE h.severity = 'error'), count(*) FILTER (WHERE h.severity = 'warning'),
+           count(*) FILTER (WHERE h.severity = 'info'),
+           coalesce(jsonb_agg(jsonb_build_object('severity', h.severity, 'table', h.table_name::text,
+                                                 'guard', h.guard, 'problem', h.problem)), '[]')
+      FROM integrity.health() h
+    RETURNING run_id INTO run;
+    INSERT INTO integrity.check_violations (run_id, table_name, guard, violations)
+    SELECT run, v.table_name::text, v.guard, count(*)
+      FROM integrity.violations() v
+     GROUP BY v.table_name::text, v.guard;
+    UPDATE integrity.check_runs
+       SET violations = (SELECT coalesce(sum(cv.violations), 0) FROM integrity.check_violations cv WHERE cv.run_id = run)
+     WHERE run_id = run;
+    DELETE FROM integrity.check_runs WHERE run_at < now() - keep AND run_id <> run;
+    RETURN run;
+END
+$$;
+COMMENT ON FUNCTION integrity.record_check(interval) IS
+    'Runs violations() and health() and records one summary (integrity.check_runs, integrity.check_violations); deletes the runs older than "keep". Returns the run id. Schedule it with pg_cron: SELECT cron.schedule(''0 2 * * *'', ''SELECT integrity.record_check()'').';
+REVOKE EXECUTE ON FUNCTION integrity.record_check(interval) FROM PUBLIC;
+
+-- The latest run, per table and guard and per severity: what the
+-- postgres_exporter queries read.
+CREATE VIEW integrity.latest_check AS
+SELECT r.run_id, r.run_at, r.violations, r.health_errors, r.health_warnings, r.health_info
+  FROM integrity.check_runs r
+ ORDER BY r.run_id DESC
+ LIMIT 1;
+COMMENT ON VIEW integrity.latest_check IS 'The latest integrity.record_check() run.';
+GRANT SELECT ON integrity.latest_check TO PUBLIC;
+
+-- ==== issue 14: monitoring — end ====

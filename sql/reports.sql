@@ -431,6 +431,11 @@ AS $$
                ELSE '{}'::text[] END) WITH ORDINALITY AS a(arg, n)
 $$;
 
+-- Refusal counting (src/refusals.rs): NULL without pg_integrity in
+-- shared_preload_libraries, else the refusals that found every counter in use.
+CREATE FUNCTION integrity._refusals_dropped() RETURNS bigint
+    LANGUAGE c AS 'MODULE_PATHNAME', 'refusals_dropped_wrapper';
+
 -- Rows come in repair order: by severity and table, and within a table the
 -- registry clean-ups first.  Every remedy is idempotent, and a remedy that
 -- re-registers a guard first puts the firing modes of every guard trigger of
@@ -771,6 +776,22 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
     HAVING min(p.oid::int8) IS NULL
         OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
                    OR p.prosrc <> 'integrity_' || g.function_name)
+    UNION ALL
+    -- Refused writes are counted (integrity.refusals) only with the preload.
+    SELECT 'info', NULL, NULL, 1,
+           'refused writes are not counted (integrity.refusals, LISTEN integrity_refusals): '
+           'pg_integrity is not in shared_preload_libraries',
+           pg_catalog.format('ALTER SYSTEM SET shared_preload_libraries = %L; -- then restart the server',
+                             pg_catalog.concat_ws(', ', NULLIF(pg_catalog.current_setting('shared_preload_libraries'), ''),
+                                                  'pg_integrity'))
+     WHERE integrity._refusals_dropped() IS NULL
+    UNION ALL
+    SELECT 'warning', NULL, NULL, 1,
+           pg_catalog.format('%s refused writes were not counted: all %s refusal counters are in use', d,
+                             pg_catalog.current_setting('pg_integrity.max_refusal_entries')),
+           'SELECT integrity.reset_refusals(); -- or raise pg_integrity.max_refusal_entries, then restart the server'
+      FROM integrity._refusals_dropped() AS d
+     WHERE d > 0
 )
 SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
   FROM problems p

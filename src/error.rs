@@ -29,12 +29,12 @@ pub struct Refusal {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Violation {
-    sqlstate: c_int,
-    relation: pg_sys::Relation,
+    pub(crate) sqlstate: c_int,
+    pub(crate) relation: pg_sys::Relation,
     attnum: c_int,
-    constraint: *const c_char,
+    pub(crate) constraint: *const c_char,
     message: *const c_char,
-    detail: *const c_char,
+    pub(crate) detail: *const c_char,
     hint: *const c_char,
 }
 
@@ -84,6 +84,10 @@ unsafe extern "C-unwind" {
 pub unsafe fn raise(v: Violation) -> ! {
     const PERCENT_S: *const c_char = c"%s".as_ptr();
     unsafe {
+        // Counted (with the preload) before the error is raised: the count
+        // takes and releases its lock here, so no lock is held across the
+        // longjmp.
+        crate::refusals::count(&v);
         if errstart(pg_sys::PGERROR as c_int, core::ptr::null()) {
             errcode(v.sqlstate);
             errmsg(PERCENT_S, v.message);

@@ -7,6 +7,8 @@ mod ddl_commands;
 mod error;
 mod fmgr;
 mod invalidation;
+mod notifier;
+mod refusals;
 mod sanctioned;
 mod trigger;
 
@@ -36,6 +38,12 @@ pub extern "C-unwind" fn _PG_init() {
     // A backend is single-threaded, and nothing has captured a backtrace yet
     // when the library loads.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    // SAFETY: a backend-global flag, set by the postmaster while it loads
+    // shared_preload_libraries.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        refusals::init_preloaded();
+        notifier::init_preloaded();
+    }
 }
 
 pgrx::extension_sql_file!("../sql/registry.sql", name = "registry", bootstrap);
@@ -49,6 +57,7 @@ pgrx::extension_sql_file!("../sql/soft_delete.sql", name = "soft_delete", requir
 pgrx::extension_sql_file!("../sql/retention.sql", name = "retention", requires = ["soft_delete"]);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["retention"]);
 pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["holds"]);
+pgrx::extension_sql_file!("../sql/monitoring.sql", name = "monitoring", requires = ["schema_parity"]);
 pgrx::extension_sql_file!("../sql/event_triggers.sql", name = "event_triggers", finalize);
 
 /// Required by `cargo pgrx test`.
