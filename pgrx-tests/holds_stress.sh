@@ -42,6 +42,9 @@ CREATE TABLE wholesaler_products (
     reserved_stock integer NOT NULL DEFAULT 0
 );
 INSERT INTO wholesaler_products (id, initial_stock, stock) SELECT p, 60, 60 FROM generate_series(1, 5) p;
+-- Product 6 is for abandoned carts: with stock to spare, they are always
+-- placed, and always expire.
+INSERT INTO wholesaler_products (id, initial_stock, stock) VALUES (6, 1000000, 1000000);
 SELECT integrity.guard_stock('wholesaler_products');
 
 CREATE TABLE restocks (product_id integer NOT NULL, qty integer NOT NULL);
@@ -113,10 +116,9 @@ END;
 EOF
 # An abandoned cart: a hold nobody settles, which must expire.
 cat >"$TMP_DIR/abandon.sql" <<'EOF'
-\set p random(1, 5)
 BEGIN;
 INSERT INTO place_attempts
-SELECT 'abandoned', integrity.place_hold('wholesaler_products', (:p)::integer, 1, interval '50 ms') IS NOT NULL;
+SELECT 'abandoned', integrity.place_hold('wholesaler_products', 6, 1, interval '50 ms') IS NOT NULL;
 END;
 EOF
 cat >"$TMP_DIR/restock.sql" <<'EOF'

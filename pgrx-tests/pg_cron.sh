@@ -33,7 +33,8 @@ log "== database $DB (cluster $CRON, pg_cron $(sql postgres "CREATE EXTENSION pg
 sql "$DB" >/dev/null <<'SQL'
 CREATE EXTENSION pg_integrity;
 CREATE TABLE stock (id int PRIMARY KEY, stock int NOT NULL, reserved_stock int NOT NULL);
-INSERT INTO stock VALUES (1, -2, 0), (2, 3, 1);
+-- Row 1 reserves more than it has: one violation of the stock guard.
+INSERT INTO stock VALUES (1, 2, 3), (2, 3, 1);
 SELECT integrity.guard_stock('stock');
 SQL
 job=$(sql postgres "SELECT cron.schedule_in_database('integrity-nightly-check', '* * * * *',
