@@ -78,6 +78,15 @@ PROVOCATIONS = {
         "CREATE TEMP TABLE manifest AS SELECT integrity.schema_manifest(ARRAY['{schema}']) AS m",
         "ALTER TABLE credit_accounts ADD COLUMN note text",
         "SELECT integrity.assert_schema(m) FROM manifest"],
+    "settling a hold that has expired": [
+        "SELECT integrity.place_hold('wholesaler_products', 1, 1, idempotency_key => 'provoke-expired')",
+        "UPDATE integrity.hold_records SET expires_at = now() - interval '1 second'"
+        " WHERE idempotency_key = 'provoke-expired'",
+        "SELECT integrity.commit_hold(hold_id) FROM integrity.hold_records WHERE idempotency_key = 'provoke-expired'"],
+    "settling an unknown hold": ["SELECT integrity.commit_hold(-1)"],
+    "an idempotency key used again": [
+        "SELECT integrity.place_hold('wholesaler_products', 1, 1, idempotency_key => 'provoke-key')",
+        "SELECT integrity.place_hold('wholesaler_products', 1, 2, idempotency_key => 'provoke-key')"],
     "registration: NULL argument": ["SELECT integrity.protect_append_only(NULL)"],
     "registration: unknown column": ["SELECT integrity.protect_immutable('credit_accounts', ARRAY['nope'])"],
     "registration: version column": ["SELECT integrity.enable_versioning('wholesaler_products', 'name')"],
