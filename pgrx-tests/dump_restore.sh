@@ -63,8 +63,8 @@ SELECT integrity.enable_hash_chain('chained_entries', ARRAY['retailer_id', 'whol
 INSERT INTO chained_entries (retailer_id, wholesaler_id, entry_type, amount, created_at)
 SELECT retailer_id, wholesaler_id, entry_type, amount, created_at FROM ledger_entries WHERE id <= 500 ORDER BY id;
 CREATE TABLE chain_digests AS SELECT integrity.chain_digest('chained_entries') AS digest;
--- Entries older than two years are purged: each chain keeps its last row and
--- starts at an anchor, which the dump must carry.
+-- Entries older than two years are purged (all of them: every chain is left
+-- without rows) and each chain starts at an anchor, which the dump must carry.
 SELECT integrity.set_retention('chained_entries', '2 years');
 SELECT integrity.purge_expired('chained_entries');
 
@@ -204,8 +204,9 @@ verify_restored() {
         "$(sql "$DST" "SELECT count(*) FROM integrity.lifecycle_events WHERE changes ? 'status'")"
     check_same "$L integrity.chain_anchors: same anchors" "$SRC" "$DST" \
         "SELECT table_name::text, chain, seq, hash FROM integrity.chain_anchors ORDER BY 1, 2"
-    check_eq "$L the purge left one row per chain" "85|85" \
-        "$(sql "$DST" "SELECT count(*), count(DISTINCT (retailer_id, wholesaler_id)) FROM chained_entries")"
+    check_eq "$L the purge left no row, and an anchor for each of the 85 chains" "0|85" \
+        "$(sql "$DST" "SELECT (SELECT count(*) FROM chained_entries),
+                              (SELECT count(*) FROM integrity.chain_anchors WHERE table_name = 'chained_entries'::regclass)")"
     check_eq "$L the hash chains verify, also against the digest taken on the origin" "" \
         "$(sql "$DST" "SELECT format('%s %s: %s', chain, row_key, problem)
                         FROM integrity.verify_chain('chained_entries', (SELECT digest FROM chain_digests))")"
@@ -277,11 +278,12 @@ sprinkler_spare_pieces|integrity_version_bump|O" \
     check_error "$L UPDATE of the archive still refused" 23001 "$DST" "UPDATE ledger_entries_archive SET amount = 1"
     check_ok "$L TRUNCATE of the archive allowed (allow_truncate came back)" "$DST" "TRUNCATE ledger_entries_archive"
 
-    check_eq "$L an INSERT into the chained ledger continues its chain" "t" \
+    check_eq "$L an INSERT into the chained ledger continues its chain from its anchor" "t" \
         "$(sql "$DST" "INSERT INTO chained_entries (retailer_id, wholesaler_id, entry_type, amount)
                         VALUES (1, 1, 'CREDIT', 5)
-                        RETURNING chain_seq = (SELECT max(chain_seq) + 1 FROM chained_entries
-                                                WHERE retailer_id = 1 AND wholesaler_id = 1)")"
+                        RETURNING chain_seq = (SELECT seq + 1 FROM integrity.chain_anchors
+                                                WHERE table_name = 'chained_entries'::regclass
+                                                  AND chain = pg_catalog.jsonb_build_array(1, 1))")"
     check_eq "$L the hash chains still verify after it" "" \
         "$(sql "$DST" "SELECT format('%s %s: %s', chain, row_key, problem) FROM integrity.verify_chain('chained_entries')")"
 

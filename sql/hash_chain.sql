@@ -115,7 +115,9 @@ $$;
 -- The two statements the trigger runs for each row of tbl.  lock_tail locks
 -- the last row of the row's chain; link computes the row's sequence number
 -- and hash from the last row (on a newer snapshot under READ COMMITTED, where
--- it may find a row inserted meanwhile: the trigger then locks that one).
+-- it may find a row inserted meanwhile: the trigger then locks that one), or,
+-- in a chain whose rows were all purged, from its anchor, and returns the
+-- sequence number of the last row it found.
 -- $1 … $k are the values of the chain columns, $k+1 is the row.
 CREATE FUNCTION integrity._chain_statements(tbl regclass)
 RETURNS TABLE (chained regclass, lock_tail text, link text)
@@ -125,12 +127,16 @@ AS $$
     SELECT c.chained,
            format('SELECT t.%1$I FROM %2$s t%3$s ORDER BY t.%1$I DESC LIMIT 1 FOR UPDATE',
                   c.seq_column, c.chained, w.clause),
-           format('SELECT coalesce(tail.seq, 0) + 1,'
-                  ' pg_catalog.sha256(coalesce(tail.hash, ''\x''::bytea) || %1$s)'
+           format('SELECT coalesce(tail.seq, (SELECT a.seq FROM integrity.chain_anchors a WHERE %6$s), 0) + 1,'
+                  ' pg_catalog.sha256(coalesce(tail.hash, (SELECT a.hash FROM integrity.chain_anchors a WHERE %6$s),'
+                  ' ''\x''::bytea) || %1$s), tail.seq'
                   ' FROM (SELECT) AS here LEFT JOIN LATERAL'
                   ' (SELECT t.%2$I AS seq, t.%3$I AS hash FROM %4$s t%5$s ORDER BY t.%2$I DESC LIMIT 1) AS tail ON true',
                   integrity._chain_encoding_sql(c.chained, c.hashed, format('($%s)', cardinality(c.chain_columns) + 1)),
-                  c.seq_column, c.hash_column, c.chained, w.clause)
+                  c.seq_column, c.hash_column, c.chained, w.clause,
+                  format('a.table_name = %s::pg_catalog.regclass AND a.chain = %s', c.chained::oid,
+                         integrity._chain_values_sql(c.chained, c.chain_columns,
+                                                     format('($%s)', cardinality(c.chain_columns) + 1))))
       FROM integrity._chain_of(tbl) c
      CROSS JOIN LATERAL (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
                            FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)) AS w(clause)
@@ -338,7 +344,11 @@ BEGIN
         CASE WHEN digest IS NOT NULL THEN $digest$
             UNION ALL
             SELECT d.chain, l.row_key, d.seq,
-                   CASE WHEN k.chain IS NULL
+                   CASE WHEN an.seq > d.seq OR (an.seq = d.seq AND an.hash = pg_catalog.decode(d.hash, 'hex'))
+                        THEN NULL  -- purged up to the digest's row, or past it
+                        WHEN an.seq = d.seq
+                        THEN pg_catalog.format('row %s differs from the digest: the chain was written again', d.seq)
+                        WHEN k.chain IS NULL
                         THEN pg_catalog.format('the chain is gone: the digest has %s', d.rows)
                         WHEN l.seq IS NULL
                         THEN pg_catalog.format('the end of the chain was removed: the digest has %s', d.rows)
@@ -349,9 +359,10 @@ BEGIN
                       FROM pg_catalog.jsonb_to_recordset($1 -> 'chains') AS r(chain jsonb, seq bigint, hash text)) AS d
               LEFT JOIN (SELECT a.chain FROM links a GROUP BY a.chain) AS k ON k.chain = d.chain
               LEFT JOIN links l ON l.chain = d.chain AND l.seq = d.seq
+              LEFT JOIN integrity.chain_anchors an ON an.table_name = $2 AND an.chain = d.chain
             $digest$ ELSE '' END,
         tbl::oid)
-    USING digest;
+    USING digest, tbl;
 END;
 $$;
 COMMENT ON FUNCTION integrity.verify_chain(regclass, jsonb) IS

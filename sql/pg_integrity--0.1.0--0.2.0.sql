@@ -2346,7 +2346,9 @@ $$;
 -- The two statements the trigger runs for each row of tbl.  lock_tail locks
 -- the last row of the row's chain; link computes the row's sequence number
 -- and hash from the last row (on a newer snapshot under READ COMMITTED, where
--- it may find a row inserted meanwhile: the trigger then locks that one).
+-- it may find a row inserted meanwhile: the trigger then locks that one), or,
+-- in a chain whose rows were all purged, from its anchor, and returns the
+-- sequence number of the last row it found.
 -- $1 … $k are the values of the chain columns, $k+1 is the row.
 CREATE FUNCTION integrity._chain_statements(tbl regclass)
 RETURNS TABLE (chained regclass, lock_tail text, link text)
@@ -2356,12 +2358,16 @@ AS $$
     SELECT c.chained,
            format('SELECT t.%1$I FROM %2$s t%3$s ORDER BY t.%1$I DESC LIMIT 1 FOR UPDATE',
                   c.seq_column, c.chained, w.clause),
-           format('SELECT coalesce(tail.seq, 0) + 1,'
-                  ' pg_catalog.sha256(coalesce(tail.hash, ''\x''::bytea) || %1$s)'
+           format('SELECT coalesce(tail.seq, (SELECT a.seq FROM integrity.chain_anchors a WHERE %6$s), 0) + 1,'
+                  ' pg_catalog.sha256(coalesce(tail.hash, (SELECT a.hash FROM integrity.chain_anchors a WHERE %6$s),'
+                  ' ''\x''::bytea) || %1$s), tail.seq'
                   ' FROM (SELECT) AS here LEFT JOIN LATERAL'
                   ' (SELECT t.%2$I AS seq, t.%3$I AS hash FROM %4$s t%5$s ORDER BY t.%2$I DESC LIMIT 1) AS tail ON true',
                   integrity._chain_encoding_sql(c.chained, c.hashed, format('($%s)', cardinality(c.chain_columns) + 1)),
-                  c.seq_column, c.hash_column, c.chained, w.clause)
+                  c.seq_column, c.hash_column, c.chained, w.clause,
+                  format('a.table_name = %s::pg_catalog.regclass AND a.chain = %s', c.chained::oid,
+                         integrity._chain_values_sql(c.chained, c.chain_columns,
+                                                     format('($%s)', cardinality(c.chain_columns) + 1))))
       FROM integrity._chain_of(tbl) c
      CROSS JOIN LATERAL (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
                            FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)) AS w(clause)
@@ -2569,7 +2575,11 @@ BEGIN
         CASE WHEN digest IS NOT NULL THEN $digest$
             UNION ALL
             SELECT d.chain, l.row_key, d.seq,
-                   CASE WHEN k.chain IS NULL
+                   CASE WHEN an.seq > d.seq OR (an.seq = d.seq AND an.hash = pg_catalog.decode(d.hash, 'hex'))
+                        THEN NULL  -- purged up to the digest's row, or past it
+                        WHEN an.seq = d.seq
+                        THEN pg_catalog.format('row %s differs from the digest: the chain was written again', d.seq)
+                        WHEN k.chain IS NULL
                         THEN pg_catalog.format('the chain is gone: the digest has %s', d.rows)
                         WHEN l.seq IS NULL
                         THEN pg_catalog.format('the end of the chain was removed: the digest has %s', d.rows)
@@ -2580,9 +2590,10 @@ BEGIN
                       FROM pg_catalog.jsonb_to_recordset($1 -> 'chains') AS r(chain jsonb, seq bigint, hash text)) AS d
               LEFT JOIN (SELECT a.chain FROM links a GROUP BY a.chain) AS k ON k.chain = d.chain
               LEFT JOIN links l ON l.chain = d.chain AND l.seq = d.seq
+              LEFT JOIN integrity.chain_anchors an ON an.table_name = $2 AND an.chain = d.chain
             $digest$ ELSE '' END,
         tbl::oid)
-    USING digest;
+    USING digest, tbl;
 END;
 $$;
 COMMENT ON FUNCTION integrity.verify_chain(regclass, jsonb) IS
@@ -3976,10 +3987,10 @@ $$;
 -- delete the guard lets through: rows older than that, moved into an archive
 -- or deleted, in one statement run by integrity._execute_sanctioned().
 --
--- A hash-chained table loses a prefix of each chain, never a chain's last row
--- (the next row links to it).  Where a chain now starts is recorded in
--- integrity.chain_anchors: the sequence number and hash of the last row
--- purged, which verify_chain() links the first remaining row to.
+-- A hash-chained table loses a prefix of each chain, up to all of its rows.
+-- Where a chain now starts is recorded in integrity.chain_anchors: the
+-- sequence number and hash of the last row purged, which verify_chain() links
+-- the first remaining row to, and the next row of an emptied chain links to.
 
 CREATE TABLE integrity.chain_anchors (
     table_name regclass    NOT NULL,
@@ -4172,11 +4183,11 @@ BEGIN
     SELECT * INTO chain FROM integrity._chain_of(tbl) c WHERE c.chained = tbl;
     IF FOUND THEN
         -- A prefix of each chain: rows whose chain holds no younger row at or
-        -- before them, and a later row; the last purged row becomes the anchor.
+        -- before them (all of its rows when all are past the retention); the
+        -- last purged row becomes the anchor, which the next row links to.
         purge := format(
             'WITH purged AS (DELETE FROM %1$s AS t WHERE %2$s'
             '   AND NOT EXISTS (SELECT FROM %1$s AS l WHERE %3$s AND l.%4$I <= t.%4$I AND NOT coalesce(%5$s, false))'
-            '   AND EXISTS (SELECT FROM %1$s AS l WHERE %3$s AND l.%4$I > t.%4$I)'
             '   RETURNING t.*),'
             ' anchored AS (INSERT INTO integrity.chain_anchors AS a (table_name, chain, seq, hash)'
             '   SELECT DISTINCT ON (2) %6$L::pg_catalog.regclass, %7$s, t.%4$I, t.%8$I FROM purged AS t ORDER BY 2, 3 DESC'
@@ -4197,7 +4208,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION integrity.purge_expired(regclass, regclass) IS
-    'Deletes the rows of the append-only table older than its retention, or moves them into archive, in one statement; the number of rows. Hash chains keep their last row and start where the purge stopped.';
+    'Deletes the rows of the append-only table older than its retention, or moves them into archive, in one statement; the number of rows. Hash chains start where the purge stopped.';
 
 CREATE OR REPLACE FUNCTION integrity._on_sql_drop()
 RETURNS event_trigger

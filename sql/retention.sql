@@ -4,10 +4,10 @@
 -- delete the guard lets through: rows older than that, moved into an archive
 -- or deleted, in one statement run by integrity._execute_sanctioned().
 --
--- A hash-chained table loses a prefix of each chain, never a chain's last row
--- (the next row links to it).  Where a chain now starts is recorded in
--- integrity.chain_anchors: the sequence number and hash of the last row
--- purged, which verify_chain() links the first remaining row to.
+-- A hash-chained table loses a prefix of each chain, up to all of its rows.
+-- Where a chain now starts is recorded in integrity.chain_anchors: the
+-- sequence number and hash of the last row purged, which verify_chain() links
+-- the first remaining row to, and the next row of an emptied chain links to.
 
 CREATE TABLE integrity.chain_anchors (
     table_name regclass    NOT NULL,
@@ -200,11 +200,11 @@ BEGIN
     SELECT * INTO chain FROM integrity._chain_of(tbl) c WHERE c.chained = tbl;
     IF FOUND THEN
         -- A prefix of each chain: rows whose chain holds no younger row at or
-        -- before them, and a later row; the last purged row becomes the anchor.
+        -- before them (all of its rows when all are past the retention); the
+        -- last purged row becomes the anchor, which the next row links to.
         purge := format(
             'WITH purged AS (DELETE FROM %1$s AS t WHERE %2$s'
             '   AND NOT EXISTS (SELECT FROM %1$s AS l WHERE %3$s AND l.%4$I <= t.%4$I AND NOT coalesce(%5$s, false))'
-            '   AND EXISTS (SELECT FROM %1$s AS l WHERE %3$s AND l.%4$I > t.%4$I)'
             '   RETURNING t.*),'
             ' anchored AS (INSERT INTO integrity.chain_anchors AS a (table_name, chain, seq, hash)'
             '   SELECT DISTINCT ON (2) %6$L::pg_catalog.regclass, %7$s, t.%4$I, t.%8$I FROM purged AS t ORDER BY 2, 3 DESC'
@@ -225,4 +225,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION integrity.purge_expired(regclass, regclass) IS
-    'Deletes the rows of the append-only table older than its retention, or moves them into archive, in one statement; the number of rows. Hash chains keep their last row and start where the purge stopped.';
+    'Deletes the rows of the append-only table older than its retention, or moves them into archive, in one statement; the number of rows. Hash chains start where the purge stopped.';

@@ -15,7 +15,9 @@
 //!    its first row takes a transaction-level advisory lock on (table, one of
 //!    256 buckets of chains) instead;
 //! 2. `link` reads the last row again and computes the new sequence number and
-//!    hash.  Under READ COMMITTED it runs on a new snapshot, which sees a row
+//!    hash (in a chain whose rows a retention purged, from the chain's anchor
+//!    in `integrity.chain_anchors`).  Under READ COMMITTED it runs on a new
+//!    snapshot, which sees a row
 //!    that the previous holder of the lock inserted before committing: the
 //!    trigger then locks that row and links again.
 //!
@@ -129,9 +131,10 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
                 bucket_locked = true;
             }
             let linked = link(plan.link, &mut values[..nargs], &nulls[..nargs], false);
-            // The row locked is still the last one: linked to it.
-            if linked.0 == locked.unwrap_or(0) + 1 {
-                break linked;
+            // The row locked is still the last one (or there is still none):
+            // linked to it.
+            if linked.2.unwrap_or(0) == locked.unwrap_or(0) {
+                break (linked.0, linked.1);
             }
         };
         let stale = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int && {
@@ -219,7 +222,9 @@ unsafe fn lock_tail(plan: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], null
     }
 }
 
-/// Runs the link statement: the new row's sequence number and hash.
+/// Runs the link statement: the new row's sequence number and hash, and the
+/// sequence number of the last row it found (`None` in a chain without rows,
+/// which links to its anchor, if a purge left one).
 ///
 /// # Safety
 /// Inside `SPI_connect`; `values` are the chain columns' values and the row.
@@ -228,7 +233,7 @@ unsafe fn link(
     values: &mut [pg_sys::Datum],
     nulls: &[c_char],
     read_only: bool,
-) -> (i64, pg_sys::Datum) {
+) -> (i64, pg_sys::Datum, Option<i64>) {
     unsafe {
         if execute_plan(plan, values, nulls, read_only) != 1 {
             pgrx::error!("pg_integrity: the hash chain statement returned no row");
@@ -240,8 +245,10 @@ unsafe fn link(
         if seq_null || hash_null {
             pgrx::error!("pg_integrity: the hash chain statement returned NULL");
         }
+        let mut tail_null = false;
+        let tail = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 3, &mut tail_null);
         // The hash lives in SPI's memory, which SPI_finish frees: copy it out.
-        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1))
+        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1), (!tail_null).then(|| tail.value() as i64))
     }
 }
 

@@ -74,8 +74,9 @@ SELECT options FROM integrity.guards WHERE table_name = 'ledger_entries'::regcla
 SELECT sqlstate FROM expect_error($$SELECT integrity.purge_expired('rt.ledger_entries')$$);
 
 -- A hash-chained ledger, one chain per retailer.  A purge removes a prefix of
--- each chain and never a chain's last row; the chains verify afterwards, also
--- against a digest taken before, and the next entry continues its chain.
+-- each chain, all of it when every row is past the retention; the chains
+-- verify afterwards, also against a digest taken before, and the next entry
+-- continues its chain, from the chain's anchor when no row is left.
 CREATE TABLE chained (
     id          integer PRIMARY KEY,
     retailer_id integer NOT NULL,
@@ -85,7 +86,7 @@ CREATE TABLE chained (
     row_hash    bytea
 );
 SELECT integrity.enable_hash_chain('chained', ARRAY['retailer_id']);
--- Retailer 3's entries are all old: its last one stays.
+-- Retailer 3's entries are all old: they all go.
 INSERT INTO chained (id, retailer_id, amount, booked_on)
 SELECT i, CASE WHEN i <= 40 THEN 1 + i % 2 ELSE 3 END, i, date '2022-01-01' + (i - 1) * 45
   FROM generate_series(1, 40) AS i
@@ -103,6 +104,11 @@ SELECT retailer_id, count(*) AS entries, min(chain_seq) AS first_seq, max(chain_
 SELECT chain, seq FROM integrity.chain_anchors WHERE table_name = 'chained'::regclass ORDER BY chain;
 SELECT count(*) FROM integrity.verify_chain('chained') AS problems;
 SELECT count(*) FROM integrity.verify_chain('chained', :'digest') AS problems_against_the_old_digest;
+-- Retailer 3's chain has no row left: its anchor is what the digest checks.
+BEGIN;
+UPDATE integrity.chain_anchors SET hash = '\x00' WHERE table_name = 'chained'::regclass AND chain = '[3]';
+SELECT chain, problem FROM integrity.verify_chain('chained', :'digest');
+ROLLBACK;
 -- The archive keeps the purged rows with their places and hashes.
 SELECT count(*) AS archived, count(DISTINCT row_hash) AS hashes FROM chained_archive;
 INSERT INTO chained (id, retailer_id, amount, booked_on) VALUES (100, 3, 1, current_date) RETURNING chain_seq;
