@@ -81,12 +81,18 @@ SELECT pg_catalog.pg_extension_config_dump('integrity.hold_records_hold_id_seq',
 CREATE VIEW integrity.holds AS
 SELECT h.hold_id, h.table_name,
        CASE WHEN h.kind = 'stock'
-            THEN pg_catalog.jsonb_build_object(coalesce((integrity._key_columns(h.table_name))[1], 'key'), h.row_id)
+            THEN pg_catalog.jsonb_build_object(coalesce(k.attname::text, 'key'), h.row_id)
             ELSE h.row_id END AS row_key,
        h.quantity,
        CASE WHEN h.status = 'pending' AND h.expires_at <= pg_catalog.now() THEN 'expired' ELSE h.status END AS status,
        h.idempotency_key, h.created_at, h.expires_at, h.settled_at, h.txid, h.actor, h.committed_quantity
   FROM integrity.hold_records h
+  -- A stock row's key column: its table's single-column primary key (joined,
+  -- not looked up per hold).
+  LEFT JOIN (SELECT i.indrelid, a.attname
+               FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+              WHERE i.indisprimary AND i.indnkeyatts = 1) AS k ON k.indrelid = h.table_name
  -- A view reads as its owner, whom row-level security does not restrict.
  WHERE pg_catalog.has_any_column_privilege(h.table_name, 'SELECT');
 COMMENT ON VIEW integrity.holds IS
