@@ -13,7 +13,7 @@ use pgrx::pg_guard;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute_plan, function_info_v1, select, spi_connect, spi_finish};
+use crate::fmgr::{execute_plan, function_info_v1, select_oids, spi_connect, spi_finish};
 
 thread_local! {
     /// The partitions (and their own partitions) the running `DROP TABLE`
@@ -224,23 +224,11 @@ unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
 /// table's retention (`integrity._expired_partition`).
 fn remember_expired_partition(relid: pg_sys::Oid) {
     spi_connect();
-    let rows = select(
+    let partitions = select_oids(
         c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t WHERE integrity._expired_partition($1)",
         &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
-        0,
         "looking up an expired partition",
     );
-    // SAFETY: the rows are read before the next SPI call; relid is not null.
-    let partitions: Vec<pg_sys::Oid> = unsafe {
-        let table = pg_sys::SPI_tuptable;
-        (0..rows as usize)
-            .map(|i| {
-                let mut is_null = false;
-                let oid = pg_sys::SPI_getbinval(*(*table).vals.add(i), (*table).tupdesc, 1, &mut is_null);
-                pg_sys::Oid::from(oid.value() as u32)
-            })
-            .collect()
-    };
     spi_finish();
     EXPIRED_DROPS.with_borrow_mut(|dropped| dropped.extend(partitions));
 }

@@ -170,6 +170,23 @@ pub fn select(query: &core::ffi::CStr, args: &[(pg_sys::Oid, pg_sys::Datum)], li
     }
 }
 
+/// The first column of every row `query` returns, as OIDs (inside
+/// `SPI_connect`, like `select`).
+pub fn select_oids(query: &core::ffi::CStr, args: &[(pg_sys::Oid, pg_sys::Datum)], what: &str) -> Vec<pg_sys::Oid> {
+    let rows = select(query, args, 0, what);
+    // SAFETY: the rows are read before the next SPI call.
+    unsafe {
+        let table = pg_sys::SPI_tuptable;
+        (0..rows as usize)
+            .map(|i| {
+                let mut is_null = false;
+                let oid = pg_sys::SPI_getbinval(*(*table).vals.add(i), (*table).tupdesc, 1, &mut is_null);
+                pg_sys::Oid::from(oid.value() as u32)
+            })
+            .collect()
+    }
+}
+
 /// `SPI_freeplan` of a plan kept with `SPI_keepplan`, checked.
 pub fn free_plan(plan: pg_sys::SPIPlanPtr) {
     // SAFETY: callers pass a kept plan that they drop from their cache, so it

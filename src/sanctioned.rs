@@ -18,7 +18,7 @@ use std::cell::{Cell, RefCell};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute, guarded_function, select, spi_connect, spi_finish, Verdict};
+use crate::fmgr::{execute, guarded_function, select_oids, spi_connect, spi_finish, Verdict};
 use crate::trigger::{qualified_name, relation_owner};
 
 thread_local! {
@@ -97,19 +97,11 @@ unsafe fn execute_sanctioned(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
 /// # Safety
 /// Inside `SPI_connect`.
 unsafe fn sanctioned_relations(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
-    let query = c"SELECT rel::oid FROM integrity._cascade_reach($1) AS rel";
-    let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 0, "looking up cascades");
-    // SAFETY: the rows are read before the next SPI call.
-    unsafe {
-        let table = pg_sys::SPI_tuptable;
-        (0..rows as usize)
-            .map(|i| {
-                let mut is_null = false;
-                let oid = pg_sys::SPI_getbinval(*(*table).vals.add(i), (*table).tupdesc, 1, &mut is_null);
-                pg_sys::Oid::from(oid.value() as u32)
-            })
-            .collect()
-    }
+    select_oids(
+        c"SELECT rel::oid FROM integrity._cascade_reach($1) AS rel",
+        &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
+        "looking up cascades",
+    )
 }
 
 /// Only the table's owner (or a member of the owning role) may delete its
