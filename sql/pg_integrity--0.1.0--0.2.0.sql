@@ -4524,6 +4524,11 @@ CREATE FUNCTION integrity.total_apply() RETURNS trigger
 COMMENT ON FUNCTION integrity.total_apply() IS
     'Trigger: applies what a statement on a source table collected, one update per target row, in key order.';
 
+CREATE FUNCTION integrity.total_start() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_start';
+COMMENT ON FUNCTION integrity.total_start() IS
+    'Trigger: starts a new target row''s maintained totals at the total of the source rows that already reference it.';
+
 CREATE FUNCTION integrity.total_guard() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_guard';
 COMMENT ON FUNCTION integrity.total_guard() IS
@@ -4592,29 +4597,29 @@ AS $$
      WHERE t ->> 'column' = col AND integrity._relation(t ->> 'source') IS NOT NULL
 $$;
 
--- BEFORE INSERT on the target: a new row starts at the total of the source
--- rows that already reference it (zero for a new parent).
-CREATE FUNCTION integrity._total_start()
-RETURNS trigger
-LANGUAGE plpgsql
+-- For total_start (BEFORE INSERT on the target): per maintained column of
+-- target, its attribute number, the query that computes a new row's total
+-- from the row's key columns ($1, $2, …), and their attribute numbers
+-- (separated by spaces).  A new row starts at the total of the source rows
+-- that already reference it: zero for a new parent.
+CREATE FUNCTION integrity._total_start_sql(target regclass)
+RETURNS TABLE (attnum smallint, sql text, key_attnums text)
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    registered jsonb;
-    col text;
-    totals jsonb := '{}';
-    total numeric;
-BEGIN
-    SELECT r.options INTO registered
+    SELECT a.attnum,
+           format('SELECT (%s)::%s FROM (SELECT %s) t', integrity._column_total_sql(r.options, c.col),
+                  pg_catalog.format_type(a.atttypid, a.atttypmod),
+                  (SELECT string_agg(format('$%s AS %I', k.n, k.col), ', ' ORDER BY k.n)
+                     FROM pg_catalog.jsonb_array_elements_text(r.options -> 'key') WITH ORDINALITY AS k(col, n))),
+           (SELECT string_agg(ka.attnum::text, ' ' ORDER BY k.n)
+              FROM pg_catalog.jsonb_array_elements_text(r.options -> 'key') WITH ORDINALITY AS k(col, n)
+              JOIN pg_catalog.pg_attribute ka ON ka.attrelid = target AND ka.attname = k.col)
       FROM integrity.guard_registry r
-     WHERE r.table_name = TG_RELID AND r.guard = 'total';
-    FOR col IN SELECT DISTINCT t ->> 'column' FROM pg_catalog.jsonb_array_elements(registered -> 'totals') t LOOP
-        EXECUTE format('SELECT %s FROM (SELECT ($1).*) t', integrity._column_total_sql(registered, col))
-           INTO total USING NEW;
-        totals := totals || pg_catalog.jsonb_build_object(col, total);
-    END LOOP;
-    RETURN pg_catalog.jsonb_populate_record(NEW, totals);
-END;
+     CROSS JOIN LATERAL unnest(r.columns) AS c(col)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = target AND a.attname = c.col AND NOT a.attisdropped
+     WHERE r.table_name = target AND r.guard = 'total'
+       AND integrity._column_total_sql(r.options, c.col) IS NOT NULL
 $$;
 
 -- A TRUNCATE of a source would leave every total it feeds behind.
@@ -4829,7 +4834,7 @@ BEGIN
                       FROM unnest(integrity._total_guard_args(registered.columns, registered.options))
                            WITH ORDINALITY AS u(a, n)));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total_start BEFORE INSERT ON %s FOR EACH ROW'
-                   ' EXECUTE FUNCTION integrity._total_start()', target);
+                   ' EXECUTE FUNCTION integrity.total_start()', target);
 END;
 $$;
 
@@ -4925,7 +4930,7 @@ AS $$
             ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
             -- on the target of maintained totals (their sources' triggers: sql/totals.sql)
             ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
-            ('total',         'integrity_total_start',             '_total_start',                7, 'O', false, false, false),
+            ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
             ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
             ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),

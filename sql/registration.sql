@@ -38,7 +38,7 @@ AS $$
             ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
             -- on the target of maintained totals (their sources' triggers: sql/totals.sql)
             ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
-            ('total',         'integrity_total_start',             '_total_start',                7, 'O', false, false, false),
+            ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
             ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
             ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),

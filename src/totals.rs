@@ -67,6 +67,14 @@ trigger_entry!(
     refuse_direct_write
 );
 
+trigger_entry!(
+    /// `BEFORE INSERT … FOR EACH ROW` on the target: a new row starts at the
+    /// total of the source rows that already reference it.
+    integrity_total_start,
+    pg_finfo_integrity_total_start,
+    start_totals
+);
+
 /// Key columns a target can have (registration refuses more).
 const MAX_KEYS: usize = 8;
 
@@ -647,6 +655,129 @@ fn refusal(firing: &Firing, attnum: i16, is_key: bool) -> Refusal {
         )
     };
     Refusal { code: PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION, message, detail, hint, column: Some(attnum) }
+}
+
+/// One maintained column of a new target row: the query that computes its
+/// total from the row's key (`integrity._total_start_sql`), in `fn_mcxt`.
+#[derive(Clone, Copy)]
+struct StartColumn {
+    attnum: i16,
+    sql: *const c_char,
+    nkeys: usize,
+    key_atts: [i16; MAX_KEYS],
+}
+
+/// Per statement (in `fn_extra`): the maintained columns of the target.
+#[repr(C)]
+struct StartPlan {
+    columns: *const StartColumn,
+    ncolumns: usize,
+}
+
+unsafe fn start_totals(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
+        firing.misuse();
+    }
+    let plan = start_plan(firing);
+    // SAFETY: the array holds ncolumns entries, in fn_mcxt for the statement.
+    let columns = unsafe { core::slice::from_raw_parts(plan.columns, plan.ncolumns) };
+    let row = firing.data.tg_trigtuple;
+    let mut attnums = Vec::with_capacity(columns.len());
+    let mut values = Vec::with_capacity(columns.len());
+    let mut nulls = Vec::with_capacity(columns.len());
+    spi_connect();
+    for column in columns {
+        let mut types = [pg_sys::InvalidOid; MAX_KEYS];
+        let mut keys = [pg_sys::Datum::from(0); MAX_KEYS];
+        let mut key_nulls = [b' ' as c_char; MAX_KEYS];
+        for i in 0..column.nkeys {
+            let (value, is_null) = firing.value(row, column.key_atts[i]);
+            types[i] = firing.attribute(column.key_atts[i]).atttypid;
+            keys[i] = value;
+            key_nulls[i] = if is_null { b'n' as c_char } else { b' ' as c_char };
+        }
+        let attribute = firing.attribute(column.attnum);
+        // SAFETY: the query is the extension's own, with one parameter per
+        // key column of the types given; the result is checked, and its one
+        // value copied out of SPI's memory before SPI_finish.
+        let (value, is_null) = unsafe {
+            let rc = pg_sys::SPI_execute_with_args(
+                column.sql,
+                column.nkeys as i32,
+                types.as_mut_ptr(),
+                keys.as_mut_ptr(),
+                key_nulls.as_ptr(),
+                true,
+                1,
+            );
+            if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
+                pgrx::error!("pg_integrity: computing the starting total failed: {}", crate::fmgr::spi_result(rc));
+            }
+            let table = pg_sys::SPI_tuptable;
+            let mut is_null = false;
+            let value = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+            let value =
+                if is_null { value } else { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) };
+            (value, is_null)
+        };
+        attnums.push(i32::from(column.attnum));
+        values.push(value);
+        nulls.push(is_null);
+    }
+    spi_finish();
+    // SAFETY: one value per listed attribute, of its column's type.
+    let started = unsafe {
+        pg_sys::heap_modify_tuple_by_cols(
+            row,
+            firing.tupdesc(),
+            attnums.len() as i32,
+            attnums.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        )
+    };
+    Verdict::Allow(pg_sys::Datum::from(started))
+}
+
+fn start_plan(firing: &Firing) -> &StartPlan {
+    firing.statement_plan(|| {
+        // SAFETY: the firing relation's descriptor outlives the firing.
+        let relid = pg_sys::Datum::from(unsafe { (*firing.relation()).rd_id });
+        spi_connect();
+        let rows = crate::fmgr::select(
+            c"SELECT s.attnum, s.sql, s.key_attnums FROM integrity._total_start_sql($1) s",
+            &[(pg_sys::REGCLASSOID, relid)],
+            0,
+            "looking up the totals",
+        ) as usize;
+        let mut columns = Vec::with_capacity(rows);
+        // SAFETY: the rows are read before the next SPI call; the copies of
+        // the statements live in fn_mcxt, as long as the plan.
+        unsafe {
+            let table = pg_sys::SPI_tuptable;
+            for i in 0..rows {
+                let text = |n| CStr::from_ptr(pg_sys::SPI_getvalue(*(*table).vals.add(i), (*table).tupdesc, n));
+                let number = |n| text(n).to_str().ok().and_then(|t| t.parse::<i16>().ok());
+                let attnum = number(1).expect("an attribute number");
+                let sql = pg_sys::MemoryContextStrdup(firing.plan_memory_context(), text(2).as_ptr());
+                let keys = text(3).to_string_lossy().into_owned();
+                let mut start = StartColumn { attnum, sql, nkeys: 0, key_atts: [0; MAX_KEYS] };
+                for key in keys.split(' ').take(MAX_KEYS) {
+                    start.key_atts[start.nkeys] = key.parse().expect("an attribute number");
+                    start.nkeys += 1;
+                }
+                columns.push(start);
+            }
+        }
+        spi_finish();
+        // SAFETY: the copy lives in fn_mcxt, as long as the plan that points to it.
+        unsafe {
+            let copy = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of_val(columns.as_slice()))
+                as *mut StartColumn;
+            copy.copy_from_nonoverlapping(columns.as_ptr(), columns.len());
+            StartPlan { columns: copy, ncolumns: columns.len() }
+        }
+    })
 }
 
 guarded_function!(
