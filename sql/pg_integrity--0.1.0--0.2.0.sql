@@ -5381,10 +5381,12 @@ BEGIN
         FOR trg IN
             SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard
               FROM pg_catalog.pg_trigger t
-              JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
+              LEFT JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
                 ON g.trigger_name = t.tgname
              CROSS JOIN LATERAL integrity._guard_needing(command.rel, t.tgname) needed
-             WHERE t.tgrelid = command.rel AND t.tgenabled <> g.mode
+             WHERE t.tgrelid = command.rel
+               -- (a maintained total's triggers on its sources fire on origin rows)
+               AND t.tgenabled <> coalesce(g.mode, CASE WHEN needed.guard = 'total' THEN 'O'::"char" END)
         LOOP
             PERFORM integrity._refuse_guard_ddl(
                 CASE trg.tgenabled WHEN 'D' THEN 'disable' ELSE 'change the firing mode of' END,
