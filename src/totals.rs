@@ -102,6 +102,9 @@ thread_local! {
     static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// Prepared UPDATEs by target and column.
     static PLANS: RefCell<HashMap<(pg_sys::Oid, i16), ApplyPlan>> = RefCell::new(HashMap::new());
+    /// The target and column a source trigger names, by trigger OID, with the
+    /// invalidation generation they were looked up at.
+    static TARGETS: RefCell<HashMap<pg_sys::Oid, (u64, pg_sys::Oid, i16)>> = RefCell::new(HashMap::new());
 }
 
 /// Per statement (in `fn_extra`) for the source's row trigger.
@@ -163,6 +166,26 @@ fn relation_named(name: &CStr) -> pg_sys::Oid {
     }
 }
 
+/// The target relation and column named by arguments `name` and `column` of
+/// the firing trigger: `InvalidOid` when the target is gone.  Looked up once
+/// per backend and trigger (again after any catalog change), not per statement.
+fn target_of(firing: &Firing, name: &CStr, column: &CStr) -> (pg_sys::Oid, i16) {
+    let generation = crate::invalidation::generation();
+    let tgoid = firing.trigger().tgoid;
+    if let Some((target, attnum)) = TARGETS.with_borrow(|targets| {
+        targets.get(&tgoid).filter(|(g, _, _)| *g == generation).map(|&(_, target, attnum)| (target, attnum))
+    }) {
+        return (target, attnum);
+    }
+    let target = relation_named(name);
+    let attnum = if target == pg_sys::InvalidOid { 0 } else { attnum_in(target, column) };
+    if target != pg_sys::InvalidOid && attnum <= 0 {
+        missing_target_column(target, column);
+    }
+    TARGETS.with_borrow_mut(|targets| targets.insert(tgoid, (generation, target, attnum)));
+    (target, attnum)
+}
+
 fn attnum_in(relid: pg_sys::Oid, name: &CStr) -> i16 {
     // SAFETY: a syscache lookup by name; InvalidAttrNumber when missing.
     unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
@@ -220,11 +243,7 @@ fn source_plan(firing: &Firing) -> &SourcePlan {
             b"row" => Side::Row,
             _ => firing.misuse(),
         };
-        let target = relation_named(args[1]);
-        let column = if target == pg_sys::InvalidOid { 0 } else { attnum_in(target, args[2]) };
-        if target != pg_sys::InvalidOid && column <= 0 {
-            missing_target_column(target, args[2]);
-        }
+        let (target, column) = target_of(firing, args[1], args[2]);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
         let (value_att, numeric) = if args[3].is_empty() {
             (0, false)
@@ -453,11 +472,7 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         if args.len() < 3 || args.len() > 2 + MAX_KEYS {
             firing.misuse();
         }
-        let target = relation_named(args[0]);
-        let column = if target == pg_sys::InvalidOid { 0 } else { attnum_in(target, args[1]) };
-        if target != pg_sys::InvalidOid && column <= 0 {
-            missing_target_column(target, args[1]);
-        }
+        let (target, column) = target_of(firing, args[0], args[1]);
         TargetRef { target, column }
     });
     let (target, column) = (target.target, target.column);
