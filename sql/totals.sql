@@ -2,8 +2,7 @@
 -- the sum (or count) of the source rows that reference each target row.
 --
 -- Registration puts on the source a row trigger that collects each row's
--- contribution (the filter, when there is one, is its WHEN clause) and a
--- statement trigger that applies what its statement collected, one UPDATE per
+-- contribution (when the row satisfies the filter) and a statement trigger that applies what its statement collected, one UPDATE per
 -- target row in key order; on the target a trigger that refuses direct writes
 -- of the total and one that starts a new row at its sources' total.  The
 -- registry row is the target's: options = {"key": [target key columns],
@@ -30,7 +29,7 @@ CREATE FUNCTION integrity.total_guard() RETURNS trigger
 COMMENT ON FUNCTION integrity.total_guard() IS
     'Trigger: refuses a direct change of a maintained total or of its row''s key (23001).';
 
-CREATE FUNCTION integrity._total_filter(source regclass, filter text, prefix text) RETURNS text
+CREATE FUNCTION integrity._total_filter(source regclass, filter text) RETURNS text
     LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'integrity_total_filter';
 
 CREATE FUNCTION integrity._total_filter_columns(source regclass, filter text) RETURNS text[]
@@ -240,7 +239,7 @@ BEGIN
         END IF;
     END IF;
     IF filter IS NOT NULL THEN
-        filter_sql := integrity._total_filter(source, filter, '');
+        filter_sql := integrity._total_filter(source, filter);
         filter_columns := integrity._total_filter_columns(source, filter);
     END IF;
 
@@ -269,25 +268,11 @@ BEGIN
     -- The source's triggers.
     base := integrity._total_trigger_base(target_name, target_column);
     source_args := (SELECT string_agg(quote_literal(a), ', ')
-                      FROM unnest(ARRAY[target_name, target_column, coalesce(value_column, '')] || keys) a);
+                      FROM unnest(ARRAY[target_name, target_column, coalesce(value_column, ''),
+                                        coalesce(filter_sql, '')] || keys) a);
     apply_args := (SELECT string_agg(quote_literal(a), ', ') FROM unnest(ARRAY[target_name, target_column] || key) a);
-    IF filter_sql IS NULL THEN
-        EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
-                       ' EXECUTE FUNCTION integrity.total_source(''row'', %s)', base, source, source_args);
-    ELSE
-        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s FOR EACH ROW WHEN (%s)'
-                       ' EXECUTE FUNCTION integrity.total_source(''new'', %s)',
-                       base || '_ins', source, integrity._total_filter(source, filter, 'new'), source_args);
-        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW WHEN (%s)'
-                       ' EXECUTE FUNCTION integrity.total_source(''old'', %s)',
-                       base || '_del', source, integrity._total_filter(source, filter, 'old'), source_args);
-        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
-                       ' EXECUTE FUNCTION integrity.total_source(''old'', %s)',
-                       base || '_upd_old', source, integrity._total_filter(source, filter, 'old'), source_args);
-        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
-                       ' EXECUTE FUNCTION integrity.total_source(''new'', %s)',
-                       base || '_upd_new', source, integrity._total_filter(source, filter, 'new'), source_args);
-    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_source(%s)', base, source, source_args);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT'
                    ' EXECUTE FUNCTION integrity.total_apply(%s)', base || '_apply', source, apply_args);
     EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s FOR EACH STATEMENT'

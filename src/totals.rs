@@ -2,9 +2,10 @@
 //! sum (or count) of the source rows that reference each target row.
 //!
 //! Row triggers on the source do not write the target: `AFTER … FOR EACH ROW`
-//! (with the filter as its `WHEN` clause) only adds the row's contribution to a
+//! only adds the row's contribution (when the row satisfies the filter) to a
 //! backend-local list of pending deltas, one entry per target row and total
-//! (consecutive rows of the same parent share one).  The statement trigger
+//! (consecutive rows of the same parent share one).  The filter is compiled
+//! once per backend and trigger, not per statement as a `WHEN` clause would be.  The statement trigger
 //! `AFTER … FOR EACH STATEMENT`, which fires after every row trigger of its
 //! statement, sorts the entries by key and applies each with one
 //!
@@ -43,9 +44,9 @@ use crate::trigger::{qualified_name, trigger_entry, Firing, Verdict};
 
 trigger_entry!(
     /// `AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW` on the source.
-    /// Arguments `(side, target, target_column, value_column, key_column…)`:
-    /// `side` is `old`, `new` or `row` (both, by event); `value_column` is
-    /// empty for a count.
+    /// Arguments `(target, target_column, value_column, filter, key_column…)`:
+    /// `value_column` is empty for a count, `filter` (PostgreSQL's deparsed
+    /// form of it) empty for none.
     integrity_total_source,
     pg_finfo_integrity_total_source,
     collect
@@ -105,6 +106,23 @@ thread_local! {
     /// The target and column a source trigger names, by trigger OID, with the
     /// invalidation generation they were looked up at.
     static TARGETS: RefCell<HashMap<pg_sys::Oid, (u64, pg_sys::Oid, i16)>> = RefCell::new(HashMap::new());
+    /// Compiled filters by trigger OID.
+    static FILTERS: RefCell<HashMap<pg_sys::Oid, Filter>> = RefCell::new(HashMap::new());
+    /// Memory of filters compiled again: a statement still running may
+    /// evaluate the old one, so it is freed when the transaction ends.
+    static STALE_FILTERS: RefCell<Vec<pg_sys::MemoryContext>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A filter compiled for one source trigger: the expression state, and the
+/// slot and expression context it is evaluated with, all in `context` (a
+/// child of `TopMemoryContext`, deleted when the catalogs change).
+#[derive(Clone, Copy)]
+struct Filter {
+    generation: u64,
+    context: pg_sys::MemoryContext,
+    state: *mut pg_sys::ExprState,
+    econtext: *mut pg_sys::ExprContext,
+    slot: *mut pg_sys::TupleTableSlot,
 }
 
 /// Per statement (in `fn_extra`) for the source's row trigger.
@@ -113,7 +131,7 @@ struct SourcePlan {
     /// `InvalidOid` once the target is gone: there is nothing to maintain.
     target: pg_sys::Oid,
     column: i16,
-    side: Side,
+    filter: Option<Filter>,
     /// 0 for a count.
     value_att: i16,
     numeric: bool,
@@ -121,14 +139,6 @@ struct SourcePlan {
     key_atts: [i16; MAX_KEYS],
     key_len: [i16; MAX_KEYS],
     key_byval: [bool; MAX_KEYS],
-}
-
-#[derive(Clone, Copy, PartialEq)]
-#[repr(C)]
-enum Side {
-    Old,
-    New,
-    Row,
 }
 
 /// What the UPDATE of one target's total needs, kept for the backend.
@@ -213,15 +223,16 @@ unsafe fn collect(firing: &Firing) -> Verdict {
     }
     // The row inserted or deleted, or the old row of an UPDATE; its new row.
     let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
-    match (plan.side, firing.event()) {
-        (Side::New, pg_sys::TRIGGER_EVENT_UPDATE) => add(firing, plan, new, false),
-        (Side::New | Side::Row, pg_sys::TRIGGER_EVENT_INSERT) => add(firing, plan, old, false),
-        (Side::Old, pg_sys::TRIGGER_EVENT_UPDATE | pg_sys::TRIGGER_EVENT_DELETE)
-        | (Side::Row, pg_sys::TRIGGER_EVENT_DELETE) => add(firing, plan, old, true),
-        (Side::Row, pg_sys::TRIGGER_EVENT_UPDATE) => {
-            // Unchanged key and value: the row's contribution stays where it is.
-            let moved = plan.key_atts[..plan.nkeys].iter().any(|&att| !firing.same_value(old, new, att));
-            if moved || (plan.value_att != 0 && !firing.same_value(old, new, plan.value_att)) {
+    match firing.event() {
+        pg_sys::TRIGGER_EVENT_INSERT => add(firing, plan, old, false),
+        pg_sys::TRIGGER_EVENT_DELETE => add(firing, plan, old, true),
+        pg_sys::TRIGGER_EVENT_UPDATE => {
+            // Unchanged key, value and filter columns: the row's contribution
+            // stays where it is.  Otherwise the old row's goes, the new row's comes.
+            let unchanged = plan.key_atts[..plan.nkeys].iter().all(|&att| firing.same_value(old, new, att))
+                && (plan.value_att == 0 || firing.same_value(old, new, plan.value_att))
+                && plan.filter.is_none();
+            if !unchanged {
                 add(firing, plan, old, true);
                 add(firing, plan, new, false);
             }
@@ -237,28 +248,23 @@ fn source_plan(firing: &Firing) -> &SourcePlan {
         if args.len() < 5 || args.len() > 4 + MAX_KEYS {
             firing.misuse();
         }
-        let side = match args[0].to_bytes() {
-            b"old" => Side::Old,
-            b"new" => Side::New,
-            b"row" => Side::Row,
-            _ => firing.misuse(),
-        };
-        let (target, column) = target_of(firing, args[1], args[2]);
+        let (target, column) = target_of(firing, args[0], args[1]);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
-        let (value_att, numeric) = if args[3].is_empty() {
+        let (value_att, numeric) = if args[2].is_empty() {
             (0, false)
         } else {
-            let att = attnum(args[3]);
+            let att = attnum(args[2]);
             match firing.attribute(att).atttypid {
                 pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => (att, false),
                 pg_sys::NUMERICOID => (att, true),
                 _ => firing.wrong_column_type(att, "smallint, integer, bigint or numeric"),
             }
         };
+        let filter = (!args[3].is_empty()).then(|| compiled_filter(firing, args[3]));
         let mut plan = SourcePlan {
             target,
             column,
-            side,
+            filter,
             value_att,
             numeric,
             nkeys: args.len() - 4,
@@ -277,9 +283,83 @@ fn source_plan(firing: &Firing) -> &SourcePlan {
     })
 }
 
+/// The trigger's filter, compiled once per backend (again after a catalog
+/// change): parsed and analyzed against the source with `search_path =
+/// pg_catalog`, as registration did, so that nothing on the session's path
+/// can take the place of an operator or function it names.
+fn compiled_filter(firing: &Firing, text: &CStr) -> Filter {
+    let generation = crate::invalidation::generation();
+    let tgoid = firing.trigger().tgoid;
+    if let Some(filter) =
+        FILTERS.with_borrow(|filters| filters.get(&tgoid).filter(|f| f.generation == generation).copied())
+    {
+        return filter;
+    }
+    // SAFETY: the context is a child of TopMemoryContext that only this cache
+    // entry points into; the expression, slot and expression context are made
+    // in it, the slot over a copy of the trigger's tuple descriptor (not
+    // reference-counted, so it outlives transactions).  The setting is
+    // restored before returning (an error restores it by abort, and the
+    // context, not yet in the cache, is then leaked once).
+    let filter = unsafe {
+        let context = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::TopMemoryContext,
+            c"pg_integrity total filter".as_ptr(),
+            0,
+            1024,
+            8 * 1024 * 1024,
+        );
+        let previous = pg_sys::MemoryContextSwitchTo(context);
+        let level = crate::fmgr::set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]);
+        let expr = match analyze((*firing.relation()).rd_id, text) {
+            Ok(expr) => expr,
+            Err(problem) => invalid_filter(text, &problem),
+        };
+        pg_sys::AtEOXact_GUC(true, level);
+        let state = pg_sys::ExecInitExpr(expr.cast(), core::ptr::null_mut());
+        let econtext = pg_sys::CreateStandaloneExprContext();
+        let slot = pg_sys::MakeSingleTupleTableSlot(
+            pg_sys::CreateTupleDescCopy(firing.tupdesc()),
+            &raw const pg_sys::TTSOpsHeapTuple,
+        );
+        pg_sys::MemoryContextSwitchTo(previous);
+        Filter { generation, context, state, econtext, slot }
+    };
+    register_callbacks();
+    if let Some(stale) = FILTERS.with_borrow_mut(|filters| filters.insert(tgoid, filter)) {
+        STALE_FILTERS.with_borrow_mut(|stale_filters| stale_filters.push(stale.context));
+    }
+    filter
+}
+
+/// Whether `tuple` satisfies the filter (NULL does not).
+fn passes(filter: &Filter, tuple: pg_sys::HeapTuple) -> bool {
+    // SAFETY: the slot has the source's row type and is evaluated in the
+    // expression context's per-tuple memory, reset after each row; the tuple
+    // is not freed by the slot (shouldFree false) and is cleared from it
+    // before returning.
+    unsafe {
+        pg_sys::ExecStoreHeapTuple(tuple, filter.slot, false);
+        (*filter.econtext).ecxt_scantuple = filter.slot;
+        let per_tuple = (*filter.econtext).ecxt_per_tuple_memory;
+        let previous = pg_sys::MemoryContextSwitchTo(per_tuple);
+        let mut is_null = false;
+        let evaluate = (*filter.state).evalfunc.expect("a compiled expression has its evaluation function");
+        let result = evaluate(filter.state, filter.econtext, &mut is_null);
+        pg_sys::MemoryContextSwitchTo(previous);
+        pg_sys::MemoryContextReset(per_tuple);
+        let clear = (*(*filter.slot).tts_ops).clear.expect("a slot type clears");
+        clear(filter.slot);
+        !is_null && result.value() != 0
+    }
+}
+
 /// Adds the contribution of `tuple` (taken back when `negate`) to the pending
 /// entry of its target row.
 fn add(firing: &Firing, plan: &SourcePlan, tuple: pg_sys::HeapTuple, negate: bool) {
+    if plan.filter.as_ref().is_some_and(|filter| !passes(filter, tuple)) {
+        return;
+    }
     let mut key = [pg_sys::Datum::from(0); MAX_KEYS];
     for i in 0..plan.nkeys {
         let (value, is_null) = firing.value(tuple, plan.key_atts[i]);
@@ -451,8 +531,19 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             PENDING.with_borrow_mut(Vec::clear);
+            free_stale_filters();
         }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => free_stale_filters(),
         _ => {}
+    }
+}
+
+/// Between transactions no statement evaluates a filter.
+fn free_stale_filters() {
+    for context in STALE_FILTERS.with_borrow_mut(core::mem::take) {
+        // SAFETY: the cache no longer points into the context, and no
+        // statement is running.
+        unsafe { pg_sys::MemoryContextDelete(context) };
     }
 }
 
@@ -731,8 +822,11 @@ unsafe fn start_totals(firing: &Firing) -> Verdict {
             let table = pg_sys::SPI_tuptable;
             let mut is_null = false;
             let value = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-            let value =
-                if is_null { value } else { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) };
+            let value = if is_null {
+                value
+            } else {
+                pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into())
+            };
             (value, is_null)
         };
         attnums.push(i32::from(column.attnum));
@@ -796,11 +890,10 @@ fn start_plan(firing: &Firing) -> &StartPlan {
 }
 
 guarded_function!(
-    /// `integrity._total_filter(source regclass, filter text, prefix text)
-    /// RETURNS text`: the filter, analyzed as a boolean, immutable expression
-    /// over the source's columns (like a partial index predicate), written
-    /// back by PostgreSQL's deparser with every column prefixed by `prefix`
-    /// (none when empty).
+    /// `integrity._total_filter(source regclass, filter text) RETURNS text`:
+    /// the filter, analyzed as a boolean, immutable expression over the
+    /// source's columns (like a partial index predicate), written back by
+    /// PostgreSQL's deparser.
     integrity_total_filter,
     pg_finfo_integrity_total_filter,
     filter_sql
@@ -925,17 +1018,15 @@ unsafe fn analyze(source: pg_sys::Oid, filter: &CStr) -> Result<*mut pg_sys::Nod
 }
 
 unsafe fn filter_sql(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
-    // SAFETY: declared STRICT (regclass, text, text).
+    // SAFETY: declared STRICT (regclass, text).
     let (source, expr) = unsafe { analyzed(fcinfo) };
-    let prefix = unsafe { CStr::from_ptr(pg_sys::text_to_cstring((*fcinfo).args.as_slice(3)[2].value.cast_mut_ptr())) };
     // SAFETY: the deparser reads the catalogs for the tree's objects; with
     // search_path at pg_catalog it qualifies every name outside it.  The
     // setting is restored before returning (an error restores it by abort).
     unsafe {
         let level = crate::fmgr::set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]);
-        let alias = if prefix.is_empty() { pg_sys::get_rel_name(source) } else { prefix.as_ptr().cast_mut() };
-        let context = pg_sys::deparse_context_for(alias, source);
-        let text = pg_sys::deparse_expression(expr, context, !prefix.is_empty(), false);
+        let context = pg_sys::deparse_context_for(pg_sys::get_rel_name(source), source);
+        let text = pg_sys::deparse_expression(expr, context, false, false);
         pg_sys::AtEOXact_GUC(true, level);
         Verdict::Allow(pg_sys::Datum::from(pg_sys::cstring_to_text(text)))
     }
