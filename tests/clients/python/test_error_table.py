@@ -46,6 +46,13 @@ PROVOCATIONS = {
         "INSERT INTO ledger_entries (retailer_id, wholesaler_id, entry_type, amount) VALUES (1, 20, 'DEBIT', 500)"],
     "ledger entry for an account": [
         "INSERT INTO ledger_entries (retailer_id, wholesaler_id, entry_type, amount) VALUES (9, 9, 'DEBIT', 1)"],
+    "change of a maintained total": [
+        "CREATE TABLE stock_rows (id integer PRIMARY KEY, quantity integer NOT NULL DEFAULT 0)",
+        "CREATE TABLE stock_parts (id integer PRIMARY KEY, stock_id integer REFERENCES stock_rows, n integer)",
+        "SELECT integrity.maintain_total('stock_rows', 'quantity', 'stock_parts', ARRAY['stock_id'], 'n')",
+        "INSERT INTO stock_rows VALUES (1)",
+        "INSERT INTO stock_parts VALUES (1, 1, 4)",
+        "UPDATE stock_rows SET quantity = 5 WHERE id = 1"],
     "release or commit of more stock": ["SELECT integrity.release_stock('wholesaler_products', 1, 1)"],
     "bad quantity or unknown id": ["SELECT integrity.reserve_stock('wholesaler_products', 1, 0)"],
     "stock operation on a table without a stock guard": [
@@ -87,6 +94,10 @@ PROVOCATIONS = {
     "an idempotency key used again": [
         "SELECT integrity.place_hold('wholesaler_products', 1, 1, idempotency_key => 'provoke-key')",
         "SELECT integrity.place_hold('wholesaler_products', 1, 2, idempotency_key => 'provoke-key')"],
+    "registration: a total's filter": [
+        "CREATE TABLE stock_rows (id integer PRIMARY KEY, quantity integer NOT NULL DEFAULT 0)",
+        "CREATE TABLE stock_parts (id integer PRIMARY KEY, stock_id integer, n integer)",
+        "SELECT integrity.maintain_total('stock_rows', 'quantity', 'stock_parts', ARRAY['stock_id'], 'n', 'n > (SELECT 1)')"],
     "registration: NULL argument": ["SELECT integrity.protect_append_only(NULL)"],
     "registration: unknown column": ["SELECT integrity.protect_immutable('credit_accounts', ARRAY['nope'])"],
     "registration: version column": ["SELECT integrity.enable_versioning('wholesaler_products', 'name')"],
