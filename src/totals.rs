@@ -145,6 +145,9 @@ struct SourcePlan {
 struct ApplyPlan {
     generation: u64,
     plan: pg_sys::SPIPlanPtr,
+    /// `SELECT 1 FROM target WHERE key = …`: whether a row the UPDATE did not
+    /// change is there (then a BEFORE UPDATE trigger skipped it).
+    exists: pg_sys::SPIPlanPtr,
     keys: Vec<KeyType>,
 }
 
@@ -578,7 +581,7 @@ unsafe fn apply(firing: &Firing) -> Verdict {
     if mine.is_empty() {
         return Verdict::Allow(pg_sys::Datum::from(0));
     }
-    let (plan, keys) = apply_plan(firing, target, column);
+    let (plan, exists, keys) = apply_plan(firing, target, column);
     let compare = |a: &Pending, b: &Pending| compare_keys(&keys, &a.key, &b.key);
     mine.sort_by(compare);
     let mut merged: Vec<Pending> = Vec::with_capacity(mine.len());
@@ -608,19 +611,62 @@ unsafe fn apply(firing: &Firing) -> Verdict {
     sanctioned::begin_total_writes();
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
     let nulls = [b' ' as c_char; MAX_KEYS + 1];
+    let mut skipped = None;
     for i in 0..count {
         // SAFETY: i < count, the array's length.
         let entry = unsafe { *entries.add(i) };
         let Some(delta) = numeric_delta(entry.delta) else { continue };
         values[0] = delta;
         values[1..=nkeys].copy_from_slice(&entry.key[..nkeys]);
-        // SAFETY: the plan takes a numeric and the key columns' types; no Rust
-        // value on this frame needs dropping (see above).
-        unsafe { execute_plan(plan, &mut values[..=nkeys], &nulls[..=nkeys], false) };
+        // SAFETY: the plans take a numeric and the key columns' types, and
+        // the key columns' types; no Rust value on this frame needs dropping
+        // (see above).  A target row that is not there has nothing to keep.
+        unsafe {
+            if execute_plan(plan, &mut values[..=nkeys], &nulls[..=nkeys], false) == 0
+                && execute_plan(exists, &mut values[1..=nkeys], &nulls[1..=nkeys], true) == 1
+            {
+                skipped = Some(entry);
+                break;
+            }
+        }
     }
     sanctioned::end_total_writes();
     spi_finish();
-    Verdict::Allow(pg_sys::Datum::from(0))
+    match skipped {
+        None => Verdict::Allow(pg_sys::Datum::from(0)),
+        Some(entry) => firing.refuse(skipped_update(firing, target, &entry)),
+    }
+}
+
+/// A BEFORE UPDATE trigger of the target returned NULL for a total's update.
+fn skipped_update(firing: &Firing, target: pg_sys::Oid, entry: &Pending) -> Refusal {
+    let (_, _, keys) = apply_plan(firing, target, entry.column);
+    let args: Vec<String> = firing.args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let values: Vec<String> = keys
+        .iter()
+        .zip(entry.key)
+        .map(|(key, value)| {
+            let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+            // SAFETY: the datum is a value of the key's type.
+            unsafe {
+                pg_sys::getTypeOutputInfo(key.typid, &mut output, &mut varlena);
+                CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, value)).to_string_lossy().into_owned()
+            }
+        })
+        .collect();
+    let table = qualified_name(target);
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+        message: format!("a trigger on table {table} skipped the update of maintained total \"{}\"", args[1]),
+        detail: format!(
+            "Key ({})=({}) in table {table}: the change made by this statement on {} was not applied.",
+            args[2..].join(", "),
+            values.join(", "),
+            firing.qualified_table_name()
+        ),
+        hint: format!("Check the BEFORE UPDATE triggers of {table} that can return NULL."),
+        column: None,
+    }
 }
 
 /// The delta as a numeric datum, `None` when it is zero.
@@ -662,10 +708,14 @@ fn compare_keys(keys: &[KeyType], a: &[pg_sys::Datum; MAX_KEYS], b: &[pg_sys::Da
 
 /// The kept UPDATE of `target`'s `column` and the key types, built again when
 /// the catalogs changed.
-fn apply_plan(firing: &Firing, target: pg_sys::Oid, column: i16) -> (pg_sys::SPIPlanPtr, Vec<KeyType>) {
+fn apply_plan(
+    firing: &Firing,
+    target: pg_sys::Oid,
+    column: i16,
+) -> (pg_sys::SPIPlanPtr, pg_sys::SPIPlanPtr, Vec<KeyType>) {
     let generation = crate::invalidation::generation();
     if let Some(found) = PLANS.with_borrow(|plans| {
-        plans.get(&(target, column)).filter(|p| p.generation == generation).map(|p| (p.plan, p.keys.clone()))
+        plans.get(&(target, column)).filter(|p| p.generation == generation).map(|p| (p.plan, p.exists, p.keys.clone()))
     }) {
         return found;
     }
@@ -701,15 +751,28 @@ fn apply_plan(firing: &Firing, target: pg_sys::Oid, column: i16) -> (pg_sys::SPI
         format!("UPDATE {} t SET {total} = t.{total} + $1 WHERE {}", qualified_name(target), matches.join(" AND "));
     let mut arg_types: Vec<pg_sys::Oid> =
         core::iter::once(pg_sys::NUMERICOID).chain(keys.iter().map(|k| k.typid)).collect();
+    let exists_sql = format!(
+        "SELECT 1 FROM {} t WHERE {}",
+        qualified_name(target),
+        key_names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("t.{} = ${}", quote(k), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    );
     spi_connect();
     let plan = keep_plan(&sql, &mut arg_types);
+    let exists = keep_plan(&exists_sql, &mut arg_types[1..]);
     spi_finish();
     PLANS.with_borrow_mut(|plans| {
-        if let Some(stale) = plans.insert((target, column), ApplyPlan { generation, plan, keys: keys.clone() }) {
+        if let Some(stale) = plans.insert((target, column), ApplyPlan { generation, plan, exists, keys: keys.clone() })
+        {
             free_plan(stale.plan);
+            free_plan(stale.exists);
         }
     });
-    (plan, keys)
+    (plan, exists, keys)
 }
 
 unsafe fn refuse_direct_write(firing: &Firing) -> Verdict {
