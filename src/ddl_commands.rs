@@ -11,8 +11,8 @@ use std::ffi::CString;
 
 use pgrx::pg_guard;
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
 
+use crate::error::Error;
 use crate::fmgr::{execute_plan, function_info_v1, select_oids, spi_connect, spi_finish};
 
 thread_local! {
@@ -97,11 +97,7 @@ pub unsafe extern "C-unwind" fn integrity_on_ddl_command_start(fcinfo: pg_sys::F
     unsafe {
         let context = (*fcinfo).context;
         if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
-            pgrx::ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
-                "integrity._on_ddl_command_start() can only run as an event trigger"
-            );
+            Error::NotCalledAsEventTrigger { function: "integrity._on_ddl_command_start()" }.raise();
         }
         let tree = (*context.cast::<pg_sys::EventTriggerData>()).parsetree;
         EXPIRED_DROPS.with_borrow_mut(Vec::clear);
@@ -274,7 +270,7 @@ unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
     unsafe {
         let plan = pg_sys::SPI_prepare(query.as_ptr(), args.len() as c_int, types.as_mut_ptr());
         if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare {query:?}");
+            Error::Prepare { what: format!("{query:?}") }.raise();
         }
         execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true);
     }

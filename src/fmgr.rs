@@ -4,7 +4,7 @@
 
 use pgrx::pg_sys;
 
-use crate::error::Violation;
+use crate::error::{Error, Violation};
 
 /// What a guarded function decided.
 #[repr(C)]
@@ -80,7 +80,7 @@ pub unsafe fn execute_plan(
     unsafe {
         let rc = spi_execute_plan_raw(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, 1);
         if rc < 0 {
-            pgrx::error!("pg_integrity: SPI_execute_plan failed: {}", spi_result(rc));
+            Error::Spi { what: "SPI_execute_plan".into(), rc }.raise();
         }
         pg_sys::SPI_processed
     }
@@ -95,7 +95,7 @@ pub unsafe fn execute(sql: *const core::ffi::c_char) -> u64 {
     unsafe {
         let rc = spi_execute_raw(sql, false, 0);
         if rc < 0 {
-            pgrx::error!("pg_integrity: SPI_execute failed: {}", spi_result(rc));
+            Error::Spi { what: "SPI_execute".into(), rc }.raise();
         }
         pg_sys::SPI_processed
     }
@@ -106,7 +106,7 @@ pub fn spi_connect() {
     // SAFETY: SPI_connect only pushes a new SPI stack entry; its result is checked.
     let rc = unsafe { pg_sys::SPI_connect() };
     if rc != pg_sys::SPI_OK_CONNECT as core::ffi::c_int {
-        pgrx::error!("pg_integrity: SPI_connect failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_connect".into(), rc }.raise();
     }
 }
 
@@ -115,7 +115,7 @@ pub fn spi_finish() {
     // SAFETY: called after spi_connect by the same function; the result is checked.
     let rc = unsafe { pg_sys::SPI_finish() };
     if rc != pg_sys::SPI_OK_FINISH as core::ffi::c_int {
-        pgrx::error!("pg_integrity: SPI_finish failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_finish".into(), rc }.raise();
     }
 }
 
@@ -127,10 +127,10 @@ pub fn keep_plan(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr
     unsafe {
         let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as core::ffi::c_int, arg_types.as_mut_ptr());
         if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare statement: {sql}");
+            Error::Prepare { what: format!("statement: {sql}") }.raise();
         }
         if pg_sys::SPI_keepplan(plan) != 0 {
-            pgrx::error!("pg_integrity: SPI_keepplan failed");
+            Error::KeepPlan.raise();
         }
         plan
     }
@@ -164,7 +164,7 @@ pub fn select(query: &core::ffi::CStr, args: &[(pg_sys::Oid, pg_sys::Datum)], li
             limit as core::ffi::c_long,
         );
         if rc != pg_sys::SPI_OK_SELECT as core::ffi::c_int {
-            pgrx::error!("pg_integrity: {what} failed: {}", spi_result(rc));
+            Error::Spi { what: what.to_string().into(), rc }.raise();
         }
         pg_sys::SPI_processed
     }
@@ -193,7 +193,7 @@ pub fn free_plan(plan: pg_sys::SPIPlanPtr) {
     // is freed once and never executed afterwards; the result is checked.
     let rc = unsafe { pg_sys::SPI_freeplan(plan) };
     if rc != 0 {
-        pgrx::error!("pg_integrity: SPI_freeplan failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_freeplan".into(), rc }.raise();
     }
 }
 

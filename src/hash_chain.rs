@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
+use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
@@ -236,14 +236,14 @@ unsafe fn link(
 ) -> (i64, pg_sys::Datum, Option<i64>) {
     unsafe {
         if execute_plan(plan, values, nulls, read_only) != 1 {
-            pgrx::error!("pg_integrity: the hash chain statement returned no row");
+            Error::UnexpectedResult { what: "the hash chain statement", result: "no row".into() }.raise();
         }
         let table = pg_sys::SPI_tuptable;
         let (mut seq_null, mut hash_null) = (false, false);
         let seq = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut seq_null);
         let hash = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut hash_null);
         if seq_null || hash_null {
-            pgrx::error!("pg_integrity: the hash chain statement returned NULL");
+            Error::UnexpectedResult { what: "the hash chain statement", result: "NULL".into() }.raise();
         }
         let mut tail_null = false;
         let tail = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 3, &mut tail_null);
@@ -360,16 +360,12 @@ fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]
 }
 
 fn not_registered(firing: &Firing) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        format!(
-            "trigger \"{}\" on table \"{}\" belongs to no registered hash chain",
-            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
-            firing.table_name()
-        ),
-        "Register the chain with integrity.enable_hash_chain()."
-    );
+    Error::NotRegistered {
+        trigger: firing.trigger_name_text(),
+        table: firing.table_name(),
+        guard: Registration::HashChain,
+    }
+    .raise()
 }
 
 fn null_chain_column(firing: &Firing, attnum: i16) -> Refusal {

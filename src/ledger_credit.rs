@@ -31,8 +31,8 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish, spi_result};
+use crate::error::{Error, Refusal};
+use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish};
 use crate::quantities::{is_nan, quantity_type, sign};
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
@@ -217,10 +217,10 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
         spi_connect();
         let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
         if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare the ledger credit statement: {sql}");
+            Error::Prepare { what: format!("the ledger credit statement: {sql}") }.raise();
         }
         if pg_sys::SPI_keepplan(plan) != 0 {
-            pgrx::error!("pg_integrity: SPI_keepplan failed");
+            Error::KeepPlan.raise();
         }
         spi_finish();
         plan
@@ -323,7 +323,7 @@ unsafe fn explain(
             1,
         );
         if rc != pg_sys::SPI_OK_SELECT as i32 {
-            pgrx::error!("pg_integrity: looking up the account failed: {}", spi_result(rc));
+            Error::Spi { what: "looking up the account".into(), rc }.raise();
         }
         (pg_sys::SPI_processed == 1).then(|| {
             let table = pg_sys::SPI_tuptable;

@@ -24,10 +24,9 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
+use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, keep_plan, select, set_locally, spi_connect, spi_finish, spi_result,
-    Verdict,
+    execute_plan, free_plan, guarded_function, keep_plan, select, set_locally, spi_connect, spi_finish, Verdict,
 };
 use crate::invalidation;
 use crate::sanctioned;
@@ -95,7 +94,7 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     // by the names the trigger gives them (old_rows, new_rows).
     let rc = unsafe { pg_sys::SPI_register_trigger_data((data as *const pg_sys::TriggerData).cast_mut()) };
     if rc != pg_sys::SPI_OK_TD_REGISTER as c_int {
-        pgrx::error!("pg_integrity: SPI_register_trigger_data failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_register_trigger_data".into(), rc }.raise();
     }
     // The statement is parsed and run with only pg_catalog on the search
     // path: the operators of IS DISTINCT FROM are looked up by name, and a
@@ -158,7 +157,7 @@ unsafe fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statemen
     // SAFETY: the result is copied out before the next SPI call.
     unsafe {
         if rows != 1 {
-            pgrx::error!("pg_integrity: table integrity.lifecycle_events is missing");
+            Error::EventsTableMissing.raise();
         }
         let table = pg_sys::SPI_tuptable;
         let sql = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
@@ -185,16 +184,12 @@ fn prepared(tgoid: pg_sys::Oid, sql: &str) -> pg_sys::SPIPlanPtr {
 }
 
 fn not_registered(firing: &Firing) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        format!(
-            "trigger \"{}\" on table \"{}\" belongs to no registered lifecycle tracking",
-            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
-            firing.table_name()
-        ),
-        "Register it with integrity.track_lifecycle(), or remove the trigger with integrity.unprotect(…, 'lifecycle')."
-    );
+    Error::NotRegistered {
+        trigger: firing.trigger_name_text(),
+        table: firing.table_name(),
+        guard: Registration::Lifecycle,
+    }
+    .raise()
 }
 
 unsafe fn refuse_event_change(firing: &Firing) -> Verdict {
@@ -237,12 +232,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     if unsafe { pg_sys::pg_class_aclcheck(relid, caller, pg_sys::ACL_SELECT as pg_sys::AclMode) }
         != pg_sys::AclResult::ACLCHECK_OK
     {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied for table {}", qualified_name(relid)),
-            "The history of a row is shown to roles that may read its table."
-        );
+        Error::ReadDenied { table: qualified_name(relid) }.raise();
     }
     let name = CString::new(qualified_name(relid)).expect("no NUL");
     // SAFETY: the events are read as their table's owner (nobody else may
@@ -254,7 +244,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             pg_sys::get_namespace_oid(c"integrity".as_ptr(), false),
         );
         if events_table == pg_sys::InvalidOid {
-            pgrx::error!("pg_integrity: table integrity.lifecycle_events is missing");
+            Error::EventsTableMissing.raise();
         }
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context: c_int = 0;
@@ -271,7 +261,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             select(query, &[(pg_sys::TEXTOID, name), (pg_sys::JSONBOID, row_key)], 1, "reading lifecycle events");
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         if rows != 1 {
-            pgrx::error!("pg_integrity: reading lifecycle events returned {rows} rows");
+            Error::UnexpectedResult { what: "reading lifecycle events", result: format!("{rows} rows") }.raise();
         }
         let table = pg_sys::SPI_tuptable;
         let mut is_null = false;

@@ -16,8 +16,8 @@ use core::ffi::c_void;
 use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
 
+use crate::error::Error;
 use crate::fmgr::{execute, guarded_function, select_oids, spi_connect, spi_finish, Verdict};
 use crate::trigger::{qualified_name, relation_owner};
 
@@ -111,14 +111,6 @@ unsafe fn require_owner(relid: pg_sys::Oid) {
     let owner = unsafe { relation_owner(relid) };
     // SAFETY: plain catalog lookups.
     if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) } {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("must be owner of table {}", qualified_name(relid)),
-            format!(
-                "Only the owner of {} (or a member of its owning role) can delete its rows for good.",
-                qualified_name(relid)
-            )
-        );
+        Error::NotOwner { table: qualified_name(relid) }.raise();
     }
 }

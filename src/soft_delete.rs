@@ -21,7 +21,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
+
+use crate::error::{Error, Registration};
 
 use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
 use crate::invalidation;
@@ -144,7 +145,7 @@ unsafe fn read_statement(relid: pg_sys::Oid) -> Option<String> {
     // SAFETY: the value is copied out before SPI_finish frees it.
     let sql = unsafe {
         if rows != 1 {
-            pgrx::error!("pg_integrity: looking up the soft delete returned {rows} rows");
+            Error::UnexpectedResult { what: "looking up the soft delete", result: format!("{rows} rows") }.raise();
         }
         let table = pg_sys::SPI_tuptable;
         let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
@@ -155,14 +156,10 @@ unsafe fn read_statement(relid: pg_sys::Oid) -> Option<String> {
 }
 
 fn not_registered(firing: &Firing) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        format!(
-            "trigger \"{}\" on table \"{}\" belongs to no registered soft delete",
-            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
-            firing.table_name()
-        ),
-        "Register it with integrity.enable_soft_delete()."
-    );
+    Error::NotRegistered {
+        trigger: firing.trigger_name_text(),
+        table: firing.table_name(),
+        guard: Registration::SoftDelete,
+    }
+    .raise()
 }

@@ -25,8 +25,8 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
-use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
+use crate::error::{Error, Refusal};
+use crate::fmgr::{execute_plan, free_plan, guarded_function, spi_connect, spi_finish, Verdict};
 use crate::invalidation;
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
@@ -112,18 +112,14 @@ thread_local! {
     static PLANS: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans>> = RefCell::new(HashMap::new());
 }
 
-fn error(code: PgSqlErrorCode, message: String) -> ! {
-    pgrx::ereport!(ERROR, code, message);
-}
-
 unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Verdict {
     let caller = operation.name();
     let args = unsafe { (*fcinfo).args.as_slice(3) };
     if args[0].isnull {
-        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{caller}: argument \"tbl\" must not be NULL"));
+        Error::NullArgument { caller, argument: "tbl" }.raise();
     }
     if args[1].isnull {
-        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{caller}: argument \"id\" must not be NULL"));
+        Error::NullArgument { caller, argument: "id" }.raise();
     }
     let relid = pg_sys::Oid::from(args[0].value.value() as u32);
     let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
@@ -131,7 +127,7 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     // Opening the relation locks it and takes in pending invalidations.
     let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
     if rel.is_null() {
-        error(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("{caller}: relation with OID {relid} does not exist"));
+        Error::NoSuchRelation { caller, relid }.raise();
     }
     let (operate, lookup) = unsafe { plans(rel, id_type, caller) };
 
@@ -170,21 +166,14 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     let target = unsafe { target(rel, caller) };
     let quantity = unsafe { pgrx::AnyNumeric::from_datum(args[2].value, args[2].isnull) };
     match quantity {
-        Some(q) if q.is_nan() || q <= pgrx::AnyNumeric::from(0) => error(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{caller}: quantity must be positive, not {q}"),
-        ),
-        None => error(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{caller}: quantity must be positive, not NULL"),
-        ),
-        Some(q) if !fits(&q, target.scale) => error(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!(
-                "{caller}: quantity {q} has more decimal places than the stock columns hold ({})",
-                target.scale.unwrap_or_default()
-            ),
-        ),
+        Some(q) if q.is_nan() || q <= pgrx::AnyNumeric::from(0) => {
+            Error::QuantityNotPositive { caller, quantity: q.to_string() }.raise()
+        }
+        None => Error::QuantityNotPositive { caller, quantity: "NULL".into() }.raise(),
+        Some(q) if !fits(&q, target.scale) => {
+            Error::QuantityTooPrecise { caller, quantity: q.to_string(), scale: target.scale.unwrap_or_default() }
+                .raise()
+        }
         Some(quantity) => match outcome {
             Outcome::Skipped => {
                 let id = id_text(id_type, args[1].value);
@@ -200,10 +189,7 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
             }
             Outcome::NoRow => {
                 let id = id_text(id_type, args[1].value);
-                error(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    format!("{caller}: table \"{}\" has no row with {} = {id}", target.table, target.key),
-                )
+                Error::NoSuchRow { caller, table: target.table, key: target.key, id }.raise()
             }
             Outcome::NotEnough(_) if operation == Operation::Reserve => {
                 unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
@@ -258,7 +244,7 @@ unsafe fn look_up(
     unsafe {
         let rc = pg_sys::SPI_execute_plan(lookup, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
         if rc != pg_sys::SPI_OK_SELECT as c_int {
-            pgrx::error!("pg_integrity: looking up the row failed: {}", spi_result(rc));
+            Error::Spi { what: "looking up the row".into(), rc }.raise();
         }
         if pg_sys::SPI_processed != 1 {
             return Outcome::NoRow;
@@ -319,16 +305,7 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
     let guard = triggers
         .iter()
         .find(|t| unsafe { CStr::from_ptr(t.tgname) } == c"integrity_stock" && t.tgnargs == 2)
-        .unwrap_or_else(|| {
-            pgrx::pg_sys::panic::ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("{caller}: table \"{table}\" has no stock guard"),
-                caller,
-            )
-            .set_hint(format!("Register it first: SELECT integrity.guard_stock('{}');", table.replace('\'', "''")))
-            .report(pgrx::PgLogLevel::ERROR);
-            unreachable!("an ERROR does not return")
-        });
+        .unwrap_or_else(|| Error::NoStockGuard { caller, table: table.clone() }.raise());
     let arg = |i: usize| unsafe { CStr::from_ptr(*guard.tgargs.add(i)) }.to_string_lossy().into_owned();
     let (stock, reserved) = (arg(0), arg(1));
 
@@ -345,12 +322,7 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
         pg_sys::ReleaseSysCache(tuple);
         attnum
     });
-    let Some(key_attnum) = key_attnum else {
-        error(
-            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
-            format!("{caller}: table \"{table}\" needs a single-column primary key"),
-        )
-    };
+    let Some(key_attnum) = key_attnum else { Error::NeedsSingleColumnKey { caller, table }.raise() };
     // SAFETY: the relation is open and locked for the rest of this function.
     let attribute = |attnum: i16| unsafe { tuple_desc_attr((*rel).rd_att, attnum) };
     let key_attribute = attribute(key_attnum);
@@ -444,10 +416,10 @@ fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], p
                 let text = CString::new(sql.as_str()).expect("identifiers are quoted");
                 let plan = pg_sys::SPI_prepare(text.as_ptr(), 2, arg_types.as_mut_ptr());
                 if plan.is_null() {
-                    pgrx::error!("pg_integrity: could not prepare {sql}");
+                    Error::Prepare { what: sql.clone() }.raise();
                 }
                 if pg_sys::SPI_keepplan(plan) != 0 {
-                    pgrx::error!("pg_integrity: SPI_keepplan failed");
+                    Error::KeepPlan.raise();
                 }
                 plan
             })

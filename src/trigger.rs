@@ -4,9 +4,8 @@
 use core::ffi::{c_char, c_int, CStr};
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
+use crate::error::{Error, Refusal};
 
 unsafe extern "C-unwind" {
     fn datum_image_eq(
@@ -45,11 +44,7 @@ impl Firing {
         unsafe {
             let context = (*fcinfo).context;
             if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-                pgrx::ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-                    "pg_integrity guard functions can only be called as triggers"
-                );
+                Error::NotCalledAsTrigger.raise();
             }
             Firing { fcinfo, data: &*(context as *const pg_sys::TriggerData) }
         }
@@ -82,6 +77,11 @@ impl Firing {
     /// The trigger's name, reported as the error's constraint name.
     pub fn trigger_name(&self) -> *const c_char {
         self.trigger().tgname
+    }
+
+    /// The trigger's name, for messages.
+    pub fn trigger_name_text(&self) -> String {
+        unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy().into_owned()
     }
 
     /// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
@@ -119,15 +119,7 @@ impl Firing {
 
     /// A guard function attached by hand with events or a level it does not handle.
     pub fn misuse(&self) -> ! {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            format!(
-                "trigger \"{}\" on table \"{}\" fires for events its guard does not handle",
-                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
-                self.table_name()
-            )
-        );
+        Error::UnhandledEvents { trigger: self.trigger_name_text(), table: self.table_name() }.raise()
     }
 
     /// A column the trigger's arguments name whose type the guard cannot
@@ -137,31 +129,24 @@ impl Firing {
     pub fn wrong_column_type(&self, attnum: i16, expected: &str) -> ! {
         let attribute = self.attribute(attnum);
         let type_name = unsafe { CStr::from_ptr(pg_sys::format_type_be(attribute.atttypid)) };
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "column \"{}\" guarded by trigger \"{}\" on table \"{}\" is of type {}, not {expected}",
-                pgrx::name_data_to_str(&attribute.attname),
-                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
-                self.table_name(),
-                type_name.to_string_lossy()
-            )
-        );
+        Error::WrongColumnType {
+            column: pgrx::name_data_to_str(&attribute.attname).to_string(),
+            trigger: self.trigger_name_text(),
+            table: self.table_name(),
+            actual: type_name.to_string_lossy().into_owned(),
+            expected: expected.to_string(),
+        }
+        .raise()
     }
 
     /// A guarded column that was dropped or renamed since registration.
     pub fn missing_column(&self, column: &CStr) -> ! {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!(
-                "column \"{}\" guarded by trigger \"{}\" does not exist in table \"{}\"",
-                column.to_string_lossy(),
-                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
-                self.table_name()
-            )
-        );
+        Error::MissingColumn {
+            column: column.to_string_lossy().into_owned(),
+            trigger: self.trigger_name_text(),
+            table: self.table_name(),
+        }
+        .raise()
     }
 
     /// Refuses with `refusal`, reported against this trigger's table.
@@ -291,7 +276,7 @@ pub unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
     unsafe {
         let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
         if tuple.is_null() {
-            pgrx::error!("pg_integrity: cache lookup failed for relation {relid}");
+            Error::CacheLookup(relid).raise();
         }
         let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
         pg_sys::ReleaseSysCache(tuple);

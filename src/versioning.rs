@@ -22,7 +22,7 @@ use core::ffi::{c_char, c_int, CStr};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
+use crate::error::{Error, Refusal};
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
 trigger_entry!(
@@ -244,13 +244,9 @@ fn stale_write(firing: &Firing, plan: &VersionPlan, read: i64, written: Option<i
 }
 
 fn out_of_range(firing: &Firing, plan: &VersionPlan) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-        format!(
-            "version column \"{}\" of table \"{}\" is out of range",
-            pgrx::name_data_to_str(&firing.attribute(plan.attnum).attname),
-            firing.table_name()
-        )
-    );
+    Error::VersionOutOfRange {
+        column: pgrx::name_data_to_str(&firing.attribute(plan.attnum).attname).to_string(),
+        table: firing.table_name(),
+    }
+    .raise()
 }
