@@ -5,7 +5,7 @@
 //! commands that pg_restore replays; and a rename or schema move, after which
 //! a table is no longer found under the name a guard keeps, from the rest.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, CStr};
 use std::cell::RefCell;
 use std::ffi::CString;
 
@@ -13,7 +13,7 @@ use pgrx::pg_guard;
 use pgrx::pg_sys;
 
 use crate::error::Error;
-use crate::fmgr::{execute_plan, function_info_v1, select_oids, spi_connect, spi_finish};
+use crate::fmgr::{execute_plan, function_info_v1, prepare, select_oids, spi_connect, spi_finish};
 
 thread_local! {
     /// The partitions (and their own partitions) the running `DROP TABLE`
@@ -266,13 +266,8 @@ unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
         (types[i], values[i]) = (typ, value);
     }
     spi_connect();
+    let plan = prepare(query, &mut types[..args.len()], || format!("{query:?}"));
     // SAFETY: the statement takes arguments of the types passed with them.
-    unsafe {
-        let plan = pg_sys::SPI_prepare(query.as_ptr(), args.len() as c_int, types.as_mut_ptr());
-        if plan.is_null() {
-            Error::Prepare { what: format!("{query:?}") }.raise();
-        }
-        execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true);
-    }
+    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true) };
     spi_finish();
 }

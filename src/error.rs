@@ -43,6 +43,9 @@ pub enum Error {
     /// A statement of the extension's own returned what it never returns.
     #[error("pg_integrity: {what} returned {result}")]
     UnexpectedResult { what: &'static str, result: String },
+    /// A row of an SPI result that is not there.
+    #[error("pg_integrity: the SPI result has no row {row}")]
+    NoResultRow { row: u64 },
     #[error("pg_integrity: cache lookup failed for relation {0}")]
     CacheLookup(pg_sys::Oid),
     #[error("pg_integrity: table integrity.lifecycle_events is missing")]
@@ -117,6 +120,7 @@ impl Error {
             | Error::Prepare { .. }
             | Error::KeepPlan
             | Error::UnexpectedResult { .. }
+            | Error::NoResultRow { .. }
             | Error::CacheLookup(_)
             | Error::EventsTableMissing => ERRCODE_INTERNAL_ERROR,
             Error::NotCalledAsTrigger | Error::UnhandledEvents { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,

@@ -36,7 +36,9 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal, Registration};
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
+use crate::fmgr::{
+    execute_plan, free_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+};
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
 
@@ -215,10 +217,7 @@ unsafe fn lock_tail(plan: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], null
         if execute_plan(plan, values, nulls, false) == 0 {
             return None;
         }
-        let table = pg_sys::SPI_tuptable;
-        let mut is_null = false;
-        let seq = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-        Some(if is_null { 0 } else { seq.value() as i64 })
+        Some(result_value(0, 1).map_or(0, |seq| seq.value() as i64))
     }
 }
 
@@ -238,17 +237,12 @@ unsafe fn link(
         if execute_plan(plan, values, nulls, read_only) != 1 {
             Error::UnexpectedResult { what: "the hash chain statement", result: "no row".into() }.raise();
         }
-        let table = pg_sys::SPI_tuptable;
-        let (mut seq_null, mut hash_null) = (false, false);
-        let seq = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut seq_null);
-        let hash = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut hash_null);
-        if seq_null || hash_null {
+        let (Some(seq), Some(hash)) = (result_value(0, 1), result_value(0, 2)) else {
             Error::UnexpectedResult { what: "the hash chain statement", result: "NULL".into() }.raise();
-        }
-        let mut tail_null = false;
-        let tail = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 3, &mut tail_null);
+        };
+        let tail = result_value(0, 3);
         // The hash lives in SPI's memory, which SPI_finish frees: copy it out.
-        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1), (!tail_null).then(|| tail.value() as i64))
+        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1), tail.map(|tail| tail.value() as i64))
     }
 }
 
@@ -329,18 +323,15 @@ unsafe fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
     let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the hash chain");
-    // SAFETY: the row is read before the next SPI call.
-    let result = unsafe {
-        let table = pg_sys::SPI_tuptable;
-        (rows == 1).then(|| {
-            let text = |n| {
-                CStr::from_ptr(pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n)).to_string_lossy().into_owned()
-            };
-            let mut is_null = false;
-            let chained = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 3, &mut is_null);
-            (text(1), text(2), pg_sys::Oid::from(chained.value() as u32))
-        })
-    };
+    let result = (rows == 1).then(|| {
+        let text = |column| {
+            result_text(0, column).unwrap_or_else(|| {
+                Error::UnexpectedResult { what: "looking up the hash chain", result: "NULL".into() }.raise()
+            })
+        };
+        let chained = result_value(0, 3).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32));
+        (text(1), text(2), chained)
+    });
     spi_finish();
     result
 }
@@ -350,7 +341,7 @@ fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&key).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
         return plan;
     }
-    let plan = prepare_kept(sql, arg_types);
+    let plan = prepare_kept(sql, arg_types, || format!("statement: {sql}"));
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(key, (sql.to_string(), plan)) {
             free_plan(stale);

@@ -32,7 +32,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal};
-use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish};
+use crate::fmgr::{execute_plan, free_plan, getvalue, prepare_kept, result_text, spi_connect, spi_finish};
 use crate::quantities::{is_nan, quantity_type, sign};
 use crate::trigger::{trigger_entry, Firing, Verdict};
 
@@ -212,19 +212,7 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| *s == source).map(|(_, p)| *p)) {
         return plan;
     }
-    let text = CString::new(sql).expect("identifiers are quoted");
-    let plan = unsafe {
-        spi_connect();
-        let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
-        if plan.is_null() {
-            Error::Prepare { what: format!("the ledger credit statement: {sql}") }.raise();
-        }
-        if pg_sys::SPI_keepplan(plan) != 0 {
-            Error::KeepPlan.raise();
-        }
-        spi_finish();
-        plan
-    };
+    let plan = prepare_kept(sql, arg_types, || format!("the ledger credit statement: {sql}"));
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(tgoid, (source, plan)) {
             free_plan(stale);
@@ -326,15 +314,7 @@ unsafe fn explain(
             Error::Spi { what: "looking up the account".into(), rc }.raise();
         }
         (pg_sys::SPI_processed == 1).then(|| {
-            let table = pg_sys::SPI_tuptable;
-            let text = |n| {
-                let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n);
-                if value.is_null() {
-                    "NULL".to_string()
-                } else {
-                    CStr::from_ptr(value).to_string_lossy().into_owned()
-                }
-            };
+            let text = |column| result_text(0, column).unwrap_or_else(|| "NULL".to_string());
             Account { used: text(1), limit: text(2), below_zero: text(3) == "t", within_bounds: text(4) == "t" }
         })
     }
@@ -375,12 +355,7 @@ fn signed_amount(
 
 /// The entry type as its output function writes it (palloc'd, per tuple).
 fn entry_type_text<'a>(firing: &Firing, entry: pg_sys::HeapTuple, attnum: i16) -> &'a CStr {
-    let text = unsafe { pg_sys::SPI_getvalue(entry, firing.tupdesc(), attnum.into()) };
-    if text.is_null() {
-        c""
-    } else {
-        unsafe { CStr::from_ptr(text) }
-    }
+    unsafe { getvalue(entry, firing.tupdesc(), attnum.into()) }.unwrap_or(c"")
 }
 
 fn account_key(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> String {

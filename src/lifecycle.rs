@@ -16,7 +16,7 @@
 //! every UPDATE, DELETE and TRUNCATE of it, except the deletes that
 //! `integrity.purge_lifecycle_events()` runs through `_execute_sanctioned`.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -26,7 +26,8 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, keep_plan, select, set_locally, spi_connect, spi_finish, Verdict,
+    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, select, set_locally, spi_connect,
+    spi_finish, Verdict,
 };
 use crate::invalidation;
 use crate::sanctioned;
@@ -154,18 +155,11 @@ unsafe fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statemen
     .expect("no NUL");
     let rows =
         select(&query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the lifecycle statement");
-    // SAFETY: the result is copied out before the next SPI call.
-    unsafe {
-        if rows != 1 {
-            Error::EventsTableMissing.raise();
-        }
-        let table = pg_sys::SPI_tuptable;
-        let sql = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-        let mut is_null = false;
-        let owner = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut is_null);
-        (!sql.is_null())
-            .then(|| (CStr::from_ptr(sql).to_string_lossy().into_owned(), pg_sys::Oid::from(owner.value() as u32)))
+    if rows != 1 {
+        Error::EventsTableMissing.raise();
     }
+    let owner = result_value(0, 2).map_or(pg_sys::InvalidOid, |owner| pg_sys::Oid::from(owner.value() as u32));
+    result_text(0, 1).map(|sql| (sql, owner))
 }
 
 /// The kept plan of `sql` for trigger `tgoid`.  Inside `SPI_connect`, with
@@ -174,7 +168,7 @@ fn prepared(tgoid: pg_sys::Oid, sql: &str) -> pg_sys::SPIPlanPtr {
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
         return plan;
     }
-    let plan = keep_plan(sql, &mut [pg_sys::OIDOID]);
+    let plan = keep_plan(sql, &mut [pg_sys::OIDOID], || format!("statement: {sql}"));
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
             free_plan(stale);
@@ -263,10 +257,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         if rows != 1 {
             Error::UnexpectedResult { what: "reading lifecycle events", result: format!("{rows} rows") }.raise();
         }
-        let table = pg_sys::SPI_tuptable;
-        let mut is_null = false;
-        let events = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-        let events = (!is_null).then(|| pg_sys::SPI_datumTransfer(events, false, -1));
+        let events = result_value(0, 1).map(|events| pg_sys::SPI_datumTransfer(events, false, -1));
         spi_finish();
         events
     };

@@ -16,7 +16,7 @@
 //! was deleted for good (keeping the child would leave it without its
 //! parent); the statement reports the latter.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -24,7 +24,9 @@ use pgrx::pg_sys;
 
 use crate::error::{Error, Registration};
 
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
+use crate::fmgr::{
+    execute_plan, free_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+};
 use crate::invalidation;
 use crate::sanctioned;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
@@ -86,11 +88,8 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
         );
         spi_connect();
         let mut values = [pg_sys::Datum::from(&raw mut (*row).t_self)];
-        let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1 && {
-            let table = pg_sys::SPI_tuptable;
-            let mut is_null = false;
-            pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null).value() != 0
-        };
+        let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1
+            && result_value(0, 1).is_some_and(|orphaned| orphaned.value() != 0);
         spi_finish();
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         pg_sys::AtEOXact_GUC(true, nest_level);
@@ -127,7 +126,7 @@ unsafe fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
     }
     let sql = unsafe { read_statement(relid) }.unwrap_or_else(|| not_registered(firing));
     let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
-    let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID]));
+    let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}")));
     STATEMENTS.with_borrow_mut(|all| {
         if let Some((_, _, stale)) = all.insert(relid, (generation, sql, plan)) {
             if stale != plan {
@@ -142,15 +141,10 @@ unsafe fn read_statement(relid: pg_sys::Oid) -> Option<String> {
     spi_connect();
     let query = c"SELECT integrity._soft_delete_statement($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the soft delete");
-    // SAFETY: the value is copied out before SPI_finish frees it.
-    let sql = unsafe {
-        if rows != 1 {
-            Error::UnexpectedResult { what: "looking up the soft delete", result: format!("{rows} rows") }.raise();
-        }
-        let table = pg_sys::SPI_tuptable;
-        let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-        (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
-    };
+    if rows != 1 {
+        Error::UnexpectedResult { what: "looking up the soft delete", result: format!("{rows} rows") }.raise();
+    }
+    let sql = result_text(0, 1);
     spi_finish();
     sql
 }

@@ -26,7 +26,9 @@ use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::error::{Error, Refusal};
-use crate::fmgr::{execute_plan, free_plan, guarded_function, spi_connect, spi_finish, Verdict};
+use crate::fmgr::{
+    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish, Verdict,
+};
 use crate::invalidation;
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
@@ -249,24 +251,11 @@ unsafe fn look_up(
         if pg_sys::SPI_processed != 1 {
             return Outcome::NoRow;
         }
-        let table = pg_sys::SPI_tuptable;
-        let row = *(*table).vals;
-        let mut isnull = false;
-        let passes = pg_sys::SPI_getbinval(
-            row,
-            (*table).tupdesc,
-            if operation == Operation::Reserve { 2 } else { 3 },
-            &mut isnull,
-        );
-        if !isnull && passes.value() != 0 {
+        let passes = result_value(0, if operation == Operation::Reserve { 2 } else { 3 });
+        if passes.is_some_and(|passes| passes.value() != 0) {
             return Outcome::Skipped;
         }
-        let text = pg_sys::SPI_getvalue(row, (*table).tupdesc, 1);
-        Outcome::NotEnough(if text.is_null() {
-            "NULL".to_string()
-        } else {
-            CStr::from_ptr(text).to_string_lossy().into_owned()
-        })
+        Outcome::NotEnough(result_text(0, 1).unwrap_or_else(|| "NULL".to_string()))
     }
 }
 
@@ -408,24 +397,9 @@ fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], p
         ),
     ];
     let mut arg_types = [id_type, pg_sys::NUMERICOID];
-    let prepared: Vec<pg_sys::SPIPlanPtr> = unsafe {
-        spi_connect();
-        let prepared = statements
-            .iter()
-            .map(|sql| {
-                let text = CString::new(sql.as_str()).expect("identifiers are quoted");
-                let plan = pg_sys::SPI_prepare(text.as_ptr(), 2, arg_types.as_mut_ptr());
-                if plan.is_null() {
-                    Error::Prepare { what: sql.clone() }.raise();
-                }
-                if pg_sys::SPI_keepplan(plan) != 0 {
-                    Error::KeepPlan.raise();
-                }
-                plan
-            })
-            .collect();
-        spi_finish();
-        prepared
-    };
+    spi_connect();
+    let prepared: Vec<pg_sys::SPIPlanPtr> =
+        statements.iter().map(|sql| keep_plan(sql, &mut arg_types, || sql.clone())).collect();
+    spi_finish();
     ([prepared[0], prepared[1], prepared[2]], prepared[3])
 }

@@ -6,6 +6,7 @@ use core::ffi::{c_char, c_int, CStr};
 use pgrx::pg_sys;
 
 use crate::error::{Error, Refusal};
+use crate::fmgr::getvalue;
 
 unsafe extern "C-unwind" {
     fn datum_image_eq(
@@ -219,12 +220,8 @@ impl Firing {
 
     /// The column's value in `tuple` as text, `NULL` for a null.
     pub fn value_text(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> String {
-        let text = unsafe { pg_sys::SPI_getvalue(tuple, self.tupdesc(), attnum.into()) };
-        if text.is_null() {
-            "NULL".to_string()
-        } else {
-            unsafe { CStr::from_ptr(text).to_string_lossy().into_owned() }
-        }
+        unsafe { getvalue(tuple, self.tupdesc(), attnum.into()) }
+            .map_or_else(|| "NULL".to_string(), |text| text.to_string_lossy().into_owned())
     }
 
     /// `Key (a, b)=(1, 2)`, from the primary key, else the replica identity
