@@ -29,7 +29,9 @@ pub(crate) use function_info_v1;
 
 /// Declares a C-callable function: a V1 info record, and an entry point that
 /// runs `$body(fcinfo) -> Verdict` under pgrx's panic guard and raises its
-/// refusal only after every Rust frame of the body has returned.
+/// refusal only after every Rust frame of the body has returned.  `$body` is
+/// an `unsafe fn(FunctionCallInfo) -> Verdict` (or a closure without
+/// captures) whose contract is that `fcinfo` is the running call's.
 macro_rules! guarded_function {
     ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $body:expr) => {
         $(#[$doc])*
@@ -37,10 +39,18 @@ macro_rules! guarded_function {
         pub unsafe extern "C-unwind" fn $symbol(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
             #[::pgrx::pg_guard]
             unsafe extern "C-unwind" fn guarded(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> $crate::fmgr::Verdict {
-                unsafe { ($body)(fcinfo) }
+                let body: unsafe fn(::pgrx::pg_sys::FunctionCallInfo) -> $crate::fmgr::Verdict = $body;
+                // SAFETY: only the entry point below calls this, with the
+                // fcinfo PostgreSQL passed it, valid until it returns.
+                unsafe { body(fcinfo) }
             }
+            // SAFETY: PostgreSQL calls the entry point through fmgr with a
+            // valid fcinfo, as the V1 info record below declares.
             match unsafe { guarded(fcinfo) } {
                 $crate::fmgr::Verdict::Allow(datum) => datum,
+                // SAFETY: the body and every Rust frame it called have
+                // returned, and this frame holds nothing that needs dropping:
+                // the error may longjmp from here to PostgreSQL.
                 $crate::fmgr::Verdict::Refuse(violation) => unsafe { $crate::error::raise(violation) },
             }
         }

@@ -75,7 +75,7 @@ unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
 }
 
 /// The attribute numbers of the columns the trigger's arguments name.
-fn protected_columns(firing: &Firing) -> &[i16] {
+fn protected_columns<'f>(firing: &'f Firing) -> &'f [i16] {
     let plan = firing.statement_plan(|| {
         let attnums: Vec<i16> =
             firing.args().map(|c| firing.attnum(c).unwrap_or_else(|| firing.missing_column(c))).collect();

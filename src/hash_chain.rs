@@ -246,7 +246,7 @@ unsafe fn link(
     }
 }
 
-unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
+unsafe fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
     firing.statement_plan(|| {
         let args: Vec<&CStr> = firing.args().collect();
         if args.len() < 2 || args.len() > 2 + MAX_CHAIN_COLUMNS {

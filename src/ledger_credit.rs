@@ -178,7 +178,7 @@ fn explain_statement(args: &Args) -> String {
     )
 }
 
-unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
+unsafe fn entry_plan<'f>(firing: &'f Firing) -> &'f EntryPlan {
     firing.statement_plan(|| {
         let args = args(firing);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
@@ -353,8 +353,13 @@ fn signed_amount(
     Ok((if debit == (direction == Direction::Apply) { 1 } else { -1 }, amount))
 }
 
-/// The entry type as its output function writes it (palloc'd, per tuple).
-fn entry_type_text<'a>(firing: &Firing, entry: pg_sys::HeapTuple, attnum: i16) -> &'a CStr {
+/// The entry type as its output function writes it, palloc'd in the
+/// trigger call's per-tuple memory context: outside SPI, which would put it in
+/// SPI's memory, freed at `SPI_finish`.
+fn entry_type_text<'f>(firing: &Firing<'f>, entry: pg_sys::HeapTuple, attnum: i16) -> &'f CStr {
+    // SAFETY: `entry` is a row of the firing relation, whose descriptor this
+    // is; called outside SPI, so the text lives in the per-tuple memory
+    // context the trigger manager runs the call in, until the call is over.
     unsafe { getvalue(entry, firing.tupdesc(), attnum.into()) }.unwrap_or(c"")
 }
 

@@ -110,7 +110,7 @@ struct QuantityPlan {
     typid: pg_sys::Oid,
 }
 
-fn quantity_plan(firing: &Firing) -> &QuantityPlan {
+fn quantity_plan<'f>(firing: &'f Firing) -> &'f QuantityPlan {
     firing.statement_plan(|| {
         let mut args = firing.args();
         let (Some(total_name), Some(part_name)) = (args.next(), args.next()) else { firing.misuse() };

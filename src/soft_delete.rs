@@ -102,7 +102,7 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     }
 }
 
-unsafe fn soft_delete_plan(firing: &Firing) -> &SoftDeletePlan {
+unsafe fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
     firing.statement_plan(|| {
         let Some(deleted_column) = firing.args().next() else { firing.misuse() };
         let deleted_att = firing.attnum(deleted_column).unwrap_or_else(|| firing.missing_column(deleted_column));

@@ -36,21 +36,30 @@ guarded_function!(
     /// `integrity.reserve_stock(tbl regclass, id anyelement, qty numeric) RETURNS boolean`
     integrity_reserve_stock,
     pg_finfo_integrity_reserve_stock,
-    |fcinfo| operate(fcinfo, Operation::Reserve)
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { operate(fcinfo, Operation::Reserve) }
+    }
 );
 
 guarded_function!(
     /// `integrity.release_stock(tbl regclass, id anyelement, qty numeric) RETURNS void`
     integrity_release_stock,
     pg_finfo_integrity_release_stock,
-    |fcinfo| operate(fcinfo, Operation::Release)
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { operate(fcinfo, Operation::Release) }
+    }
 );
 
 guarded_function!(
     /// `integrity.commit_stock(tbl regclass, id anyelement, qty numeric) RETURNS void`
     integrity_commit_stock,
     pg_finfo_integrity_commit_stock,
-    |fcinfo| operate(fcinfo, Operation::Commit)
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { operate(fcinfo, Operation::Commit) }
+    }
 );
 
 #[derive(Clone, Copy, PartialEq)]

@@ -19,38 +19,56 @@ unsafe extern "C-unwind" {
 
 pub use crate::fmgr::Verdict;
 
-/// Declares a trigger function callable from SQL: `$guard(&Firing) -> Verdict`.
+/// Declares a trigger function callable from SQL: `unsafe fn $guard(&Firing)
+/// -> Verdict`, whose safety contract is that it runs inside that trigger call.
 macro_rules! trigger_entry {
     ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $guard:path) => {
         $crate::fmgr::guarded_function!(
             $(#[$doc])*
             $symbol,
             $finfo,
-            |fcinfo| $guard(&$crate::trigger::Firing::from_fcinfo(fcinfo))
+            |fcinfo| {
+                // SAFETY: fcinfo is the running call's (the body's contract),
+                // and the guard runs inside that call, on its firing.
+                unsafe { $crate::trigger::Firing::with(fcinfo, |firing| $guard(firing)) }
+            }
         );
     };
 }
 pub(crate) use trigger_entry;
 
-/// One firing of a guard trigger.
-pub struct Firing {
-    pub fcinfo: pg_sys::FunctionCallInfo,
-    pub data: &'static pg_sys::TriggerData,
+/// One firing of a guard trigger: the `TriggerData` PostgreSQL passed,
+/// borrowed for the trigger call `'a` (it lives in the executor's memory for
+/// at least that long, and no longer than the statement).
+pub struct Firing<'a> {
+    fcinfo: pg_sys::FunctionCallInfo,
+    pub data: &'a pg_sys::TriggerData,
 }
 
-impl Firing {
+impl Firing<'_> {
+    /// Runs `guard` on the firing PostgreSQL passed in `fcinfo`; raises if the
+    /// function was not called as a trigger.  The firing is lent to `guard`
+    /// for the call only: nothing it borrows can outlive the call.
+    ///
     /// # Safety
-    /// `fcinfo` must be the call info PostgreSQL passed to the trigger function.
-    pub unsafe fn from_fcinfo(fcinfo: pg_sys::FunctionCallInfo) -> Self {
-        unsafe {
+    /// `fcinfo` must be the call info PostgreSQL passed to the running
+    /// function, valid until it returns.
+    pub unsafe fn with<R>(fcinfo: pg_sys::FunctionCallInfo, guard: impl FnOnce(&Firing<'_>) -> R) -> R {
+        // SAFETY: fcinfo is valid for the call (the contract); a context of
+        // tag T_TriggerData is the TriggerData the trigger manager passes,
+        // which stays valid and unchanged until the trigger function returns.
+        let data = unsafe {
             let context = (*fcinfo).context;
             if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
                 Error::NotCalledAsTrigger.raise();
             }
-            Firing { fcinfo, data: &*(context as *const pg_sys::TriggerData) }
-        }
+            &*(context as *const pg_sys::TriggerData)
+        };
+        guard(&Firing { fcinfo, data })
     }
+}
 
+impl<'a> Firing<'a> {
     pub fn event(&self) -> u32 {
         self.data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK
     }
@@ -71,7 +89,7 @@ impl Firing {
         unsafe { (*self.data.tg_relation).rd_att }
     }
 
-    pub fn trigger(&self) -> &pg_sys::Trigger {
+    pub fn trigger(&self) -> &'a pg_sys::Trigger {
         unsafe { &*self.data.tg_trigger }
     }
 
@@ -86,7 +104,7 @@ impl Firing {
     }
 
     /// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
-    pub fn args(&self) -> impl Iterator<Item = &CStr> {
+    pub fn args(&self) -> impl Iterator<Item = &'a CStr> + 'a {
         let trigger = self.trigger();
         (0..trigger.tgnargs as usize).map(move |i| unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) })
     }

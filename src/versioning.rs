@@ -180,7 +180,7 @@ fn datum_to_i64(value: pg_sys::Datum, max: i64) -> i64 {
     }
 }
 
-fn version_plan(firing: &Firing) -> &VersionPlan {
+fn version_plan<'f>(firing: &'f Firing) -> &'f VersionPlan {
     firing.statement_plan(|| {
         let mut args = firing.args();
         let column = args.next().unwrap_or(c"version");
