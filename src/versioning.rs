@@ -106,6 +106,11 @@ unsafe fn overwrite_in_copy(
     next: i64,
 ) -> Option<pg_sys::HeapTuple> {
     let offset = unsafe { attribute_offset(firing, new, plan.attnum) }?;
+    if cfg!(debug_assertions) {
+        // SAFETY: `new` is the firing's new row and `offset` was just
+        // computed for its version column.
+        unsafe { cross_check_offset(firing, plan, new, offset) };
+    }
     unsafe {
         let copy = pg_sys::heap_copytuple(new);
         let header = (*copy).t_data;
@@ -157,6 +162,31 @@ unsafe fn attribute_offset(firing: &Firing, tuple: pg_sys::HeapTuple, attnum: i1
         }
         None
     }
+}
+
+/// Debug builds: the version that `attribute_offset` found in `tuple` is the
+/// one PostgreSQL's own `nocachegetattr` reads there (it walks the same
+/// attributes, or uses the descriptor's cached offsets).
+///
+/// # Safety
+/// `tuple` is a row of the firing relation, and `offset` what
+/// `attribute_offset` returned for its version column (which is not NULL).
+unsafe fn cross_check_offset(firing: &Firing, plan: &VersionPlan, tuple: pg_sys::HeapTuple, offset: usize) {
+    // SAFETY: the field lies within the tuple's data area (the contract), and
+    // nocachegetattr reads an attribute that is not NULL of a tuple of the
+    // descriptor.
+    let (ours, theirs) = unsafe {
+        let header = (*tuple).t_data;
+        let field = (header as *const u8).add((*header).t_hoff as usize + offset);
+        let ours = match plan.max {
+            m if m == i16::MAX as i64 => i64::from(field.cast::<i16>().read_unaligned()),
+            m if m == i32::MAX as i64 => i64::from(field.cast::<i32>().read_unaligned()),
+            _ => field.cast::<i64>().read_unaligned(),
+        };
+        let theirs = pg_sys::nocachegetattr(tuple, plan.attnum.into(), firing.tupdesc());
+        (ours, datum_to_i64(theirs, plan.max))
+    };
+    debug_assert_eq!(ours, theirs, "attribute_offset disagrees with nocachegetattr at offset {offset}");
 }
 
 fn align(offset: usize, alignment: u8) -> usize {
