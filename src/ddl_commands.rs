@@ -25,6 +25,9 @@ thread_local! {
 
 /// `integrity._drops_expired_partition(oid) RETURNS boolean`: whether the
 /// running `DROP TABLE` named this partition, past its table's retention.
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_drops_expired_partition(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -36,6 +39,9 @@ pub unsafe extern "C-unwind" fn integrity_drops_expired_partition(fcinfo: pg_sys
 function_info_v1!(pg_finfo_integrity_drops_expired_partition);
 
 /// `integrity._attaches_partition(pg_ddl_command) RETURNS boolean`
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_attaches_partition(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -62,6 +68,9 @@ function_info_v1!(pg_finfo_integrity_attaches_partition);
 
 /// `integrity._renames(pg_ddl_command) RETURNS boolean`: `… RENAME` and
 /// `… SET SCHEMA` commands.
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_renames(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -88,6 +97,9 @@ function_info_v1!(pg_finfo_integrity_renames);
 /// subcommands an `ALTER TABLE` has and which extension a `DROP EXTENSION`
 /// names; what is refused, and how it is worded, is decided in SQL
 /// (`_refuse_history_ddl`, `_refuse_extension_drop`).
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_on_ddl_command_start(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {

@@ -233,6 +233,8 @@ fn palloc_str(s: &str) -> *const c_char {
     // Interior NULs cannot come from catalog names or output functions; replace
     // them rather than fail while reporting another error.
     let c = CString::new(s.replace('\0', "\\0")).expect("NULs were replaced");
+    // SAFETY: pstrdup copies the NUL-terminated string into the current
+    // memory context before `c` is dropped.
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
 
@@ -254,6 +256,11 @@ unsafe extern "C-unwind" {
 /// and the PostgreSQL caller: the error longjmps over them.
 pub unsafe fn raise(v: Violation) -> ! {
     const PERCENT_S: *const c_char = c"%s".as_ptr();
+    // SAFETY: `v`'s relation, constraint name and strings are valid until the
+    // error is raised (`Refusal::violation`'s contract); each string is
+    // passed as the argument of a "%s" format, never as the format; and the
+    // caller has nothing left to drop (this function's contract) when
+    // errfinish longjmps.
     unsafe {
         // Counted (with the preload) before the error is raised: the count
         // takes and releases its lock here, so no lock is held across the

@@ -87,6 +87,10 @@ pub unsafe fn execute_plan(
     nulls: &[core::ffi::c_char],
     read_only: bool,
 ) -> u64 {
+    // SAFETY: the plan is a live (kept or this connection's) plan whose
+    // parameters `values` and `nulls` hold, one each; the caller is
+    // connected to SPI and has nothing to drop if the statement raises (the
+    // contract).  SPI_processed is read right after the call that set it.
     unsafe {
         let rc = spi_execute_plan_raw(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, 1);
         if rc < 0 {
@@ -102,6 +106,8 @@ pub unsafe fn execute_plan(
 /// # Safety
 /// As for `execute_plan`; `sql` is a NUL-terminated statement.
 pub unsafe fn execute(sql: *const core::ffi::c_char) -> u64 {
+    // SAFETY: as for execute_plan, with a NUL-terminated statement (the
+    // contract) and no parameters.
     unsafe {
         let rc = spi_execute_raw(sql, false, 0);
         if rc < 0 {
@@ -310,6 +316,9 @@ pub fn spi_result(rc: core::ffi::c_int) -> String {
 /// The caller restores the settings with `AtEOXact_GUC`; an error in between
 /// restores them when the (sub)transaction aborts.
 pub unsafe fn set_locally(settings: &[(&core::ffi::CStr, &core::ffi::CStr)]) -> core::ffi::c_int {
+    // SAFETY: a new GUC nest level, which the caller closes (the contract);
+    // NUL-terminated names and values, which set_config_option copies, and
+    // validates (raising at elevel 0 for a session source).
     unsafe {
         let level = pg_sys::NewGUCNestLevel();
         for (name, value) in settings {

@@ -43,15 +43,15 @@ enum Rule {
     WriteOnce,
 }
 
-unsafe fn refuse_immutable_change(firing: &Firing) -> Verdict {
-    unsafe { check(firing, Rule::Immutable) }
+fn refuse_immutable_change(firing: &Firing) -> Verdict {
+    check(firing, Rule::Immutable)
 }
 
-unsafe fn refuse_write_once_change(firing: &Firing) -> Verdict {
-    unsafe { check(firing, Rule::WriteOnce) }
+fn refuse_write_once_change(firing: &Firing) -> Verdict {
+    check(firing, Rule::WriteOnce)
 }
 
-unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
+fn check(firing: &Firing, rule: Rule) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
         firing.misuse();
     }

@@ -90,11 +90,14 @@ thread_local! {
     static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, Statements)>> = RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the chain's
+/// statements raise their errors as they are (see `execute_plan`).
 unsafe fn chain_row(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
-    let plan = unsafe { chain_plan(firing) };
+    let plan = chain_plan(firing);
     let row = firing.data.tg_trigtuple;
 
     let mut values = [pg_sys::Datum::from(0); MAX_CHAIN_COLUMNS + 1];
@@ -106,10 +109,21 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         }
         *slot = value;
     }
+    // SAFETY: the new row of a BEFORE INSERT row trigger, a tuple of the
+    // firing relation's descriptor, valid for the call; the datum is a
+    // palloc'd copy.
     values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row, firing.tupdesc()) };
     let nargs = plan.nchain + 1;
 
     // The chain's last row locked, and the link to it, as the table's owner.
+    // SAFETY: the user and the settings are put back before the block ends,
+    // and by the (sub)transaction's abort if a statement raises; the
+    // statements run inside the SPI connection made here, with the
+    // parameters their plans were prepared with (chain columns, then the
+    // row), and nothing on these frames needs dropping if they raise
+    // (execute_plan's contract: values and nulls are plain arrays).  The
+    // advisory lock function is called the way fmgr would call it, with two
+    // int4 arguments; the snapshot pushed is popped.
     let (seq, hash) = unsafe {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context: c_int = 0;
@@ -158,6 +172,9 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     let mut columns: [c_int; 2] = [plan.seq_att.into(), plan.hash_att.into()];
     let mut new_values = [pg_sys::Datum::from(seq), hash];
     let mut new_nulls = [false; 2];
+    // SAFETY: the firing's new row and its relation's descriptor, and two
+    // replacements (the sequence number and the palloc'd hash) for two
+    // attribute numbers the plan resolved in that descriptor.
     let chained = unsafe {
         pg_sys::heap_modify_tuple_by_cols(
             row,
@@ -183,6 +200,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
 /// # Safety
 /// As for `set_locally`.
 unsafe fn statement_settings() -> c_int {
+    // SAFETY: the caller closes the level (this function's contract).
     unsafe {
         set_locally(&[
             (c"search_path", c"pg_catalog, pg_temp"),
@@ -213,6 +231,7 @@ unsafe fn chain_bucket(plan: &ChainPlan, values: &[pg_sys::Datum]) -> u32 {
 /// # Safety
 /// Inside `SPI_connect`; `values` are the chain columns' values.
 unsafe fn lock_tail(plan: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[c_char]) -> Option<i64> {
+    // SAFETY: connected to SPI, with the plan's parameters (the contract).
     unsafe {
         if execute_plan(plan, values, nulls, false) == 0 {
             return None;
@@ -233,6 +252,8 @@ unsafe fn link(
     nulls: &[c_char],
     read_only: bool,
 ) -> (i64, pg_sys::Datum, Option<i64>) {
+    // SAFETY: connected to SPI, with the plan's parameters (the contract);
+    // the hash is copied out of SPI's memory while it is still there.
     unsafe {
         if execute_plan(plan, values, nulls, read_only) != 1 {
             Error::UnexpectedResult { what: "the hash chain statement", result: "no row".into() }.raise();
@@ -246,7 +267,8 @@ unsafe fn link(
     }
 }
 
-unsafe fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
+/// The chain's plan for this statement (and partition).
+fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
     firing.statement_plan(|| {
         let args: Vec<&CStr> = firing.args().collect();
         if args.len() < 2 || args.len() > 2 + MAX_CHAIN_COLUMNS {
@@ -261,13 +283,14 @@ unsafe fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
         if firing.attribute(hash_att).atttypid != pg_sys::BYTEAOID {
             firing.wrong_column_type(hash_att, "bytea");
         }
+        // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        let (lock_sql, link_sql, chained) = unsafe { statements(relid) }.unwrap_or_else(|| not_registered(firing));
+        let (lock_sql, link_sql, chained) = statements(relid).unwrap_or_else(|| not_registered(firing));
         let mut plan = ChainPlan {
             lock_tail: core::ptr::null_mut(),
             link: core::ptr::null_mut(),
             chained,
-            owner: unsafe { relation_owner(chained) },
+            owner: relation_owner(chained),
             seq_att,
             hash_att,
             nchain: args.len() - 2,
@@ -294,6 +317,7 @@ unsafe fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
             arg_types.push(attribute.atttypid);
         }
         plan.lock_tail = prepared(firing, 0, &lock_sql, &mut arg_types);
+        // SAFETY: the firing relation is open, and its rd_rel with it.
         arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
         plan.link = prepared(firing, 1, &link_sql, &mut arg_types);
         plan
@@ -305,21 +329,21 @@ type Statements = (String, String, pg_sys::Oid);
 /// The statements for a table, and the table its chain is registered on, from
 /// `integrity._chain_statements()` (cached); `None` when no chain is
 /// registered.
-unsafe fn statements(relid: pg_sys::Oid) -> Option<Statements> {
+fn statements(relid: pg_sys::Oid) -> Option<Statements> {
     let generation = invalidation::generation();
     let cached =
         STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _)| *g == generation).map(|(_, s)| s.clone()));
     if cached.is_some() {
         return cached;
     }
-    let read = unsafe { read_statements(relid) };
+    let read = read_statements(relid);
     if let Some(statements) = &read {
         STATEMENTS.with_borrow_mut(|all| all.insert(relid, (generation, statements.clone())));
     }
     read
 }
 
-unsafe fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
+fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
     let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the hash chain");

@@ -85,23 +85,32 @@ thread_local! {
     static PLANS: RefCell<HashMap<pg_sys::Oid, (PlanSource, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the account
+/// updates raise their errors as they are (see `execute_plan`).
 unsafe fn apply_entries(firing: &Firing) -> Verdict {
     if !firing.is_row() || firing.is_before() {
         firing.misuse();
     }
-    let plan = unsafe { entry_plan(firing) };
+    let plan = entry_plan(firing);
     let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
-    let outcome = match firing.event() {
-        pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, (old, Direction::Apply), None),
-        pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, (old, Direction::TakeBack), None),
-        // An edit within one account is checked on its net effect; a move to
-        // another account leaves the old one and joins the new one.
-        pg_sys::TRIGGER_EVENT_UPDATE if same_account(firing, plan, old, new) => {
-            apply(firing, plan, (new, Direction::Apply), Some((old, Direction::TakeBack)))
+    // SAFETY: the firing's rows (an AFTER row trigger: the old row for DELETE
+    // and UPDATE, the new one for INSERT and UPDATE); nothing on this frame
+    // or the callers' (this function's contract) needs dropping if an update
+    // raises.
+    let outcome = unsafe {
+        match firing.event() {
+            pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, (old, Direction::Apply), None),
+            pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, (old, Direction::TakeBack), None),
+            // An edit within one account is checked on its net effect; a move to
+            // another account leaves the old one and joins the new one.
+            pg_sys::TRIGGER_EVENT_UPDATE if same_account(firing, plan, old, new) => {
+                apply(firing, plan, (new, Direction::Apply), Some((old, Direction::TakeBack)))
+            }
+            pg_sys::TRIGGER_EVENT_UPDATE => apply(firing, plan, (old, Direction::TakeBack), None)
+                .and_then(|()| apply(firing, plan, (new, Direction::Apply), None)),
+            _ => firing.misuse(),
         }
-        pg_sys::TRIGGER_EVENT_UPDATE => apply(firing, plan, (old, Direction::TakeBack), None)
-            .and_then(|()| apply(firing, plan, (new, Direction::Apply), None)),
-        _ => firing.misuse(),
     };
     match outcome {
         Ok(()) => Verdict::Allow(pg_sys::Datum::from(0)),
@@ -137,6 +146,8 @@ fn args<'a>(firing: &'a Firing) -> Args<'a> {
 }
 
 fn quote(ident: &CStr) -> String {
+    // SAFETY: quote_identifier takes a NUL-terminated name and returns it or
+    // a palloc'd quoted copy, copied out at once.
     unsafe { CStr::from_ptr(pg_sys::quote_identifier(ident.as_ptr())) }.to_string_lossy().into_owned()
 }
 
@@ -178,7 +189,8 @@ fn explain_statement(args: &Args) -> String {
     )
 }
 
-unsafe fn entry_plan<'f>(firing: &'f Firing) -> &'f EntryPlan {
+/// The entry plan for this statement (and partition).
+fn entry_plan<'f>(firing: &'f Firing) -> &'f EntryPlan {
     firing.statement_plan(|| {
         let args = args(firing);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
@@ -224,7 +236,12 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
 /// Applies `entry` (and `netted`, an entry of the same account) to the account.
 /// The refusals read the trigger's arguments again; the path that lets an
 /// entry through allocates nothing but what PostgreSQL pallocs per tuple.
-fn apply(
+///
+/// # Safety
+/// `entry` and `netted` are rows of the firing; nothing that needs dropping
+/// may be pending in the callers' frames (the update's
+/// errors reach PostgreSQL as they are, see `execute_plan`).
+unsafe fn apply(
     firing: &Firing,
     plan: &EntryPlan,
     entry: (pg_sys::HeapTuple, Direction),
@@ -258,12 +275,15 @@ fn apply(
     spi_connect();
     let mut attempts = 0;
     let account = loop {
+        // SAFETY: connected just above; the plan's parameters, in plain
+        // arrays; the callers hold nothing to drop (this function's contract).
         if unsafe { execute_plan(plan.plan, &mut values, &nulls, false) } == 1 {
             spi_finish();
             return Ok(());
         }
         // Refused: find out whether the account is missing or out of bounds,
         // on a fresh snapshot that sees this statement's earlier entries.
+        // SAFETY: still connected; the refused update's parameters.
         let account = unsafe { explain(firing, plan, &mut values, &nulls) };
         attempts += 1;
         if attempts == 2 || !matches!(account, Some(Account { within_bounds: true, .. })) {
@@ -300,6 +320,9 @@ unsafe fn explain(
     let args = args(firing);
     let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
     let explain = CString::new(explain_statement(&args)).expect("identifiers are quoted");
+    // SAFETY: connected to SPI (the contract); a NUL-terminated statement
+    // whose parameters are the update's, one type, value and null flag each;
+    // SPI_processed is read right after the call that set it.
     unsafe {
         let rc = pg_sys::SPI_execute_with_args(
             explain.as_ptr(),

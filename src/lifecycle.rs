@@ -70,6 +70,9 @@ thread_local! {
     static STATEMENTS: RefCell<HashMap<(pg_sys::Oid, u32), (u64, Statement)>> = RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the statement
+/// raises its errors as they are (see `execute_plan`).
 unsafe fn record_events(firing: &Firing) -> Verdict {
     let data = firing.data;
     let (operation, rows) = match firing.event() {
@@ -91,7 +94,8 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     // SAFETY: reads the backend's current user and security context.
     unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
     spi_connect();
-    // SAFETY: the TriggerData of this firing; SPI finds the transition tables
+    // SAFETY: the TriggerData of this firing, which SPI only reads (the
+    // mutable pointer is the C signature's); SPI finds the transition tables
     // by the names the trigger gives them (old_rows, new_rows).
     let rc = unsafe { pg_sys::SPI_register_trigger_data((data as *const pg_sys::TriggerData).cast_mut()) };
     if rc != pg_sys::SPI_OK_TD_REGISTER as c_int {
@@ -107,14 +111,16 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     let (plan, owner) = {
         // SAFETY: the trigger's relation is open for the whole firing.
         let relid = unsafe { (*firing.relation()).rd_id };
-        // SAFETY: SPI is connected, as statement() requires.
-        let (sql, owner) =
-            unsafe { statement(relid, firing.event(), operation) }.unwrap_or_else(|| not_registered(firing));
+        // SPI is connected, as statement() requires.
+        let (sql, owner) = statement(relid, firing.event(), operation).unwrap_or_else(|| not_registered(firing));
         (prepared(firing.trigger().tgoid, &sql), owner)
     };
     // SAFETY: the events are written as the events table's owner, as
     // PostgreSQL runs foreign-key checks as the referenced table's owner; an
-    // error restores the user when the (sub)transaction aborts.
+    // error restores the user and the settings when the (sub)transaction
+    // aborts.  The plan takes one oid (the user who wrote the rows); the
+    // arrays are plain data and the callers hold nothing that needs dropping
+    // (this function's contract) if the statement raises.
     unsafe {
         pg_sys::SetUserIdAndSecContext(
             owner,
@@ -131,23 +137,22 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
 
 /// The statement for `relid` and `operation` (cached), `None` when no
 /// lifecycle tracking covers the table.
-unsafe fn statement(relid: pg_sys::Oid, event: u32, operation: &str) -> Option<Statement> {
+fn statement(relid: pg_sys::Oid, event: u32, operation: &str) -> Option<Statement> {
     let generation = invalidation::generation();
     let key = (relid, event);
     let cached = STATEMENTS.with_borrow(|all| all.get(&key).filter(|(g, _)| *g == generation).map(|(_, s)| s.clone()));
     if cached.is_some() {
         return cached;
     }
-    // SAFETY: the caller is connected to SPI.
-    let read = unsafe { read_statement(relid, operation) };
+    let read = read_statement(relid, operation);
     if let Some(statement) = &read {
         STATEMENTS.with_borrow_mut(|all| all.insert(key, (generation, statement.clone())));
     }
     read
 }
 
-/// Inside `SPI_connect`.
-unsafe fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statement> {
+/// Inside `SPI_connect` (else the query fails, and raises).
+fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statement> {
     let query = CString::new(format!(
         "SELECT integrity._lifecycle_statement($1, '{operation}'), c.relowner FROM pg_catalog.pg_class c \
          WHERE c.oid = 'integrity.lifecycle_events'::pg_catalog.regclass"
@@ -186,7 +191,7 @@ fn not_registered(firing: &Firing) -> ! {
     .raise()
 }
 
-unsafe fn refuse_event_change(firing: &Firing) -> Verdict {
+fn refuse_event_change(firing: &Firing) -> Verdict {
     if !firing.is_before() {
         firing.misuse();
     }
@@ -215,6 +220,8 @@ unsafe fn refuse_event_change(firing: &Firing) -> Verdict {
     })
 }
 
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`).
 unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // SAFETY: the function is STRICT with two arguments.
     let args = unsafe { (*fcinfo).args.as_slice(2) };

@@ -118,6 +118,8 @@ pub fn init_preloaded() {
 /// Only while shared memory is being requested (the request hook, or
 /// `_PG_init` of a preloaded library on PostgreSQL 14).
 unsafe fn request_shmem() {
+    // SAFETY: called only while shared memory may be requested (the
+    // contract); the tranche name is a static string, as PostgreSQL keeps it.
     unsafe {
         pg_sys::RequestAddinShmemSpace(shared_size(CAPACITY));
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);

@@ -62,10 +62,16 @@ guarded_function!(
     execute_sanctioned
 );
 
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`), whose callers'
+/// frames hold nothing that needs dropping: the statement raises its errors
+/// as they are (see `execute`).
 unsafe fn execute_sanctioned(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
+    // SAFETY: the running call's fcinfo (the contract), of a function
+    // declared with two arguments.
     let args = unsafe { (*fcinfo).args.as_slice(2) };
     let relid = pg_sys::Oid::from(args[0].value.value() as u32);
-    unsafe { require_owner(relid) };
+    require_owner(relid);
     if !CALLBACKS_REGISTERED.replace(true) {
         // SAFETY: the callbacks only shrink a thread-local list; registered
         // once, they stay for the backend's life.
@@ -76,6 +82,7 @@ unsafe fn execute_sanctioned(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     }
 
     spi_connect();
+    // SAFETY: connected just above.
     let relations = unsafe { sanctioned_relations(relid) };
     // SAFETY: the function is STRICT, so the text is not NULL; the copy is
     // palloc'd, and nothing on this frame needs dropping when the statement
@@ -106,10 +113,10 @@ unsafe fn sanctioned_relations(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 
 /// Only the table's owner (or a member of the owning role) may delete its
 /// guarded rows for real, as only the owner may lift the guard.
-unsafe fn require_owner(relid: pg_sys::Oid) {
-    // SAFETY: the caller's SQL function holds the regclass of an existing table.
-    let owner = unsafe { relation_owner(relid) };
-    // SAFETY: plain catalog lookups.
+fn require_owner(relid: pg_sys::Oid) {
+    let owner = relation_owner(relid);
+    // SAFETY: reads the backend's current user, and looks up role
+    // memberships in the catalogs.
     if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) } {
         Error::NotOwner { table: qualified_name(relid) }.raise();
     }

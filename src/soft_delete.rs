@@ -53,6 +53,9 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the statement
+/// raises its errors as they are (see `execute_plan`).
 unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_DELETE || !firing.is_row() || !firing.is_before() {
         firing.misuse();
@@ -69,9 +72,10 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     // caller created would otherwise run with the owner's rights).
     // SAFETY: restored below, or by the abort of an error in between.
     let nest_level = unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) };
-    let plan = unsafe { soft_delete_plan(firing) };
+    let plan = soft_delete_plan(firing);
     if !firing.value(row, plan.deleted_att).1 {
         // Already deleted: the DELETE changes nothing.
+        // SAFETY: closes the level set_locally opened above.
         unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
         return keep_row;
     }
@@ -102,29 +106,27 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     }
 }
 
-unsafe fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
+/// The soft delete's plan for this statement (and partition).
+fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
     firing.statement_plan(|| {
         let Some(deleted_column) = firing.args().next() else { firing.misuse() };
         let deleted_att = firing.attnum(deleted_column).unwrap_or_else(|| firing.missing_column(deleted_column));
+        // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        SoftDeletePlan {
-            statement: unsafe { statement(firing, relid) },
-            owner: unsafe { relation_owner(relid) },
-            deleted_att,
-        }
+        SoftDeletePlan { statement: statement(firing, relid), owner: relation_owner(relid), deleted_att }
     })
 }
 
 /// The relation's prepared statement: its SQL is read again after any
 /// relcache invalidation (a foreign key or a soft-delete child added), and
 /// prepared again when it changed.
-unsafe fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
+fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
     let generation = invalidation::generation();
     let cached = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _, _)| *g == generation).map(|e| e.2));
     if let Some(plan) = cached {
         return plan;
     }
-    let sql = unsafe { read_statement(relid) }.unwrap_or_else(|| not_registered(firing));
+    let sql = read_statement(relid).unwrap_or_else(|| not_registered(firing));
     let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
     let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}")));
     STATEMENTS.with_borrow_mut(|all| {
@@ -137,7 +139,7 @@ unsafe fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
     plan
 }
 
-unsafe fn read_statement(relid: pg_sys::Oid) -> Option<String> {
+fn read_statement(relid: pg_sys::Oid) -> Option<String> {
     spi_connect();
     let query = c"SELECT integrity._soft_delete_statement($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the soft delete");

@@ -19,8 +19,12 @@ unsafe extern "C-unwind" {
 
 pub use crate::fmgr::Verdict;
 
-/// Declares a trigger function callable from SQL: `unsafe fn $guard(&Firing)
-/// -> Verdict`, whose safety contract is that it runs inside that trigger call.
+/// Declares a trigger function callable from SQL: `$guard(&Firing) ->
+/// Verdict`.  A `Firing` exists only inside its trigger call (see
+/// `Firing::with`), so most guards are safe functions; the ones that run SQL
+/// through `execute_plan` are `unsafe fn`s whose contract is that no frame
+/// of theirs or their callers' needs dropping, which holds here: the entry
+/// point's frames are `guarded_function!`'s and `Firing::with`'s.
 macro_rules! trigger_entry {
     ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $guard:path) => {
         $crate::fmgr::guarded_function!(
@@ -28,8 +32,9 @@ macro_rules! trigger_entry {
             $symbol,
             $finfo,
             |fcinfo| {
-                // SAFETY: fcinfo is the running call's (the body's contract),
-                // and the guard runs inside that call, on its firing.
+                // SAFETY: fcinfo is the running call's (the body's contract);
+                // the guard runs on its firing, and its callers' frames hold
+                // nothing that needs dropping (a guard's contract, if unsafe).
                 unsafe { $crate::trigger::Firing::with(fcinfo, |firing| $guard(firing)) }
             }
         );
@@ -86,10 +91,14 @@ impl<'a> Firing<'a> {
     }
 
     pub fn tupdesc(&self) -> pg_sys::TupleDesc {
+        // SAFETY: tg_relation is the open relation the trigger fires on, valid
+        // for the whole call.
         unsafe { (*self.data.tg_relation).rd_att }
     }
 
     pub fn trigger(&self) -> &'a pg_sys::Trigger {
+        // SAFETY: tg_trigger points into the relation's trigger descriptor,
+        // which the executor keeps, unchanged, for at least the call.
         unsafe { &*self.data.tg_trigger }
     }
 
@@ -100,13 +109,19 @@ impl<'a> Firing<'a> {
 
     /// The trigger's name, for messages.
     pub fn trigger_name_text(&self) -> String {
+        // SAFETY: tgname is the trigger's NUL-terminated name, as long-lived
+        // as the Trigger it belongs to.
         unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy().into_owned()
     }
 
     /// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
     pub fn args(&self) -> impl Iterator<Item = &'a CStr> + 'a {
         let trigger = self.trigger();
-        (0..trigger.tgnargs as usize).map(move |i| unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) })
+        (0..trigger.tgnargs as usize).map(move |i| {
+            // SAFETY: tgargs holds tgnargs NUL-terminated strings, which live
+            // as long as the Trigger ('a).
+            unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) }
+        })
     }
 
     /// The plan `make` resolves at the trigger's first firing in a statement,
@@ -115,11 +130,14 @@ impl<'a> Firing<'a> {
     /// differ).  `make` may raise: nothing is stored until it returns.
     pub fn statement_plan<T>(&self, make: impl FnOnce() -> T) -> &T {
         // The plan lives in fn_mcxt, which PostgreSQL frees without running
-        // destructors.
+        // destructors, in memory aligned for any C type (MAXALIGN).
         const { assert!(!core::mem::needs_drop::<T>()) };
+        const { assert!(core::mem::align_of::<T>() <= 8) };
         // SAFETY: flinfo is the trigger's FmgrInfo, which lives as long as the
-        // statement's executor state; fn_extra is null or a plan this function
-        // stored with the same T (each trigger function plans one type).
+        // statement's executor state, longer than the returned borrow of
+        // self; fn_extra is null or a plan this function stored with the same
+        // T (each trigger function plans one type), initialized before the
+        // pointer is published.
         unsafe {
             let flinfo = (*self.fcinfo).flinfo;
             if (*flinfo).fn_extra.is_null() {
@@ -133,6 +151,7 @@ impl<'a> Firing<'a> {
     }
 
     pub fn plan_memory_context(&self) -> pg_sys::MemoryContext {
+        // SAFETY: fcinfo and its flinfo are valid for the call.
         unsafe { (*(*self.fcinfo).flinfo).fn_mcxt }
     }
 
@@ -147,6 +166,8 @@ impl<'a> Firing<'a> {
     /// change a column later.
     pub fn wrong_column_type(&self, attnum: i16, expected: &str) -> ! {
         let attribute = self.attribute(attnum);
+        // SAFETY: format_type_be returns a palloc'd NUL-terminated name (or
+        // raises), copied out below before the context can be reset.
         let type_name = unsafe { CStr::from_ptr(pg_sys::format_type_be(attribute.atttypid)) };
         Error::WrongColumnType {
             column: pgrx::name_data_to_str(&attribute.attname).to_string(),
@@ -170,21 +191,27 @@ impl<'a> Firing<'a> {
 
     /// Refuses with `refusal`, reported against this trigger's table.
     pub fn refuse(&self, refusal: Refusal) -> Verdict {
+        // SAFETY: the relation and the trigger's name stay valid until the
+        // verdict is raised, at the end of this same trigger call.
         Verdict::Refuse(unsafe { refusal.violation(self.relation(), self.trigger_name()) })
     }
 
     /// Unqualified table name, for messages (`"ledger_entries"`).
     pub fn table_name(&self) -> String {
+        // SAFETY: the firing relation is open, and its rd_rel with it.
         unsafe { pgrx::name_data_to_str(&(*(*self.relation()).rd_rel).relname).to_string() }
     }
 
     /// Schema-qualified, quoted table name, for DETAIL (`public.ledger_entries`).
     pub fn qualified_table_name(&self) -> String {
+        // SAFETY: the firing relation is open for the whole call.
         qualified_name(unsafe { (*self.relation()).rd_id })
     }
 
     /// Attribute number of `name` in the firing relation, if it is a live column.
     pub fn attnum(&self, name: &CStr) -> Option<i16> {
+        // SAFETY: the relation's descriptor and a NUL-terminated name; an
+        // unknown name is a negative result, not an error.
         let attnum = unsafe { pg_sys::SPI_fnumber(self.tupdesc(), name.as_ptr()) };
         (attnum > 0).then_some(attnum as i16)
     }
@@ -198,6 +225,9 @@ impl<'a> Firing<'a> {
     /// The column's value in `tuple` and whether it is null.
     pub fn value(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> (pg_sys::Datum, bool) {
         let mut is_null = false;
+        // SAFETY: every caller passes one of the firing's rows (tg_trigtuple
+        // or tg_newtuple), tuples of this relation valid for the call, and an
+        // attribute number the trigger resolved in its descriptor.
         let value = unsafe { pg_sys::heap_getattr(tuple, attnum.into(), self.tupdesc(), &mut is_null) };
         (value, is_null)
     }
@@ -238,6 +268,8 @@ impl<'a> Firing<'a> {
 
     /// The column's value in `tuple` as text, `NULL` for a null.
     pub fn value_text(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> String {
+        // SAFETY: one of the firing's rows (as for `value`), a tuple of this
+        // relation; the text is copied out at once.
         unsafe { getvalue(tuple, self.tupdesc(), attnum.into()) }
             .map_or_else(|| "NULL".to_string(), |text| text.to_string_lossy().into_owned())
     }
@@ -248,6 +280,7 @@ impl<'a> Firing<'a> {
     pub fn row_key(&self, tuple: pg_sys::HeapTuple) -> String {
         let columns = self.key_columns();
         if columns.is_empty() {
+            // SAFETY: one of the firing's rows (as for `value`).
             let tid = unsafe { (*tuple).t_self };
             let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
             return format!("Row (ctid)=({block},{})", tid.ip_posid);
@@ -264,10 +297,13 @@ impl<'a> Firing<'a> {
             pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_PRIMARY_KEY,
             pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_IDENTITY_KEY,
         ] {
+            // SAFETY: the firing relation is open; the bitmap is a palloc'd
+            // copy, read only here.
             let bitmap = unsafe { pg_sys::RelationGetIndexAttrBitmap(rel, kind) };
             let mut columns = Vec::new();
             let mut member = -1;
             loop {
+                // SAFETY: the bitmap just returned (NULL is the empty set).
                 member = unsafe { pg_sys::bms_next_member(bitmap, member) };
                 if member < 0 {
                     break;
@@ -282,12 +318,11 @@ impl<'a> Firing<'a> {
     }
 }
 
-/// The owner of relation `relid`, which the caller has locked.
-///
-/// # Safety
-/// Reads the syscache; `relid` must be a relation the caller keeps locked.
-pub unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
-    // SAFETY: the tuple is released before anything can fail.
+/// The owner of relation `relid`; raises if there is no such relation.
+pub fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: a syscache lookup by OID, NULL (checked) when there is no such
+    // relation; a pg_class tuple's fixed part is a FormData_pg_class, read
+    // before the tuple is released, and nothing can fail in between.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
         if tuple.is_null() {
@@ -299,11 +334,20 @@ pub unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
     }
 }
 
-/// Schema-qualified, quoted name of relation `relid`.
+/// Schema-qualified, quoted name of relation `relid` (its OID, as `regclass`
+/// prints it, if there is no such relation: callers hold it open or locked).
 pub fn qualified_name(relid: pg_sys::Oid) -> String {
+    // SAFETY: catalog lookups by OID, which return palloc'd names or NULL for
+    // a relation (or schema) that is gone; quote_qualified_identifier takes a
+    // NULL schema but not a NULL name, which is checked.  The result is
+    // palloc'd and copied out at once.
     unsafe {
+        let name = pg_sys::get_rel_name(relid);
+        if name.is_null() {
+            return relid.to_u32().to_string();
+        }
         let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
-        let qualified = pg_sys::quote_qualified_identifier(schema, pg_sys::get_rel_name(relid));
+        let qualified = pg_sys::quote_qualified_identifier(schema, name);
         CStr::from_ptr(qualified).to_string_lossy().into_owned()
     }
 }
@@ -316,13 +360,19 @@ pub fn qualified_name(relid: pg_sys::Oid) -> String {
 /// `tupdesc` must be a valid descriptor that outlives `'a`, and `attnum` one of
 /// its attribute numbers (1 ..= natts).
 pub unsafe fn tuple_desc_attr<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
+    // SAFETY: a valid descriptor (the contract).
     debug_assert!(attnum >= 1 && i32::from(attnum) <= unsafe { (*tupdesc).natts });
     let index = attnum as usize - 1;
     #[cfg(not(feature = "pg18"))]
+    // SAFETY: a valid descriptor (the contract), whose attrs array follows it.
     let attrs = unsafe { (*tupdesc).attrs.as_ptr() };
     #[cfg(feature = "pg18")]
+    // SAFETY: a valid descriptor (the contract): in PostgreSQL 18 the natts
+    // FormData_pg_attribute follow its natts CompactAttributes, as
+    // TupleDescAttr computes.
     let attrs = unsafe {
         (*tupdesc).compact_attrs.as_ptr().add((*tupdesc).natts as usize).cast::<pg_sys::FormData_pg_attribute>()
     };
+    // SAFETY: index < natts (the contract), and the descriptor outlives 'a.
     unsafe { &*attrs.add(index) }
 }

@@ -48,7 +48,7 @@ struct VersionPlan {
     strict: bool,
 }
 
-unsafe fn bump(firing: &Firing) -> Verdict {
+fn bump(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
@@ -75,12 +75,16 @@ unsafe fn bump(firing: &Firing) -> Verdict {
     if written == Some(next) {
         return Verdict::Allow(pg_sys::Datum::from(new));
     }
+    // SAFETY: the firing's new row (a BEFORE UPDATE row trigger, checked
+    // above), and the plan resolved for this relation's descriptor.
     if let Some(bumped) = unsafe { overwrite_in_copy(firing, plan, new, next) } {
         return Verdict::Allow(pg_sys::Datum::from(bumped));
     }
     let mut replace_col: c_int = plan.attnum.into();
     let mut value = pg_sys::Datum::from(next);
     let mut is_null = false;
+    // SAFETY: the firing's new row and its relation's descriptor; one
+    // replacement for an attribute number resolved in that descriptor.
     let bumped = unsafe {
         pg_sys::heap_modify_tuple_by_cols(
             new,
@@ -99,18 +103,26 @@ unsafe fn bump(firing: &Firing) -> Verdict {
 /// `heap_modify_tuple_by_cols` does.  `None` when the version in `new` is NULL
 /// or missing from the tuple (a column added later): the caller rebuilds the
 /// row then.
+///
+/// # Safety
+/// `new` is a tuple of the firing relation, and `plan` resolved for it.
 unsafe fn overwrite_in_copy(
     firing: &Firing,
     plan: &VersionPlan,
     new: pg_sys::HeapTuple,
     next: i64,
 ) -> Option<pg_sys::HeapTuple> {
+    // SAFETY: a tuple of the firing relation (the contract).
     let offset = unsafe { attribute_offset(firing, new, plan.attnum) }?;
     if cfg!(debug_assertions) {
         // SAFETY: `new` is the firing's new row and `offset` was just
         // computed for its version column.
         unsafe { cross_check_offset(firing, plan, new, offset) };
     }
+    // SAFETY: the copy has the same layout as `new`, so the version (not
+    // NULL, an integer of plan.max's width) lies at `offset` in its data
+    // area; the data area is MAXALIGN'd (t_hoff, and palloc's copy), and the
+    // offset aligned for the column's type, so the write is aligned.
     unsafe {
         let copy = pg_sys::heap_copytuple(new);
         let header = (*copy).t_data;
@@ -127,7 +139,16 @@ unsafe fn overwrite_in_copy(
 /// Byte offset of attribute `attnum` in the data area of `tuple`, walking the
 /// attributes before it as `nocachegetattr` does; `None` if it is NULL or
 /// beyond the tuple's attributes.
+///
+/// # Safety
+/// `tuple` is a tuple of the firing relation, and `attnum` one of its
+/// attribute numbers.
 unsafe fn attribute_offset(firing: &Firing, tuple: pg_sys::HeapTuple, attnum: i16) -> Option<usize> {
+    // SAFETY: a well-formed tuple of the relation's descriptor (the
+    // contract): its null bitmap (if HEAP_HASNULL) covers its natts
+    // attributes, and its data area holds each attribute that is not NULL,
+    // aligned as the descriptor says, which is what the walk reads; only
+    // attributes before `attnum` (<= natts, checked) are read.
     unsafe {
         let header = (*tuple).t_data;
         if attnum as u16 > pg_sys::HeapTupleHeaderGetNatts(header) {
@@ -227,7 +248,7 @@ fn version_plan<'f>(firing: &'f Firing) -> &'f VersionPlan {
     })
 }
 
-unsafe fn refuse_rewritten_version(firing: &Firing) -> Verdict {
+fn refuse_rewritten_version(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
         firing.misuse();
     }
