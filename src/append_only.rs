@@ -41,7 +41,7 @@ fn refuse_row_change(firing: &Firing) -> Verdict {
     // purge_expired() removes rows past the table's retention.
     // SAFETY: the trigger's relation is open for the whole firing.
     if verb == "delete" && sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
-        return Verdict::Allow(pg_sys::Datum::from(firing.data.tg_trigtuple));
+        return Verdict::Allow(firing.trigtuple().datum());
     }
     let table = firing.table_name();
     firing.refuse(Refusal {
@@ -49,7 +49,7 @@ fn refuse_row_change(firing: &Firing) -> Verdict {
         message: format!("cannot {verb} rows of append-only table \"{table}\""),
         detail: format!(
             "{} in table {} cannot be {verb}d: the table is append-only.",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name()
         ),
         hint: "Insert a new entry that reverses or corrects this one instead.".into(),

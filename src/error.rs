@@ -46,6 +46,8 @@ pub enum Error {
     /// A row of an SPI result that is not there.
     #[error("pg_integrity: the SPI result has no row {row}")]
     NoResultRow { row: u64 },
+    #[error("pg_integrity: table \"{table}\" has no attribute {attnum}")]
+    NoSuchAttribute { table: String, attnum: i16 },
     #[error("pg_integrity: cache lookup failed for relation {0}")]
     CacheLookup(pg_sys::Oid),
     #[error("pg_integrity: table integrity.lifecycle_events is missing")]
@@ -121,6 +123,7 @@ impl Error {
             | Error::KeepPlan
             | Error::UnexpectedResult { .. }
             | Error::NoResultRow { .. }
+            | Error::NoSuchAttribute { .. }
             | Error::CacheLookup(_)
             | Error::EventsTableMissing => ERRCODE_INTERNAL_ERROR,
             Error::NotCalledAsTrigger | Error::UnhandledEvents { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,

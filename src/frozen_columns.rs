@@ -55,7 +55,7 @@ fn check(firing: &Firing, rule: Rule) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
         firing.misuse();
     }
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     for &attnum in protected_columns(firing) {
         let refused = match rule {
             Rule::Immutable => !firing.same_value(old, new, attnum),
@@ -66,7 +66,7 @@ fn check(firing: &Firing, rule: Rule) -> Verdict {
         }
     }
     if firing.is_before() {
-        Verdict::Allow(pg_sys::Datum::from(new))
+        Verdict::Allow(new.datum())
     } else {
         // The recheck's WHEN clause saw a change that a binary comparison does
         // not, which its construction rules out: let the row through.
@@ -93,7 +93,7 @@ fn protected_columns<'f>(firing: &'f Firing) -> &'f [i16] {
 
 fn refusal(firing: &Firing, rule: Rule, attnum: i16) -> Refusal {
     let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     let table = firing.table_name();
     let key = firing.row_key(old);
     let qualified = firing.qualified_table_name();

@@ -98,7 +98,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         firing.misuse();
     }
     let plan = chain_plan(firing);
-    let row = firing.data.tg_trigtuple;
+    let row = firing.trigtuple();
 
     let mut values = [pg_sys::Datum::from(0); MAX_CHAIN_COLUMNS + 1];
     let nulls = [b' ' as c_char; MAX_CHAIN_COLUMNS + 1];
@@ -112,7 +112,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     // SAFETY: the new row of a BEFORE INSERT row trigger, a tuple of the
     // firing relation's descriptor, valid for the call; the datum is a
     // palloc'd copy.
-    values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row, firing.tupdesc()) };
+    values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row.as_ptr(), firing.tupdesc()) };
     let nargs = plan.nchain + 1;
 
     // The chain's last row locked, and the link to it, as the table's owner.
@@ -177,7 +177,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     // attribute numbers the plan resolved in that descriptor.
     let chained = unsafe {
         pg_sys::heap_modify_tuple_by_cols(
-            row,
+            row.as_ptr(),
             firing.tupdesc(),
             2,
             columns.as_mut_ptr(),
@@ -390,7 +390,7 @@ fn null_chain_column(firing: &Firing, attnum: i16) -> Refusal {
         message: format!("chain column \"{column}\" of table \"{}\" cannot be NULL", firing.table_name()),
         detail: format!(
             "{} in table {}: the row belongs to no chain.",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name()
         ),
         hint: "Give every row a value in each chain column.".into(),
@@ -407,7 +407,7 @@ fn concurrent_insert(firing: &Firing) -> Refusal {
         ),
         detail: format!(
             "{} in table {}: this transaction's snapshot does not see the last row of the chain.",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name()
         ),
         hint: "Retry the transaction.".into(),

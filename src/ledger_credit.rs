@@ -34,7 +34,7 @@ use pgrx::PgSqlErrorCode;
 use crate::error::{Error, Refusal};
 use crate::fmgr::{execute_plan, free_plan, getvalue, prepare_kept, result_text, spi_connect, spi_finish};
 use crate::quantities::{is_nan, quantity_type, sign};
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, Firing, Row, Verdict};
 
 trigger_entry!(
     /// Arguments `(accounts, amount_column, entry_type_column, debit_value,
@@ -93,22 +93,25 @@ unsafe fn apply_entries(firing: &Firing) -> Verdict {
         firing.misuse();
     }
     let plan = entry_plan(firing);
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
-    // SAFETY: the firing's rows (an AFTER row trigger: the old row for DELETE
-    // and UPDATE, the new one for INSERT and UPDATE); nothing on this frame
-    // or the callers' (this function's contract) needs dropping if an update
-    // raises.
+    // The entry inserted or deleted, or the old one of an UPDATE.
+    let row = firing.trigtuple();
+    // SAFETY: nothing on this frame or the callers' (this function's
+    // contract) needs dropping if an update raises.
     let outcome = unsafe {
         match firing.event() {
-            pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, (old, Direction::Apply), None),
-            pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, (old, Direction::TakeBack), None),
-            // An edit within one account is checked on its net effect; a move to
-            // another account leaves the old one and joins the new one.
-            pg_sys::TRIGGER_EVENT_UPDATE if same_account(firing, plan, old, new) => {
-                apply(firing, plan, (new, Direction::Apply), Some((old, Direction::TakeBack)))
+            pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, (row, Direction::Apply), None),
+            pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, (row, Direction::TakeBack), None),
+            pg_sys::TRIGGER_EVENT_UPDATE => {
+                let (old, new) = (row, firing.newtuple());
+                // An edit within one account is checked on its net effect; a move to
+                // another account leaves the old one and joins the new one.
+                if same_account(firing, plan, old, new) {
+                    apply(firing, plan, (new, Direction::Apply), Some((old, Direction::TakeBack)))
+                } else {
+                    apply(firing, plan, (old, Direction::TakeBack), None)
+                        .and_then(|()| apply(firing, plan, (new, Direction::Apply), None))
+                }
             }
-            pg_sys::TRIGGER_EVENT_UPDATE => apply(firing, plan, (old, Direction::TakeBack), None)
-                .and_then(|()| apply(firing, plan, (new, Direction::Apply), None)),
             _ => firing.misuse(),
         }
     };
@@ -118,7 +121,7 @@ unsafe fn apply_entries(firing: &Firing) -> Verdict {
     }
 }
 
-fn same_account(firing: &Firing, plan: &EntryPlan, old: pg_sys::HeapTuple, new: pg_sys::HeapTuple) -> bool {
+fn same_account(firing: &Firing, plan: &EntryPlan, old: Row, new: Row) -> bool {
     plan.key_atts[..plan.nkeys].iter().all(|&attnum| firing.same_value(old, new, attnum))
 }
 
@@ -238,14 +241,13 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
 /// entry through allocates nothing but what PostgreSQL pallocs per tuple.
 ///
 /// # Safety
-/// `entry` and `netted` are rows of the firing; nothing that needs dropping
-/// may be pending in the callers' frames (the update's
+/// Nothing that needs dropping may be pending in the callers' frames (the update's
 /// errors reach PostgreSQL as they are, see `execute_plan`).
 unsafe fn apply(
     firing: &Firing,
     plan: &EntryPlan,
-    entry: (pg_sys::HeapTuple, Direction),
-    netted: Option<(pg_sys::HeapTuple, Direction)>,
+    entry: (Row, Direction),
+    netted: Option<(Row, Direction)>,
 ) -> Result<(), Refusal> {
     let (direction, amount) = signed_amount(firing, plan, entry)?;
     let (netted_direction, netted_amount) = match netted {
@@ -348,7 +350,7 @@ unsafe fn explain(
 fn signed_amount(
     firing: &Firing,
     plan: &EntryPlan,
-    (entry, direction): (pg_sys::HeapTuple, Direction),
+    (entry, direction): (Row, Direction),
 ) -> Result<(i32, pg_sys::Datum), Refusal> {
     let (amount, amount_null) = firing.value(entry, plan.amount_att);
     if amount_null || is_nan(plan.amount_type, amount) || sign(plan.amount_type, amount) != Ordering::Greater {
@@ -379,14 +381,14 @@ fn signed_amount(
 /// The entry type as its output function writes it, palloc'd in the
 /// trigger call's per-tuple memory context: outside SPI, which would put it in
 /// SPI's memory, freed at `SPI_finish`.
-fn entry_type_text<'f>(firing: &Firing<'f>, entry: pg_sys::HeapTuple, attnum: i16) -> &'f CStr {
+fn entry_type_text<'f>(firing: &Firing<'f>, entry: Row, attnum: i16) -> &'f CStr {
     // SAFETY: `entry` is a row of the firing relation, whose descriptor this
     // is; called outside SPI, so the text lives in the per-tuple memory
     // context the trigger manager runs the call in, until the call is over.
-    unsafe { getvalue(entry, firing.tupdesc(), attnum.into()) }.unwrap_or(c"")
+    unsafe { getvalue(entry.as_ptr(), firing.tupdesc(), attnum.into()) }.unwrap_or(c"")
 }
 
-fn account_key(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> String {
+fn account_key(firing: &Firing, entry: Row, args: &Args) -> String {
     let names: Vec<String> = args.keys.iter().map(|k| k.to_string_lossy().into_owned()).collect();
     let values: Vec<String> = args
         .keys
@@ -396,7 +398,7 @@ fn account_key(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> String
     format!("({})=({})", names.join(", "), values.join(", "))
 }
 
-fn entry_refusal(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args, what: &str, why: String) -> Refusal {
+fn entry_refusal(firing: &Firing, entry: Row, args: &Args, what: &str, why: String) -> Refusal {
     Refusal {
         code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
         message: format!("{what} in credit ledger \"{}\"", firing.table_name()),
@@ -412,7 +414,7 @@ fn entry_refusal(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args, what: &
     }
 }
 
-fn no_account(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
+fn no_account(firing: &Firing, entry: Row, args: &Args) -> Refusal {
     Refusal {
         code: PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
         message: format!("no credit account for entry of ledger \"{}\"", firing.table_name()),
@@ -428,7 +430,7 @@ fn no_account(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal
     }
 }
 
-fn skipped(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
+fn skipped(firing: &Firing, entry: Row, args: &Args) -> Refusal {
     let accounts = args.accounts.to_string_lossy();
     Refusal {
         code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
@@ -447,14 +449,7 @@ fn skipped(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
     }
 }
 
-fn over_limit(
-    firing: &Firing,
-    entry: pg_sys::HeapTuple,
-    args: &Args,
-    below_zero: bool,
-    used: String,
-    limit: String,
-) -> Refusal {
+fn over_limit(firing: &Firing, entry: Row, args: &Args, below_zero: bool, used: String, limit: String) -> Refusal {
     let used_column = args.used.to_string_lossy();
     let (message, hint) = if below_zero {
         (

@@ -198,12 +198,12 @@ fn refuse_event_change(firing: &Firing) -> Verdict {
     // SAFETY: the trigger's relation is open for the whole firing.
     let relid = unsafe { (*firing.relation()).rd_id };
     let (verb, what) = match firing.event() {
-        pg_sys::TRIGGER_EVENT_UPDATE if firing.is_row() => ("update", firing.row_key(firing.data.tg_trigtuple)),
+        pg_sys::TRIGGER_EVENT_UPDATE if firing.is_row() => ("update", firing.row_key(firing.trigtuple())),
         pg_sys::TRIGGER_EVENT_DELETE if firing.is_row() => {
             if sanctioned::allows(relid) {
-                return Verdict::Allow(pg_sys::Datum::from(firing.data.tg_trigtuple));
+                return Verdict::Allow(firing.trigtuple().datum());
             }
-            ("delete", firing.row_key(firing.data.tg_trigtuple))
+            ("delete", firing.row_key(firing.trigtuple()))
         }
         pg_sys::TRIGGER_EVENT_TRUNCATE if !firing.is_row() => ("truncate", "Every event".to_string()),
         _ => firing.misuse(),

@@ -21,7 +21,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, Firing, Row, Verdict};
 
 trigger_entry!(
     /// Arguments `(stock_column, reserved_column)`.
@@ -139,7 +139,7 @@ fn check(firing: &Firing, quantity: Quantity) -> Verdict {
     if !firing.is_row() || (event != pg_sys::TRIGGER_EVENT_INSERT && event != pg_sys::TRIGGER_EVENT_UPDATE) {
         firing.misuse();
     }
-    let row = if event == pg_sys::TRIGGER_EVENT_UPDATE { firing.data.tg_newtuple } else { firing.data.tg_trigtuple };
+    let row = if event == pg_sys::TRIGGER_EVENT_UPDATE { firing.newtuple() } else { firing.trigtuple() };
     let &QuantityPlan { total_att, part_att, typid } = quantity_plan(firing);
     let (total, total_null) = firing.value(row, total_att);
     let (part, part_null) = firing.value(row, part_att);
@@ -161,7 +161,7 @@ fn check(firing: &Firing, quantity: Quantity) -> Verdict {
         Some((at_fault, rule)) => {
             firing.refuse(refusal(firing, quantity, rule, row, Columns { total: total_att, part: part_att, at_fault }))
         }
-        None if firing.is_before() => Verdict::Allow(pg_sys::Datum::from(row)),
+        None if firing.is_before() => Verdict::Allow(row.datum()),
         None => Verdict::Allow(pg_sys::Datum::from(0)),
     }
 }
@@ -182,7 +182,7 @@ struct Columns {
     at_fault: i16,
 }
 
-fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: pg_sys::HeapTuple, columns: Columns) -> Refusal {
+fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: Row, columns: Columns) -> Refusal {
     let name = |attnum: i16| pgrx::name_data_to_str(&firing.attribute(attnum).attname);
     let (total, part) = (name(columns.total), name(columns.part));
     let table = firing.table_name();

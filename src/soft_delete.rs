@@ -60,9 +60,9 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_DELETE || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
-    let row = firing.data.tg_trigtuple;
+    let row = firing.trigtuple();
     let keep_row = Verdict::Allow(pg_sys::Datum::from(0));
-    let delete_row = Verdict::Allow(pg_sys::Datum::from(row));
+    let delete_row = Verdict::Allow(row.datum());
     // SAFETY: the trigger's relation is open for the whole firing.
     if sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
         return delete_row;
@@ -91,7 +91,7 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
         spi_connect();
-        let mut values = [pg_sys::Datum::from(&raw mut (*row).t_self)];
+        let mut values = [pg_sys::Datum::from(&raw mut (*row.as_ptr()).t_self)];
         let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1
             && result_value(0, 1).is_some_and(|orphaned| orphaned.value() != 0);
         spi_finish();

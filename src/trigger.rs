@@ -2,6 +2,7 @@
 //! firing `TriggerData`, and the row key that errors report.
 
 use core::ffi::{c_char, c_int, CStr};
+use core::marker::PhantomData;
 
 use pgrx::pg_sys;
 
@@ -73,7 +74,48 @@ impl Firing<'_> {
     }
 }
 
+/// A row the trigger manager passed with a firing, its `tg_trigtuple` or
+/// `tg_newtuple`: a tuple of the firing relation's descriptor, valid for the
+/// trigger call `'a`.  Only `Firing::trigtuple` and `Firing::newtuple` make
+/// one, so a `Row` is always one of a firing's rows.
+#[derive(Clone, Copy, PartialEq)]
+pub struct Row<'a> {
+    tuple: pg_sys::HeapTuple,
+    call: PhantomData<&'a pg_sys::HeapTupleData>,
+}
+
+impl Row<'_> {
+    /// The tuple, for the backend functions that take one.
+    pub fn as_ptr(self) -> pg_sys::HeapTuple {
+        self.tuple
+    }
+
+    /// The row as a trigger function returns it.
+    pub fn datum(self) -> pg_sys::Datum {
+        pg_sys::Datum::from(self.tuple)
+    }
+}
+
 impl<'a> Firing<'a> {
+    /// The row of a row trigger: the one inserted or deleted, or the old row
+    /// of an UPDATE.  A guard function attached to a statement trigger by
+    /// hand has none: that is a misuse.
+    pub fn trigtuple(&self) -> Row<'a> {
+        self.row(self.data.tg_trigtuple)
+    }
+
+    /// The new row of an UPDATE row trigger (a misuse elsewhere).
+    pub fn newtuple(&self) -> Row<'a> {
+        self.row(self.data.tg_newtuple)
+    }
+
+    fn row(&self, tuple: pg_sys::HeapTuple) -> Row<'a> {
+        if tuple.is_null() {
+            self.misuse();
+        }
+        Row { tuple, call: PhantomData }
+    }
+
     pub fn event(&self) -> u32 {
         self.data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK
     }
@@ -216,26 +258,43 @@ impl<'a> Firing<'a> {
         (attnum > 0).then_some(attnum as i16)
     }
 
+    /// Raises unless `attnum` is one of the firing relation's attribute
+    /// numbers (1 ..= natts): every attribute number comes from `attnum` or
+    /// the relation's own indexes, so this never raises, but what reads the
+    /// descriptor or a row at `attnum` relies on it.
+    fn check_attnum(&self, attnum: i16) {
+        // SAFETY: the firing relation's descriptor, valid for the call.
+        let natts = unsafe { (*self.tupdesc()).natts };
+        if attnum < 1 || i32::from(attnum) > natts {
+            Error::NoSuchAttribute { table: self.table_name(), attnum }.raise();
+        }
+    }
+
     /// The firing relation's attribute `attnum` (1-based).
-    pub fn attribute(&self, attnum: i16) -> &pg_sys::FormData_pg_attribute {
-        // SAFETY: the trigger's relation descriptor outlives the firing.
+    pub fn attribute(&self, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
+        self.check_attnum(attnum);
+        // SAFETY: the trigger's relation descriptor outlives the call ('a),
+        // and attnum is one of its attribute numbers (checked).
         unsafe { tuple_desc_attr(self.tupdesc(), attnum) }
     }
 
-    /// The column's value in `tuple` and whether it is null.
-    pub fn value(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> (pg_sys::Datum, bool) {
+    /// The column's value in `row` and whether it is null.  A by-reference
+    /// value points into the row (or into a detoasted copy in the current
+    /// memory context).
+    pub fn value(&self, row: Row<'_>, attnum: i16) -> (pg_sys::Datum, bool) {
+        self.check_attnum(attnum);
         let mut is_null = false;
-        // SAFETY: every caller passes one of the firing's rows (tg_trigtuple
-        // or tg_newtuple), tuples of this relation valid for the call, and an
-        // attribute number the trigger resolved in its descriptor.
-        let value = unsafe { pg_sys::heap_getattr(tuple, attnum.into(), self.tupdesc(), &mut is_null) };
+        // SAFETY: one of the firing's rows, a tuple of this relation's
+        // descriptor valid for the call, and one of its attribute numbers
+        // (checked); heap_getattr handles attributes the tuple predates.
+        let value = unsafe { pg_sys::heap_getattr(row.tuple, attnum.into(), self.tupdesc(), &mut is_null) };
         (value, is_null)
     }
 
     /// Whether column `attnum` holds the same value in both tuples, compared
     /// binarily (detoasting as needed): `1.0` and `1.00` differ, as they would
     /// to anyone reading the row back; two NULLs are the same.
-    pub fn same_value(&self, a: pg_sys::HeapTuple, b: pg_sys::HeapTuple, attnum: i16) -> bool {
+    pub fn same_value(&self, a: Row<'_>, b: Row<'_>, attnum: i16) -> bool {
         let ((a, a_null), (b, b_null)) = (self.value(a, attnum), self.value(b, attnum));
         if a_null || b_null {
             return a_null == b_null;
@@ -244,8 +303,11 @@ impl<'a> Firing<'a> {
         if attribute.attbyval {
             return a == b;
         }
-        // SAFETY: both datums point into tuples of this relation, at least
-        // attlen (or their varlena size) bytes long.
+        // SAFETY: both datums are by-reference values of attribute attnum of
+        // rows of this relation (`value`), at least attlen bytes long for a
+        // fixed-length type, or varlenas (possibly TOAST pointers) whose
+        // header gives their size; datum_image_eq (which may raise:
+        // guarded) compares two values of the attribute's type.
         unsafe {
             let (pa, pb) = (a.cast_mut_ptr::<u8>() as *const u8, b.cast_mut_ptr::<u8>() as *const u8);
             let same_bytes = |len: usize| core::slice::from_raw_parts(pa, len) == core::slice::from_raw_parts(pb, len);
@@ -266,28 +328,29 @@ impl<'a> Firing<'a> {
         }
     }
 
-    /// The column's value in `tuple` as text, `NULL` for a null.
-    pub fn value_text(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> String {
-        // SAFETY: one of the firing's rows (as for `value`), a tuple of this
-        // relation; the text is copied out at once.
-        unsafe { getvalue(tuple, self.tupdesc(), attnum.into()) }
+    /// The column's value in `row` as text, `NULL` for a null.
+    pub fn value_text(&self, row: Row<'_>, attnum: i16) -> String {
+        // SAFETY: one of the firing's rows, a tuple of this relation's
+        // descriptor (SPI_getvalue checks the attribute number); the text is
+        // copied out at once.
+        unsafe { getvalue(row.tuple, self.tupdesc(), attnum.into()) }
             .map_or_else(|| "NULL".to_string(), |text| text.to_string_lossy().into_owned())
     }
 
     /// `Key (a, b)=(1, 2)`, from the primary key, else the replica identity
     /// index, else the tuple's physical location, as PostgreSQL's own unique
     /// violations word it.
-    pub fn row_key(&self, tuple: pg_sys::HeapTuple) -> String {
+    pub fn row_key(&self, row: Row<'_>) -> String {
         let columns = self.key_columns();
         if columns.is_empty() {
-            // SAFETY: one of the firing's rows (as for `value`).
-            let tid = unsafe { (*tuple).t_self };
+            // SAFETY: one of the firing's rows, valid for the call.
+            let tid = unsafe { (*row.tuple).t_self };
             let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
             return format!("Row (ctid)=({block},{})", tid.ip_posid);
         }
         let names: Vec<&str> =
             columns.iter().map(|&attnum| pgrx::name_data_to_str(&self.attribute(attnum).attname)).collect();
-        let values: Vec<String> = columns.iter().map(|&attnum| self.value_text(tuple, attnum)).collect();
+        let values: Vec<String> = columns.iter().map(|&attnum| self.value_text(row, attnum)).collect();
         format!("Key ({})=({})", names.join(", "), values.join(", "))
     }
 

@@ -23,7 +23,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal};
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, Firing, Row, Verdict};
 
 trigger_entry!(
     /// `BEFORE UPDATE FOR EACH ROW`, arguments `(version_column, 'strict' | 'lenient')`.
@@ -53,7 +53,7 @@ fn bump(firing: &Firing) -> Verdict {
         firing.misuse();
     }
     let plan = version_plan(firing);
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     let (old_value, old_null) = firing.value(old, plan.attnum);
     let (new_value, new_null) = firing.value(new, plan.attnum);
     let read = (!old_null).then(|| datum_to_i64(old_value, plan.max));
@@ -73,11 +73,9 @@ fn bump(firing: &Firing) -> Verdict {
         }
     }
     if written == Some(next) {
-        return Verdict::Allow(pg_sys::Datum::from(new));
+        return Verdict::Allow(new.datum());
     }
-    // SAFETY: the firing's new row (a BEFORE UPDATE row trigger, checked
-    // above), and the plan resolved for this relation's descriptor.
-    if let Some(bumped) = unsafe { overwrite_in_copy(firing, plan, new, next) } {
+    if let Some(bumped) = overwrite_in_copy(firing, plan, new, next) {
         return Verdict::Allow(pg_sys::Datum::from(bumped));
     }
     let mut replace_col: c_int = plan.attnum.into();
@@ -87,7 +85,7 @@ fn bump(firing: &Firing) -> Verdict {
     // replacement for an attribute number resolved in that descriptor.
     let bumped = unsafe {
         pg_sys::heap_modify_tuple_by_cols(
-            new,
+            new.as_ptr(),
             firing.tupdesc(),
             1,
             &raw mut replace_col,
@@ -103,17 +101,8 @@ fn bump(firing: &Firing) -> Verdict {
 /// `heap_modify_tuple_by_cols` does.  `None` when the version in `new` is NULL
 /// or missing from the tuple (a column added later): the caller rebuilds the
 /// row then.
-///
-/// # Safety
-/// `new` is a tuple of the firing relation, and `plan` resolved for it.
-unsafe fn overwrite_in_copy(
-    firing: &Firing,
-    plan: &VersionPlan,
-    new: pg_sys::HeapTuple,
-    next: i64,
-) -> Option<pg_sys::HeapTuple> {
-    // SAFETY: a tuple of the firing relation (the contract).
-    let offset = unsafe { attribute_offset(firing, new, plan.attnum) }?;
+fn overwrite_in_copy(firing: &Firing, plan: &VersionPlan, new: Row, next: i64) -> Option<pg_sys::HeapTuple> {
+    let offset = attribute_offset(firing, new, plan.attnum)?;
     if cfg!(debug_assertions) {
         // SAFETY: `new` is the firing's new row and `offset` was just
         // computed for its version column.
@@ -124,7 +113,7 @@ unsafe fn overwrite_in_copy(
     // area; the data area is MAXALIGN'd (t_hoff, and palloc's copy), and the
     // offset aligned for the column's type, so the write is aligned.
     unsafe {
-        let copy = pg_sys::heap_copytuple(new);
+        let copy = pg_sys::heap_copytuple(new.as_ptr());
         let header = (*copy).t_data;
         let field = (header as *mut u8).add((*header).t_hoff as usize + offset);
         match plan.max {
@@ -139,18 +128,15 @@ unsafe fn overwrite_in_copy(
 /// Byte offset of attribute `attnum` in the data area of `tuple`, walking the
 /// attributes before it as `nocachegetattr` does; `None` if it is NULL or
 /// beyond the tuple's attributes.
-///
-/// # Safety
-/// `tuple` is a tuple of the firing relation, and `attnum` one of its
-/// attribute numbers.
-unsafe fn attribute_offset(firing: &Firing, tuple: pg_sys::HeapTuple, attnum: i16) -> Option<usize> {
-    // SAFETY: a well-formed tuple of the relation's descriptor (the
-    // contract): its null bitmap (if HEAP_HASNULL) covers its natts
+fn attribute_offset(firing: &Firing, tuple: Row, attnum: i16) -> Option<usize> {
+    // SAFETY: one of the firing's rows, a well-formed tuple of the relation's
+    // descriptor: its null bitmap (if HEAP_HASNULL) covers its natts
     // attributes, and its data area holds each attribute that is not NULL,
     // aligned as the descriptor says, which is what the walk reads; only
-    // attributes before `attnum` (<= natts, checked) are read.
+    // attributes up to `attnum` (<= the tuple's natts, checked, and one of
+    // the descriptor's: `Firing::attribute` checks) are read.
     unsafe {
-        let header = (*tuple).t_data;
+        let header = (*tuple.as_ptr()).t_data;
         if attnum as u16 > pg_sys::HeapTupleHeaderGetNatts(header) {
             return None;
         }
@@ -192,19 +178,19 @@ unsafe fn attribute_offset(firing: &Firing, tuple: pg_sys::HeapTuple, attnum: i1
 /// # Safety
 /// `tuple` is a row of the firing relation, and `offset` what
 /// `attribute_offset` returned for its version column (which is not NULL).
-unsafe fn cross_check_offset(firing: &Firing, plan: &VersionPlan, tuple: pg_sys::HeapTuple, offset: usize) {
+unsafe fn cross_check_offset(firing: &Firing, plan: &VersionPlan, tuple: Row, offset: usize) {
     // SAFETY: the field lies within the tuple's data area (the contract), and
     // nocachegetattr reads an attribute that is not NULL of a tuple of the
     // descriptor.
     let (ours, theirs) = unsafe {
-        let header = (*tuple).t_data;
+        let header = (*tuple.as_ptr()).t_data;
         let field = (header as *const u8).add((*header).t_hoff as usize + offset);
         let ours = match plan.max {
             m if m == i16::MAX as i64 => i64::from(field.cast::<i16>().read_unaligned()),
             m if m == i32::MAX as i64 => i64::from(field.cast::<i32>().read_unaligned()),
             _ => field.cast::<i64>().read_unaligned(),
         };
-        let theirs = pg_sys::nocachegetattr(tuple, plan.attnum.into(), firing.tupdesc());
+        let theirs = pg_sys::nocachegetattr(tuple.as_ptr(), plan.attnum.into(), firing.tupdesc());
         (ours, datum_to_i64(theirs, plan.max))
     };
     debug_assert_eq!(ours, theirs, "attribute_offset disagrees with nocachegetattr at offset {offset}");
@@ -255,7 +241,7 @@ fn refuse_rewritten_version(firing: &Firing) -> Verdict {
     let column = firing.args().next().unwrap_or(c"version");
     let attnum = firing.attnum(column).unwrap_or_else(|| firing.missing_column(column));
     let column = column.to_string_lossy();
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     firing.refuse(Refusal {
         code: PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION,
         message: format!(
@@ -284,7 +270,7 @@ fn stale_write(firing: &Firing, plan: &VersionPlan, read: i64, written: Option<i
         message: format!("could not update row of table \"{}\": stale {column}", firing.table_name()),
         detail: format!(
             "{} in table {}: the UPDATE sets {column} to {written}, but the row is at {column} {read} (expected {read} or {}).",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name(),
             read + 1
         ),
