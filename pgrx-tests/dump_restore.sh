@@ -80,6 +80,11 @@ CREATE TABLE sprinkler_spare_pieces (
     deleted_at                timestamptz,
     deleted_by_transaction_id uuid
 );
+-- Each stock row's quantity is what its pieces in stock add up to.
+CREATE TABLE inventory_stock (id integer PRIMARY KEY, quantity integer NOT NULL DEFAULT 0);
+INSERT INTO inventory_stock (id) SELECT g FROM generate_series(1, 40) AS g;
+SELECT integrity.maintain_total('inventory_stock', 'quantity', 'sprinkler_spare_pieces', ARRAY['stock_id'],
+                                'piece_count', $$status = 'IN_STOCK' AND deleted_at IS NULL$$);
 INSERT INTO sprinkler_spare_pieces (stock_id, piece_count, created_by_transaction_id, original_stock_id)
 SELECT 1 + i % 40, 1 + i % 9, gen_random_uuid(), 1 + i % 40
   FROM generate_series(1, 500) AS i;
@@ -190,7 +195,7 @@ verify_restored() {
         "SELECT table_name::text, guard, columns, options FROM integrity.guards ORDER BY 1, 2"
     check_same "$L integrity.guards: created_at kept" "$SRC" "$DST" \
         "SELECT table_name::text, guard, created_at FROM integrity.guards ORDER BY 1, 2"
-    check_eq "$L integrity.guards: all 15 guards registered" "15" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
+    check_eq "$L integrity.guards: all 16 guards registered" "16" "$(sql "$DST" "SELECT count(*) FROM integrity.guards")"
     check_same "$L integrity.hold_records: the same holds (ids, tables, rows, states, keys, times, transactions)" "$SRC" "$DST" \
         "SELECT hold_id, table_name::text, kind, row_id, line, quantity, status, committed_quantity, idempotency_key,
                 created_at, expires_at, settled_at, txid, actor FROM integrity.hold_records ORDER BY hold_id"
@@ -347,6 +352,11 @@ sprinkler_spare_pieces|integrity_version_bump|O" \
                         SELECT stock, reserved_stock FROM wholesaler_products WHERE id = 1;
                         SELECT integrity.commit_hold(hold_id) FROM integrity.hold_records WHERE row_id = '2';
                         SELECT integrity.commit_hold(hold_id) FROM integrity.hold_records WHERE row_id = '3'" | paste -sd'|')"
+    check_eq "$L the maintained totals came back exact, and stay exact: pieces of stock 1 sold" "0|t" \
+        "$(sql "$1" "UPDATE sprinkler_spare_pieces SET status = 'SOLD_OUT' WHERE stock_id = 1;
+                        SELECT quantity, (SELECT count(*) FROM integrity.violations('inventory_stock')) = 0
+                          FROM inventory_stock WHERE id = 1" | tail -1)"
+    check_error "$L a direct write of a maintained total is refused" 23001 "$1" "UPDATE inventory_stock SET quantity = 7 WHERE id = 2"
     check_eq "$L a new hold takes the next id" "t" \
         "$(sql "$DST" "WITH restored AS (SELECT max(hold_id) AS last FROM integrity.hold_records)
                         SELECT integrity.place_hold('wholesaler_products', 2, 1) > last FROM restored")"

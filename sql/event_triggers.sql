@@ -26,6 +26,14 @@ AS $$
        AND NOT (g.trigger_name = 'integrity_append_only_truncate'
                 AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
        AND NOT (g.recheck AND NOT integrity._needs_recheck(r.table_name, r.guard))
+    UNION ALL
+    -- the triggers of a maintained total on its source
+    SELECT r.table_name, r.guard
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(r.options -> 'totals') AS t
+     WHERE r.guard = 'total' AND integrity._relation(t ->> 'source') = tbl
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+       AND $2 LIKE integrity._total_trigger_base(r.options ->> 'name', t ->> 'column') || '%'
      LIMIT 1
 $$;
 
@@ -174,6 +182,40 @@ BEGIN
 END;
 $$;
 
+-- The triggers of a maintained total name its target, and the registry names
+-- its sources: renaming or moving either (or dropping a source while its
+-- target stays) would leave the total unmaintained.  Checked after every
+-- command that renames or drops tables.
+CREATE FUNCTION integrity._refuse_totals_ddl()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    broken record;
+BEGIN
+    SELECT r.table_name, r.options ->> 'name' AS registered_name, t ->> 'source' AS source,
+           r.table_name::text <> r.options ->> 'name' AS target_moved
+      INTO broken
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(r.options -> 'totals') AS t
+     WHERE r.guard = 'total'
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+       AND (r.table_name::text <> r.options ->> 'name' OR integrity._relation(t ->> 'source') IS NULL)
+     ORDER BY r.table_name
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table "%" %', CASE WHEN broken.target_moved THEN broken.registered_name ELSE broken.source END,
+                        CASE WHEN broken.target_moved THEN 'holds maintained totals'
+                             ELSE format('is the source of maintained totals of "%s"', broken.table_name) END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The totals find their tables by name: renamed, moved or dropped, they would stop being maintained.',
+                  HINT = format('Call integrity.unprotect(%L, ''total'') first, then register the totals again.',
+                                broken.registered_name);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION integrity._on_ddl_command_end()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -201,6 +243,10 @@ BEGIN
          WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_namespace'::regclass)
            AND t.relkind IN ('r', 'p')
            AND integrity._renames(c.command)), NULL);
+    PERFORM integrity._refuse_totals_ddl()
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+     WHERE integrity._renames(c.command)
+     LIMIT 1;
 
     -- Tables created, altered or attached by the command, including those
     -- created inside CREATE SCHEMA, and the typed tables an ALTER TYPE …
@@ -272,10 +318,12 @@ BEGIN
         FOR trg IN
             SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard
               FROM pg_catalog.pg_trigger t
-              JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
+              LEFT JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
                 ON g.trigger_name = t.tgname
              CROSS JOIN LATERAL integrity._guard_needing(command.rel, t.tgname) needed
-             WHERE t.tgrelid = command.rel AND t.tgenabled <> g.mode
+             WHERE t.tgrelid = command.rel
+               -- (a maintained total's triggers on its sources fire on origin rows)
+               AND t.tgenabled <> coalesce(g.mode, CASE WHEN needed.guard = 'total' THEN 'O'::"char" END)
         LOOP
             PERFORM integrity._refuse_guard_ddl(
                 CASE trg.tgenabled WHEN 'D' THEN 'disable' ELSE 'change the firing mode of' END,
@@ -462,6 +510,17 @@ BEGIN
     PERFORM integrity._refuse_history_drop();
     PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
         SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
+
+    -- The totals of a dropped target go with it, their sources' triggers too
+    -- (registry row first: dropping those triggers runs this again).
+    FOR dropped IN
+        DELETE FROM integrity.guard_registry r
+         WHERE r.guard = 'total' AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+        RETURNING r.options
+    LOOP
+        PERFORM integrity._drop_total_triggers(dropped.options);
+    END LOOP;
+    PERFORM integrity._refuse_totals_ddl();
 
     -- The holds on a dropped table go with it.
     DELETE FROM integrity.hold_records h

@@ -4486,3 +4486,968 @@ COMMENT ON VIEW integrity.latest_check IS 'The latest integrity.record_check() r
 GRANT SELECT ON integrity.latest_check TO PUBLIC;
 
 -- ==== issue 14: monitoring — end ====
+
+-- ==== issue 17: maintained totals ====
+ALTER TABLE integrity.guard_registry DROP CONSTRAINT guard_registry_known_guard,
+    ADD CONSTRAINT guard_registry_known_guard
+        CHECK (guard IN ('append_only', 'immutable', 'write_once', 'versioning',
+                         'stock', 'credit', 'ledger_credit', 'hash_chain', 'soft_delete',
+                         'lifecycle', 'total'));
+
+CREATE OR REPLACE FUNCTION integrity._total_guard_args(columns text[], options jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT columns || ARRAY[''] || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))
+$$;
+
+-- Maintained totals (src/totals.rs): a column of a target table kept equal to
+-- the sum (or count) of the source rows that reference each target row.
+--
+-- Registration puts on the source a row trigger that collects each row's
+-- contribution (the filter, when there is one, is its WHEN clause) and a
+-- statement trigger that applies what its statement collected, one UPDATE per
+-- target row in key order; on the target a trigger that refuses direct writes
+-- of the total and one that starts a new row at its sources' total.  The
+-- registry row is the target's: options = {"key": [target key columns],
+-- "totals": [{column, source, key_columns, value_column, filter,
+-- filter_columns}, …]}; columns = the maintained columns.
+
+CREATE FUNCTION integrity.total_source() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_source';
+COMMENT ON FUNCTION integrity.total_source() IS
+    'Trigger: collects the contribution of each source row to its target row''s maintained total.';
+
+CREATE FUNCTION integrity.total_apply() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_apply';
+COMMENT ON FUNCTION integrity.total_apply() IS
+    'Trigger: applies what a statement on a source table collected, one update per target row, in key order.';
+
+CREATE FUNCTION integrity.total_start() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_start';
+COMMENT ON FUNCTION integrity.total_start() IS
+    'Trigger: starts a new target row''s maintained totals at the total of the source rows that already reference it.';
+
+CREATE FUNCTION integrity.total_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_guard';
+COMMENT ON FUNCTION integrity.total_guard() IS
+    'Trigger: refuses a direct change of a maintained total or of its row''s key (23001).';
+
+CREATE FUNCTION integrity._total_filter(source regclass, filter text, prefix text) RETURNS text
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'integrity_total_filter';
+
+CREATE FUNCTION integrity._total_filter_columns(source regclass, filter text) RETURNS text[]
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'integrity_total_filter_columns';
+
+CREATE FUNCTION integrity._execute_total_writes(tbl regclass, statement text) RETURNS bigint
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_execute_total_writes';
+
+-- The primary key columns of tbl, in index order; NULL without one.
+CREATE FUNCTION integrity._primary_key(tbl regclass)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_agg(a.attname::text ORDER BY k.n)
+      FROM pg_catalog.pg_index i
+     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = tbl AND i.indisprimary
+$$;
+
+-- The name every trigger of a target column's total starts with on its
+-- sources: from the target's name, which the registry keeps and pg_dump
+-- restores, so that a registration after a restore replaces its triggers.
+CREATE FUNCTION integrity._total_trigger_base(target_name text, target_column text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 'integrity_total_' || left(md5(target_name || '.' || target_column), 12) $$;
+
+-- The actual total of one registered total for the target row aliased t, as
+-- an SQL expression: one index lookup per target row given an index on the
+-- source's key columns.
+CREATE FUNCTION integrity._total_sql(total jsonb, key text[])
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('(SELECT COALESCE(%s, 0) FROM %s s WHERE %s%s)',
+                  CASE WHEN total ->> 'value_column' IS NULL THEN 'count(*)'
+                       ELSE format('sum(s.%I)', total ->> 'value_column') END,
+                  total ->> 'source',
+                  (SELECT string_agg(format('s.%I = t.%I', sk, tk), ' AND ' ORDER BY n)
+                     FROM unnest(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(total -> 'key_columns')), key)
+                          WITH ORDINALITY AS k(sk, tk, n)),
+                  CASE WHEN total ->> 'filter' IS NULL THEN ''
+                       ELSE format(' AND (%s)', total ->> 'filter') END)
+$$;
+
+-- The actual value of maintained column col of the target row aliased t: the
+-- sum of every total registered for it (from sources that still exist).
+CREATE FUNCTION integrity._column_total_sql(options jsonb, col text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(integrity._total_sql(t, ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))),
+                      ' + ' ORDER BY t ->> 'source')
+      FROM pg_catalog.jsonb_array_elements(options -> 'totals') AS t
+     WHERE t ->> 'column' = col AND integrity._relation(t ->> 'source') IS NOT NULL
+$$;
+
+-- For total_start (BEFORE INSERT on the target): per maintained column of
+-- target, its attribute number, the query that computes a new row's total
+-- from the row's key columns ($1, $2, …), and their attribute numbers
+-- (separated by spaces).  A new row starts at the total of the source rows
+-- that already reference it: zero for a new parent.
+CREATE FUNCTION integrity._total_start_sql(target regclass)
+RETURNS TABLE (attnum smallint, sql text, key_attnums text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.attnum,
+           format('SELECT (%s)::%s FROM (SELECT %s) t', integrity._column_total_sql(r.options, c.col),
+                  pg_catalog.format_type(a.atttypid, a.atttypmod),
+                  (SELECT string_agg(format('$%s AS %I', k.n, k.col), ', ' ORDER BY k.n)
+                     FROM pg_catalog.jsonb_array_elements_text(r.options -> 'key') WITH ORDINALITY AS k(col, n))),
+           (SELECT string_agg(ka.attnum::text, ' ' ORDER BY k.n)
+              FROM pg_catalog.jsonb_array_elements_text(r.options -> 'key') WITH ORDINALITY AS k(col, n)
+              JOIN pg_catalog.pg_attribute ka ON ka.attrelid = target AND ka.attname = k.col)
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL unnest(r.columns) AS c(col)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = target AND a.attname = c.col AND NOT a.attisdropped
+     WHERE r.table_name = target AND r.guard = 'total'
+       AND integrity._column_total_sql(r.options, c.col) IS NOT NULL
+$$;
+
+-- A TRUNCATE of a source would leave every total it feeds behind.
+CREATE FUNCTION integrity._total_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'cannot truncate "%": it is the source of maintained total %.%', TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[1]
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = 'TRUNCATE fires no row triggers, so the total would keep counting the removed rows.',
+              HINT = format('Use DELETE, or call integrity.unprotect(%L, ''total'') first and'
+                            ' integrity.recompute_totals() after registering again.', TG_ARGV[0]);
+END;
+$$;
+
+-- Drops the source triggers of the totals registered with options
+-- registered (of one column and source when given); the target may be gone.
+CREATE FUNCTION integrity._drop_total_triggers(registered jsonb,
+                                               only_column text DEFAULT NULL, only_source regclass DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trg record;
+BEGIN
+    FOR trg IN
+        SELECT DISTINCT tg.tgname, tg.tgrelid::regclass AS rel
+          FROM pg_catalog.jsonb_array_elements(registered -> 'totals') AS t
+          JOIN pg_catalog.pg_trigger tg
+            ON tg.tgrelid = integrity._relation(t ->> 'source')
+           AND tg.tgname LIKE integrity._total_trigger_base(registered ->> 'name', t ->> 'column') || '%'
+         WHERE (only_column IS NULL OR t ->> 'column' = only_column)
+           AND (only_source IS NULL OR integrity._relation(t ->> 'source') = only_source)
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.rel);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION integrity.maintain_total(target regclass, target_column name, source regclass, key_columns text[],
+                                         value_column name DEFAULT NULL, filter text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'maintain_total';
+    key text[];
+    keys text[];
+    registered jsonb;
+    total jsonb;
+    base text;
+    source_name text;
+    target_name text;
+    filter_sql text;
+    filter_columns text[];
+    apply_args text;
+    source_args text;
+    i int;
+BEGIN
+    PERFORM integrity._check_table(target, caller);
+    PERFORM integrity._require_argument(source, 'source', caller);
+    PERFORM integrity._check_table(source, caller);
+    PERFORM integrity._require_argument(target_column, 'target_column', caller);
+    PERFORM integrity._require_argument(key_columns, 'key_columns', caller);
+    IF target = source THEN
+        RAISE EXCEPTION '%: the target and the source must be different tables', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = source) = 'p'
+       OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = target) = 'p' THEN
+        RAISE EXCEPTION '%: partitioned tables cannot hold or feed maintained totals yet', caller
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF EXISTS (SELECT FROM integrity._inheritance_children(source)) THEN
+        RAISE EXCEPTION '%: table "%" has inheritance children', caller, source
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Rows of the children would not reach the total.';
+    END IF;
+    key := integrity._primary_key(target);
+    IF key IS NULL THEN
+        RAISE EXCEPTION '%: table "%" has no primary key', caller, target
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'The source rows reference the target row by its primary key.';
+    END IF;
+    IF cardinality(key) > 8 THEN
+        RAISE EXCEPTION '%: a target key has at most 8 columns', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integrity._check_quantity_column(target, target_column, caller);
+    PERFORM integrity._refuse_generated(target, target_column, caller);
+    IF target_column = ANY (key) THEN
+        RAISE EXCEPTION '%: column "%" is part of the primary key of "%"', caller, target_column, target
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    keys := integrity._check_columns(source, key_columns, caller);
+    IF cardinality(keys) <> cardinality(key_columns) OR cardinality(keys) <> cardinality(key) THEN
+        RAISE EXCEPTION '%: key_columns must name % distinct column(s) of "%", one for each column of the primary key (%) of "%"',
+                        caller, cardinality(key), source, array_to_string(key, ', '), target
+            USING ERRCODE = 'invalid_column_reference';
+    END IF;
+    FOR i IN 1 .. cardinality(key) LOOP
+        IF integrity._column_type(source, keys[i]) <> integrity._column_type(target, key[i]) THEN
+            RAISE EXCEPTION '%: key column "%" has type % in "%" but "%" has type % in "%"', caller, keys[i],
+                            integrity._column_type(source, keys[i]), source, key[i],
+                            integrity._column_type(target, key[i]), target
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END LOOP;
+    IF value_column IS NOT NULL THEN
+        PERFORM integrity._check_quantity_column(source, value_column, caller);
+        -- The total must hold every sum exactly, or it drifts from its sources.
+        IF NOT integrity._holds_exactly(target, target_column, source, value_column) THEN
+            RAISE EXCEPTION '%: values of type % would be rounded into "%" of type %', caller,
+                            integrity._column_format(source, value_column), target_column,
+                            integrity._column_format(target, target_column)
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'Give the total the type of the values it adds up.';
+        END IF;
+    END IF;
+    IF filter IS NOT NULL THEN
+        filter_sql := integrity._total_filter(source, filter, '');
+        filter_columns := integrity._total_filter_columns(source, filter);
+    END IF;
+
+    source_name := source::text;
+    target_name := target::text;
+    total := pg_catalog.jsonb_build_object('column', target_column, 'source', source_name, 'key_columns', keys,
+                                           'value_column', value_column, 'filter', filter_sql,
+                                           'filter_columns', coalesce(filter_columns, '{}'));
+    -- A total registered again loses its old triggers first, which the event
+    -- trigger lets go only once the registry no longer needs them.
+    SELECT r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
+    registered := pg_catalog.jsonb_build_object(
+        'name', target_name,
+        'key', key,
+        'totals', coalesce((SELECT pg_catalog.jsonb_agg(t ORDER BY t ->> 'column', t ->> 'source')
+                              FROM pg_catalog.jsonb_array_elements(registered -> 'totals') t
+                             WHERE (t ->> 'column', integrity._relation(t ->> 'source'))
+                                   IS DISTINCT FROM (target_column::text, source)), '[]'));
+    PERFORM integrity._record_total(target, registered);
+    PERFORM integrity._drop_total_triggers(pg_catalog.jsonb_build_object('name', target_name,
+                                                                         'totals', pg_catalog.jsonb_build_array(total)));
+    registered := pg_catalog.jsonb_set(registered, '{totals}', (registered -> 'totals') || pg_catalog.jsonb_build_array(total));
+    PERFORM integrity._record_total(target, registered);
+
+    -- The source's triggers.
+    base := integrity._total_trigger_base(target_name, target_column);
+    source_args := (SELECT string_agg(quote_literal(a), ', ')
+                      FROM unnest(ARRAY[target_name, target_column, coalesce(value_column, '')] || keys) a);
+    apply_args := (SELECT string_agg(quote_literal(a), ', ') FROM unnest(ARRAY[target_name, target_column] || key) a);
+    IF filter_sql IS NULL THEN
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
+                       ' EXECUTE FUNCTION integrity.total_source(''row'', %s)', base, source, source_args);
+    ELSE
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s FOR EACH ROW WHEN (%s)'
+                       ' EXECUTE FUNCTION integrity.total_source(''new'', %s)',
+                       base || '_ins', source, integrity._total_filter(source, filter, 'new'), source_args);
+        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s FOR EACH ROW WHEN (%s)'
+                       ' EXECUTE FUNCTION integrity.total_source(''old'', %s)',
+                       base || '_del', source, integrity._total_filter(source, filter, 'old'), source_args);
+        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+                       ' EXECUTE FUNCTION integrity.total_source(''old'', %s)',
+                       base || '_upd_old', source, integrity._total_filter(source, filter, 'old'), source_args);
+        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+                       ' EXECUTE FUNCTION integrity.total_source(''new'', %s)',
+                       base || '_upd_new', source, integrity._total_filter(source, filter, 'new'), source_args);
+    END IF;
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT'
+                   ' EXECUTE FUNCTION integrity.total_apply(%s)', base || '_apply', source, apply_args);
+    EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s FOR EACH STATEMENT'
+                   ' EXECUTE FUNCTION integrity._total_truncate(%L, %L)', base || '_truncate', source,
+                   target_name, target_column);
+
+    -- The target's triggers, for every maintained column.
+    PERFORM integrity._place_total_guard(target);
+END;
+$$;
+COMMENT ON FUNCTION integrity.maintain_total(regclass, name, regclass, text[], name, text) IS
+    'Keeps target.target_column equal to the SUM of source.value_column (COUNT when NULL) over the source rows whose key_columns reference the target row and that satisfy filter; direct writes of the total are refused (23001).';
+
+-- Records the totals of target (options as maintain_total writes them).
+CREATE FUNCTION integrity._record_total(target regclass, options jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT integrity._record_guard(target, 'total',
+                                   ARRAY(SELECT DISTINCT t ->> 'column'
+                                           FROM pg_catalog.jsonb_array_elements(options -> 'totals') t ORDER BY 1),
+                                   options)
+$$;
+
+-- (Re)creates the target's triggers from its registry row.
+CREATE FUNCTION integrity._place_total_guard(target regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registered record;
+BEGIN
+    SELECT r.columns, r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total BEFORE UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
+                   (SELECT string_agg(quote_literal(a), ', ' ORDER BY n)
+                      FROM unnest(integrity._total_guard_args(registered.columns, registered.options))
+                           WITH ORDINALITY AS u(a, n)));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total_start BEFORE INSERT ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_start()', target);
+END;
+$$;
+
+-- Corrects every total of target that differs from its sources: each such
+-- row is locked first, then its total is computed on a snapshot taken after
+-- the lock (so a writer that changed its sources meanwhile has either applied
+-- its delta already or will apply it after us), then written.  Runs while
+-- writers work; under REPEATABLE READ a row a writer changed raises 40001.
+CREATE FUNCTION integrity.recompute_totals(target regclass)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registered record;
+    col text;
+    actual text;
+    key_list text;
+    key_match text;
+    drifted jsonb;
+    corrected bigint := 0;
+BEGIN
+    PERFORM integrity._require_argument(target, 'target', 'recompute_totals');
+    SELECT r.columns, r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'recompute_totals: table "%" has no maintained total', target
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Register one with integrity.maintain_total().';
+    END IF;
+    PERFORM integrity._require_owner(target, 'correct its maintained totals');
+    SELECT string_agg(format('t.%I', k), ', ' ORDER BY n),
+           string_agg(format('t.%I = (pg_catalog.jsonb_populate_record(NULL::%s, $1)).%I', k, target, k), ' AND ' ORDER BY n)
+      INTO key_list, key_match
+      FROM pg_catalog.jsonb_array_elements_text(registered.options -> 'key') WITH ORDINALITY AS u(k, n);
+    FOREACH col IN ARRAY registered.columns LOOP
+        actual := integrity._column_total_sql(registered.options, col);
+        CONTINUE WHEN actual IS NULL;
+        FOR drifted IN EXECUTE format('SELECT pg_catalog.to_jsonb(t) FROM %s t WHERE t.%I IS DISTINCT FROM %s ORDER BY %s',
+                                      target, col, actual, key_list)
+        LOOP
+            EXECUTE format('SELECT 1 FROM %s t WHERE %s FOR NO KEY UPDATE', target, key_match) USING drifted;
+            corrected := corrected + integrity._execute_total_writes(target, format(
+                'UPDATE %s t SET %I = %s WHERE %s AND t.%I IS DISTINCT FROM %s',
+                target, col, actual, replace(key_match, '$1', quote_literal(drifted) || '::jsonb'), col, actual));
+        END LOOP;
+    END LOOP;
+    RETURN corrected;
+END;
+$$;
+COMMENT ON FUNCTION integrity.recompute_totals(regclass) IS
+    'Sets every maintained total of target that differs from its source rows to their actual total, locking each row it corrects; the number of rows corrected.';
+
+-- violations(): target rows whose total differs from their sources.  $1 is
+-- the target.
+CREATE FUNCTION integrity._total_drift_sql(target regclass, columns text[], options jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format(
+               'SELECT ''total'', $1, %s, %L || COALESCE(t.%I::text, ''NULL'') || %L || (%s)::text'
+               ' FROM %s t WHERE t.%I IS DISTINCT FROM %s',
+               integrity._row_key_sql(target), format('maintained total "%s" is ', c.col), c.col,
+               ', but its source rows add up to ', c.actual, target, c.col, c.actual), ' UNION ALL ' ORDER BY c.col)
+      FROM (SELECT col, integrity._column_total_sql(options, col) AS actual FROM unnest(columns) AS col) c
+     WHERE c.actual IS NOT NULL
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._guard_triggers(guard text)
+RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
+               guard text, has_when boolean, recheck boolean)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
+           t.guard, t.has_when, t.recheck
+      FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false, false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            19, 'A', false, false, false),
+            ('immutable',     'integrity_immutable_recheck',       'immutable_guard',            17, 'A', false, true,  true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           19, 'A', false, false, false),
+            ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
+            ('stock',         'integrity_stock',                   'stock_guard',                23, 'A', false, false, false),
+            ('stock',         'integrity_stock_recheck',           'stock_guard',                21, 'A', false, true,  true),
+            ('credit',        'integrity_credit',                  'credit_guard',               23, 'A', false, false, false),
+            ('credit',        'integrity_credit_recheck',          'credit_guard',               21, 'A', false, true,  true),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
+            -- on the target of maintained totals (their sources' triggers: sql/totals.sql)
+            ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
+            ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
+            -- AFTER … FOR EACH STATEMENT with transition tables, one event each
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false, false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when, recheck)
+     WHERE $1 IS NULL OR t.guard = $1
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS TABLE (rel regclass, col text, n bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tbl, c.col, c.n FROM unnest(columns) WITH ORDINALITY AS c(col, n)
+    UNION ALL
+    SELECT tbl, c.col, 100 + c.n
+      FROM unnest(ARRAY[options ->> 'amount_column', options ->> 'entry_type_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit'
+    UNION ALL
+    SELECT tbl, options -> 'retention' ->> 'time_column', 400
+     WHERE guard = 'append_only' AND options ? 'retention'
+    UNION ALL
+    SELECT tbl, c.col, 300 + c.n
+      FROM unnest(ARRAY[options ->> 'seq_column', options ->> 'hash_column']
+                  || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'hashed_columns')))
+           WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'hash_chain'
+    UNION ALL
+    SELECT tbl, c.col, 400 + c.n
+      FROM pg_catalog.jsonb_array_elements_text(options -> 'exclude') WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'lifecycle'
+    UNION ALL
+    SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
+      FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'ledger_credit' AND integrity._relation(options ->> 'accounts') IS NOT NULL
+    UNION ALL
+    SELECT tbl, k.col, 500 + k.n
+      FROM pg_catalog.jsonb_array_elements_text(options -> 'key') WITH ORDINALITY AS k(col, n)
+     WHERE guard = 'total'
+    UNION ALL
+    SELECT integrity._relation(t.total ->> 'source'), c.col, 600 + 100 * t.n + c.n
+      FROM pg_catalog.jsonb_array_elements(options -> 'totals') WITH ORDINALITY AS t(total, n)
+     CROSS JOIN LATERAL unnest(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t.total -> 'key_columns'))
+                               || ARRAY[t.total ->> 'value_column']
+                               || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t.total -> 'filter_columns')))
+                        WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'total' AND integrity._relation(t.total ->> 'source') IS NOT NULL AND c.col IS NOT NULL
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.unprotect(tbl regclass, guard text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kinds text[] := ARRAY(SELECT DISTINCT g.guard FROM integrity._guard_triggers(NULL) g ORDER BY 1);
+    kind text;
+    registered boolean;
+    installed boolean;
+    totals jsonb;
+BEGIN
+    PERFORM integrity._require_argument(tbl, 'tbl', 'unprotect');
+    IF guard IS NOT NULL THEN
+        IF guard <> ALL (kinds) THEN
+            RAISE EXCEPTION 'unknown guard "%"', guard
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Guards are ' || array_to_string(kinds, ', ') || '.';
+        END IF;
+        kinds := ARRAY[guard];
+    END IF;
+    PERFORM integrity._require_owner(tbl, 'remove its pg_integrity guards');
+    PERFORM integrity._refuse_if_inherited(tbl, kinds, 'unprotect');
+
+    WITH removed AS (
+        DELETE FROM integrity.guard_registry r
+         WHERE r.table_name = tbl AND r.guard = ANY (kinds)
+        RETURNING r.guard, r.options)
+    SELECT count(*) > 0, max(removed.options::text) FILTER (WHERE removed.guard = 'total')::jsonb
+      INTO registered, totals FROM removed;
+    -- The triggers of the totals on their sources.
+    IF totals IS NOT NULL THEN
+        PERFORM integrity._drop_total_triggers(totals);
+    END IF;
+    -- A chain registered again later starts from its rows, not from an old purge.
+    IF 'hash_chain' = ANY (kinds) THEN
+        DELETE FROM integrity.chain_anchors a WHERE a.table_name = tbl;
+    END IF;
+    -- Triggers go too when their registry row was already gone.
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t, unnest(kinds) k, integrity._guard_triggers(k) g
+                    WHERE t.tgrelid = tbl AND t.tgname = g.trigger_name AND t.tgparentid = 0)
+      INTO installed;
+    FOREACH kind IN ARRAY kinds LOOP
+        PERFORM integrity._drop_triggers(tbl, kind);
+    END LOOP;
+    IF NOT (registered OR installed) THEN
+        RAISE NOTICE 'table "%" has no % guard, skipping', tbl, coalesce(guard, 'pg_integrity');
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION integrity.unprotect(regclass, text) IS
+    'Removes one guard (or all guards) from the table: its registry row and its triggers.';
+
+CREATE OR REPLACE FUNCTION integrity._registration_sql(tbl regclass, guard text, columns text[], options jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE guard
+        WHEN 'append_only' THEN
+            format('SELECT integrity.protect_append_only(%L, allow_truncate => %s);', tbl::text,
+                   CASE WHEN (options ->> 'allow_truncate')::boolean THEN 'true' ELSE 'false' END)
+            || CASE WHEN options ? 'retention'
+                    THEN format(' SELECT integrity.set_retention(%L, %L, %L);', tbl::text,
+                                options -> 'retention' ->> 'keep', options -> 'retention' ->> 'time_column')
+                    ELSE '' END
+        WHEN 'immutable' THEN
+            format('SELECT integrity.protect_immutable(%L, %s);', tbl::text, integrity._array_sql(columns))
+        WHEN 'write_once' THEN
+            format('SELECT integrity.protect_write_once(%L, %s);', tbl::text, integrity._array_sql(columns))
+        WHEN 'versioning' THEN
+            format('SELECT integrity.enable_versioning(%L, version_column => %L, strict => %s);', tbl::text,
+                   columns[1], CASE WHEN NOT (options ->> 'strict')::boolean THEN 'false' ELSE 'true' END)
+        WHEN 'stock' THEN
+            format('SELECT integrity.guard_stock(%L, stock_column => %L, reserved_column => %L);', tbl::text,
+                   columns[1], columns[2])
+        WHEN 'credit' THEN
+            format('SELECT integrity.guard_credit(%L, limit_column => %L, used_column => %L);', tbl::text,
+                   columns[1], columns[2])
+        WHEN 'ledger_credit' THEN
+            format('SELECT integrity.guard_ledger_credit(%L, %L, %s, amount_column => %L, entry_type_column => %L,'
+                   ' debit_value => %L, credit_value => %L, limit_column => %L, used_column => %L);',
+                   tbl::text, options ->> 'accounts', integrity._array_sql(columns),
+                   options ->> 'amount_column', options ->> 'entry_type_column', options ->> 'debit_value',
+                   options ->> 'credit_value', options ->> 'limit_column', options ->> 'used_column')
+        WHEN 'hash_chain' THEN
+            format('SELECT integrity.enable_hash_chain(%L, %s, seq_column => %L, hash_column => %L);', tbl::text,
+                   integrity._array_sql(columns), options ->> 'seq_column', options ->> 'hash_column')
+        WHEN 'soft_delete' THEN
+            format('SELECT integrity.enable_soft_delete(%L, deleted_column => %L, flag_column => %L);', tbl::text,
+                   options ->> 'deleted_column', options ->> 'flag_column')
+        WHEN 'lifecycle' THEN
+            format('SELECT integrity.track_lifecycle(%L, columns => %s, exclude => %s);', tbl::text,
+                   CASE WHEN cardinality(columns) > 0 THEN integrity._array_sql(columns) ELSE 'NULL' END,
+                   CASE WHEN options ? 'exclude'
+                        THEN integrity._array_sql(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'exclude')))
+                        ELSE 'NULL' END)
+        WHEN 'total' THEN
+            (SELECT string_agg(format('SELECT integrity.maintain_total(%L, %L, %L, %s, value_column => %L, filter => %L);',
+                                      tbl::text, t ->> 'column', t ->> 'source',
+                                      integrity._array_sql(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t -> 'key_columns'))),
+                                      t ->> 'value_column', t ->> 'filter'), ' ' ORDER BY n)
+               FROM pg_catalog.jsonb_array_elements(options -> 'totals') WITH ORDINALITY AS u(t, n))
+        END
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._trigger_args(trigger_name name, columns text[], options jsonb)
+RETURNS bytea
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(string_agg(convert_to(arg, pg_catalog.getdatabaseencoding()) || '\x00'::bytea, ''::bytea
+                               ORDER BY n), ''::bytea)
+      FROM unnest(CASE
+               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_recheck',
+                                     'integrity_write_once', 'integrity_write_once_recheck',
+                                     'integrity_soft_delete') THEN columns
+               WHEN trigger_name = 'integrity_version_bump' THEN
+                   ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
+                                          THEN 'strict' ELSE 'lenient' END]
+               WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
+               WHEN trigger_name IN ('integrity_stock', 'integrity_stock_recheck',
+                                     'integrity_credit', 'integrity_credit_recheck') THEN columns[1:2]
+               WHEN trigger_name = 'integrity_ledger_credit' THEN
+                   ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                            FROM pg_catalog.pg_class c
+                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                           WHERE c.oid = integrity._relation(options ->> 'accounts')),
+                         options ->> 'amount_column', options ->> 'entry_type_column',
+                         options ->> 'debit_value', options ->> 'credit_value',
+                         options ->> 'limit_column', options ->> 'used_column'] || columns
+               WHEN trigger_name = 'integrity_hash_chain' THEN
+                   ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
+               WHEN trigger_name = 'integrity_total' THEN integrity._total_guard_args(columns, options)
+               ELSE '{}'::text[] END) WITH ORDINALITY AS a(arg, n)
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.violations(tbl regclass DEFAULT NULL)
+RETURNS TABLE (guard text, table_name regclass, row_key jsonb, detail text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    target record;
+    query text;
+BEGIN
+    -- Row rules: one query (one scan) per table.  Without tbl, every guarded
+    -- table; with tbl, its own guards and those of its partitioned ancestors.
+    FOR target IN
+        SELECT t.rel, t.owners
+          FROM (SELECT tbl AS rel,
+                       ARRAY(SELECT tbl UNION SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a) AS owners
+                 WHERE tbl IS NOT NULL
+                UNION ALL
+                SELECT DISTINCT r.table_name, ARRAY[r.table_name]
+                  FROM integrity.guard_registry r
+                 WHERE tbl IS NULL) t
+         WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = t.rel)
+         ORDER BY t.rel::text COLLATE "C"
+    LOOP
+        query := integrity._violations_sql(target.rel, target.owners);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.rel;
+        END IF;
+    END LOOP;
+
+    -- Ledger credit: drift between each account and its ledger.
+    FOR target IN
+        SELECT r.table_name AS ledger, integrity._relation(r.options ->> 'accounts') AS accounts, r.columns, r.options
+          FROM integrity.guard_registry r
+         WHERE r.guard = 'ledger_credit'
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+           AND (tbl IS NULL OR r.table_name = tbl OR integrity._relation(r.options ->> 'accounts') = tbl)
+         ORDER BY r.table_name::text COLLATE "C"
+    LOOP
+        RETURN QUERY
+            SELECT 'ledger_credit', target.ledger, NULL::jsonb,
+                   format('the guard is broken, its ledger is not checked: %s %L is no value of column "%s" (%s);'
+                          ' see integrity.health()', v.argument, v.value, target.options ->> 'entry_type_column',
+                          v.problem)
+              FROM (VALUES ('debit_value', target.options ->> 'debit_value'),
+                           ('credit_value', target.options ->> 'credit_value')) AS v0(argument, value)
+             CROSS JOIN LATERAL (SELECT v0.argument, v0.value,
+                                        integrity._entry_value_problem(target.ledger, target.options ->> 'entry_type_column',
+                                                                       v0.value) AS problem) v
+             WHERE v.problem IS NOT NULL;
+        IF FOUND THEN
+            CONTINUE;
+        END IF;
+        query := integrity._ledger_drift_sql(target.ledger, target.accounts, target.columns, target.options);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.accounts;
+        END IF;
+    END LOOP;
+
+    -- Holds: stock rows that reserve less than their pending holds hold.
+    FOR target IN
+        SELECT r.table_name AS rel, r.columns[2] AS reserved_column
+          FROM integrity.guard_registry r
+         WHERE r.guard = 'stock' AND (tbl IS NULL OR r.table_name = tbl)
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+           AND EXISTS (SELECT FROM integrity.hold_records h WHERE h.table_name = r.table_name AND h.status = 'pending')
+         ORDER BY r.table_name::text COLLATE "C"
+    LOOP
+        query := integrity._hold_shortfall_sql(target.rel, target.reserved_column);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.rel;
+        END IF;
+    END LOOP;
+
+    -- Maintained totals: target rows whose total differs from their sources.
+    FOR target IN
+        SELECT r.table_name AS rel, r.columns, r.options
+          FROM integrity.guard_registry r
+         WHERE r.guard = 'total' AND (tbl IS NULL OR r.table_name = tbl)
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+         ORDER BY r.table_name::text COLLATE "C"
+    LOOP
+        query := integrity._total_drift_sql(target.rel, target.columns, target.options);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.rel;
+        END IF;
+    END LOOP;
+
+    -- Soft delete: live rows that reference a soft-deleted row.
+    FOR target IN
+        SELECT k.parent, k.parent_columns, s.deleted_column, k.child, k.child_columns
+          FROM integrity._foreign_keys() k
+         CROSS JOIN LATERAL integrity._soft_delete_of(k.parent) s
+         WHERE s.registered = k.parent
+           AND (tbl IS NULL OR k.child = tbl OR k.parent = tbl)
+         ORDER BY k.child::text COLLATE "C", k.parent::text COLLATE "C", k.child_columns
+    LOOP
+        query := integrity._deleted_parent_sql(target.parent, target.parent_columns, target.deleted_column,
+                                               target.child, target.child_columns);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query;
+        END IF;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION integrity.violations(regclass) IS
+    'Existing rows that break a registered guard (of tbl, or of every guarded table): NULL immutable columns, versions NULL or below 1, stock and credit rules, accounts whose used credit differs from their ledger and pending credit holds, stock rows reserving less than their pending holds, live rows referencing a soft-deleted row. One scan per table.';
+
+CREATE OR REPLACE FUNCTION integrity._guard_needing(tbl regclass, trigger_name name)
+RETURNS TABLE (guarded_table regclass, guard text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.table_name, r.guard
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     WHERE (r.table_name = tbl OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl)))
+       AND g.trigger_name = $2
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+       AND NOT (g.recheck AND NOT integrity._needs_recheck(r.table_name, r.guard))
+    UNION ALL
+    -- the triggers of a maintained total on its source
+    SELECT r.table_name, r.guard
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(r.options -> 'totals') AS t
+     WHERE r.guard = 'total' AND integrity._relation(t ->> 'source') = tbl
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+       AND $2 LIKE integrity._total_trigger_base(r.options ->> 'name', t ->> 'column') || '%'
+     LIMIT 1
+$$;
+
+CREATE FUNCTION integrity._refuse_totals_ddl()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    broken record;
+BEGIN
+    SELECT r.table_name, r.options ->> 'name' AS registered_name, t ->> 'source' AS source,
+           r.table_name::text <> r.options ->> 'name' AS target_moved
+      INTO broken
+      FROM integrity.guard_registry r
+     CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(r.options -> 'totals') AS t
+     WHERE r.guard = 'total'
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+       AND (r.table_name::text <> r.options ->> 'name' OR integrity._relation(t ->> 'source') IS NULL)
+     ORDER BY r.table_name
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table "%" %', CASE WHEN broken.target_moved THEN broken.registered_name ELSE broken.source END,
+                        CASE WHEN broken.target_moved THEN 'holds maintained totals'
+                             ELSE format('is the source of maintained totals of "%s"', broken.table_name) END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The totals find their tables by name: renamed, moved or dropped, they would stop being maintained.',
+                  HINT = format('Call integrity.unprotect(%L, ''total'') first, then register the totals again.',
+                                broken.registered_name);
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._on_ddl_command_end()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    command record;
+    guarded record;
+    trg record;
+BEGIN
+    PERFORM integrity._check_trigger_ddl(c.objid)
+       FROM pg_catalog.pg_event_trigger_ddl_commands() c
+      WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+    PERFORM integrity._sync_rechecks(t.tgrelid)
+       FROM pg_catalog.pg_event_trigger_ddl_commands() c
+       JOIN pg_catalog.pg_trigger t ON t.oid = c.objid
+      WHERE c.classid = 'pg_catalog.pg_trigger'::regclass;
+
+    -- Tables renamed or moved, also with their schema.
+    PERFORM integrity._refuse_accounts_ddl(ARRAY(
+        SELECT t.oid::regclass
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class t
+            ON CASE WHEN c.classid = 'pg_catalog.pg_namespace'::regclass THEN t.relnamespace ELSE t.oid END = c.objid
+         WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_namespace'::regclass)
+           AND t.relkind IN ('r', 'p')
+           AND integrity._renames(c.command)), NULL);
+    PERFORM integrity._refuse_totals_ddl()
+      FROM pg_catalog.pg_event_trigger_ddl_commands() c
+     WHERE integrity._renames(c.command)
+     LIMIT 1;
+
+    -- Tables created, altered or attached by the command, including those
+    -- created inside CREATE SCHEMA, and the typed tables an ALTER TYPE …
+    -- CASCADE changed along with their type.
+    FOR command IN
+        SELECT DISTINCT c.objid::regclass AS rel,
+               c.command_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE')
+               OR integrity._attaches_partition(c.command) AS new_partitions
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass
+           AND c.object_type IN ('table', 'table column', 'foreign table', 'foreign table column')
+           AND EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = c.objid)
+        UNION
+        -- (a composite type's attributes are reported as its pg_class row's)
+        SELECT t.oid::regclass, false
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class t
+            ON t.reloftype = CASE WHEN c.classid = 'pg_catalog.pg_type'::regclass THEN c.objid
+                                  ELSE (SELECT ct.reltype FROM pg_catalog.pg_class ct
+                                         WHERE ct.oid = c.objid AND ct.relkind = 'c') END
+         WHERE c.classid IN ('pg_catalog.pg_type'::regclass, 'pg_catalog.pg_class'::regclass)
+    LOOP
+        SELECT r.table_name, r.guard INTO guarded
+          FROM pg_catalog.pg_inherits i
+          JOIN integrity.guard_registry r ON r.table_name = i.inhparent
+         WHERE i.inhrelid = command.rel
+           AND command.rel IN (SELECT integrity._inheritance_children(r.table_name))
+         ORDER BY r.guard
+         LIMIT 1;
+        IF FOUND THEN
+            PERFORM integrity._refuse_inheritance(guarded.table_name, command.rel, guarded.guard);
+        END IF;
+
+        IF command.new_partitions THEN
+            PERFORM integrity._sync_rechecks(command.rel);
+            FOR guarded IN
+                SELECT r.table_name, r.guard, r.options
+                  FROM integrity.guard_registry r
+                 WHERE r.table_name = command.rel
+                    OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(command.rel))
+            LOOP
+                IF guarded.guard = 'append_only'
+                   AND NOT coalesce((guarded.options ->> 'allow_truncate')::boolean, false) THEN
+                    PERFORM integrity._cover_truncate(guarded.table_name);
+                END IF;
+                IF guarded.guard = 'lifecycle' THEN
+                    PERFORM integrity._cover_lifecycle(guarded.table_name);
+                END IF;
+                PERFORM integrity._set_trigger_modes(guarded.table_name);
+            END LOOP;
+        END IF;
+
+        FOR guarded IN
+            SELECT r.table_name, r.guard, gc.col
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._guard_columns(r.table_name, r.guard, r.columns, r.options) gc
+             WHERE gc.rel = command.rel
+               AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                WHERE a.attrelid = command.rel AND a.attname = gc.col
+                                  AND a.attnum > 0 AND NOT a.attisdropped)
+        LOOP
+            RAISE EXCEPTION 'cannot rename or drop column "%" of table "%"', guarded.col, command.rel
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The column is protected by the %s guard of %s.', guarded.guard, guarded.table_name),
+                      HINT = format('Call integrity.unprotect(%L, %L) first, then register the guard again.',
+                                    guarded.table_name::text, guarded.guard);
+        END LOOP;
+
+        FOR trg IN
+            SELECT t.tgname, t.tgenabled, needed.guarded_table, needed.guard
+              FROM pg_catalog.pg_trigger t
+              LEFT JOIN (SELECT DISTINCT k.trigger_name, k.mode FROM integrity._guard_triggers(NULL) k) g
+                ON g.trigger_name = t.tgname
+             CROSS JOIN LATERAL integrity._guard_needing(command.rel, t.tgname) needed
+             WHERE t.tgrelid = command.rel
+               -- (a maintained total's triggers on its sources fire on origin rows)
+               AND t.tgenabled <> coalesce(g.mode, CASE WHEN needed.guard = 'total' THEN 'O'::"char" END)
+        LOOP
+            PERFORM integrity._refuse_guard_ddl(
+                CASE trg.tgenabled WHEN 'D' THEN 'disable' ELSE 'change the firing mode of' END,
+                trg.tgname, command.rel, trg.guarded_table, trg.guard);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped record;
+BEGIN
+    FOR dropped IN
+        SELECT o.rel, o.tgname, needed.guarded_table, needed.guard
+          FROM (SELECT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel,
+                       address_names[3]::name AS tgname
+                  FROM pg_catalog.pg_event_trigger_dropped_objects()
+                 WHERE object_type = 'trigger' AND address_names[3] LIKE 'integrity\_%') o
+         CROSS JOIN LATERAL integrity._guard_needing(o.rel, o.tgname) needed
+         WHERE o.rel IS NOT NULL
+    LOOP
+        PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
+    END LOOP;
+
+    -- A trigger that fired after a guard's is gone: its recheck may go too.
+    PERFORM integrity._sync_rechecks(o.rel)
+       FROM (SELECT DISTINCT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel
+               FROM pg_catalog.pg_event_trigger_dropped_objects()
+              WHERE object_type = 'trigger') o
+      WHERE o.rel IS NOT NULL;
+
+    PERFORM integrity._refuse_history_drop();
+    PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
+        SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
+
+    -- The totals of a dropped target go with it, their sources' triggers too
+    -- (registry row first: dropping those triggers runs this again).
+    FOR dropped IN
+        DELETE FROM integrity.guard_registry r
+         WHERE r.guard = 'total' AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+        RETURNING r.options
+    LOOP
+        PERFORM integrity._drop_total_triggers(dropped.options);
+    END LOOP;
+    PERFORM integrity._refuse_totals_ddl();
+
+    -- The holds on a dropped table go with it.
+    DELETE FROM integrity.hold_records h
+     WHERE h.status IN ('pending', 'committed', 'released', 'expired')
+       AND h.table_name::pg_catalog.oid IN (SELECT o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o
+                                             WHERE o.object_type = 'table');
+    DELETE FROM integrity.guard_registry r
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
+    DELETE FROM integrity.chain_anchors a
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = a.table_name);
+END;
+$$;
+
+-- ==== issue 17: maintained totals — end ====

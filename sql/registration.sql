@@ -36,6 +36,9 @@ AS $$
             ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
             ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
             ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
+            -- on the target of maintained totals (their sources' triggers: sql/totals.sql)
+            ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
+            ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
             ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
             ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
@@ -253,6 +256,16 @@ $$;
 -- retention its time column, for lifecycle tracking the columns it leaves out
 -- (renamed, one would be tracked).  The event trigger refuses
 -- renaming or dropping them; health() reports those that are gone.
+-- The arguments of a target's integrity_total trigger: the maintained
+-- columns, an empty string, the target's key columns.
+CREATE FUNCTION integrity._total_guard_args(columns text[], options jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT columns || ARRAY[''] || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))
+$$;
+
 CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
 RETURNS TABLE (rel regclass, col text, n bigint)
 LANGUAGE sql STABLE
@@ -280,6 +293,18 @@ AS $$
     SELECT integrity._relation(options ->> 'accounts'), c.col, 200 + c.n
       FROM unnest(columns || ARRAY[options ->> 'limit_column', options ->> 'used_column']) WITH ORDINALITY AS c(col, n)
      WHERE guard = 'ledger_credit' AND integrity._relation(options ->> 'accounts') IS NOT NULL
+    UNION ALL
+    SELECT tbl, k.col, 500 + k.n
+      FROM pg_catalog.jsonb_array_elements_text(options -> 'key') WITH ORDINALITY AS k(col, n)
+     WHERE guard = 'total'
+    UNION ALL
+    SELECT integrity._relation(t.total ->> 'source'), c.col, 600 + 100 * t.n + c.n
+      FROM pg_catalog.jsonb_array_elements(options -> 'totals') WITH ORDINALITY AS t(total, n)
+     CROSS JOIN LATERAL unnest(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t.total -> 'key_columns'))
+                               || ARRAY[t.total ->> 'value_column']
+                               || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t.total -> 'filter_columns')))
+                        WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'total' AND integrity._relation(t.total ->> 'source') IS NOT NULL AND c.col IS NOT NULL
 $$;
 
 -- The relations a delete of tbl's rows can reach: tbl and its partitions, and
@@ -676,6 +701,7 @@ DECLARE
     kind text;
     registered boolean;
     installed boolean;
+    totals jsonb;
 BEGIN
     PERFORM integrity._require_argument(tbl, 'tbl', 'unprotect');
     IF guard IS NOT NULL THEN
@@ -692,8 +718,13 @@ BEGIN
     WITH removed AS (
         DELETE FROM integrity.guard_registry r
          WHERE r.table_name = tbl AND r.guard = ANY (kinds)
-        RETURNING 1)
-    SELECT count(*) > 0 INTO registered FROM removed;
+        RETURNING r.guard, r.options)
+    SELECT count(*) > 0, max(removed.options::text) FILTER (WHERE removed.guard = 'total')::jsonb
+      INTO registered, totals FROM removed;
+    -- The triggers of the totals on their sources.
+    IF totals IS NOT NULL THEN
+        PERFORM integrity._drop_total_triggers(totals);
+    END IF;
     -- A chain registered again later starts from its rows, not from an old purge.
     IF 'hash_chain' = ANY (kinds) THEN
         DELETE FROM integrity.chain_anchors a WHERE a.table_name = tbl;

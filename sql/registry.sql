@@ -7,7 +7,7 @@ CREATE TABLE integrity.guard_registry (
         CONSTRAINT guard_registry_known_guard
         CHECK (guard IN ('append_only', 'immutable', 'write_once', 'versioning',
                          'stock', 'credit', 'ledger_credit', 'hash_chain', 'soft_delete',
-                         'lifecycle')),
+                         'lifecycle', 'total')),
     columns    text[]      NOT NULL DEFAULT '{}',
     options    jsonb       NOT NULL DEFAULT '{}',
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),

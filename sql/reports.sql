@@ -55,6 +55,12 @@ AS $$
                    CASE WHEN options ? 'exclude'
                         THEN integrity._array_sql(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'exclude')))
                         ELSE 'NULL' END)
+        WHEN 'total' THEN
+            (SELECT string_agg(format('SELECT integrity.maintain_total(%L, %L, %L, %s, value_column => %L, filter => %L);',
+                                      tbl::text, t ->> 'column', t ->> 'source',
+                                      integrity._array_sql(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(t -> 'key_columns'))),
+                                      t ->> 'value_column', t ->> 'filter'), ' ' ORDER BY n)
+               FROM pg_catalog.jsonb_array_elements(options -> 'totals') WITH ORDINALITY AS u(t, n))
         END
 $$;
 
@@ -361,6 +367,20 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Maintained totals: target rows whose total differs from their sources.
+    FOR target IN
+        SELECT r.table_name AS rel, r.columns, r.options
+          FROM integrity.guard_registry r
+         WHERE r.guard = 'total' AND (tbl IS NULL OR r.table_name = tbl)
+           AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+         ORDER BY r.table_name::text COLLATE "C"
+    LOOP
+        query := integrity._total_drift_sql(target.rel, target.columns, target.options);
+        IF query IS NOT NULL THEN
+            RETURN QUERY EXECUTE query USING target.rel;
+        END IF;
+    END LOOP;
+
     -- Soft delete: live rows that reference a soft-deleted row.
     FOR target IN
         SELECT k.parent, k.parent_columns, s.deleted_column, k.child, k.child_columns
@@ -428,6 +448,7 @@ AS $$
                          options ->> 'limit_column', options ->> 'used_column'] || columns
                WHEN trigger_name = 'integrity_hash_chain' THEN
                    ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
+               WHEN trigger_name = 'integrity_total' THEN integrity._total_guard_args(columns, options)
                ELSE '{}'::text[] END) WITH ORDINALITY AS a(arg, n)
 $$;
 

@@ -43,6 +43,12 @@ pub enum Error {
     /// A statement of the extension's own returned what it never returns.
     #[error("pg_integrity: {what} returned {result}")]
     UnexpectedResult { what: &'static str, result: String },
+    /// The pending deltas of maintained totals that no statement trigger
+    /// applied (a source statement fired its row triggers only).
+    #[error("pg_integrity: {left} maintained total(s) were not applied before commit")]
+    TotalsNotApplied { left: usize },
+    #[error("pg_integrity: key type {typid} of {table} has no btree ordering")]
+    NoBtreeOrdering { typid: pg_sys::Oid, table: String },
     /// A row of an SPI result that is not there.
     #[error("pg_integrity: the SPI result has no row {row}")]
     NoResultRow { row: u64 },
@@ -68,6 +74,9 @@ pub enum Error {
     MissingColumn { column: String, trigger: String, table: String },
     #[error("trigger \"{trigger}\" on table \"{table}\" belongs to no registered {guard}")]
     NotRegistered { trigger: String, table: String, guard: Registration },
+    /// `table` is the qualified, quoted name.
+    #[error("column \"{column}\" of maintained total does not exist in table {table}")]
+    MissingTotalColumn { column: String, table: String },
     #[error("version column \"{column}\" of table \"{table}\" is out of range")]
     VersionOutOfRange { column: String, table: String },
 
@@ -88,12 +97,17 @@ pub enum Error {
     NoStockGuard { caller: &'static str, table: String },
     #[error("{caller}: table \"{table}\" needs a single-column primary key")]
     NeedsSingleColumnKey { caller: &'static str, table: String },
+    /// A `maintain_total` filter that is not a boolean, immutable expression
+    /// over the source's columns; `problem` says why.
+    #[error("maintain_total: invalid filter \"{filter}\"")]
+    InvalidFilter { filter: String, problem: String },
     /// Reading the history of a row of `table` without SELECT on it.
     #[error("permission denied for table {table}")]
     ReadDenied { table: String },
-    /// Deleting guarded rows of `table` for good without owning it.
+    /// Deleting guarded rows of `table` for good, or writing its maintained
+    /// totals, without owning it; `action` says which.
     #[error("must be owner of table {table}")]
-    NotOwner { table: String },
+    NotOwner { table: String, action: &'static str },
 }
 
 /// The registrations whose trigger can be found without one.
@@ -124,19 +138,22 @@ impl Error {
             | Error::UnexpectedResult { .. }
             | Error::NoResultRow { .. }
             | Error::NoSuchAttribute { .. }
+            | Error::TotalsNotApplied { .. }
+            | Error::NoBtreeOrdering { .. }
             | Error::CacheLookup(_)
             | Error::EventsTableMissing => ERRCODE_INTERNAL_ERROR,
             Error::NotCalledAsTrigger | Error::UnhandledEvents { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Error::NotCalledAsEventTrigger { .. } => ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
             Error::WrongColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
-            Error::MissingColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
+            Error::MissingColumn { .. } | Error::MissingTotalColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             Error::NotRegistered { .. } | Error::NoStockGuard { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::VersionOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             Error::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Error::NoSuchRelation { .. } => ERRCODE_UNDEFINED_TABLE,
-            Error::QuantityNotPositive { .. } | Error::QuantityTooPrecise { .. } | Error::NoSuchRow { .. } => {
-                ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            Error::QuantityNotPositive { .. }
+            | Error::QuantityTooPrecise { .. }
+            | Error::NoSuchRow { .. }
+            | Error::InvalidFilter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             Error::NeedsSingleColumnKey { .. } => ERRCODE_INVALID_COLUMN_REFERENCE,
             Error::ReadDenied { .. } | Error::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
@@ -155,16 +172,25 @@ impl Error {
                  integrity.unprotect(…, 'lifecycle')."
                     .into(),
             ),
+            Error::TotalsNotApplied { .. } => {
+                Some("A statement on a source table fired its row triggers but not its statement trigger.".into())
+            }
+            Error::InvalidFilter { problem, .. } => Some(format!("{problem}.")),
             Error::ReadDenied { .. } => Some("The history of a row is shown to roles that may read its table.".into()),
-            Error::NotOwner { table } => Some(format!(
-                "Only the owner of {table} (or a member of its owning role) can delete its rows for good."
-            )),
+            Error::NotOwner { table, action } => {
+                Some(format!("Only the owner of {table} (or a member of its owning role) can {action}."))
+            }
             _ => None,
         }
     }
 
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::InvalidFilter { .. } => Some(
+                "A filter is a boolean expression over the source table's columns, written like a partial index \
+                 predicate."
+                    .into(),
+            ),
             Error::NoStockGuard { table, .. } => {
                 Some(format!("Register it first: SELECT integrity.guard_stock('{}');", table.replace('\'', "''")))
             }
@@ -282,4 +308,25 @@ pub unsafe fn raise(v: Violation) -> ! {
         }
     }
     unreachable!("errfinish returned from an ERROR")
+}
+
+/// Runs `f`; an error it raises comes back as its message, unless its
+/// SQLSTATE is one of `passed_on`, which (like any other panic) goes on to
+/// the caller's handler.  For checks that report what PostgreSQL's parser
+/// found wrong in a user's expression as part of their own error.
+pub fn message_of_error<T>(
+    f: impl FnOnce() -> T + std::panic::UnwindSafe,
+    passed_on: &[PgSqlErrorCode],
+) -> Result<T, String> {
+    pgrx::PgTryBuilder::new(|| Ok(f()))
+        .catch_others(|caught| match caught {
+            pg_sys::panic::CaughtError::PostgresError(ref report)
+            | pg_sys::panic::CaughtError::ErrorReport(ref report)
+                if !passed_on.contains(&report.sql_error_code()) =>
+            {
+                Err(report.message().to_string())
+            }
+            other => other.rethrow(),
+        })
+        .execute()
 }

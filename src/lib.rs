@@ -25,6 +25,7 @@ mod lifecycle;
 mod quantities;
 mod soft_delete;
 mod stock_operations;
+mod totals;
 mod versioning;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -61,7 +62,8 @@ pgrx::extension_sql_file!("../sql/lifecycle.sql", name = "lifecycle", requires =
 pgrx::extension_sql_file!("../sql/soft_delete.sql", name = "soft_delete", requires = ["lifecycle"]);
 pgrx::extension_sql_file!("../sql/retention.sql", name = "retention", requires = ["soft_delete"]);
 pgrx::extension_sql_file!("../sql/holds.sql", name = "holds", requires = ["retention"]);
-pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["holds"]);
+pgrx::extension_sql_file!("../sql/totals.sql", name = "totals", requires = ["holds"]);
+pgrx::extension_sql_file!("../sql/schema_parity.sql", name = "schema_parity", requires = ["totals"]);
 pgrx::extension_sql_file!("../sql/monitoring.sql", name = "monitoring", requires = ["schema_parity"]);
 pgrx::extension_sql_file!("../sql/event_triggers.sql", name = "event_triggers", finalize);
 

@@ -70,5 +70,16 @@ SELECT id, whatsapp, deleted_at IS NOT NULL AS deleted FROM users ORDER BY id;
 SELECT integrity.restore('users', 2::bigint);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 
+\echo '== a maintained total: the stock''s quantity follows its pieces (COMBINE_SPARES sells four)'
+SELECT quantity FROM inventory_stock;
+UPDATE sprinkler_spare_pieces SET status = 'SOLD_OUT'
+ WHERE id IN (SELECT id FROM sprinkler_spare_pieces WHERE status = 'IN_STOCK' ORDER BY id LIMIT 4);
+SELECT quantity FROM inventory_stock;
+\echo '== refused: setting the quantity by hand'
+UPDATE inventory_stock SET quantity = 100;
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+\echo '== guide 003''s v_stock_quantity_validation, replaced: violations() lists no mismatch'
+SELECT * FROM integrity.violations('inventory_stock');
+
 \echo '== a piece''s history: what changed, who changed it, when (refused changes left no trace)'
 SELECT operation, changes, actor FROM integrity.history('sprinkler_spare_pieces', '00000000-0000-4000-8000-000000000001'::uuid);

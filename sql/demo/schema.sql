@@ -26,11 +26,18 @@ CREATE TABLE ledger_entries_2026_10 PARTITION OF ledger_entries
 CREATE TABLE ledger_entries_2026_11 PARTITION OF ledger_entries
     FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');
 
+-- A stock row's quantity is what its pieces in stock add up to (guide 003).
+CREATE TABLE inventory_stock (
+    id         uuid PRIMARY KEY,
+    stock_type text NOT NULL,
+    quantity   integer NOT NULL DEFAULT 0
+);
+
 -- Spare pieces keep the transaction that created them and the stock they
 -- came from, whatever later operations (COMBINE_SPARES, dispatch) do to them.
 CREATE TABLE sprinkler_spare_pieces (
     id                        uuid PRIMARY KEY,
-    stock_id                  uuid NOT NULL,
+    stock_id                  uuid NOT NULL REFERENCES inventory_stock,
     piece_count               integer NOT NULL CHECK (piece_count > 0),
     status                    text NOT NULL DEFAULT 'IN_STOCK',
     created_by_transaction_id uuid NOT NULL,
@@ -57,6 +64,10 @@ INSERT INTO ledger_entries (retailer_id, wholesaler_id, entry_type, amount, desc
     (1, 10, 'DEBIT',  25000.00, 'order 1001', '2026-10-14 10:00+00'),
     (1, 10, 'CREDIT', 10000.00, 'payment',    '2026-10-30 09:30+00'),
     (2, 10, 'DEBIT',   8000.00, 'order 1002', '2026-11-02 16:45+00');
+INSERT INTO inventory_stock VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'SPARE');
+-- The quantity is kept equal to the pieces in stock from the start.
+SELECT integrity.maintain_total('inventory_stock', 'quantity', 'sprinkler_spare_pieces', ARRAY['stock_id'],
+                                'piece_count', $$status = 'IN_STOCK' AND deleted_at IS NULL$$);
 INSERT INTO sprinkler_spare_pieces (id, stock_id, piece_count, created_by_transaction_id, original_stock_id)
 SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid,
        'aaaaaaaa-0000-4000-8000-000000000001', 1,

@@ -122,7 +122,11 @@ SELECT 1 + g % 500                                          AS retailer_id,
        'order ' || g                                        AS description
   FROM generate_series(1, :rows) AS g;
 
-VACUUM (ANALYZE) pieces_src, ledger_src;
+-- Guide 003's pieces over 1,000 stock rows, for the maintained totals.
+CREATE TABLE total_pieces_src AS
+SELECT g AS n, 1 + g % 1000 AS stock_id, 1 + g % 9 AS piece_count FROM generate_series(1, :rows) g;
+
+VACUUM (ANALYZE) pieces_src, ledger_src, total_pieces_src;
 COPY ledger_src TO :'copy_file';
 
 ------------------------------------------------------------------------------
@@ -141,6 +145,11 @@ DECLARE
     child name;
 BEGIN
     IF to_regclass(quote_ident(tbl)) IS NOT NULL THEN
+        -- The maintained totals it feeds go first: a source cannot be dropped
+        -- while they stand.
+        PERFORM integrity.unprotect(g.table_name, 'total')
+           FROM integrity.guards g, jsonb_array_elements(g.options -> 'totals') t
+          WHERE g.guard = 'total' AND integrity._relation(t ->> 'source') = quote_ident(tbl)::regclass;
         -- Tables whose foreign keys reference it go first: DROP TABLE would
         -- refuse to leave their keys dangling.
         FOR child IN
@@ -261,13 +270,50 @@ BEGIN
                            tbl || '_assets', nrows);
             EXECUTE format('CREATE INDEX ON %I ("productId")', tbl || '_assets');
         END IF;
+    ELSIF kind IN ('stock_pieces', 'stock_pieces_empty') THEN
+        -- 003: inventory_stock (1,000 rows) and its pieces, nrows of them
+        -- spread over the stock rows ('stock_pieces_empty': none yet).
+        PERFORM bench_drop(tbl || '_stock');
+        EXECUTE format('CREATE TABLE %I (id integer PRIMARY KEY, quantity bigint NOT NULL DEFAULT 0)', tbl || '_stock');
+        EXECUTE format('CREATE TABLE %I (id bigserial PRIMARY KEY, stock_id integer NOT NULL REFERENCES %I,'
+                       ' piece_count integer NOT NULL, status text NOT NULL DEFAULT %L) WITH (fillfactor = 50)',
+                       tbl, tbl || '_stock', 'IN_STOCK');
+        EXECUTE format('CREATE INDEX ON %I (stock_id)', tbl);
+        -- The quantities start right: each stock row's pieces, all in stock.
+        EXECUTE format('INSERT INTO %I SELECT g, coalesce((SELECT sum(piece_count) FROM total_pieces_src s'
+                       ' WHERE s.stock_id = g AND s.n <= %s), 0) FROM generate_series(1, 1000) g',
+                       tbl || '_stock', CASE WHEN kind = 'stock_pieces' THEN nrows ELSE 0 END);
+        IF kind = 'stock_pieces' THEN
+            EXECUTE format('INSERT INTO %I (stock_id, piece_count) SELECT stock_id, piece_count FROM total_pieces_src'
+                           ' WHERE n <= %s ORDER BY n', tbl, nrows);
+        END IF;
     ELSE
         RAISE EXCEPTION 'unknown table kind %', kind;
     END IF;
 
     CASE kind || '/' || variant
-    WHEN 'pieces/none', 'ledger/none', 'catalog/none', 'catalog_purgeable/none', 'catalog_assets/none' THEN
+    WHEN 'pieces/none', 'ledger/none', 'catalog/none', 'catalog_purgeable/none', 'catalog_assets/none',
+         'stock_pieces/none', 'stock_pieces_empty/none' THEN
         NULL;
+    WHEN 'stock_pieces/pg_integrity', 'stock_pieces_empty/pg_integrity' THEN
+        PERFORM integrity.maintain_total((tbl || '_stock')::regclass, 'quantity', tbl::regclass, ARRAY['stock_id'],
+                                         'piece_count', 'status = ''IN_STOCK''');
+    WHEN 'stock_pieces/plpgsql', 'stock_pieces_empty/plpgsql' THEN
+        -- What a team writes: the stock row updated for every piece, with
+        -- branches for the piece's old and new row.
+        EXECUTE format($fn$
+            CREATE OR REPLACE FUNCTION %1$I() RETURNS trigger LANGUAGE plpgsql AS $body$
+            BEGIN
+                IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'IN_STOCK' THEN
+                    UPDATE %2$I SET quantity = quantity - OLD.piece_count WHERE id = OLD.stock_id;
+                END IF;
+                IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status = 'IN_STOCK' THEN
+                    UPDATE %2$I SET quantity = quantity + NEW.piece_count WHERE id = NEW.stock_id;
+                END IF;
+                RETURN NULL;
+            END $body$ $fn$, tbl || '_quantity', tbl || '_stock');
+        EXECUTE format('CREATE TRIGGER update_stock_quantity AFTER INSERT OR UPDATE OR DELETE ON %I'
+                       ' FOR EACH ROW EXECUTE FUNCTION %I()', tbl, tbl || '_quantity');
     -- Floors: the same writes with no rule at all (the ledger: the entry and
     -- its account's UPDATE in one transaction; the reservation: the one
     -- conditional UPDATE, correct under READ COMMITTED thanks to its re-check).

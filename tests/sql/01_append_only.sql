@@ -1,5 +1,6 @@
 -- 01_append_only: protect_append_only allows INSERT and refuses every other
 -- way of changing or removing rows (23001), whatever path the write takes.
+\ir common/setup.sql
 \set VERBOSITY default
 
 CREATE TABLE accounts (
@@ -208,3 +209,5 @@ SELECT * FROM expect_error($$TRUNCATE "Audit Trail"."Entries"$$);
 \x off
 
 SELECT table_name, guard, columns, options FROM integrity.guards ORDER BY table_name::text, guard;
+
+\ir common/teardown.sql

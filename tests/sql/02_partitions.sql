@@ -2,6 +2,7 @@
 -- partitions created or attached after registration, every level of a
 -- multi-level tree, TRUNCATE of a single partition, and UPDATEs that move a
 -- row to another partition.
+\ir common/setup.sql
 \set VERBOSITY default
 
 ------------------------------------------------------------------------------
@@ -221,3 +222,5 @@ SELECT tableoid::regclass AS partition, * FROM vparts ORDER BY id;
 SELECT table_name, guard, columns, options FROM integrity.guards
  WHERE table_name::text IN ('pledger', 'pieces', 'shipments', 'vparts')
  ORDER BY table_name::text, guard;
+
+\ir common/teardown.sql

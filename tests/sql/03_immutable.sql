@@ -1,6 +1,7 @@
 -- 03_immutable: protect_immutable fixes column values at INSERT (NULL
 -- included); UPDATEs of other columns go through, any change of a protected
 -- column is refused with 23001, whatever path the write takes.
+\ir common/setup.sql
 \set VERBOSITY default
 
 CREATE TABLE stock_lots (
@@ -220,3 +221,5 @@ UPDATE typed_values SET doc = '{"a": 1}';
 UPDATE typed_values SET tags = '{x,y,z}';
 UPDATE typed_values SET lot = 8;
 SELECT * FROM typed_values ORDER BY id;
+
+\ir common/teardown.sql

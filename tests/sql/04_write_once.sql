@@ -1,6 +1,7 @@
 -- 04_write_once: protect_write_once lets a column go from NULL to a value
 -- once; after that any change (to another value or back to NULL) is refused
 -- with 23001, whatever path the write takes.
+\ir common/setup.sql
 \set VERBOSITY default
 
 CREATE TABLE invoices (
@@ -126,3 +127,5 @@ UPDATE measurements SET meta = '{"unit": "psi"}' WHERE id = 1;
 UPDATE measurements SET reading = 2.50, meta = '{"unit": "psi"}' WHERE id = 2;
 UPDATE measurements SET reading = 2.5 WHERE id = 2;
 SELECT * FROM measurements ORDER BY id;
+
+\ir common/teardown.sql

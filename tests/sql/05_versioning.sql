@@ -3,6 +3,7 @@
 -- to the one read ("what you read") or read + 1 ("read + 1"), without double
 -- bump, and refuses anything else as a stale write (40001).  Lenient mode
 -- overrides whatever the UPDATE wrote.
+\ir common/setup.sql
 \set VERBOSITY default
 
 CREATE TABLE products (
@@ -187,3 +188,5 @@ SELECT sqlstate, message FROM expect_error($$UPDATE drafts SET body = 'past the 
 INSERT INTO legacy_rows VALUES (3, 9223372036854775807);
 SELECT sqlstate, message FROM expect_error($$UPDATE legacy_rows SET id = 4 WHERE id = 3$$);
 SELECT * FROM legacy_rows ORDER BY id;
+
+\ir common/teardown.sql

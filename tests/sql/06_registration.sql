@@ -2,6 +2,7 @@
 -- new arguments updates the guard, allow_truncate toggles the TRUNCATE
 -- triggers, and unprotect removes one guard, all guards, or says there was
 -- nothing to remove.
+\ir common/setup.sql
 \set VERBOSITY default
 
 -- guard_state(tbl): the registry rows and installed triggers of a table
@@ -169,3 +170,5 @@ SELECT integrity.protect_immutable('reg_empty', ARRAY['a']);
 INSERT INTO reg_empty VALUES (1, 1);
 UPDATE reg_empty SET a = 2;
 SELECT * FROM reg_empty ORDER BY id;
+
+\ir common/teardown.sql

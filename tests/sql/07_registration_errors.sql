@@ -2,6 +2,7 @@
 -- error and the SQLSTATE PostgreSQL itself would use, and a failed call
 -- leaves nothing half-installed; hostile identifiers are plain names; only
 -- the owner of a table can change its guards.
+\ir common/setup.sql
 \set VERBOSITY default
 -- Errors raised inside the registration functions would show their PL/pgSQL
 -- call stack (with source line numbers) as CONTEXT: keep it out.
@@ -242,3 +243,5 @@ DROP ROLE regress_integrity_owner;
 DROP ROLE regress_integrity_other;
 SELECT count(*) AS registry_rows_of_dropped_tables FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
+
+\ir common/teardown.sql

@@ -3,6 +3,7 @@
 -- firing mode, dropping, renaming or replacing it, renaming or dropping a
 -- guarded column.  unprotect() is the way to lift a guard; dropping the
 -- table removes its registry rows; re-running a registration repairs it.
+\ir common/setup.sql
 \set VERBOSITY default
 -- Errors raised by the event trigger functions would show their PL/pgSQL
 -- call stack (with source line numbers) as CONTEXT: keep it out.
@@ -282,3 +283,5 @@ SELECT tgname, tgenabled FROM guard_triggers('ddl_two_broken');
 SELECT integrity.protect_append_only('ddl_two_broken');
 SELECT tgname, tgenabled FROM guard_triggers('ddl_two_broken');
 SELECT sqlstate FROM expect_error($$UPDATE ddl_two_broken SET origin = 2$$);
+
+\ir common/teardown.sql

@@ -5,6 +5,7 @@
 -- and bumping it again would double-count (documented decision: the
 -- versioning triggers fire on origin writes only).  The DDL protections of
 -- 08_bypass_ddl hold under the replica role too.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -90,3 +91,5 @@ SELECT * FROM pt_triggers('rep_parts');
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
 SELECT * FROM rep_parts ORDER BY part, id;
+
+\ir common/teardown.sql

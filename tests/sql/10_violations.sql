@@ -5,6 +5,7 @@
 -- versions that are NULL or below 1, stock and credit rules, and accounts
 -- whose cached used credit differs from their ledger.  Clean data reports
 -- nothing; fixed data reports nothing again.  One scan per table.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -254,3 +255,5 @@ CREATE TABLE viol_ledger_only (id int PRIMARY KEY, amount int);
 INSERT INTO viol_ledger_only VALUES (1, NULL);
 SELECT integrity.protect_append_only('viol_ledger_only');
 SELECT * FROM integrity.violations('viol_ledger_only');
+
+\ir common/teardown.sql

@@ -4,6 +4,7 @@
 -- every way the extension's event triggers normally refuse (with those
 -- event triggers bypassed), each problem is reported, the remedies are run
 -- as they are, and health() is clean again.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -55,8 +56,8 @@ SELECT * FROM integrity.violations();
 DROP DATABASE integrity_health_clean;
 
 ------------------------------------------------------------------------------
--- This file's tables (hl_*).  Earlier files leave their own findings in the
--- database; hl_health() shows health() for this file's tables, the
+-- This file's tables (hl_*).  Other tables in the database would have
+-- their own findings; hl_health() shows health() for this file's tables, the
 -- extension-wide rows (no table) and registry rows of dropped tables, with
 -- OIDs masked.  hl_remedies() gives the remedies of the same rows.
 CREATE FUNCTION hl_findings()
@@ -268,3 +269,5 @@ SELECT format('SELECT %L', '>> ' || remedy), remedy FROM hl_remedies() AS r(reme
 \pset tuples_only off
 SELECT * FROM hl_health();
 SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'integrity%' ORDER BY evtname;
+
+\ir common/teardown.sql

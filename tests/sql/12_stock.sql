@@ -5,6 +5,7 @@
 -- integrity.reserve_stock / release_stock / commit_stock (single and
 -- multi-row) move stock without ever overselling.  The races themselves are
 -- in tests/specs/stock_*.spec and pgrx-tests/stock_credit_stress.sh.
+\ir common/setup.sql
 \set VERBOSITY default
 -- Errors raised inside the operations' PL/pgSQL would show their call stack
 -- (with line numbers) as CONTEXT: keep it out.
@@ -501,3 +502,5 @@ DROP SCHEMA inventory CASCADE;
 RESET client_min_messages;
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
+
+\ir common/teardown.sql

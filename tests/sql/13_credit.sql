@@ -4,6 +4,7 @@
 -- scan, an UPDATE of a row that already broke the rule must leave it valid),
 -- whatever path the write takes.  Ledger-driven used credit is 14_ledger_credit;
 -- the races are in tests/specs/credit_*.spec.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -269,3 +270,5 @@ DROP SCHEMA billing CASCADE;
 RESET client_min_messages;
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
+
+\ir common/teardown.sql

@@ -9,6 +9,7 @@
 -- entries are not applied again, because the account rows replicate too.
 -- The races are in tests/specs/credit_*.spec and
 -- pgrx-tests/stock_credit_stress.sh.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -516,3 +517,5 @@ DROP SCHEMA b2b CASCADE;
 RESET client_min_messages;
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
+
+\ir common/teardown.sql

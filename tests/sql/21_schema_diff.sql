@@ -1,8 +1,11 @@
 -- 21_schema_diff: integrity.schema_diff() and integrity.assert_schema()
--- against the manifest 20_schema_manifest took of the financial / trading /
--- tagging layout, on the clean database and after deliberate breakage.
--- Each broken state is built in a transaction that is rolled back.
+-- against the manifest of the financial / trading / tagging layout of
+-- common/schema_layout.sql, on the clean database and after deliberate
+-- breakage.  Each broken state is built in a transaction that is rolled back.
+\ir common/setup.sql
 \set VERBOSITY default
+
+\ir common/schema_layout.sql
 
 -- Clean: no difference, assert_schema returns silently.
 SELECT count(*) AS differences
@@ -155,3 +158,5 @@ SELECT sqlstate, message
  WHERE m.name = 'clean';
 -- An empty manifest is equal to nothing.
 SELECT count(*) AS differences FROM integrity.schema_diff('{"schemas": {}, "manifest_version": 1}');
+
+\ir common/teardown.sql

@@ -1,7 +1,10 @@
 -- 22_lint: integrity.lint() on the financial / trading / tagging layout of
--- 20_schema_manifest: nothing to report on the clean layout, each planted
+-- common/schema_layout.sql: nothing to report on the clean layout, each planted
 -- problem reported once with a remedy, and the remedies fix them.
+\ir common/setup.sql
 \set VERBOSITY default
+
+\ir common/schema_layout.sql
 
 -- Clean: soft-delete tables have partial unique indexes, every foreign key
 -- has an index, no constraint is NOT VALID, guarded tables have primary keys.
@@ -128,3 +131,5 @@ SELECT count(*) AS problems FROM integrity.lint('{financial,trading,tagging}');
 -- The default is public; NULL is refused.
 SELECT count(*) >= 0 AS runs FROM integrity.lint();
 SELECT sqlstate, message, hint FROM expect_error($$SELECT * FROM integrity.lint(NULL)$$);
+
+\ir common/teardown.sql

@@ -4,6 +4,7 @@
 -- read a datum: a column of another type is 42804, never a crash (this used
 -- to take the server down with signal 11).  Each statement below runs, then
 -- the session shows it is still connected.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -58,3 +59,5 @@ SELECT 'still connected' AS server;
 RESET ROLE;
 DROP TABLE hostile_text, hostile_point, hostile_mixed, hostile_accounts, hostile_ledger, hostile_ints;
 DROP ROLE regress_integrity_hostile;
+
+\ir common/teardown.sql

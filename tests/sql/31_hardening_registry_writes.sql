@@ -4,6 +4,7 @@
 -- from anyone: the next CREATE TABLE that got that OID, by anyone, then had
 -- guards it never asked for.  Such rows are refused (42P01); rows for tables
 -- of other owners stay refused (42501).
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -45,3 +46,5 @@ RESET ROLE;
 DROP TABLE hardening_victim, hardening_owned;
 REVOKE CREATE ON SCHEMA public FROM regress_integrity_victim;
 DROP ROLE regress_integrity_hostile, regress_integrity_victim;
+
+\ir common/teardown.sql

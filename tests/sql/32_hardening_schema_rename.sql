@@ -4,6 +4,7 @@
 -- a renamed schema used to make them fail (42P01), or, after two schemas
 -- swapped names, act on the other schema's table.  They are rebuilt from the
 -- table's OID after a schema change.
+\ir common/setup.sql
 \set VERBOSITY default
 
 CREATE SCHEMA hardening_a;
@@ -35,3 +36,5 @@ SELECT integrity.reserve_stock('hardening_c.products', 1, 1);
 SELECT stock, reserved_stock FROM hardening_c.products;
 
 DROP SCHEMA hardening_a, hardening_c CASCADE;
+
+\ir common/teardown.sql

@@ -1,5 +1,6 @@
 -- 33_hardening_internal_errors: an error a caller can provoke gets a proper
 -- SQLSTATE and message, never XX000 with a Rust backtrace in DETAIL.
+\ir common/setup.sql
 \set VERBOSITY default
 
 -- A relation OID that does not exist.
@@ -16,3 +17,5 @@ SELECT integrity.guard_stock('internal_errors_products');
 SELECT sqlstate, message, detail FROM expect_error($$SELECT integrity.reserve_stock('internal_errors_products', row(1, 2), 1)$$);
 SELECT current_setting('server_version_num') IS NOT NULL AS still_connected;
 DROP TABLE internal_errors_products;
+
+\ir common/teardown.sql

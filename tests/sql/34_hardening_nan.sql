@@ -4,6 +4,7 @@
 -- succeeded against a NaN stock) and violations() reported nothing.  NaN is
 -- refused in guarded quantities (23514) and as an operation's quantity (22023),
 -- and violations() reports NaN rows left from before.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -64,3 +65,5 @@ SELECT sqlstate, message, constraint_name FROM expect_error($$UPDATE nan_product
 DROP FUNCTION nan_touch() CASCADE;
 
 DROP TABLE nan_entries, nan_credits, nan_products, nan_int_products;
+
+\ir common/teardown.sql

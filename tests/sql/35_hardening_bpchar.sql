@@ -2,6 +2,7 @@
 -- unconstrained bpchar keeps them: 'a' -> 'a   ' used to pass an immutable or
 -- frozen write-once bpchar column unnoticed.  Such columns are compared by
 -- their stored image.
+\ir common/setup.sql
 \set VERBOSITY default
 
 CREATE TABLE bpchar_pieces (id int PRIMARY KEY, code bpchar NOT NULL, lot char(4), batch bpchar);
@@ -19,3 +20,5 @@ SELECT id, code || '|' AS code, lot || '|' AS lot, batch || '|' AS batch, octet_
   FROM bpchar_pieces;
 
 DROP TABLE bpchar_pieces;
+
+\ir common/teardown.sql

@@ -5,6 +5,7 @@
 -- operations answered a skipped row with "not enough" (false, or a release
 -- refused for a reservation that was there), and a skipped update of a
 -- ledger's account with "credit limit exceeded": they raise 27000 too.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -61,3 +62,5 @@ SELECT count(*) AS entries FROM aon_entries;
 
 DROP TABLE aon_products, aon_entries, aon_accounts;
 DROP FUNCTION aon_skip_two(), aon_skip_account_one();
+
+\ir common/teardown.sql

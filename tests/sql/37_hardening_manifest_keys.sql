@@ -1,6 +1,7 @@
 -- 37_hardening_manifest_keys: schema names are compared as name (63 bytes):
 -- a manifest with a longer schema key used to be compared under the
 -- truncated name, or dropped from the comparison.  It is refused (22023).
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -38,3 +39,5 @@ SELECT sqlstate, message, detail FROM expect_error(format(
 -- The manifest as made still compares clean.
 SELECT count(*) AS differences FROM integrity.schema_diff(:'m'::jsonb, '{public}');
 DROP TABLE mk_t;
+
+\ir common/teardown.sql

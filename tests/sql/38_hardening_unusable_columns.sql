@@ -4,6 +4,7 @@
 -- entry-type column (its padded values never equal the debit and credit
 -- values, so every entry would be refused).  They are refused at registration
 -- (428C9, 42804), and nothing is registered.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -38,3 +39,5 @@ SELECT count(*) AS triggers FROM pg_trigger
  WHERE tgrelid::regclass::text LIKE 'unusable%' AND tgname LIKE 'integrity%' AND NOT tgisinternal;
 
 DROP TABLE unusable_pieces, unusable_products, unusable_stock, unusable_accounts, unusable_limits, unusable_entries;
+
+\ir common/teardown.sql

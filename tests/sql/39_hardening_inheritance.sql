@@ -4,6 +4,7 @@
 -- rows with the same id.  Inheriting from a guarded table is refused (55000),
 -- as is registering a guard on a table with inheritance children; health()
 -- reports children made while the event trigger was not watching.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -45,3 +46,5 @@ SELECT count(*) AS problems FROM integrity.health() WHERE table_name = 'inh_ledg
 
 SELECT integrity.unprotect(t, 'append_only') FROM unnest(ARRAY['inh_ledger', 'inh_monthly']::regclass[]) AS t;
 DROP TABLE inh_ledger, inh_ledger_2022, inh_ledger_2024, inh_products, inh_pieces, inh_pieces_old, inh_monthly;
+
+\ir common/teardown.sql

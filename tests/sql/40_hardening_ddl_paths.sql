@@ -4,6 +4,7 @@
 -- of a typed table unopposed.  Both are covered now.  (CREATE TABLE … AS,
 -- SELECT INTO and IMPORT FOREIGN SCHEMA create tables that can be neither
 -- partitions nor inheritance children: nothing to guard.)
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -45,3 +46,5 @@ SELECT integrity.unprotect('ddlp_ledger', 'append_only');
 DROP SCHEMA ddl_archive CASCADE;
 DROP TABLE ddlp_ledger, ddl_pieces;
 DROP TYPE ddl_piece;
+
+\ir common/teardown.sql

@@ -6,6 +6,7 @@
 -- privilege could CREATE OR REPLACE a guard trigger with WHEN (false).  Guard
 -- triggers are now known by function, events, arguments and WHEN clause, and
 -- only the table owner may (re)create one.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -78,3 +79,5 @@ SELECT integrity.unprotect(t, 'append_only') FROM unnest(ARRAY['la_ledger', 'la_
 DROP TABLE la_ledger, la_monthly, la_pieces;
 DROP FUNCTION la_noop();
 DROP ROLE regress_integrity_trigger_user;
+
+\ir common/teardown.sql

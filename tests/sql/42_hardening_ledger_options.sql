@@ -4,6 +4,7 @@
 -- later, made violations() fail for the whole database with 22P02.  The values
 -- are checked at registration (22P02); violations() reports the broken guard
 -- and goes on, and health() reports it.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -37,3 +38,5 @@ SELECT used_credit FROM lo_accounts;
 
 DROP TABLE lo_entries, lo_accounts;
 DROP TYPE lo_entry_type;
+
+\ir common/teardown.sql

@@ -6,6 +6,7 @@
 -- is the accounts table itself, which the guard finds by name: renaming it,
 -- moving it to another schema (or renaming its schema) and dropping it broke
 -- every insert into the ledger.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -58,3 +59,5 @@ SELECT integrity.guard_ledger_credit('lc_entries_renamed', 'lc_archive.lc_accoun
 DROP TABLE lc_entries_renamed, lc_archive.lc_accounts_old;
 SELECT count(*) AS guards FROM integrity.guard_registry WHERE guard = 'ledger_credit';
 DROP SCHEMA lc_archive;
+
+\ir common/teardown.sql

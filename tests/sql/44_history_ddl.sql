@@ -7,6 +7,7 @@
 -- pg_integrity is refused while any guard is registered.  integrity.unprotect()
 -- lifts all of it.  A superuser who disables the event triggers can still do
 -- it; health() then says so.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -117,3 +118,5 @@ DROP TABLE hd_typed, hd_pieces;
 DROP TYPE hd_entry;
 SELECT count(*) AS dangling_registry_rows FROM integrity.guard_registry
  WHERE NOT EXISTS (SELECT FROM pg_class WHERE oid = table_name);
+
+\ir common/teardown.sql

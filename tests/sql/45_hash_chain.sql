@@ -3,6 +3,7 @@
 -- hashed with the chain's previous row; verify_chain() finds every change a
 -- superuser can make with all triggers and event triggers disabled, and, with
 -- a digest kept outside, a removed or re-forged end of a chain.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -265,3 +266,5 @@ DROP TABLE hc_ledger, hc_settings, hc_monthly, hc_bad, hc_old, hc_many;
 DROP TYPE hc_kind;
 DROP FUNCTION hc_unguard();
 DROP ROLE regress_integrity_clerk;
+
+\ir common/teardown.sql

@@ -3,6 +3,7 @@
 -- can be walked around.  Tables from migration guides 002 (Prisma's
 -- "Product"/"Asset" with "deletedAt" timestamp(3) and "isDeleted") and 000
 -- (users whose WhatsApp number must be reusable).
+\ir common/setup.sql
 \set VERBOSITY default
 CREATE SCHEMA sd;
 SET search_path = sd, public;
@@ -258,3 +259,5 @@ SELECT integrity.unprotect(t) FROM (VALUES ('"Product"'), ('"ProductAsset"'), ('
 RESET search_path;
 DROP SCHEMA sd CASCADE;
 DROP ROLE sd_deleter;
+
+\ir common/teardown.sql

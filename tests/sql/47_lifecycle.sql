@@ -3,6 +3,7 @@
 -- table writes one event per row to integrity.lifecycle_events; an UPDATE
 -- records only the tracked columns it changed, and nothing when it changed
 -- none.  The events table is append-only for everyone.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -21,8 +22,8 @@ BEGIN
 END;
 $$;
 
--- health() of this file's tables and of the events table (earlier files leave
--- tables whose reports are theirs).
+-- health() of this file's tables and of the events table (other tables in
+-- the database would have reports of their own).
 CREATE FUNCTION lc_health()
 RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
 LANGUAGE sql AS $$
@@ -292,3 +293,5 @@ SELECT * FROM lc_health();
 DROP TABLE lc_pieces, lc_parts, lc_keyless, lc_seen CASCADE;
 DROP FUNCTION lc_new_events(), lc_health();
 DROP ROLE regress_integrity_clerk, regress_integrity_other;
+
+\ir common/teardown.sql

@@ -1,6 +1,7 @@
 -- 48_retention: set_retention() and purge_expired() on append-only and
 -- hash-chained ledgers (guide 000: entries older than two years are
 -- archived); DETACH PARTITION of a month past the retention.
+\ir common/setup.sql
 \set VERBOSITY default
 CREATE SCHEMA rt;
 SET search_path = rt, public;
@@ -161,3 +162,5 @@ SELECT count(*) AS anchors_left FROM integrity.chain_anchors WHERE table_name::t
 RESET search_path;
 DROP SCHEMA rt CASCADE;
 DROP ROLE rt_stranger;
+
+\ir common/teardown.sql

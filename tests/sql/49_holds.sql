@@ -5,6 +5,7 @@
 -- the same row), idempotent by key.  Guide 000's checkout: reserve on order,
 -- commit on delivery, expire abandoned carts.  The races are in
 -- tests/specs/holds_concurrent.spec and pgrx-tests/holds_stress.sh.
+\ir common/setup.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
@@ -284,3 +285,5 @@ SELECT integrity.unprotect('credit_accounts');
 RESET search_path;
 DROP SCHEMA checkout CASCADE;
 DROP ROLE holds_clerk, holds_viewer, holds_outsider;
+
+\ir common/teardown.sql

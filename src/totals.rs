@@ -1,0 +1,958 @@
+//! `integrity.maintain_total`: a column of a target table kept equal to the
+//! sum (or count) of the source rows that reference each target row.
+//!
+//! Row triggers on the source do not write the target: `AFTER … FOR EACH ROW`
+//! (with the filter as its `WHEN` clause) only adds the row's contribution to a
+//! backend-local list of pending deltas, one entry per target row and total
+//! (consecutive rows of the same parent share one).  The statement trigger
+//! `AFTER … FOR EACH STATEMENT`, which fires after every row trigger of its
+//! statement, sorts the entries by key and applies each with one
+//!
+//! ```sql
+//! UPDATE target t SET total = t.total + $1 WHERE t.key1 = $2 AND …
+//! ```
+//!
+//! so a statement that moves a thousand pieces of one parent writes the parent
+//! once, and every writer locks parents in key order: two statements moving
+//! pieces between the same parents in opposite directions queue instead of
+//! deadlocking.  The UPDATE adds to the row version it locked, so concurrent
+//! writers never lose each other's deltas (READ COMMITTED re-reads the row;
+//! REPEATABLE READ and SERIALIZABLE raise 40001, as for any concurrent update).
+//!
+//! The total belongs to the database: `total_guard`, `BEFORE UPDATE` on the
+//! target, refuses a change of the column (or of the row's key) unless the
+//! extension itself is writing it (`sanctioned`: the statement trigger here and
+//! `recompute_totals`).
+//!
+//! Entries carry the subtransaction that made them, so a statement that fails
+//! inside a savepoint takes its deltas with it; none may survive to COMMIT.
+
+use core::cmp::Ordering;
+use core::ffi::{c_char, c_void, CStr};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+
+use pgrx::pg_sys;
+use pgrx::{pg_guard, PgSqlErrorCode};
+
+use crate::error::{message_of_error, Error, Refusal};
+use crate::fmgr::{
+    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
+};
+use crate::sanctioned;
+use crate::trigger::{qualified_name, trigger_entry, Firing, Row, Verdict};
+
+trigger_entry!(
+    /// `AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW` on the source.
+    /// Arguments `(side, target, target_column, value_column, key_column…)`:
+    /// `side` is `old`, `new` or `row` (both, by event); `value_column` is
+    /// empty for a count.
+    integrity_total_source,
+    pg_finfo_integrity_total_source,
+    collect
+);
+
+trigger_entry!(
+    /// `AFTER INSERT OR UPDATE OR DELETE … FOR EACH STATEMENT` on the source.
+    /// Arguments `(target, target_column, target_key_column…)`.
+    integrity_total_apply,
+    pg_finfo_integrity_total_apply,
+    apply
+);
+
+trigger_entry!(
+    /// `BEFORE UPDATE … FOR EACH ROW` on the target.  Arguments
+    /// `(total_column…, '', key_column…)`.
+    integrity_total_guard,
+    pg_finfo_integrity_total_guard,
+    refuse_direct_write
+);
+
+trigger_entry!(
+    /// `BEFORE INSERT … FOR EACH ROW` on the target: a new row starts at the
+    /// total of the source rows that already reference it.
+    integrity_total_start,
+    pg_finfo_integrity_total_start,
+    start_totals
+);
+
+/// Key columns a target can have (registration refuses more).
+const MAX_KEYS: usize = 8;
+
+/// A contribution to a total: exact for the integer types, numeric otherwise.
+#[derive(Clone, Copy)]
+enum Delta {
+    Int(i128),
+    /// A numeric datum in `TopTransactionContext`.
+    Numeric(pg_sys::Datum),
+}
+
+/// One target row's pending change.  Plain data: key datums that are not
+/// passed by value live in `TopTransactionContext`.
+#[derive(Clone, Copy)]
+struct Pending {
+    target: pg_sys::Oid,
+    column: i16,
+    subxact: pg_sys::SubTransactionId,
+    key: [pg_sys::Datum; MAX_KEYS],
+    delta: Delta,
+}
+
+thread_local! {
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Prepared UPDATEs by target and column.
+    static PLANS: RefCell<HashMap<(pg_sys::Oid, i16), ApplyPlan>> = RefCell::new(HashMap::new());
+    /// The target and column a source trigger names, by trigger OID, with the
+    /// invalidation generation they were looked up at.
+    static TARGETS: RefCell<HashMap<pg_sys::Oid, (u64, pg_sys::Oid, i16)>> = RefCell::new(HashMap::new());
+}
+
+/// Per statement (in `fn_extra`) for the source's row trigger.
+#[repr(C)]
+struct SourcePlan {
+    /// `InvalidOid` once the target is gone: there is nothing to maintain.
+    target: pg_sys::Oid,
+    column: i16,
+    side: Side,
+    /// 0 for a count.
+    value_att: i16,
+    numeric: bool,
+    nkeys: usize,
+    key_atts: [i16; MAX_KEYS],
+    key_len: [i16; MAX_KEYS],
+    key_byval: [bool; MAX_KEYS],
+}
+
+#[derive(Clone, Copy, PartialEq)]
+#[repr(C)]
+enum Side {
+    Old,
+    New,
+    Row,
+}
+
+/// What the UPDATE of one target's total needs, kept for the backend.
+struct ApplyPlan {
+    generation: u64,
+    plan: pg_sys::SPIPlanPtr,
+    keys: Vec<KeyType>,
+}
+
+#[derive(Clone, Copy)]
+struct KeyType {
+    typid: pg_sys::Oid,
+    collation: pg_sys::Oid,
+    /// The type's btree comparison function, in the type cache (which lives
+    /// as long as the backend).
+    cmp: *mut pg_sys::FmgrInfo,
+}
+
+/// The OID of the relation named `name` (as `regclass::text` writes it), or
+/// `InvalidOid` when there is none: the target was dropped with its guard.
+fn relation_named(name: &CStr) -> pg_sys::Oid {
+    // SAFETY: textToQualifiedNameList parses a quoted, dotted name (raising
+    // for a malformed one); the lookup takes no lock and returns InvalidOid
+    // for a missing relation.
+    unsafe {
+        let names = pg_sys::textToQualifiedNameList(pg_sys::cstring_to_text(name.as_ptr()));
+        let rv = pg_sys::makeRangeVarFromNameList(names);
+        pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as i32,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            core::ptr::null_mut(),
+        )
+    }
+}
+
+/// The target relation and column named by arguments `name` and `column` of
+/// the firing trigger: `InvalidOid` when the target is gone.  Looked up once
+/// per backend and trigger (again after any catalog change), not per statement.
+fn target_of(firing: &Firing, name: &CStr, column: &CStr) -> (pg_sys::Oid, i16) {
+    let generation = crate::invalidation::generation();
+    let tgoid = firing.trigger().tgoid;
+    if let Some((target, attnum)) = TARGETS.with_borrow(|targets| {
+        targets.get(&tgoid).filter(|(g, _, _)| *g == generation).map(|&(_, target, attnum)| (target, attnum))
+    }) {
+        return (target, attnum);
+    }
+    let target = relation_named(name);
+    let attnum = if target == pg_sys::InvalidOid { 0 } else { attnum_in(target, column) };
+    if target != pg_sys::InvalidOid && attnum <= 0 {
+        missing_target_column(target, column);
+    }
+    TARGETS.with_borrow_mut(|targets| targets.insert(tgoid, (generation, target, attnum)));
+    (target, attnum)
+}
+
+fn attnum_in(relid: pg_sys::Oid, name: &CStr) -> i16 {
+    // SAFETY: a syscache lookup by name; InvalidAttrNumber when missing.
+    unsafe { pg_sys::get_attnum(relid, name.as_ptr()) }
+}
+
+fn missing_target_column(target: pg_sys::Oid, column: &CStr) -> ! {
+    Error::MissingTotalColumn { column: column.to_string_lossy().into_owned(), table: qualified_name(target) }.raise()
+}
+
+fn collect(firing: &Firing) -> Verdict {
+    if !firing.is_row() || firing.is_before() {
+        firing.misuse();
+    }
+    let plan = source_plan(firing);
+    if plan.target == pg_sys::InvalidOid {
+        return Verdict::Allow(pg_sys::Datum::from(0));
+    }
+    // The row inserted or deleted, or the old row of an UPDATE.
+    let row = firing.trigtuple();
+    match (plan.side, firing.event()) {
+        (Side::New, pg_sys::TRIGGER_EVENT_UPDATE) => add(firing, plan, firing.newtuple(), false),
+        (Side::New | Side::Row, pg_sys::TRIGGER_EVENT_INSERT) => add(firing, plan, row, false),
+        (Side::Old, pg_sys::TRIGGER_EVENT_UPDATE | pg_sys::TRIGGER_EVENT_DELETE)
+        | (Side::Row, pg_sys::TRIGGER_EVENT_DELETE) => add(firing, plan, row, true),
+        (Side::Row, pg_sys::TRIGGER_EVENT_UPDATE) => {
+            let (old, new) = (row, firing.newtuple());
+            // Unchanged key and value: the row's contribution stays where it is.
+            let moved = plan.key_atts[..plan.nkeys].iter().any(|&att| !firing.same_value(old, new, att));
+            if moved || (plan.value_att != 0 && !firing.same_value(old, new, plan.value_att)) {
+                add(firing, plan, old, true);
+                add(firing, plan, new, false);
+            }
+        }
+        _ => firing.misuse(),
+    }
+    Verdict::Allow(pg_sys::Datum::from(0))
+}
+
+fn source_plan<'f>(firing: &'f Firing) -> &'f SourcePlan {
+    firing.statement_plan(|| {
+        let args: Vec<&CStr> = firing.args().collect();
+        if args.len() < 5 || args.len() > 4 + MAX_KEYS {
+            firing.misuse();
+        }
+        let side = match args[0].to_bytes() {
+            b"old" => Side::Old,
+            b"new" => Side::New,
+            b"row" => Side::Row,
+            _ => firing.misuse(),
+        };
+        let (target, column) = target_of(firing, args[1], args[2]);
+        let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
+        let (value_att, numeric) = if args[3].is_empty() {
+            (0, false)
+        } else {
+            let att = attnum(args[3]);
+            match firing.attribute(att).atttypid {
+                pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => (att, false),
+                pg_sys::NUMERICOID => (att, true),
+                _ => firing.wrong_column_type(att, "smallint, integer, bigint or numeric"),
+            }
+        };
+        let mut plan = SourcePlan {
+            target,
+            column,
+            side,
+            value_att,
+            numeric,
+            nkeys: args.len() - 4,
+            key_atts: [0; MAX_KEYS],
+            key_len: [0; MAX_KEYS],
+            key_byval: [false; MAX_KEYS],
+        };
+        for (i, key) in args[4..].iter().enumerate() {
+            let att = attnum(key);
+            let attribute = firing.attribute(att);
+            plan.key_atts[i] = att;
+            plan.key_len[i] = attribute.attlen;
+            plan.key_byval[i] = attribute.attbyval;
+        }
+        plan
+    })
+}
+
+/// Adds the contribution of `tuple` (taken back when `negate`) to the pending
+/// entry of its target row.
+fn add(firing: &Firing, plan: &SourcePlan, tuple: Row, negate: bool) {
+    let mut key = [pg_sys::Datum::from(0); MAX_KEYS];
+    for (slot, &att) in key.iter_mut().zip(&plan.key_atts[..plan.nkeys]) {
+        let (value, is_null) = firing.value(tuple, att);
+        if is_null {
+            // A NULL key references no target row.
+            return;
+        }
+        *slot = value;
+    }
+    let delta = if plan.value_att == 0 {
+        Delta::Int(1)
+    } else {
+        let (value, is_null) = firing.value(tuple, plan.value_att);
+        if is_null {
+            // SUM leaves NULLs out.
+            return;
+        }
+        if plan.numeric {
+            Delta::Numeric(value)
+        } else {
+            Delta::Int(match firing.attribute(plan.value_att).atttypid {
+                pg_sys::INT2OID => i128::from(value.value() as i16),
+                pg_sys::INT4OID => i128::from(value.value() as i32),
+                _ => i128::from(value.value() as i64),
+            })
+        }
+    };
+    let delta = if negate { negated(delta) } else { delta };
+    register_callbacks();
+    // SAFETY: plain function call; the subtransaction id identifies what an
+    // abort must take back.
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let nkeys = plan.nkeys;
+    let merged = PENDING.with_borrow_mut(|pending| match pending.last_mut() {
+        Some(last)
+            if last.target == plan.target
+                && last.column == plan.column
+                && last.subxact == subxact
+                && (0..nkeys).all(|i| same_key(plan, i, last.key[i], key[i])) =>
+        {
+            last.delta = sum(last.delta, delta);
+            true
+        }
+        _ => false,
+    });
+    if !merged {
+        for (i, slot) in key.iter_mut().enumerate().take(nkeys) {
+            *slot = copy_datum(*slot, plan.key_len[i], plan.key_byval[i]);
+        }
+        let delta = match delta {
+            Delta::Numeric(value) => Delta::Numeric(numeric_in_transaction(value)),
+            int => int,
+        };
+        PENDING.with_borrow_mut(|pending| {
+            pending.push(Pending { target: plan.target, column: plan.column, subxact, key, delta })
+        });
+    }
+}
+
+fn same_key(plan: &SourcePlan, i: usize, a: pg_sys::Datum, b: pg_sys::Datum) -> bool {
+    if plan.key_byval[i] {
+        return a == b;
+    }
+    // SAFETY: both datums are values of the key column's type, of the length
+    // its typlen (or varlena header) gives.
+    unsafe { datum_image_eq(a, b, false, i32::from(plan.key_len[i])) }
+}
+
+unsafe extern "C-unwind" {
+    fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: i32) -> bool;
+}
+
+/// A copy of `value` in `TopTransactionContext`.
+fn copy_datum(value: pg_sys::Datum, typlen: i16, byval: bool) -> pg_sys::Datum {
+    if byval {
+        return value;
+    }
+    // SAFETY: the copy is made in TopTransactionContext, which outlives every
+    // pending entry (they end with the transaction); the source is a datum of
+    // the given typlen.
+    unsafe {
+        let previous = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
+        let copy = match typlen {
+            -1 => pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(value.cast_mut_ptr())),
+            -2 => pg_sys::Datum::from(pg_sys::pstrdup(value.cast_mut_ptr())),
+            len => {
+                let copy = pg_sys::palloc(len as usize);
+                copy.cast::<u8>().copy_from_nonoverlapping(value.cast_mut_ptr::<u8>(), len as usize);
+                pg_sys::Datum::from(copy)
+            }
+        };
+        pg_sys::MemoryContextSwitchTo(previous);
+        copy
+    }
+}
+
+fn numeric_in_transaction(value: pg_sys::Datum) -> pg_sys::Datum {
+    copy_datum(value, -1, false)
+}
+
+fn negated(delta: Delta) -> Delta {
+    match delta {
+        Delta::Int(n) => Delta::Int(-n),
+        // SAFETY: numeric_uminus of a numeric datum; the result is in the
+        // current (per-tuple) context until copied.
+        Delta::Numeric(value) => Delta::Numeric(unsafe {
+            pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_uminus, &[Some(value)])
+                .expect("numeric_uminus of a number is not NULL")
+        }),
+    }
+}
+
+/// `a + b`; a numeric sum is made in `TopTransactionContext`.
+fn sum(a: Delta, b: Delta) -> Delta {
+    match (a, b) {
+        (Delta::Int(a), Delta::Int(b)) => Delta::Int(a + b),
+        (Delta::Numeric(a), Delta::Numeric(b)) => {
+            // SAFETY: numeric_add of two numeric datums, allocated where the
+            // pending entries live.
+            Delta::Numeric(unsafe {
+                let previous = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
+                let total = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_add, &[Some(a), Some(b)])
+                    .expect("numeric_add of two numbers is not NULL");
+                pg_sys::MemoryContextSwitchTo(previous);
+                total
+            })
+        }
+        _ => unreachable!("a total's deltas all have its value column's type"),
+    }
+}
+
+fn register_callbacks() {
+    if !CALLBACKS_REGISTERED.replace(true) {
+        // SAFETY: the callbacks only shrink a thread-local list (or raise an
+        // error before commit); registered once, they stay for the backend.
+        unsafe {
+            pg_sys::RegisterSubXactCallback(Some(subxact_event), core::ptr::null_mut());
+            pg_sys::RegisterXactCallback(Some(xact_event), core::ptr::null_mut());
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        PENDING.with_borrow_mut(|pending| pending.retain(|entry| entry.subxact < subid));
+    }
+}
+
+/// Raises at PRE_COMMIT if deltas were left: under `#[pg_guard]`, so that
+/// the error reaches PostgreSQL as an ERROR instead of unwinding into the
+/// C code that calls the callbacks.
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            let left = PENDING.with_borrow(Vec::len);
+            if left > 0 {
+                PENDING.with_borrow_mut(Vec::clear);
+                Error::TotalsNotApplied { left }.raise();
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            PENDING.with_borrow_mut(Vec::clear);
+        }
+        _ => {}
+    }
+}
+
+/// Per statement (in `fn_extra`) for the statement trigger.
+#[repr(C)]
+struct TargetRef {
+    target: pg_sys::Oid,
+    column: i16,
+}
+
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the updates raise
+/// their errors as they are (see `execute_plan`).
+unsafe fn apply(firing: &Firing) -> Verdict {
+    if firing.is_row() || firing.is_before() {
+        firing.misuse();
+    }
+    let target = firing.statement_plan(|| {
+        let args: Vec<&CStr> = firing.args().collect();
+        if args.len() < 3 || args.len() > 2 + MAX_KEYS {
+            firing.misuse();
+        }
+        let (target, column) = target_of(firing, args[0], args[1]);
+        TargetRef { target, column }
+    });
+    let (target, column) = (target.target, target.column);
+    if target == pg_sys::InvalidOid {
+        return Verdict::Allow(pg_sys::Datum::from(0));
+    }
+    let mut mine: Vec<Pending> = PENDING.with_borrow_mut(|pending| {
+        let (mine, rest) = pending.drain(..).partition(|e| e.target == target && e.column == column);
+        *pending = rest;
+        mine
+    });
+    if mine.is_empty() {
+        return Verdict::Allow(pg_sys::Datum::from(0));
+    }
+    let (plan, keys) = apply_plan(firing, target, column);
+    let compare = |a: &Pending, b: &Pending| compare_keys(&keys, &a.key, &b.key);
+    mine.sort_by(compare);
+    let mut merged: Vec<Pending> = Vec::with_capacity(mine.len());
+    for entry in mine {
+        match merged.last_mut() {
+            Some(last) if compare(last, &entry) == Ordering::Equal => last.delta = sum(last.delta, entry.delta),
+            _ => merged.push(entry),
+        }
+    }
+    let nkeys = keys.len();
+    // The updates may fail (a CHECK constraint of the target, a lock
+    // timeout): their errors reach the client untouched, so nothing that
+    // needs dropping may be on this frame while they run.  The entries move to
+    // memory of the current context.
+    let count = merged.len();
+    // SAFETY: Pending is plain data; the array holds count entries, aligned
+    // for Pending (palloc aligns to 8 bytes only, an i128 needs 16).
+    let entries = unsafe {
+        let memory = pg_sys::palloc(count * size_of::<Pending>() + align_of::<Pending>()) as *mut u8;
+        let entries = memory.add(memory.align_offset(align_of::<Pending>())) as *mut Pending;
+        entries.copy_from_nonoverlapping(merged.as_ptr(), count);
+        entries
+    };
+    drop(merged);
+    drop(keys);
+    spi_connect();
+    sanctioned::begin_total_writes();
+    let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
+    let nulls = [b' ' as c_char; MAX_KEYS + 1];
+    for i in 0..count {
+        // SAFETY: i < count, the array's length.
+        let entry = unsafe { *entries.add(i) };
+        let Some(delta) = numeric_delta(entry.delta) else { continue };
+        values[0] = delta;
+        values[1..=nkeys].copy_from_slice(&entry.key[..nkeys]);
+        // SAFETY: the plan takes a numeric and the key columns' types; no Rust
+        // value on this frame (see above) or the callers' (this function's
+        // contract) needs dropping.
+        unsafe { execute_plan(plan, &mut values[..=nkeys], &nulls[..=nkeys], false) };
+    }
+    sanctioned::end_total_writes();
+    spi_finish();
+    Verdict::Allow(pg_sys::Datum::from(0))
+}
+
+/// The delta as a numeric datum, `None` when it is zero.
+fn numeric_delta(delta: Delta) -> Option<pg_sys::Datum> {
+    match delta {
+        Delta::Int(0) => None,
+        Delta::Int(n) => {
+            let text = CString::new(n.to_string()).expect("digits");
+            // SAFETY: numeric_in parses the decimal digits of an integer.
+            Some(unsafe {
+                pgrx::fcinfo::direct_function_call_as_datum(
+                    pg_sys::numeric_in,
+                    &[
+                        Some(pg_sys::Datum::from(text.as_ptr())),
+                        Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+                        Some(pg_sys::Datum::from(-1i32)),
+                    ],
+                )
+                .expect("numeric_in of digits is not NULL")
+            })
+        }
+        Delta::Numeric(value) => {
+            (crate::quantities::sign(pg_sys::NUMERICOID, value) != Ordering::Equal).then_some(value)
+        }
+    }
+}
+
+fn compare_keys(keys: &[KeyType], a: &[pg_sys::Datum; MAX_KEYS], b: &[pg_sys::Datum; MAX_KEYS]) -> Ordering {
+    for (i, key) in keys.iter().enumerate() {
+        // SAFETY: the comparison function of the key's type, on two values of
+        // that type.
+        let c = unsafe { pg_sys::FunctionCall2Coll(key.cmp, key.collation, a[i], b[i]) }.value() as i32;
+        if c != 0 {
+            return c.cmp(&0);
+        }
+    }
+    Ordering::Equal
+}
+
+/// The kept UPDATE of `target`'s `column` and the key types, built again when
+/// the catalogs changed.
+fn apply_plan(firing: &Firing, target: pg_sys::Oid, column: i16) -> (pg_sys::SPIPlanPtr, Vec<KeyType>) {
+    let generation = crate::invalidation::generation();
+    if let Some(found) = PLANS.with_borrow(|plans| {
+        plans.get(&(target, column)).filter(|p| p.generation == generation).map(|p| (p.plan, p.keys.clone()))
+    }) {
+        return found;
+    }
+    let args: Vec<&CStr> = firing.args().collect();
+    let key_names = &args[2..];
+    let mut keys = Vec::with_capacity(key_names.len());
+    for name in key_names {
+        let att = attnum_in(target, name);
+        if att <= 0 {
+            missing_target_column(target, name);
+        }
+        let (mut typid, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+        // SAFETY: syscache lookups of an existing column; the type cache entry
+        // (and its comparison function) lives as long as the backend.
+        let cmp = unsafe {
+            pg_sys::get_atttypetypmodcoll(target, att, &mut typid, &mut typmod, &mut collation);
+            let entry = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_CMP_PROC_FINFO as i32);
+            if (*entry).cmp_proc_finfo.fn_oid == pg_sys::InvalidOid {
+                Error::NoBtreeOrdering { typid, table: qualified_name(target) }.raise();
+            }
+            &mut (*entry).cmp_proc_finfo as *mut pg_sys::FmgrInfo
+        };
+        keys.push(KeyType { typid, collation, cmp });
+    }
+    let quote = |name: &CStr| {
+        // SAFETY: quote_identifier returns its argument or a palloc'd copy.
+        unsafe { CStr::from_ptr(pg_sys::quote_identifier(name.as_ptr())) }.to_string_lossy().into_owned()
+    };
+    let total = quote(args[1]);
+    let matches: Vec<String> =
+        key_names.iter().enumerate().map(|(i, k)| format!("t.{} = ${}", quote(k), i + 2)).collect();
+    let sql =
+        format!("UPDATE {} t SET {total} = t.{total} + $1 WHERE {}", qualified_name(target), matches.join(" AND "));
+    let mut arg_types: Vec<pg_sys::Oid> =
+        core::iter::once(pg_sys::NUMERICOID).chain(keys.iter().map(|k| k.typid)).collect();
+    spi_connect();
+    let plan = keep_plan(&sql, &mut arg_types, || format!("statement: {sql}"));
+    spi_finish();
+    PLANS.with_borrow_mut(|plans| {
+        if let Some(stale) = plans.insert((target, column), ApplyPlan { generation, plan, keys: keys.clone() }) {
+            free_plan(stale.plan);
+        }
+    });
+    (plan, keys)
+}
+
+fn refuse_direct_write(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() || !firing.is_before() {
+        firing.misuse();
+    }
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
+    if sanctioned::allows_total_writes() {
+        return Verdict::Allow(new.datum());
+    }
+    let mut is_key = false;
+    for name in firing.args() {
+        if name.is_empty() {
+            is_key = true;
+            continue;
+        }
+        let att = firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
+        if !firing.same_value(old, new, att) {
+            return firing.refuse(refusal(firing, att, is_key));
+        }
+    }
+    Verdict::Allow(new.datum())
+}
+
+fn refusal(firing: &Firing, attnum: i16, is_key: bool) -> Refusal {
+    let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
+    let table = firing.table_name();
+    let key = firing.row_key(old);
+    let qualified = firing.qualified_table_name();
+    let (old_text, new_text) = (firing.value_text(old, attnum), firing.value_text(new, attnum));
+    let (message, detail, hint) = if is_key {
+        (
+            format!("key column \"{column}\" of table \"{table}\" holds maintained totals"),
+            format!("{key} in table {qualified}: {column} cannot change from {old_text} to {new_text}."),
+            "The source rows reference the row by its key; insert a new row and move the source rows to it."
+                .to_string(),
+        )
+    } else {
+        (
+            format!("column \"{column}\" of table \"{table}\" is a maintained total"),
+            format!(
+                "{key} in table {qualified}: {column} is {old_text}, kept equal to its source rows, and cannot be set to {new_text}."
+            ),
+            format!(
+                "Change the source rows instead; integrity.recompute_totals('{}') corrects a total that drifted.",
+                qualified.replace('\'', "''")
+            ),
+        )
+    };
+    Refusal { code: PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION, message, detail, hint, column: Some(attnum) }
+}
+
+/// One maintained column of a new target row: the query that computes its
+/// total from the row's key (`integrity._total_start_sql`), in `fn_mcxt`.
+#[derive(Clone, Copy)]
+struct StartColumn {
+    attnum: i16,
+    sql: *const c_char,
+    nkeys: usize,
+    key_atts: [i16; MAX_KEYS],
+}
+
+/// Per statement (in `fn_extra`): the maintained columns of the target.
+#[repr(C)]
+struct StartPlan {
+    columns: *const StartColumn,
+    ncolumns: usize,
+}
+
+fn start_totals(firing: &Firing) -> Verdict {
+    if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
+        firing.misuse();
+    }
+    let plan = start_plan(firing);
+    // SAFETY: the array holds ncolumns entries, in fn_mcxt for the statement.
+    let columns = unsafe { core::slice::from_raw_parts(plan.columns, plan.ncolumns) };
+    let row = firing.trigtuple();
+    let mut attnums = Vec::with_capacity(columns.len());
+    let mut values = Vec::with_capacity(columns.len());
+    let mut nulls = Vec::with_capacity(columns.len());
+    spi_connect();
+    for column in columns {
+        let mut types = [pg_sys::InvalidOid; MAX_KEYS];
+        let mut keys = [pg_sys::Datum::from(0); MAX_KEYS];
+        let mut key_nulls = [b' ' as c_char; MAX_KEYS];
+        for i in 0..column.nkeys {
+            let (value, is_null) = firing.value(row, column.key_atts[i]);
+            types[i] = firing.attribute(column.key_atts[i]).atttypid;
+            keys[i] = value;
+            key_nulls[i] = if is_null { b'n' as c_char } else { b' ' as c_char };
+        }
+        let attribute = firing.attribute(column.attnum);
+        // SAFETY: the query is the extension's own (NUL-terminated, in
+        // fn_mcxt), with one parameter per key column of the types given;
+        // SPI_processed is read right after the call that set it.
+        let (rc, processed) = unsafe {
+            let rc = pg_sys::SPI_execute_with_args(
+                column.sql,
+                column.nkeys as i32,
+                types.as_mut_ptr(),
+                keys.as_mut_ptr(),
+                key_nulls.as_ptr(),
+                true,
+                1,
+            );
+            (rc, pg_sys::SPI_processed)
+        };
+        if rc != pg_sys::SPI_OK_SELECT as i32 || processed != 1 {
+            Error::Spi { what: "computing the starting total".into(), rc }.raise();
+        }
+        let (value, is_null) = match result_value(0, 1) {
+            Some(value) => {
+                // SAFETY: a value of the column's type, copied out of SPI's
+                // memory before SPI_finish.
+                let value = unsafe { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) };
+                (value, false)
+            }
+            None => (pg_sys::Datum::from(0), true),
+        };
+        attnums.push(i32::from(column.attnum));
+        values.push(value);
+        nulls.push(is_null);
+    }
+    spi_finish();
+    // SAFETY: the firing's new row and its relation's descriptor; one value
+    // per listed attribute, of its column's type.
+    let started = unsafe {
+        pg_sys::heap_modify_tuple_by_cols(
+            row.as_ptr(),
+            firing.tupdesc(),
+            attnums.len() as i32,
+            attnums.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_mut_ptr(),
+        )
+    };
+    Verdict::Allow(pg_sys::Datum::from(started))
+}
+
+fn start_plan<'f>(firing: &'f Firing) -> &'f StartPlan {
+    firing.statement_plan(|| {
+        // SAFETY: the firing relation's descriptor outlives the firing.
+        let relid = pg_sys::Datum::from(unsafe { (*firing.relation()).rd_id });
+        spi_connect();
+        let rows = crate::fmgr::select(
+            c"SELECT s.attnum, s.sql, s.key_attnums FROM integrity._total_start_sql($1) s",
+            &[(pg_sys::REGCLASSOID, relid)],
+            0,
+            "looking up the totals",
+        ) as usize;
+        let mut columns = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let text = |n| {
+                result_text(i as u64, n).unwrap_or_else(|| {
+                    Error::UnexpectedResult { what: "looking up the totals", result: "NULL".into() }.raise()
+                })
+            };
+            let attnum = text(1).parse::<i16>().expect("an attribute number");
+            let sql = CString::new(text(2)).expect("no NUL in a statement");
+            // SAFETY: copies the NUL-terminated statement into fn_mcxt, where
+            // it lives as long as the plan.
+            let sql = unsafe { pg_sys::MemoryContextStrdup(firing.plan_memory_context(), sql.as_ptr()) };
+            let keys = text(3);
+            let mut start = StartColumn { attnum, sql, nkeys: 0, key_atts: [0; MAX_KEYS] };
+            for key in keys.split(' ').take(MAX_KEYS) {
+                start.key_atts[start.nkeys] = key.parse().expect("an attribute number");
+                start.nkeys += 1;
+            }
+            columns.push(start);
+        }
+        spi_finish();
+        // SAFETY: the copy lives in fn_mcxt, as long as the plan that points to it.
+        unsafe {
+            let copy = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of_val(columns.as_slice()))
+                as *mut StartColumn;
+            copy.copy_from_nonoverlapping(columns.as_ptr(), columns.len());
+            StartPlan { columns: copy, ncolumns: columns.len() }
+        }
+    })
+}
+
+guarded_function!(
+    /// `integrity._total_filter(source regclass, filter text, prefix text)
+    /// RETURNS text`: the filter, analyzed as a boolean, immutable expression
+    /// over the source's columns (like a partial index predicate), written
+    /// back by PostgreSQL's deparser with every column prefixed by `prefix`
+    /// (none when empty).
+    integrity_total_filter,
+    pg_finfo_integrity_total_filter,
+    filter_sql
+);
+
+guarded_function!(
+    /// `integrity._total_filter_columns(source regclass, filter text)
+    /// RETURNS text[]`: the source columns the filter reads.
+    integrity_total_filter_columns,
+    pg_finfo_integrity_total_filter_columns,
+    filter_columns
+);
+
+/// The arguments `(source, filter)` and the analyzed filter.
+///
+/// # Safety
+/// `fcinfo` is the call of a STRICT function with `(regclass, text, …)`.
+unsafe fn analyzed(fcinfo: pg_sys::FunctionCallInfo) -> (pg_sys::Oid, *mut pg_sys::Node) {
+    // SAFETY: the function is STRICT: both arguments are there and not NULL.
+    let (source, filter) = unsafe {
+        let args = (*fcinfo).args.as_slice(2);
+        (
+            pg_sys::Oid::from(args[0].value.value() as u32),
+            CStr::from_ptr(pg_sys::text_to_cstring(args[1].value.cast_mut_ptr())),
+        )
+    };
+    let outcome = message_of_error(
+        // SAFETY: the regclass argument names an existing relation.
+        || unsafe { analyze(source, filter) },
+        &[PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH],
+    )
+    .and_then(|analyzed| analyzed);
+    let expr = match outcome {
+        Ok(expr) => expr,
+        Err(problem) => invalid_filter(filter, &problem),
+    };
+    // SAFETY: a transformed expression tree.
+    if unsafe { pg_sys::contain_mutable_functions(expr) } {
+        invalid_filter(filter, "functions in a filter must be marked IMMUTABLE");
+    }
+    (source, expr)
+}
+
+fn invalid_filter(filter: &CStr, problem: &str) -> ! {
+    Error::InvalidFilter { filter: filter.to_string_lossy().into_owned(), problem: problem.to_string() }.raise()
+}
+
+/// Parses `filter` as one expression and analyzes it against `source`.
+///
+/// # Safety
+/// `source` is an existing relation.
+unsafe fn analyze(source: pg_sys::Oid, filter: &CStr) -> Result<*mut pg_sys::Node, String> {
+    // SAFETY: parser entry points on a NUL-terminated string, and on the
+    // relation the caller's regclass names; errors unwind through PgTryBuilder.
+    unsafe {
+        let parsed = pg_sys::raw_parser(filter.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_PLPGSQL_EXPR);
+        if parsed.is_null() || (*parsed).length != 1 {
+            return Err("the filter must be one expression".into());
+        }
+        let raw = (*(*parsed).elements).ptr_value as *mut pg_sys::RawStmt;
+        let select = (*raw).stmt as *mut pg_sys::SelectStmt;
+        if (*select).type_ != pg_sys::NodeTag::T_SelectStmt {
+            return Err("the filter must be one expression".into());
+        }
+        let s = &*select;
+        let targets = s.targetList;
+        if targets.is_null()
+            || (*targets).length != 1
+            || !s.fromClause.is_null()
+            || !s.whereClause.is_null()
+            || !s.groupClause.is_null()
+            || !s.havingClause.is_null()
+            || !s.windowClause.is_null()
+            || !s.sortClause.is_null()
+            || !s.limitCount.is_null()
+            || !s.limitOffset.is_null()
+            || !s.lockingClause.is_null()
+            || !s.distinctClause.is_null()
+        {
+            return Err("the filter must be one expression, without FROM, WHERE or other clauses".into());
+        }
+        let target = (*(*targets).elements).ptr_value as *mut pg_sys::ResTarget;
+        if !(*target).name.is_null() {
+            return Err("the filter must be one expression, without an alias".into());
+        }
+        let pstate = pg_sys::make_parsestate(core::ptr::null_mut());
+        (*pstate).p_sourcetext = filter.as_ptr();
+        let rel = pg_sys::table_open(source, pg_sys::AccessShareLock as i32);
+        let nsitem = pg_sys::addRangeTableEntryForRelation(
+            pstate,
+            rel,
+            pg_sys::AccessShareLock as i32,
+            core::ptr::null_mut(),
+            false,
+            true,
+        );
+        pg_sys::addNSItemToQuery(pstate, nsitem, false, true, true);
+        let expr = pg_sys::transformExpr(pstate, (*target).val, pg_sys::ParseExprKind::EXPR_KIND_INDEX_PREDICATE);
+        let expr = pg_sys::coerce_to_boolean(pstate, expr, c"filter".as_ptr());
+        pg_sys::assign_expr_collations(pstate, expr);
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        Ok(expr)
+    }
+}
+
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`).
+unsafe fn filter_sql(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
+    // SAFETY: declared STRICT (regclass, text, text).
+    let (source, expr) = unsafe { analyzed(fcinfo) };
+    // SAFETY: the third argument, text and not NULL (STRICT), copied into a
+    // palloc'd NUL-terminated string.
+    let prefix = unsafe { CStr::from_ptr(pg_sys::text_to_cstring((*fcinfo).args.as_slice(3)[2].value.cast_mut_ptr())) };
+    // SAFETY: the deparser reads the catalogs for the tree's objects; with
+    // search_path at pg_catalog it qualifies every name outside it.  The
+    // setting is restored before returning (an error restores it by abort).
+    unsafe {
+        let level = crate::fmgr::set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]);
+        let alias = if prefix.is_empty() { pg_sys::get_rel_name(source) } else { prefix.as_ptr().cast_mut() };
+        let context = pg_sys::deparse_context_for(alias, source);
+        let text = pg_sys::deparse_expression(expr, context, !prefix.is_empty(), false);
+        pg_sys::AtEOXact_GUC(true, level);
+        Verdict::Allow(pg_sys::Datum::from(pg_sys::cstring_to_text(text)))
+    }
+}
+
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`).
+unsafe fn filter_columns(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
+    // SAFETY: declared STRICT (regclass, text).
+    let (source, expr) = unsafe { analyzed(fcinfo) };
+    let mut attnos: *mut pg_sys::Bitmapset = core::ptr::null_mut();
+    let mut names = Vec::new();
+    // SAFETY: the expression's Vars all have varno 1 (the only range table
+    // entry); the bitmap offsets attribute numbers as pull_varattnos does.
+    unsafe {
+        pg_sys::pull_varattnos(expr, 1, &mut attnos);
+        let mut member = -1;
+        loop {
+            member = pg_sys::bms_next_member(attnos, member);
+            if member < 0 {
+                break;
+            }
+            let attnum = (member + pg_sys::FirstLowInvalidHeapAttributeNumber) as i16;
+            let name = pg_sys::get_attname(source, attnum, false);
+            names.push(CStr::from_ptr(name).to_string_lossy().into_owned());
+        }
+    }
+    let array = pgrx::IntoDatum::into_datum(names).expect("an array");
+    Verdict::Allow(array)
+}
