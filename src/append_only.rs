@@ -29,7 +29,7 @@ trigger_entry!(
     refuse_truncate
 );
 
-unsafe fn refuse_row_change(firing: &Firing) -> Verdict {
+fn refuse_row_change(firing: &Firing) -> Verdict {
     let verb = match firing.event() {
         pg_sys::TRIGGER_EVENT_UPDATE => "update",
         pg_sys::TRIGGER_EVENT_DELETE => "delete",
@@ -41,7 +41,7 @@ unsafe fn refuse_row_change(firing: &Firing) -> Verdict {
     // purge_expired() removes rows past the table's retention.
     // SAFETY: the trigger's relation is open for the whole firing.
     if verb == "delete" && sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
-        return Verdict::Allow(pg_sys::Datum::from(firing.data.tg_trigtuple));
+        return Verdict::Allow(firing.trigtuple().datum());
     }
     let table = firing.table_name();
     firing.refuse(Refusal {
@@ -49,7 +49,7 @@ unsafe fn refuse_row_change(firing: &Firing) -> Verdict {
         message: format!("cannot {verb} rows of append-only table \"{table}\""),
         detail: format!(
             "{} in table {} cannot be {verb}d: the table is append-only.",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name()
         ),
         hint: "Insert a new entry that reverses or corrects this one instead.".into(),
@@ -57,14 +57,14 @@ unsafe fn refuse_row_change(firing: &Firing) -> Verdict {
     })
 }
 
-unsafe fn refuse_truncate(firing: &Firing) -> Verdict {
+fn refuse_truncate(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_TRUNCATE {
         firing.misuse();
     }
     let qualified = firing.qualified_table_name();
     // A partition is guarded through its root, which is what gets re-registered;
     // the hint is SQL to run, so the name goes in as a literal.
-    let root = unsafe { partition_root(firing) }.replace('\'', "''");
+    let root = partition_root(firing).replace('\'', "''");
     firing.refuse(Refusal {
         code: ERRCODE_RESTRICT_VIOLATION,
         message: format!("cannot truncate append-only table \"{}\"", firing.table_name()),
@@ -81,9 +81,14 @@ unsafe extern "C-unwind" {
 }
 
 /// The top of the partition tree the firing table belongs to (itself if none).
-unsafe fn partition_root(firing: &Firing) -> String {
+fn partition_root(firing: &Firing) -> String {
+    // SAFETY: the firing relation is open for the whole call.
     let relid = unsafe { (*firing.relation()).rd_id };
+    // SAFETY: a catalog scan of pg_inherits (which may raise: guarded), for
+    // a relation that exists; the list is palloc'd, parents first to root.
     let ancestors = unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| get_partition_ancestors(relid)) };
+    // SAFETY: an OID list, NIL (NULL) when the table is no partition.
     let count = unsafe { pg_sys::list_length(ancestors) };
+    // SAFETY: count - 1 is the list's last index, the root.
     qualified_name(if count == 0 { relid } else { unsafe { pg_sys::list_nth_oid(ancestors, count - 1) } })
 }

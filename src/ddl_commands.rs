@@ -5,15 +5,15 @@
 //! commands that pg_restore replays; and a rename or schema move, after which
 //! a table is no longer found under the name a guard keeps, from the rest.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, CStr};
 use std::cell::RefCell;
 use std::ffi::CString;
 
 use pgrx::pg_guard;
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute_plan, function_info_v1, select_oids, spi_connect, spi_finish};
+use crate::error::Error;
+use crate::fmgr::{execute_plan, function_info_v1, prepare, select_oids, spi_connect, spi_finish};
 
 thread_local! {
     /// The partitions (and their own partitions) the running `DROP TABLE`
@@ -25,6 +25,9 @@ thread_local! {
 
 /// `integrity._drops_expired_partition(oid) RETURNS boolean`: whether the
 /// running `DROP TABLE` named this partition, past its table's retention.
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_drops_expired_partition(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -36,6 +39,9 @@ pub unsafe extern "C-unwind" fn integrity_drops_expired_partition(fcinfo: pg_sys
 function_info_v1!(pg_finfo_integrity_drops_expired_partition);
 
 /// `integrity._attaches_partition(pg_ddl_command) RETURNS boolean`
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_attaches_partition(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -62,6 +68,9 @@ function_info_v1!(pg_finfo_integrity_attaches_partition);
 
 /// `integrity._renames(pg_ddl_command) RETURNS boolean`: `… RENAME` and
 /// `… SET SCHEMA` commands.
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_renames(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -88,6 +97,9 @@ function_info_v1!(pg_finfo_integrity_renames);
 /// subcommands an `ALTER TABLE` has and which extension a `DROP EXTENSION`
 /// names; what is refused, and how it is worded, is decided in SQL
 /// (`_refuse_history_ddl`, `_refuse_extension_drop`).
+///
+/// # Safety
+/// Called by fmgr with the arguments its SQL declaration gives it.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn integrity_on_ddl_command_start(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -97,11 +109,7 @@ pub unsafe extern "C-unwind" fn integrity_on_ddl_command_start(fcinfo: pg_sys::F
     unsafe {
         let context = (*fcinfo).context;
         if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
-            pgrx::ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
-                "integrity._on_ddl_command_start() can only run as an event trigger"
-            );
+            Error::NotCalledAsEventTrigger { function: "integrity._on_ddl_command_start()" }.raise();
         }
         let tree = (*context.cast::<pg_sys::EventTriggerData>()).parsetree;
         EXPIRED_DROPS.with_borrow_mut(Vec::clear);
@@ -270,13 +278,8 @@ unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
         (types[i], values[i]) = (typ, value);
     }
     spi_connect();
+    let plan = prepare(query, &mut types[..args.len()], || format!("{query:?}"));
     // SAFETY: the statement takes arguments of the types passed with them.
-    unsafe {
-        let plan = pg_sys::SPI_prepare(query.as_ptr(), args.len() as c_int, types.as_mut_ptr());
-        if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare {query:?}");
-        }
-        execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true);
-    }
+    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true) };
     spi_finish();
 }

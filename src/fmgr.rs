@@ -4,7 +4,7 @@
 
 use pgrx::pg_sys;
 
-use crate::error::Violation;
+use crate::error::{Error, Violation};
 
 /// What a guarded function decided.
 #[repr(C)]
@@ -29,7 +29,9 @@ pub(crate) use function_info_v1;
 
 /// Declares a C-callable function: a V1 info record, and an entry point that
 /// runs `$body(fcinfo) -> Verdict` under pgrx's panic guard and raises its
-/// refusal only after every Rust frame of the body has returned.
+/// refusal only after every Rust frame of the body has returned.  `$body` is
+/// an `unsafe fn(FunctionCallInfo) -> Verdict` (or a closure without
+/// captures) whose contract is that `fcinfo` is the running call's.
 macro_rules! guarded_function {
     ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $body:expr) => {
         $(#[$doc])*
@@ -37,10 +39,18 @@ macro_rules! guarded_function {
         pub unsafe extern "C-unwind" fn $symbol(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
             #[::pgrx::pg_guard]
             unsafe extern "C-unwind" fn guarded(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> $crate::fmgr::Verdict {
-                unsafe { ($body)(fcinfo) }
+                let body: unsafe fn(::pgrx::pg_sys::FunctionCallInfo) -> $crate::fmgr::Verdict = $body;
+                // SAFETY: only the entry point below calls this, with the
+                // fcinfo PostgreSQL passed it, valid until it returns.
+                unsafe { body(fcinfo) }
             }
+            // SAFETY: PostgreSQL calls the entry point through fmgr with a
+            // valid fcinfo, as the V1 info record below declares.
             match unsafe { guarded(fcinfo) } {
                 $crate::fmgr::Verdict::Allow(datum) => datum,
+                // SAFETY: the body and every Rust frame it called have
+                // returned, and this frame holds nothing that needs dropping:
+                // the error may longjmp from here to PostgreSQL.
                 $crate::fmgr::Verdict::Refuse(violation) => unsafe { $crate::error::raise(violation) },
             }
         }
@@ -77,10 +87,14 @@ pub unsafe fn execute_plan(
     nulls: &[core::ffi::c_char],
     read_only: bool,
 ) -> u64 {
+    // SAFETY: the plan is a live (kept or this connection's) plan whose
+    // parameters `values` and `nulls` hold, one each; the caller is
+    // connected to SPI and has nothing to drop if the statement raises (the
+    // contract).  SPI_processed is read right after the call that set it.
     unsafe {
         let rc = spi_execute_plan_raw(plan, values.as_mut_ptr(), nulls.as_ptr(), read_only, 1);
         if rc < 0 {
-            pgrx::error!("pg_integrity: SPI_execute_plan failed: {}", spi_result(rc));
+            Error::Spi { what: "SPI_execute_plan".into(), rc }.raise();
         }
         pg_sys::SPI_processed
     }
@@ -92,10 +106,12 @@ pub unsafe fn execute_plan(
 /// # Safety
 /// As for `execute_plan`; `sql` is a NUL-terminated statement.
 pub unsafe fn execute(sql: *const core::ffi::c_char) -> u64 {
+    // SAFETY: as for execute_plan, with a NUL-terminated statement (the
+    // contract) and no parameters.
     unsafe {
         let rc = spi_execute_raw(sql, false, 0);
         if rc < 0 {
-            pgrx::error!("pg_integrity: SPI_execute failed: {}", spi_result(rc));
+            Error::Spi { what: "SPI_execute".into(), rc }.raise();
         }
         pg_sys::SPI_processed
     }
@@ -106,7 +122,7 @@ pub fn spi_connect() {
     // SAFETY: SPI_connect only pushes a new SPI stack entry; its result is checked.
     let rc = unsafe { pg_sys::SPI_connect() };
     if rc != pg_sys::SPI_OK_CONNECT as core::ffi::c_int {
-        pgrx::error!("pg_integrity: SPI_connect failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_connect".into(), rc }.raise();
     }
 }
 
@@ -115,31 +131,46 @@ pub fn spi_finish() {
     // SAFETY: called after spi_connect by the same function; the result is checked.
     let rc = unsafe { pg_sys::SPI_finish() };
     if rc != pg_sys::SPI_OK_FINISH as core::ffi::c_int {
-        pgrx::error!("pg_integrity: SPI_finish failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_finish".into(), rc }.raise();
     }
+}
+
+/// `SPI_prepare` inside `SPI_connect`, checked: a plan with one parameter of
+/// each of `arg_types`, which lives until `SPI_finish` unless kept.  `what`
+/// names the statement in the error if there is no plan.
+pub fn prepare(
+    sql: &core::ffi::CStr,
+    arg_types: &mut [pg_sys::Oid],
+    what: impl FnOnce() -> String,
+) -> pg_sys::SPIPlanPtr {
+    // SAFETY: `sql` is NUL-terminated and `arg_types` holds as many types as
+    // the count passed; SPI_prepare raises for a statement that does not
+    // parse, and returns NULL (checked) when it is called unconnected.
+    let plan =
+        unsafe { pg_sys::SPI_prepare(sql.as_ptr(), arg_types.len() as core::ffi::c_int, arg_types.as_mut_ptr()) };
+    if plan.is_null() {
+        Error::Prepare { what: what() }.raise();
+    }
+    plan
 }
 
 /// `SPI_prepare` + `SPI_keepplan` inside `SPI_connect`, checked: a plan that
-/// lives until `free_plan`.
-pub fn keep_plan(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+/// lives until `free_plan`.  `what` names the statement in errors.
+pub fn keep_plan(sql: &str, arg_types: &mut [pg_sys::Oid], what: impl FnOnce() -> String) -> pg_sys::SPIPlanPtr {
     let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
-    // SAFETY: the caller is connected to SPI; both results are checked.
-    unsafe {
-        let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as core::ffi::c_int, arg_types.as_mut_ptr());
-        if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare statement: {sql}");
-        }
-        if pg_sys::SPI_keepplan(plan) != 0 {
-            pgrx::error!("pg_integrity: SPI_keepplan failed");
-        }
-        plan
+    let plan = prepare(&text, arg_types, what);
+    // SAFETY: a plan SPI_prepare just returned, not kept yet; the result is
+    // checked.
+    if unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
+        Error::KeepPlan.raise();
     }
+    plan
 }
 
 /// `keep_plan` in its own SPI connection.
-pub fn prepare_kept(sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+pub fn prepare_kept(sql: &str, arg_types: &mut [pg_sys::Oid], what: impl FnOnce() -> String) -> pg_sys::SPIPlanPtr {
     spi_connect();
-    let plan = keep_plan(sql, arg_types);
+    let plan = keep_plan(sql, arg_types, what);
     spi_finish();
     plan
 }
@@ -164,27 +195,102 @@ pub fn select(query: &core::ffi::CStr, args: &[(pg_sys::Oid, pg_sys::Datum)], li
             limit as core::ffi::c_long,
         );
         if rc != pg_sys::SPI_OK_SELECT as core::ffi::c_int {
-            pgrx::error!("pg_integrity: {what} failed: {}", spi_result(rc));
+            Error::Spi { what: what.to_string().into(), rc }.raise();
         }
         pg_sys::SPI_processed
     }
 }
 
 /// The first column of every row `query` returns, as OIDs (inside
-/// `SPI_connect`, like `select`).
+/// `SPI_connect`, like `select`); a NULL is `InvalidOid`.
 pub fn select_oids(query: &core::ffi::CStr, args: &[(pg_sys::Oid, pg_sys::Datum)], what: &str) -> Vec<pg_sys::Oid> {
     let rows = select(query, args, 0, what);
-    // SAFETY: the rows are read before the next SPI call.
+    (0..rows)
+        .map(|row| result_value(row, 1).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32)))
+        .collect()
+}
+
+/// Row `row` (0-based) of the result of the last statement of the current
+/// SPI connection, and its descriptor; raises if there is no such row.
+fn result_row(row: u64) -> (pg_sys::HeapTuple, pg_sys::TupleDesc) {
+    // SAFETY: SPI_tuptable is NULL or the result of the last statement of
+    // the current SPI connection, which SPI keeps until SPI_finish (which
+    // puts back the outer connection's); `vals` holds `numvals` rows.
     unsafe {
         let table = pg_sys::SPI_tuptable;
-        (0..rows as usize)
-            .map(|i| {
-                let mut is_null = false;
-                let oid = pg_sys::SPI_getbinval(*(*table).vals.add(i), (*table).tupdesc, 1, &mut is_null);
-                pg_sys::Oid::from(oid.value() as u32)
-            })
-            .collect()
+        if table.is_null() || row >= (*table).numvals {
+            Error::NoResultRow { row }.raise();
+        }
+        (*(*table).vals.add(row as usize), (*table).tupdesc)
     }
+}
+
+/// Raises if the `SPI_getbinval`/`SPI_getvalue` call just made (`what`)
+/// failed: they return NULL both for a NULL and for a column that does not
+/// exist, and tell them apart only in `SPI_result`.
+fn check_spi_result(what: &'static str) {
+    // SAFETY: a backend-global int, which the call just set.
+    let rc = unsafe { pg_sys::SPI_result };
+    if rc != 0 {
+        Error::Spi { what: what.into(), rc }.raise();
+    }
+}
+
+/// `SPI_getbinval`, checked: column `column` (1-based) of `tuple`, `None`
+/// for a NULL.
+///
+/// # Safety
+/// `tuple` is a valid tuple of `tupdesc`.  A by-reference value points into
+/// the tuple (or into memory of the current memory context, if it was
+/// toasted), and is valid as long as both are.
+pub unsafe fn getbinval(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    column: core::ffi::c_int,
+) -> Option<pg_sys::Datum> {
+    let mut is_null = false;
+    // SAFETY: as the function's contract says; SPI_getbinval checks the
+    // column number.
+    let value = unsafe { pg_sys::SPI_getbinval(tuple, tupdesc, column, &mut is_null) };
+    check_spi_result("SPI_getbinval");
+    (!is_null).then_some(value)
+}
+
+/// `SPI_getvalue`, checked: column `column` (1-based) of `tuple` as its
+/// type's output function writes it, `None` for a NULL.
+///
+/// # Safety
+/// `tuple` is a valid tuple of `tupdesc`; the text is palloc'd in the current
+/// memory context, which must outlive `'a`.
+pub unsafe fn getvalue<'a>(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    column: core::ffi::c_int,
+) -> Option<&'a core::ffi::CStr> {
+    // SAFETY: as the function's contract says; SPI_getvalue checks the
+    // column number.
+    let text = unsafe { pg_sys::SPI_getvalue(tuple, tupdesc, column) };
+    check_spi_result("SPI_getvalue");
+    // SAFETY: not NULL, a NUL-terminated string in the current memory context.
+    (!text.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(text) })
+}
+
+/// Column `column` (1-based) of row `row` (0-based) of the last SPI result,
+/// in binary form, `None` for a NULL; raises if there is no such row or
+/// column.  A by-reference value lives in SPI's memory, until `SPI_finish`.
+pub fn result_value(row: u64, column: core::ffi::c_int) -> Option<pg_sys::Datum> {
+    let (tuple, tupdesc) = result_row(row);
+    // SAFETY: a row of the result and the result's descriptor.
+    unsafe { getbinval(tuple, tupdesc, column) }
+}
+
+/// Column `column` of row `row` of the last SPI result as text, copied out
+/// of SPI's memory, `None` for a NULL; raises if there is no such row or column.
+pub fn result_text(row: u64, column: core::ffi::c_int) -> Option<String> {
+    let (tuple, tupdesc) = result_row(row);
+    // SAFETY: a row of the result and the result's descriptor; the text is
+    // copied before this function returns.
+    unsafe { getvalue(tuple, tupdesc, column) }.map(|text| text.to_string_lossy().into_owned())
 }
 
 /// `SPI_freeplan` of a plan kept with `SPI_keepplan`, checked.
@@ -193,7 +299,7 @@ pub fn free_plan(plan: pg_sys::SPIPlanPtr) {
     // is freed once and never executed afterwards; the result is checked.
     let rc = unsafe { pg_sys::SPI_freeplan(plan) };
     if rc != 0 {
-        pgrx::error!("pg_integrity: SPI_freeplan failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_freeplan".into(), rc }.raise();
     }
 }
 
@@ -210,6 +316,9 @@ pub fn spi_result(rc: core::ffi::c_int) -> String {
 /// The caller restores the settings with `AtEOXact_GUC`; an error in between
 /// restores them when the (sub)transaction aborts.
 pub unsafe fn set_locally(settings: &[(&core::ffi::CStr, &core::ffi::CStr)]) -> core::ffi::c_int {
+    // SAFETY: a new GUC nest level, which the caller closes (the contract);
+    // NUL-terminated names and values, which set_config_option copies, and
+    // validates (raising at elevel 0 for a session source).
     unsafe {
         let level = pg_sys::NewGUCNestLevel();
         for (name, value) in settings {

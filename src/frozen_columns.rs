@@ -43,19 +43,19 @@ enum Rule {
     WriteOnce,
 }
 
-unsafe fn refuse_immutable_change(firing: &Firing) -> Verdict {
-    unsafe { check(firing, Rule::Immutable) }
+fn refuse_immutable_change(firing: &Firing) -> Verdict {
+    check(firing, Rule::Immutable)
 }
 
-unsafe fn refuse_write_once_change(firing: &Firing) -> Verdict {
-    unsafe { check(firing, Rule::WriteOnce) }
+fn refuse_write_once_change(firing: &Firing) -> Verdict {
+    check(firing, Rule::WriteOnce)
 }
 
-unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
+fn check(firing: &Firing, rule: Rule) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
         firing.misuse();
     }
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     for &attnum in protected_columns(firing) {
         let refused = match rule {
             Rule::Immutable => !firing.same_value(old, new, attnum),
@@ -66,7 +66,7 @@ unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
         }
     }
     if firing.is_before() {
-        Verdict::Allow(pg_sys::Datum::from(new))
+        Verdict::Allow(new.datum())
     } else {
         // The recheck's WHEN clause saw a change that a binary comparison does
         // not, which its construction rules out: let the row through.
@@ -75,7 +75,7 @@ unsafe fn check(firing: &Firing, rule: Rule) -> Verdict {
 }
 
 /// The attribute numbers of the columns the trigger's arguments name.
-fn protected_columns(firing: &Firing) -> &[i16] {
+fn protected_columns<'f>(firing: &'f Firing) -> &'f [i16] {
     let plan = firing.statement_plan(|| {
         let attnums: Vec<i16> =
             firing.args().map(|c| firing.attnum(c).unwrap_or_else(|| firing.missing_column(c))).collect();
@@ -93,7 +93,7 @@ fn protected_columns(firing: &Firing) -> &[i16] {
 
 fn refusal(firing: &Firing, rule: Rule, attnum: i16) -> Refusal {
     let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     let table = firing.table_name();
     let key = firing.row_key(old);
     let qualified = firing.qualified_table_name();

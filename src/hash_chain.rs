@@ -35,8 +35,10 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
+use crate::error::{Error, Refusal, Registration};
+use crate::fmgr::{
+    execute_plan, free_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+};
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
 
@@ -88,12 +90,15 @@ thread_local! {
     static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, Statements)>> = RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the chain's
+/// statements raise their errors as they are (see `execute_plan`).
 unsafe fn chain_row(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
-    let plan = unsafe { chain_plan(firing) };
-    let row = firing.data.tg_trigtuple;
+    let plan = chain_plan(firing);
+    let row = firing.trigtuple();
 
     let mut values = [pg_sys::Datum::from(0); MAX_CHAIN_COLUMNS + 1];
     let nulls = [b' ' as c_char; MAX_CHAIN_COLUMNS + 1];
@@ -104,10 +109,21 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         }
         *slot = value;
     }
-    values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row, firing.tupdesc()) };
+    // SAFETY: the new row of a BEFORE INSERT row trigger, a tuple of the
+    // firing relation's descriptor, valid for the call; the datum is a
+    // palloc'd copy.
+    values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row.as_ptr(), firing.tupdesc()) };
     let nargs = plan.nchain + 1;
 
     // The chain's last row locked, and the link to it, as the table's owner.
+    // SAFETY: the user and the settings are put back before the block ends,
+    // and by the (sub)transaction's abort if a statement raises; the
+    // statements run inside the SPI connection made here, with the
+    // parameters their plans were prepared with (chain columns, then the
+    // row), and nothing on these frames needs dropping if they raise
+    // (execute_plan's contract: values and nulls are plain arrays).  The
+    // advisory lock function is called the way fmgr would call it, with two
+    // int4 arguments; the snapshot pushed is popped.
     let (seq, hash) = unsafe {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context: c_int = 0;
@@ -156,9 +172,12 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     let mut columns: [c_int; 2] = [plan.seq_att.into(), plan.hash_att.into()];
     let mut new_values = [pg_sys::Datum::from(seq), hash];
     let mut new_nulls = [false; 2];
+    // SAFETY: the firing's new row and its relation's descriptor, and two
+    // replacements (the sequence number and the palloc'd hash) for two
+    // attribute numbers the plan resolved in that descriptor.
     let chained = unsafe {
         pg_sys::heap_modify_tuple_by_cols(
-            row,
+            row.as_ptr(),
             firing.tupdesc(),
             2,
             columns.as_mut_ptr(),
@@ -181,6 +200,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
 /// # Safety
 /// As for `set_locally`.
 unsafe fn statement_settings() -> c_int {
+    // SAFETY: the caller closes the level (this function's contract).
     unsafe {
         set_locally(&[
             (c"search_path", c"pg_catalog, pg_temp"),
@@ -211,14 +231,12 @@ unsafe fn chain_bucket(plan: &ChainPlan, values: &[pg_sys::Datum]) -> u32 {
 /// # Safety
 /// Inside `SPI_connect`; `values` are the chain columns' values.
 unsafe fn lock_tail(plan: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[c_char]) -> Option<i64> {
+    // SAFETY: connected to SPI, with the plan's parameters (the contract).
     unsafe {
         if execute_plan(plan, values, nulls, false) == 0 {
             return None;
         }
-        let table = pg_sys::SPI_tuptable;
-        let mut is_null = false;
-        let seq = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-        Some(if is_null { 0 } else { seq.value() as i64 })
+        Some(result_value(0, 1).map_or(0, |seq| seq.value() as i64))
     }
 }
 
@@ -234,25 +252,23 @@ unsafe fn link(
     nulls: &[c_char],
     read_only: bool,
 ) -> (i64, pg_sys::Datum, Option<i64>) {
+    // SAFETY: connected to SPI, with the plan's parameters (the contract);
+    // the hash is copied out of SPI's memory while it is still there.
     unsafe {
         if execute_plan(plan, values, nulls, read_only) != 1 {
-            pgrx::error!("pg_integrity: the hash chain statement returned no row");
+            Error::UnexpectedResult { what: "the hash chain statement", result: "no row".into() }.raise();
         }
-        let table = pg_sys::SPI_tuptable;
-        let (mut seq_null, mut hash_null) = (false, false);
-        let seq = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut seq_null);
-        let hash = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut hash_null);
-        if seq_null || hash_null {
-            pgrx::error!("pg_integrity: the hash chain statement returned NULL");
-        }
-        let mut tail_null = false;
-        let tail = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 3, &mut tail_null);
+        let (Some(seq), Some(hash)) = (result_value(0, 1), result_value(0, 2)) else {
+            Error::UnexpectedResult { what: "the hash chain statement", result: "NULL".into() }.raise();
+        };
+        let tail = result_value(0, 3);
         // The hash lives in SPI's memory, which SPI_finish frees: copy it out.
-        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1), (!tail_null).then(|| tail.value() as i64))
+        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1), tail.map(|tail| tail.value() as i64))
     }
 }
 
-unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
+/// The chain's plan for this statement (and partition).
+fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
     firing.statement_plan(|| {
         let args: Vec<&CStr> = firing.args().collect();
         if args.len() < 2 || args.len() > 2 + MAX_CHAIN_COLUMNS {
@@ -267,13 +283,14 @@ unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
         if firing.attribute(hash_att).atttypid != pg_sys::BYTEAOID {
             firing.wrong_column_type(hash_att, "bytea");
         }
+        // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        let (lock_sql, link_sql, chained) = unsafe { statements(relid) }.unwrap_or_else(|| not_registered(firing));
+        let (lock_sql, link_sql, chained) = statements(relid).unwrap_or_else(|| not_registered(firing));
         let mut plan = ChainPlan {
             lock_tail: core::ptr::null_mut(),
             link: core::ptr::null_mut(),
             chained,
-            owner: unsafe { relation_owner(chained) },
+            owner: relation_owner(chained),
             seq_att,
             hash_att,
             nchain: args.len() - 2,
@@ -300,6 +317,7 @@ unsafe fn chain_plan(firing: &Firing) -> &ChainPlan {
             arg_types.push(attribute.atttypid);
         }
         plan.lock_tail = prepared(firing, 0, &lock_sql, &mut arg_types);
+        // SAFETY: the firing relation is open, and its rd_rel with it.
         arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
         plan.link = prepared(firing, 1, &link_sql, &mut arg_types);
         plan
@@ -311,36 +329,33 @@ type Statements = (String, String, pg_sys::Oid);
 /// The statements for a table, and the table its chain is registered on, from
 /// `integrity._chain_statements()` (cached); `None` when no chain is
 /// registered.
-unsafe fn statements(relid: pg_sys::Oid) -> Option<Statements> {
+fn statements(relid: pg_sys::Oid) -> Option<Statements> {
     let generation = invalidation::generation();
     let cached =
         STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _)| *g == generation).map(|(_, s)| s.clone()));
     if cached.is_some() {
         return cached;
     }
-    let read = unsafe { read_statements(relid) };
+    let read = read_statements(relid);
     if let Some(statements) = &read {
         STATEMENTS.with_borrow_mut(|all| all.insert(relid, (generation, statements.clone())));
     }
     read
 }
 
-unsafe fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
+fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
     let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the hash chain");
-    // SAFETY: the row is read before the next SPI call.
-    let result = unsafe {
-        let table = pg_sys::SPI_tuptable;
-        (rows == 1).then(|| {
-            let text = |n| {
-                CStr::from_ptr(pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n)).to_string_lossy().into_owned()
-            };
-            let mut is_null = false;
-            let chained = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 3, &mut is_null);
-            (text(1), text(2), pg_sys::Oid::from(chained.value() as u32))
-        })
-    };
+    let result = (rows == 1).then(|| {
+        let text = |column| {
+            result_text(0, column).unwrap_or_else(|| {
+                Error::UnexpectedResult { what: "looking up the hash chain", result: "NULL".into() }.raise()
+            })
+        };
+        let chained = result_value(0, 3).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32));
+        (text(1), text(2), chained)
+    });
     spi_finish();
     result
 }
@@ -350,7 +365,7 @@ fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&key).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
         return plan;
     }
-    let plan = prepare_kept(sql, arg_types);
+    let plan = prepare_kept(sql, arg_types, || format!("statement: {sql}"));
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(key, (sql.to_string(), plan)) {
             free_plan(stale);
@@ -360,16 +375,12 @@ fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]
 }
 
 fn not_registered(firing: &Firing) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        format!(
-            "trigger \"{}\" on table \"{}\" belongs to no registered hash chain",
-            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
-            firing.table_name()
-        ),
-        "Register the chain with integrity.enable_hash_chain()."
-    );
+    Error::NotRegistered {
+        trigger: firing.trigger_name_text(),
+        table: firing.table_name(),
+        guard: Registration::HashChain,
+    }
+    .raise()
 }
 
 fn null_chain_column(firing: &Firing, attnum: i16) -> Refusal {
@@ -379,7 +390,7 @@ fn null_chain_column(firing: &Firing, attnum: i16) -> Refusal {
         message: format!("chain column \"{column}\" of table \"{}\" cannot be NULL", firing.table_name()),
         detail: format!(
             "{} in table {}: the row belongs to no chain.",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name()
         ),
         hint: "Give every row a value in each chain column.".into(),
@@ -396,7 +407,7 @@ fn concurrent_insert(firing: &Firing) -> Refusal {
         ),
         detail: format!(
             "{} in table {}: this transaction's snapshot does not see the last row of the chain.",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name()
         ),
         hint: "Retry the transaction.".into(),

@@ -31,10 +31,10 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, spi_connect, spi_finish, spi_result};
+use crate::error::{Error, Refusal};
+use crate::fmgr::{execute_plan, free_plan, getvalue, prepare_kept, result_text, spi_connect, spi_finish};
 use crate::quantities::{is_nan, quantity_type, sign};
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, Firing, Row, Verdict};
 
 trigger_entry!(
     /// Arguments `(accounts, amount_column, entry_type_column, debit_value,
@@ -85,23 +85,35 @@ thread_local! {
     static PLANS: RefCell<HashMap<pg_sys::Oid, (PlanSource, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the account
+/// updates raise their errors as they are (see `execute_plan`).
 unsafe fn apply_entries(firing: &Firing) -> Verdict {
     if !firing.is_row() || firing.is_before() {
         firing.misuse();
     }
-    let plan = unsafe { entry_plan(firing) };
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
-    let outcome = match firing.event() {
-        pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, (old, Direction::Apply), None),
-        pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, (old, Direction::TakeBack), None),
-        // An edit within one account is checked on its net effect; a move to
-        // another account leaves the old one and joins the new one.
-        pg_sys::TRIGGER_EVENT_UPDATE if same_account(firing, plan, old, new) => {
-            apply(firing, plan, (new, Direction::Apply), Some((old, Direction::TakeBack)))
+    let plan = entry_plan(firing);
+    // The entry inserted or deleted, or the old one of an UPDATE.
+    let row = firing.trigtuple();
+    // SAFETY: nothing on this frame or the callers' (this function's
+    // contract) needs dropping if an update raises.
+    let outcome = unsafe {
+        match firing.event() {
+            pg_sys::TRIGGER_EVENT_INSERT => apply(firing, plan, (row, Direction::Apply), None),
+            pg_sys::TRIGGER_EVENT_DELETE => apply(firing, plan, (row, Direction::TakeBack), None),
+            pg_sys::TRIGGER_EVENT_UPDATE => {
+                let (old, new) = (row, firing.newtuple());
+                // An edit within one account is checked on its net effect; a move to
+                // another account leaves the old one and joins the new one.
+                if same_account(firing, plan, old, new) {
+                    apply(firing, plan, (new, Direction::Apply), Some((old, Direction::TakeBack)))
+                } else {
+                    apply(firing, plan, (old, Direction::TakeBack), None)
+                        .and_then(|()| apply(firing, plan, (new, Direction::Apply), None))
+                }
+            }
+            _ => firing.misuse(),
         }
-        pg_sys::TRIGGER_EVENT_UPDATE => apply(firing, plan, (old, Direction::TakeBack), None)
-            .and_then(|()| apply(firing, plan, (new, Direction::Apply), None)),
-        _ => firing.misuse(),
     };
     match outcome {
         Ok(()) => Verdict::Allow(pg_sys::Datum::from(0)),
@@ -109,7 +121,7 @@ unsafe fn apply_entries(firing: &Firing) -> Verdict {
     }
 }
 
-fn same_account(firing: &Firing, plan: &EntryPlan, old: pg_sys::HeapTuple, new: pg_sys::HeapTuple) -> bool {
+fn same_account(firing: &Firing, plan: &EntryPlan, old: Row, new: Row) -> bool {
     plan.key_atts[..plan.nkeys].iter().all(|&attnum| firing.same_value(old, new, attnum))
 }
 
@@ -137,6 +149,8 @@ fn args<'a>(firing: &'a Firing) -> Args<'a> {
 }
 
 fn quote(ident: &CStr) -> String {
+    // SAFETY: quote_identifier takes a NUL-terminated name and returns it or
+    // a palloc'd quoted copy, copied out at once.
     unsafe { CStr::from_ptr(pg_sys::quote_identifier(ident.as_ptr())) }.to_string_lossy().into_owned()
 }
 
@@ -178,7 +192,8 @@ fn explain_statement(args: &Args) -> String {
     )
 }
 
-unsafe fn entry_plan(firing: &Firing) -> &EntryPlan {
+/// The entry plan for this statement (and partition).
+fn entry_plan<'f>(firing: &'f Firing) -> &'f EntryPlan {
     firing.statement_plan(|| {
         let args = args(firing);
         let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
@@ -212,19 +227,7 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| *s == source).map(|(_, p)| *p)) {
         return plan;
     }
-    let text = CString::new(sql).expect("identifiers are quoted");
-    let plan = unsafe {
-        spi_connect();
-        let plan = pg_sys::SPI_prepare(text.as_ptr(), arg_types.len() as i32, arg_types.as_mut_ptr());
-        if plan.is_null() {
-            pgrx::error!("pg_integrity: could not prepare the ledger credit statement: {sql}");
-        }
-        if pg_sys::SPI_keepplan(plan) != 0 {
-            pgrx::error!("pg_integrity: SPI_keepplan failed");
-        }
-        spi_finish();
-        plan
-    };
+    let plan = prepare_kept(sql, arg_types, || format!("the ledger credit statement: {sql}"));
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(tgoid, (source, plan)) {
             free_plan(stale);
@@ -236,11 +239,15 @@ fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys
 /// Applies `entry` (and `netted`, an entry of the same account) to the account.
 /// The refusals read the trigger's arguments again; the path that lets an
 /// entry through allocates nothing but what PostgreSQL pallocs per tuple.
-fn apply(
+///
+/// # Safety
+/// Nothing that needs dropping may be pending in the callers' frames (the update's
+/// errors reach PostgreSQL as they are, see `execute_plan`).
+unsafe fn apply(
     firing: &Firing,
     plan: &EntryPlan,
-    entry: (pg_sys::HeapTuple, Direction),
-    netted: Option<(pg_sys::HeapTuple, Direction)>,
+    entry: (Row, Direction),
+    netted: Option<(Row, Direction)>,
 ) -> Result<(), Refusal> {
     let (direction, amount) = signed_amount(firing, plan, entry)?;
     let (netted_direction, netted_amount) = match netted {
@@ -270,12 +277,15 @@ fn apply(
     spi_connect();
     let mut attempts = 0;
     let account = loop {
+        // SAFETY: connected just above; the plan's parameters, in plain
+        // arrays; the callers hold nothing to drop (this function's contract).
         if unsafe { execute_plan(plan.plan, &mut values, &nulls, false) } == 1 {
             spi_finish();
             return Ok(());
         }
         // Refused: find out whether the account is missing or out of bounds,
         // on a fresh snapshot that sees this statement's earlier entries.
+        // SAFETY: still connected; the refused update's parameters.
         let account = unsafe { explain(firing, plan, &mut values, &nulls) };
         attempts += 1;
         if attempts == 2 || !matches!(account, Some(Account { within_bounds: true, .. })) {
@@ -312,6 +322,9 @@ unsafe fn explain(
     let args = args(firing);
     let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
     let explain = CString::new(explain_statement(&args)).expect("identifiers are quoted");
+    // SAFETY: connected to SPI (the contract); a NUL-terminated statement
+    // whose parameters are the update's, one type, value and null flag each;
+    // SPI_processed is read right after the call that set it.
     unsafe {
         let rc = pg_sys::SPI_execute_with_args(
             explain.as_ptr(),
@@ -323,18 +336,10 @@ unsafe fn explain(
             1,
         );
         if rc != pg_sys::SPI_OK_SELECT as i32 {
-            pgrx::error!("pg_integrity: looking up the account failed: {}", spi_result(rc));
+            Error::Spi { what: "looking up the account".into(), rc }.raise();
         }
         (pg_sys::SPI_processed == 1).then(|| {
-            let table = pg_sys::SPI_tuptable;
-            let text = |n| {
-                let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, n);
-                if value.is_null() {
-                    "NULL".to_string()
-                } else {
-                    CStr::from_ptr(value).to_string_lossy().into_owned()
-                }
-            };
+            let text = |column| result_text(0, column).unwrap_or_else(|| "NULL".to_string());
             Account { used: text(1), limit: text(2), below_zero: text(3) == "t", within_bounds: text(4) == "t" }
         })
     }
@@ -345,7 +350,7 @@ unsafe fn explain(
 fn signed_amount(
     firing: &Firing,
     plan: &EntryPlan,
-    (entry, direction): (pg_sys::HeapTuple, Direction),
+    (entry, direction): (Row, Direction),
 ) -> Result<(i32, pg_sys::Datum), Refusal> {
     let (amount, amount_null) = firing.value(entry, plan.amount_att);
     if amount_null || is_nan(plan.amount_type, amount) || sign(plan.amount_type, amount) != Ordering::Greater {
@@ -373,17 +378,17 @@ fn signed_amount(
     Ok((if debit == (direction == Direction::Apply) { 1 } else { -1 }, amount))
 }
 
-/// The entry type as its output function writes it (palloc'd, per tuple).
-fn entry_type_text<'a>(firing: &Firing, entry: pg_sys::HeapTuple, attnum: i16) -> &'a CStr {
-    let text = unsafe { pg_sys::SPI_getvalue(entry, firing.tupdesc(), attnum.into()) };
-    if text.is_null() {
-        c""
-    } else {
-        unsafe { CStr::from_ptr(text) }
-    }
+/// The entry type as its output function writes it, palloc'd in the
+/// trigger call's per-tuple memory context: outside SPI, which would put it in
+/// SPI's memory, freed at `SPI_finish`.
+fn entry_type_text<'f>(firing: &Firing<'f>, entry: Row, attnum: i16) -> &'f CStr {
+    // SAFETY: `entry` is a row of the firing relation, whose descriptor this
+    // is; called outside SPI, so the text lives in the per-tuple memory
+    // context the trigger manager runs the call in, until the call is over.
+    unsafe { getvalue(entry.as_ptr(), firing.tupdesc(), attnum.into()) }.unwrap_or(c"")
 }
 
-fn account_key(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> String {
+fn account_key(firing: &Firing, entry: Row, args: &Args) -> String {
     let names: Vec<String> = args.keys.iter().map(|k| k.to_string_lossy().into_owned()).collect();
     let values: Vec<String> = args
         .keys
@@ -393,7 +398,7 @@ fn account_key(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> String
     format!("({})=({})", names.join(", "), values.join(", "))
 }
 
-fn entry_refusal(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args, what: &str, why: String) -> Refusal {
+fn entry_refusal(firing: &Firing, entry: Row, args: &Args, what: &str, why: String) -> Refusal {
     Refusal {
         code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
         message: format!("{what} in credit ledger \"{}\"", firing.table_name()),
@@ -409,7 +414,7 @@ fn entry_refusal(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args, what: &
     }
 }
 
-fn no_account(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
+fn no_account(firing: &Firing, entry: Row, args: &Args) -> Refusal {
     Refusal {
         code: PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
         message: format!("no credit account for entry of ledger \"{}\"", firing.table_name()),
@@ -425,7 +430,7 @@ fn no_account(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal
     }
 }
 
-fn skipped(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
+fn skipped(firing: &Firing, entry: Row, args: &Args) -> Refusal {
     let accounts = args.accounts.to_string_lossy();
     Refusal {
         code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
@@ -444,14 +449,7 @@ fn skipped(firing: &Firing, entry: pg_sys::HeapTuple, args: &Args) -> Refusal {
     }
 }
 
-fn over_limit(
-    firing: &Firing,
-    entry: pg_sys::HeapTuple,
-    args: &Args,
-    below_zero: bool,
-    used: String,
-    limit: String,
-) -> Refusal {
+fn over_limit(firing: &Firing, entry: Row, args: &Args, below_zero: bool, used: String, limit: String) -> Refusal {
     let used_column = args.used.to_string_lossy();
     let (message, hint) = if below_zero {
         (

@@ -2,6 +2,11 @@
 //!
 //! The SQL API (registration, registry, event triggers) is hand-written in
 //! `sql/`; this crate provides the compiled trigger functions it installs.
+//!
+//! Every `unsafe` block says, in a `// SAFETY:` comment, which invariant
+//! makes it sound, and an `unsafe fn` states its contract under `# Safety`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod ddl_commands;
 mod error;

@@ -16,7 +16,7 @@
 //! every UPDATE, DELETE and TRUNCATE of it, except the deletes that
 //! `integrity.purge_lifecycle_events()` runs through `_execute_sanctioned`.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -24,10 +24,10 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
+use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, keep_plan, select, set_locally, spi_connect, spi_finish, spi_result,
-    Verdict,
+    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, select, set_locally, spi_connect,
+    spi_finish, Verdict,
 };
 use crate::invalidation;
 use crate::sanctioned;
@@ -70,6 +70,9 @@ thread_local! {
     static STATEMENTS: RefCell<HashMap<(pg_sys::Oid, u32), (u64, Statement)>> = RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the statement
+/// raises its errors as they are (see `execute_plan`).
 unsafe fn record_events(firing: &Firing) -> Verdict {
     let data = firing.data;
     let (operation, rows) = match firing.event() {
@@ -91,11 +94,12 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     // SAFETY: reads the backend's current user and security context.
     unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
     spi_connect();
-    // SAFETY: the TriggerData of this firing; SPI finds the transition tables
+    // SAFETY: the TriggerData of this firing, which SPI only reads (the
+    // mutable pointer is the C signature's); SPI finds the transition tables
     // by the names the trigger gives them (old_rows, new_rows).
     let rc = unsafe { pg_sys::SPI_register_trigger_data((data as *const pg_sys::TriggerData).cast_mut()) };
     if rc != pg_sys::SPI_OK_TD_REGISTER as c_int {
-        pgrx::error!("pg_integrity: SPI_register_trigger_data failed: {}", spi_result(rc));
+        Error::Spi { what: "SPI_register_trigger_data".into(), rc }.raise();
     }
     // The statement is parsed and run with only pg_catalog on the search
     // path: the operators of IS DISTINCT FROM are looked up by name, and a
@@ -107,14 +111,16 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     let (plan, owner) = {
         // SAFETY: the trigger's relation is open for the whole firing.
         let relid = unsafe { (*firing.relation()).rd_id };
-        // SAFETY: SPI is connected, as statement() requires.
-        let (sql, owner) =
-            unsafe { statement(relid, firing.event(), operation) }.unwrap_or_else(|| not_registered(firing));
+        // SPI is connected, as statement() requires.
+        let (sql, owner) = statement(relid, firing.event(), operation).unwrap_or_else(|| not_registered(firing));
         (prepared(firing.trigger().tgoid, &sql), owner)
     };
     // SAFETY: the events are written as the events table's owner, as
     // PostgreSQL runs foreign-key checks as the referenced table's owner; an
-    // error restores the user when the (sub)transaction aborts.
+    // error restores the user and the settings when the (sub)transaction
+    // aborts.  The plan takes one oid (the user who wrote the rows); the
+    // arrays are plain data and the callers hold nothing that needs dropping
+    // (this function's contract) if the statement raises.
     unsafe {
         pg_sys::SetUserIdAndSecContext(
             owner,
@@ -131,23 +137,22 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
 
 /// The statement for `relid` and `operation` (cached), `None` when no
 /// lifecycle tracking covers the table.
-unsafe fn statement(relid: pg_sys::Oid, event: u32, operation: &str) -> Option<Statement> {
+fn statement(relid: pg_sys::Oid, event: u32, operation: &str) -> Option<Statement> {
     let generation = invalidation::generation();
     let key = (relid, event);
     let cached = STATEMENTS.with_borrow(|all| all.get(&key).filter(|(g, _)| *g == generation).map(|(_, s)| s.clone()));
     if cached.is_some() {
         return cached;
     }
-    // SAFETY: the caller is connected to SPI.
-    let read = unsafe { read_statement(relid, operation) };
+    let read = read_statement(relid, operation);
     if let Some(statement) = &read {
         STATEMENTS.with_borrow_mut(|all| all.insert(key, (generation, statement.clone())));
     }
     read
 }
 
-/// Inside `SPI_connect`.
-unsafe fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statement> {
+/// Inside `SPI_connect` (else the query fails, and raises).
+fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statement> {
     let query = CString::new(format!(
         "SELECT integrity._lifecycle_statement($1, '{operation}'), c.relowner FROM pg_catalog.pg_class c \
          WHERE c.oid = 'integrity.lifecycle_events'::pg_catalog.regclass"
@@ -155,18 +160,11 @@ unsafe fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statemen
     .expect("no NUL");
     let rows =
         select(&query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the lifecycle statement");
-    // SAFETY: the result is copied out before the next SPI call.
-    unsafe {
-        if rows != 1 {
-            pgrx::error!("pg_integrity: table integrity.lifecycle_events is missing");
-        }
-        let table = pg_sys::SPI_tuptable;
-        let sql = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-        let mut is_null = false;
-        let owner = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 2, &mut is_null);
-        (!sql.is_null())
-            .then(|| (CStr::from_ptr(sql).to_string_lossy().into_owned(), pg_sys::Oid::from(owner.value() as u32)))
+    if rows != 1 {
+        Error::EventsTableMissing.raise();
     }
+    let owner = result_value(0, 2).map_or(pg_sys::InvalidOid, |owner| pg_sys::Oid::from(owner.value() as u32));
+    result_text(0, 1).map(|sql| (sql, owner))
 }
 
 /// The kept plan of `sql` for trigger `tgoid`.  Inside `SPI_connect`, with
@@ -175,7 +173,7 @@ fn prepared(tgoid: pg_sys::Oid, sql: &str) -> pg_sys::SPIPlanPtr {
     if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
         return plan;
     }
-    let plan = keep_plan(sql, &mut [pg_sys::OIDOID]);
+    let plan = keep_plan(sql, &mut [pg_sys::OIDOID], || format!("statement: {sql}"));
     PLANS.with_borrow_mut(|plans| {
         if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
             free_plan(stale);
@@ -185,31 +183,27 @@ fn prepared(tgoid: pg_sys::Oid, sql: &str) -> pg_sys::SPIPlanPtr {
 }
 
 fn not_registered(firing: &Firing) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        format!(
-            "trigger \"{}\" on table \"{}\" belongs to no registered lifecycle tracking",
-            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
-            firing.table_name()
-        ),
-        "Register it with integrity.track_lifecycle(), or remove the trigger with integrity.unprotect(…, 'lifecycle')."
-    );
+    Error::NotRegistered {
+        trigger: firing.trigger_name_text(),
+        table: firing.table_name(),
+        guard: Registration::Lifecycle,
+    }
+    .raise()
 }
 
-unsafe fn refuse_event_change(firing: &Firing) -> Verdict {
+fn refuse_event_change(firing: &Firing) -> Verdict {
     if !firing.is_before() {
         firing.misuse();
     }
     // SAFETY: the trigger's relation is open for the whole firing.
     let relid = unsafe { (*firing.relation()).rd_id };
     let (verb, what) = match firing.event() {
-        pg_sys::TRIGGER_EVENT_UPDATE if firing.is_row() => ("update", firing.row_key(firing.data.tg_trigtuple)),
+        pg_sys::TRIGGER_EVENT_UPDATE if firing.is_row() => ("update", firing.row_key(firing.trigtuple())),
         pg_sys::TRIGGER_EVENT_DELETE if firing.is_row() => {
             if sanctioned::allows(relid) {
-                return Verdict::Allow(pg_sys::Datum::from(firing.data.tg_trigtuple));
+                return Verdict::Allow(firing.trigtuple().datum());
             }
-            ("delete", firing.row_key(firing.data.tg_trigtuple))
+            ("delete", firing.row_key(firing.trigtuple()))
         }
         pg_sys::TRIGGER_EVENT_TRUNCATE if !firing.is_row() => ("truncate", "Every event".to_string()),
         _ => firing.misuse(),
@@ -226,6 +220,8 @@ unsafe fn refuse_event_change(firing: &Firing) -> Verdict {
     })
 }
 
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`).
 unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // SAFETY: the function is STRICT with two arguments.
     let args = unsafe { (*fcinfo).args.as_slice(2) };
@@ -237,12 +233,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     if unsafe { pg_sys::pg_class_aclcheck(relid, caller, pg_sys::ACL_SELECT as pg_sys::AclMode) }
         != pg_sys::AclResult::ACLCHECK_OK
     {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied for table {}", qualified_name(relid)),
-            "The history of a row is shown to roles that may read its table."
-        );
+        Error::ReadDenied { table: qualified_name(relid) }.raise();
     }
     let name = CString::new(qualified_name(relid)).expect("no NUL");
     // SAFETY: the events are read as their table's owner (nobody else may
@@ -254,7 +245,7 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             pg_sys::get_namespace_oid(c"integrity".as_ptr(), false),
         );
         if events_table == pg_sys::InvalidOid {
-            pgrx::error!("pg_integrity: table integrity.lifecycle_events is missing");
+            Error::EventsTableMissing.raise();
         }
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context: c_int = 0;
@@ -271,12 +262,9 @@ unsafe fn events_of(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             select(query, &[(pg_sys::TEXTOID, name), (pg_sys::JSONBOID, row_key)], 1, "reading lifecycle events");
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         if rows != 1 {
-            pgrx::error!("pg_integrity: reading lifecycle events returned {rows} rows");
+            Error::UnexpectedResult { what: "reading lifecycle events", result: format!("{rows} rows") }.raise();
         }
-        let table = pg_sys::SPI_tuptable;
-        let mut is_null = false;
-        let events = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-        let events = (!is_null).then(|| pg_sys::SPI_datumTransfer(events, false, -1));
+        let events = result_value(0, 1).map(|events| pg_sys::SPI_datumTransfer(events, false, -1));
         spi_finish();
         events
     };

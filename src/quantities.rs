@@ -21,7 +21,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, Firing, Row, Verdict};
 
 trigger_entry!(
     /// Arguments `(stock_column, reserved_column)`.
@@ -43,12 +43,12 @@ enum Quantity {
     Credit,
 }
 
-unsafe fn refuse_stock(firing: &Firing) -> Verdict {
-    unsafe { check(firing, Quantity::Stock) }
+fn refuse_stock(firing: &Firing) -> Verdict {
+    check(firing, Quantity::Stock)
 }
 
-unsafe fn refuse_credit(firing: &Firing) -> Verdict {
-    unsafe { check(firing, Quantity::Credit) }
+fn refuse_credit(firing: &Firing) -> Verdict {
+    check(firing, Quantity::Credit)
 }
 
 /// The type of quantity column `attnum`: smallint, integer, bigint or numeric.
@@ -95,7 +95,15 @@ fn numeric_zero() -> pg_sys::Datum {
 }
 
 /// Compares two datums of type `typid` with its default btree ordering.
+///
+/// Like `is_nan` and `sign`, this trusts its caller to pass datums of
+/// `typid`, one of the types `quantity_type` admits: every caller passes the
+/// values of quantity columns of that type (or `numeric_zero`), and the unit
+/// tests datums they made of it.
 pub fn compare(typid: pg_sys::Oid, a: pg_sys::Datum, b: pg_sys::Datum) -> Ordering {
+    // SAFETY: the type cache entry of an integer or numeric type, which has
+    // a btree comparison function (looked up, and kept in the cache for the
+    // backend's life); `a` and `b` are datums of that type (see above).
     unsafe {
         let entry = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_CMP_PROC_FINFO as i32);
         let result = pg_sys::FunctionCall2Coll(&mut (*entry).cmp_proc_finfo, pg_sys::InvalidOid, a, b);
@@ -110,7 +118,7 @@ struct QuantityPlan {
     typid: pg_sys::Oid,
 }
 
-fn quantity_plan(firing: &Firing) -> &QuantityPlan {
+fn quantity_plan<'f>(firing: &'f Firing) -> &'f QuantityPlan {
     firing.statement_plan(|| {
         let mut args = firing.args();
         let (Some(total_name), Some(part_name)) = (args.next(), args.next()) else { firing.misuse() };
@@ -118,6 +126,7 @@ fn quantity_plan(firing: &Firing) -> &QuantityPlan {
         let part_att = firing.attnum(part_name).unwrap_or_else(|| firing.missing_column(part_name));
         let typid = quantity_type(firing, total_att);
         if quantity_type(firing, part_att) != typid {
+            // SAFETY: format_type_be returns a palloc'd NUL-terminated name.
             let total_type = unsafe { CStr::from_ptr(pg_sys::format_type_be(typid)) }.to_string_lossy();
             firing.wrong_column_type(part_att, &format!("{total_type} like {}", total_name.to_string_lossy()));
         }
@@ -125,12 +134,12 @@ fn quantity_plan(firing: &Firing) -> &QuantityPlan {
     })
 }
 
-unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
+fn check(firing: &Firing, quantity: Quantity) -> Verdict {
     let event = firing.event();
     if !firing.is_row() || (event != pg_sys::TRIGGER_EVENT_INSERT && event != pg_sys::TRIGGER_EVENT_UPDATE) {
         firing.misuse();
     }
-    let row = if event == pg_sys::TRIGGER_EVENT_UPDATE { firing.data.tg_newtuple } else { firing.data.tg_trigtuple };
+    let row = if event == pg_sys::TRIGGER_EVENT_UPDATE { firing.newtuple() } else { firing.trigtuple() };
     let &QuantityPlan { total_att, part_att, typid } = quantity_plan(firing);
     let (total, total_null) = firing.value(row, total_att);
     let (part, part_null) = firing.value(row, part_att);
@@ -152,7 +161,7 @@ unsafe fn check(firing: &Firing, quantity: Quantity) -> Verdict {
         Some((at_fault, rule)) => {
             firing.refuse(refusal(firing, quantity, rule, row, Columns { total: total_att, part: part_att, at_fault }))
         }
-        None if firing.is_before() => Verdict::Allow(pg_sys::Datum::from(row)),
+        None if firing.is_before() => Verdict::Allow(row.datum()),
         None => Verdict::Allow(pg_sys::Datum::from(0)),
     }
 }
@@ -173,7 +182,7 @@ struct Columns {
     at_fault: i16,
 }
 
-fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: pg_sys::HeapTuple, columns: Columns) -> Refusal {
+fn refusal(firing: &Firing, quantity: Quantity, rule: Rule, row: Row, columns: Columns) -> Refusal {
     let name = |attnum: i16| pgrx::name_data_to_str(&firing.attribute(attnum).attname);
     let (total, part) = (name(columns.total), name(columns.part));
     let table = firing.table_name();

@@ -118,6 +118,8 @@ pub fn init_preloaded() {
 /// Only while shared memory is being requested (the request hook, or
 /// `_PG_init` of a preloaded library on PostgreSQL 14).
 unsafe fn request_shmem() {
+    // SAFETY: called only while shared memory may be requested (the
+    // contract); the tranche name is a static string, as PostgreSQL keeps it.
     unsafe {
         pg_sys::RequestAddinShmemSpace(shared_size(CAPACITY));
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
@@ -184,14 +186,25 @@ fn shared() -> Option<*mut Shared> {
     (!shared.is_null()).then_some(shared)
 }
 
-/// The entries, as a slice.
-///
-/// # Safety
-/// The caller holds the lock (shared to read, exclusive to write).
-unsafe fn entries(shared: *mut Shared) -> &'static mut [Entry] {
+/// The first entry, right after the header.
+fn first_entry(shared: *mut Shared) -> *mut Entry {
+    shared.cast::<u8>().wrapping_add(size_of::<Shared>()).cast::<Entry>()
+}
+
+/// Runs `f` on the entries and the header under the lock, shared: the
+/// references it gets cannot outlive the lock.  `f` must not raise.
+fn with_shared<R>(f: impl FnOnce(&[Entry], &Shared) -> R) -> Option<R> {
+    let shared = shared()?;
+    // SAFETY: the shared lock keeps every writer out until it is released,
+    // and `f`'s references end before that; the header and the `capacity`
+    // entries after it were laid out by shmem_startup, and do not overlap.
+    // LWLocks are released at abort, and `f` does not raise.
     unsafe {
-        let first = shared.cast::<u8>().add(size_of::<Shared>()).cast::<Entry>();
-        core::slice::from_raw_parts_mut(first, (*shared).capacity as usize)
+        pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_SHARED);
+        let entries = core::slice::from_raw_parts(first_entry(shared), (*shared).capacity as usize);
+        let r = f(entries, &*shared);
+        pg_sys::LWLockRelease((*shared).lock);
+        Some(r)
     }
 }
 
@@ -272,22 +285,20 @@ fn find_or_claim<'a>(entries: &'a mut [Entry], in_use: &mut u32, key: (u32, u32,
 /// # Safety
 /// `v`'s relation and strings are valid (as `error::raise` requires).
 pub unsafe fn count(v: &Violation) {
-    // SAFETY: see `shared`.
-    let shared = unsafe { SHARED };
-    if shared.is_null() {
+    if shared().is_none() {
         return;
     }
+    // "schema.table" on the stack: no heap allocation per refusal.
+    let mut table = [0u8; TABLE_LEN];
     // SAFETY: the relation and the trigger name come from the firing
-    // trigger's TriggerData and are valid until the error is raised; the
-    // lookups return palloc'd strings (or NULL) in the current context, which
-    // the error's cleanup frees.
-    unsafe {
+    // trigger's TriggerData and are valid until the error is raised (the
+    // function's contract); the lookups return palloc'd strings (or NULL) in
+    // the current context, which the error's cleanup frees.
+    let (key, table, role, detail, now) = unsafe {
         let rel = v.relation;
         let relid = (*rel).rd_id.to_u32();
         let relname = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr()).to_bytes();
         let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
-        // "schema.table" on the stack: no heap allocation per refusal.
-        let mut table = [0u8; TABLE_LEN];
         let mut len = 0;
         let nsp: &[u8] = if nsp.is_null() { b"" } else { CStr::from_ptr(nsp).to_bytes() };
         let dot: &[u8] = if nsp.is_empty() { b"" } else { b"." };
@@ -302,15 +313,16 @@ pub unsafe fn count(v: &Violation) {
         let guard = guard_of(CStr::from_ptr(v.constraint).to_bytes());
         let detail = CStr::from_ptr(v.detail).to_bytes();
         let now = pg_sys::GetCurrentTimestamp();
-        let key = (pg_sys::MyDatabaseId.to_u32(), relid, v.sqlstate, guard);
+        ((pg_sys::MyDatabaseId.to_u32(), relid, v.sqlstate, guard), table, role, detail, now)
+    };
 
-        pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let latch = (*shared).notifier_latch;
-        let wake = !latch.is_null() && (*shared).wakeup_pending == 0;
+    let wake = with_exclusive(|entries, header| {
+        let latch = header.notifier_latch;
+        let wake = !latch.is_null() && header.wakeup_pending == 0;
         if wake {
-            (*shared).wakeup_pending = 1;
+            header.wakeup_pending = 1;
         }
-        match find_or_claim(entries(shared), &mut (*shared).in_use, key) {
+        match find_or_claim(entries, &mut header.in_use, key) {
             Some(e) => {
                 if e.refusals == 0 {
                     e.first_at = now;
@@ -321,42 +333,36 @@ pub unsafe fn count(v: &Violation) {
                 copy_str(&mut e.role, role);
                 copy_str(&mut e.detail, detail);
             }
-            None => (*shared).dropped += 1,
+            None => header.dropped += 1,
         }
-        pg_sys::LWLockRelease((*shared).lock);
-        if wake {
-            // A process latch lives in shared memory for the server's life:
-            // setting it is safe whoever owns it now.
-            pg_sys::SetLatch(latch);
-        }
+        wake.then_some(latch)
+    });
+    if let Some(latch) = wake.flatten() {
+        // SAFETY: a process latch lives in shared memory for the server's
+        // life: setting it is safe whoever owns it now, after the lock is
+        // released.
+        unsafe { pg_sys::SetLatch(latch) };
     }
 }
 
 /// Copies the entries out under a shared lock.
 pub fn snapshot() -> (Vec<Entry>, i64) {
-    let Some(shared) = shared() else {
-        return (Vec::new(), 0);
-    };
-    // SAFETY: read under the shared lock; LWLocks are released at abort, and
-    // nothing here can raise between acquire and release.
-    unsafe {
-        pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_SHARED);
-        let list: Vec<Entry> = entries(shared).iter().filter(|e| e.used != 0).copied().collect();
-        let dropped = (*shared).dropped;
-        pg_sys::LWLockRelease((*shared).lock);
-        (list, dropped)
-    }
+    with_shared(|entries, header| (entries.iter().filter(|e| e.used != 0).copied().collect(), header.dropped))
+        .unwrap_or_default()
 }
 
-/// Runs `f` on the entries and the header under the exclusive lock.  `f`
-/// must not raise.
+/// Runs `f` on the entries and the header under the exclusive lock: the
+/// references it gets cannot outlive the lock.  `f` must not raise.
 pub fn with_exclusive<R>(f: impl FnOnce(&mut [Entry], &mut Shared) -> R) -> Option<R> {
     let shared = shared()?;
     // SAFETY: the exclusive lock makes this process the only one touching the
-    // table until it is released; `f` does not raise (it only copies bytes).
+    // table until it is released, and `f`'s references end before that; the
+    // header and the `capacity` entries after it do not overlap.  LWLocks
+    // are released at abort, and `f` does not raise (it only copies bytes).
     unsafe {
         pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let r = f(entries(shared), &mut *shared);
+        let entries = core::slice::from_raw_parts_mut(first_entry(shared), (*shared).capacity as usize);
+        let r = f(entries, &mut *shared);
         pg_sys::LWLockRelease((*shared).lock);
         Some(r)
     }

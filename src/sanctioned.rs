@@ -17,7 +17,8 @@ use core::ffi::c_void;
 use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
+
+use crate::error::Error;
 
 use crate::fmgr::{execute, guarded_function, select_oids, spi_connect, spi_finish, Verdict};
 use crate::trigger::{qualified_name, relation_owner};
@@ -111,25 +112,31 @@ guarded_function!(
     execute_total_writes
 );
 
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`), whose callers'
+/// frames hold nothing that needs dropping: the statement raises its errors
+/// as they are (see `execute`).
 unsafe fn execute_sanctioned(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
-    // SAFETY: the function is STRICT (regclass, text).
+    // SAFETY: the running call's fcinfo (the contract), of a function
+    // declared STRICT (regclass, text).
     let relid = unsafe { pg_sys::Oid::from((*fcinfo).args.as_slice(2)[0].value.value() as u32) };
-    // SAFETY: the regclass names an existing table.
-    unsafe { require_owner(relid, "delete its rows for good") };
+    require_owner(relid, "delete its rows for good");
     spi_connect();
-    // SAFETY: inside SPI_connect.
+    // SAFETY: connected just above.
     let relations = unsafe { sanctioned_relations(relid) };
-    // SAFETY: as for the call.
+    // SAFETY: as for this function (its contract), connected to SPI.
     unsafe { execute_as(fcinfo, Sanction::Deletes(relations)) }
 }
 
+/// # Safety
+/// As for `execute_sanctioned`.
 unsafe fn execute_total_writes(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
-    // SAFETY: the function is STRICT (regclass, text).
+    // SAFETY: the running call's fcinfo (the contract), of a function
+    // declared STRICT (regclass, text).
     let relid = unsafe { pg_sys::Oid::from((*fcinfo).args.as_slice(2)[0].value.value() as u32) };
-    // SAFETY: the regclass names an existing table.
-    unsafe { require_owner(relid, "correct its maintained totals") };
+    require_owner(relid, "correct its maintained totals");
     spi_connect();
-    // SAFETY: as for the call.
+    // SAFETY: as for this function (its contract), connected to SPI.
     unsafe { execute_as(fcinfo, Sanction::TotalWrites) }
 }
 
@@ -137,7 +144,8 @@ unsafe fn execute_total_writes(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
 /// the caller's `SPI_connect`, and finishes SPI.
 ///
 /// # Safety
-/// `fcinfo` is the call of a STRICT `(regclass, text)` function.
+/// `fcinfo` is the running call of a STRICT `(regclass, text)` function,
+/// whose callers' frames hold nothing that needs dropping (see `execute`).
 unsafe fn execute_as(fcinfo: pg_sys::FunctionCallInfo, sanction: Sanction) -> Verdict {
     // SAFETY: the text is not NULL (STRICT); the copy is palloc'd, and nothing
     // on this frame needs dropping when the statement fails (the list entry is
@@ -169,16 +177,11 @@ unsafe fn sanctioned_relations(relid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 /// Only the table's owner (or a member of the owning role) may delete its
 /// guarded rows for real or write its totals, as only the owner may lift the
 /// guard.
-unsafe fn require_owner(relid: pg_sys::Oid, action: &str) {
-    // SAFETY: the caller's SQL function holds the regclass of an existing table.
-    let owner = unsafe { relation_owner(relid) };
-    // SAFETY: plain catalog lookups.
+fn require_owner(relid: pg_sys::Oid, action: &'static str) {
+    let owner = relation_owner(relid);
+    // SAFETY: reads the backend's current user, and looks up role
+    // memberships in the catalogs.
     if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), owner) } {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("must be owner of table {}", qualified_name(relid)),
-            format!("Only the owner of {} (or a member of its owning role) can {action}.", qualified_name(relid))
-        );
+        Error::NotOwner { table: qualified_name(relid), action }.raise();
     }
 }

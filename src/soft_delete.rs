@@ -16,14 +16,17 @@
 //! was deleted for good (keeping the child would leave it without its
 //! parent); the statement reports the latter.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
 
-use crate::fmgr::{execute_plan, free_plan, prepare_kept, select, set_locally, spi_connect, spi_finish};
+use crate::error::{Error, Registration};
+
+use crate::fmgr::{
+    execute_plan, free_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+};
 use crate::invalidation;
 use crate::sanctioned;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
@@ -50,13 +53,16 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the statement
+/// raises its errors as they are (see `execute_plan`).
 unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_DELETE || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
-    let row = firing.data.tg_trigtuple;
+    let row = firing.trigtuple();
     let keep_row = Verdict::Allow(pg_sys::Datum::from(0));
-    let delete_row = Verdict::Allow(pg_sys::Datum::from(row));
+    let delete_row = Verdict::Allow(row.datum());
     // SAFETY: the trigger's relation is open for the whole firing.
     if sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
         return delete_row;
@@ -66,9 +72,10 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     // caller created would otherwise run with the owner's rights).
     // SAFETY: restored below, or by the abort of an error in between.
     let nest_level = unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) };
-    let plan = unsafe { soft_delete_plan(firing) };
+    let plan = soft_delete_plan(firing);
     if !firing.value(row, plan.deleted_att).1 {
         // Already deleted: the DELETE changes nothing.
+        // SAFETY: closes the level set_locally opened above.
         unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
         return keep_row;
     }
@@ -84,12 +91,9 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
         spi_connect();
-        let mut values = [pg_sys::Datum::from(&raw mut (*row).t_self)];
-        let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1 && {
-            let table = pg_sys::SPI_tuptable;
-            let mut is_null = false;
-            pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null).value() != 0
-        };
+        let mut values = [pg_sys::Datum::from(&raw mut (*row.as_ptr()).t_self)];
+        let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1
+            && result_value(0, 1).is_some_and(|orphaned| orphaned.value() != 0);
         spi_finish();
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         pg_sys::AtEOXact_GUC(true, nest_level);
@@ -102,31 +106,29 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     }
 }
 
-unsafe fn soft_delete_plan(firing: &Firing) -> &SoftDeletePlan {
+/// The soft delete's plan for this statement (and partition).
+fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
     firing.statement_plan(|| {
         let Some(deleted_column) = firing.args().next() else { firing.misuse() };
         let deleted_att = firing.attnum(deleted_column).unwrap_or_else(|| firing.missing_column(deleted_column));
+        // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        SoftDeletePlan {
-            statement: unsafe { statement(firing, relid) },
-            owner: unsafe { relation_owner(relid) },
-            deleted_att,
-        }
+        SoftDeletePlan { statement: statement(firing, relid), owner: relation_owner(relid), deleted_att }
     })
 }
 
 /// The relation's prepared statement: its SQL is read again after any
 /// relcache invalidation (a foreign key or a soft-delete child added), and
 /// prepared again when it changed.
-unsafe fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
+fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
     let generation = invalidation::generation();
     let cached = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _, _)| *g == generation).map(|e| e.2));
     if let Some(plan) = cached {
         return plan;
     }
-    let sql = unsafe { read_statement(relid) }.unwrap_or_else(|| not_registered(firing));
+    let sql = read_statement(relid).unwrap_or_else(|| not_registered(firing));
     let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
-    let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID]));
+    let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}")));
     STATEMENTS.with_borrow_mut(|all| {
         if let Some((_, _, stale)) = all.insert(relid, (generation, sql, plan)) {
             if stale != plan {
@@ -137,32 +139,23 @@ unsafe fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
     plan
 }
 
-unsafe fn read_statement(relid: pg_sys::Oid) -> Option<String> {
+fn read_statement(relid: pg_sys::Oid) -> Option<String> {
     spi_connect();
     let query = c"SELECT integrity._soft_delete_statement($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the soft delete");
-    // SAFETY: the value is copied out before SPI_finish frees it.
-    let sql = unsafe {
-        if rows != 1 {
-            pgrx::error!("pg_integrity: looking up the soft delete returned {rows} rows");
-        }
-        let table = pg_sys::SPI_tuptable;
-        let text = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-        (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
-    };
+    if rows != 1 {
+        Error::UnexpectedResult { what: "looking up the soft delete", result: format!("{rows} rows") }.raise();
+    }
+    let sql = result_text(0, 1);
     spi_finish();
     sql
 }
 
 fn not_registered(firing: &Firing) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        format!(
-            "trigger \"{}\" on table \"{}\" belongs to no registered soft delete",
-            unsafe { CStr::from_ptr(firing.trigger_name()) }.to_string_lossy(),
-            firing.table_name()
-        ),
-        "Register it with integrity.enable_soft_delete()."
-    );
+    Error::NotRegistered {
+        trigger: firing.trigger_name_text(),
+        table: firing.table_name(),
+        guard: Registration::SoftDelete,
+    }
+    .raise()
 }

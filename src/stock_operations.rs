@@ -25,8 +25,10 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
-use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, guarded_function, spi_connect, spi_finish, spi_result, Verdict};
+use crate::error::{Error, Refusal};
+use crate::fmgr::{
+    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish, Verdict,
+};
 use crate::invalidation;
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
@@ -34,21 +36,30 @@ guarded_function!(
     /// `integrity.reserve_stock(tbl regclass, id anyelement, qty numeric) RETURNS boolean`
     integrity_reserve_stock,
     pg_finfo_integrity_reserve_stock,
-    |fcinfo| operate(fcinfo, Operation::Reserve)
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { operate(fcinfo, Operation::Reserve) }
+    }
 );
 
 guarded_function!(
     /// `integrity.release_stock(tbl regclass, id anyelement, qty numeric) RETURNS void`
     integrity_release_stock,
     pg_finfo_integrity_release_stock,
-    |fcinfo| operate(fcinfo, Operation::Release)
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { operate(fcinfo, Operation::Release) }
+    }
 );
 
 guarded_function!(
     /// `integrity.commit_stock(tbl regclass, id anyelement, qty numeric) RETURNS void`
     integrity_commit_stock,
     pg_finfo_integrity_commit_stock,
-    |fcinfo| operate(fcinfo, Operation::Commit)
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { operate(fcinfo, Operation::Commit) }
+    }
 );
 
 #[derive(Clone, Copy, PartialEq)]
@@ -112,27 +123,32 @@ thread_local! {
     static PLANS: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans>> = RefCell::new(HashMap::new());
 }
 
-fn error(code: PgSqlErrorCode, message: String) -> ! {
-    pgrx::ereport!(ERROR, code, message);
-}
-
+/// # Safety
+/// `fcinfo` is the running call's, of one of the three functions, declared
+/// with three arguments (regclass, the key, numeric).
 unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Verdict {
     let caller = operation.name();
+    // SAFETY: the running call's fcinfo, with three arguments (the contract).
     let args = unsafe { (*fcinfo).args.as_slice(3) };
     if args[0].isnull {
-        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{caller}: argument \"tbl\" must not be NULL"));
+        Error::NullArgument { caller, argument: "tbl" }.raise();
     }
     if args[1].isnull {
-        error(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{caller}: argument \"id\" must not be NULL"));
+        Error::NullArgument { caller, argument: "id" }.raise();
     }
     let relid = pg_sys::Oid::from(args[0].value.value() as u32);
+    // SAFETY: the call's FmgrInfo, whose expression gives the actual type of
+    // the anyelement argument.
     let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
 
     // Opening the relation locks it and takes in pending invalidations.
+    // SAFETY: opens the relation by OID (NULL if there is none, checked); it
+    // stays open, and locked, until closed below or the transaction ends.
     let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
     if rel.is_null() {
-        error(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("{caller}: relation with OID {relid} does not exist"));
+        Error::NoSuchRelation { caller, relid }.raise();
     }
+    // SAFETY: the relation is open.
     let (operate, lookup) = unsafe { plans(rel, id_type, caller) };
 
     // The statement checks the quantity too (positive, not more decimals than
@@ -144,6 +160,10 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     // and passes the check.  A concurrent writer can make the check pass
     // between the two statements, so the statement runs once more before a
     // skip is reported.
+    // SAFETY: the statements run inside the SPI connection made here, with
+    // the parameters they were prepared with (the key, of the id type they
+    // were prepared for, and the quantity); nothing on this frame needs
+    // dropping if one raises (execute_plan's contract: plain arrays).
     let outcome = unsafe {
         spi_connect();
         let mut outcome = Outcome::Skipped;
@@ -162,32 +182,29 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     };
     if outcome == Outcome::Done {
         // The lock is kept until the end of the transaction, like the UPDATE's.
+        // SAFETY: the relation opened above, not used after this.
         unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
         return Verdict::Allow(pg_sys::Datum::from(operation == Operation::Reserve));
     }
 
     // Refused: say why.
+    // SAFETY: the relation is open.
     let target = unsafe { target(rel, caller) };
+    // SAFETY: the third argument is declared numeric; its null flag is passed.
     let quantity = unsafe { pgrx::AnyNumeric::from_datum(args[2].value, args[2].isnull) };
     match quantity {
-        Some(q) if q.is_nan() || q <= pgrx::AnyNumeric::from(0) => error(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{caller}: quantity must be positive, not {q}"),
-        ),
-        None => error(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{caller}: quantity must be positive, not NULL"),
-        ),
-        Some(q) if !fits(&q, target.scale) => error(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!(
-                "{caller}: quantity {q} has more decimal places than the stock columns hold ({})",
-                target.scale.unwrap_or_default()
-            ),
-        ),
+        Some(q) if q.is_nan() || q <= pgrx::AnyNumeric::from(0) => {
+            Error::QuantityNotPositive { caller, quantity: q.to_string() }.raise()
+        }
+        None => Error::QuantityNotPositive { caller, quantity: "NULL".into() }.raise(),
+        Some(q) if !fits(&q, target.scale) => {
+            Error::QuantityTooPrecise { caller, quantity: q.to_string(), scale: target.scale.unwrap_or_default() }
+                .raise()
+        }
         Some(quantity) => match outcome {
             Outcome::Skipped => {
-                let id = id_text(id_type, args[1].value);
+                // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
+                let id = unsafe { id_text(id_type, args[1].value) };
                 let verb = operation.verb();
                 let refusal = Refusal {
                     code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
@@ -196,21 +213,24 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
                     hint: format!("Check the BEFORE UPDATE triggers of {} that can return NULL.", target.table),
                     column: None,
                 };
+                // SAFETY: the relation stays open until the error is raised
+                // (the abort closes it); the constraint name is static.
                 Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
             }
             Outcome::NoRow => {
-                let id = id_text(id_type, args[1].value);
-                error(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    format!("{caller}: table \"{}\" has no row with {} = {id}", target.table, target.key),
-                )
+                // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
+                let id = unsafe { id_text(id_type, args[1].value) };
+                Error::NoSuchRow { caller, table: target.table, key: target.key, id }.raise()
             }
             Outcome::NotEnough(_) if operation == Operation::Reserve => {
+                // SAFETY: the relation opened above, not used after this.
                 unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
                 Verdict::Allow(pg_sys::Datum::from(false))
             }
             Outcome::NotEnough(reserved) => {
-                let id = id_text(id_type, args[1].value);
+                // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
+                let id = unsafe { id_text(id_type, args[1].value) };
+                // SAFETY: the relation is open, and its rd_rel with it.
                 let relname = unsafe { pgrx::name_data_to_str(&(*(*rel).rd_rel).relname) }.to_string();
                 let refusal = Refusal {
                     code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
@@ -224,10 +244,13 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
                         target.key, target.table, target.reserved
                     ),
                     hint: "Release or commit at most what the row has reserved.".into(),
-                    column: reserved_attnum(rel, &target.reserved),
+                    // SAFETY: the relation is open.
+                    column: unsafe { reserved_attnum(rel, &target.reserved) },
                 };
                 // The relation stays open: the error refers to it, and aborting
                 // the transaction releases it.
+                // SAFETY: so the relation is valid until the error is raised;
+                // the constraint name is static.
                 Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
             }
             Outcome::Done => unreachable!("handled above"),
@@ -255,32 +278,21 @@ unsafe fn look_up(
     nulls: &[c_char; 2],
     operation: Operation,
 ) -> Outcome {
+    // SAFETY: connected to SPI, with the lookup's parameters (the contract);
+    // SPI_processed is read right after the call that set it.
     unsafe {
         let rc = pg_sys::SPI_execute_plan(lookup, values.as_mut_ptr(), nulls.as_ptr(), false, 1);
         if rc != pg_sys::SPI_OK_SELECT as c_int {
-            pgrx::error!("pg_integrity: looking up the row failed: {}", spi_result(rc));
+            Error::Spi { what: "looking up the row".into(), rc }.raise();
         }
         if pg_sys::SPI_processed != 1 {
             return Outcome::NoRow;
         }
-        let table = pg_sys::SPI_tuptable;
-        let row = *(*table).vals;
-        let mut isnull = false;
-        let passes = pg_sys::SPI_getbinval(
-            row,
-            (*table).tupdesc,
-            if operation == Operation::Reserve { 2 } else { 3 },
-            &mut isnull,
-        );
-        if !isnull && passes.value() != 0 {
+        let passes = result_value(0, if operation == Operation::Reserve { 2 } else { 3 });
+        if passes.is_some_and(|passes| passes.value() != 0) {
             return Outcome::Skipped;
         }
-        let text = pg_sys::SPI_getvalue(row, (*table).tupdesc, 1);
-        Outcome::NotEnough(if text.is_null() {
-            "NULL".to_string()
-        } else {
-            CStr::from_ptr(text).to_string_lossy().into_owned()
-        })
+        Outcome::NotEnough(result_text(0, 1).unwrap_or_else(|| "NULL".to_string()))
     }
 }
 
@@ -292,7 +304,13 @@ fn fits(qty: &pgrx::AnyNumeric, scale: Option<i32>) -> bool {
     decimals as i32 <= scale
 }
 
-fn id_text(id_type: pg_sys::Oid, id: pg_sys::Datum) -> String {
+/// The id as its type's output function writes it.
+///
+/// # Safety
+/// `id` is a datum of type `id_type`.
+unsafe fn id_text(id_type: pg_sys::Oid, id: pg_sys::Datum) -> String {
+    // SAFETY: the output function of the datum's own type (the contract),
+    // which returns a palloc'd NUL-terminated string, copied out at once.
     unsafe {
         let mut output = pg_sys::InvalidOid;
         let mut varlena = false;
@@ -301,61 +319,73 @@ fn id_text(id_type: pg_sys::Oid, id: pg_sys::Datum) -> String {
     }
 }
 
-fn reserved_attnum(rel: pg_sys::Relation, column: &str) -> Option<i16> {
+/// The attribute number of `column` in `rel`, if it is a live column.
+///
+/// # Safety
+/// `rel` is open.
+unsafe fn reserved_attnum(rel: pg_sys::Relation, column: &str) -> Option<i16> {
     let name = CString::new(column).ok()?;
+    // SAFETY: the open relation's descriptor (the contract) and a
+    // NUL-terminated name; an unknown name is a negative result.
     let attnum = unsafe { pg_sys::SPI_fnumber((*rel).rd_att, name.as_ptr()) };
     (attnum > 0).then_some(attnum as i16)
 }
 
 /// The table's stock guard, read from its `integrity_stock` trigger.
+///
+/// # Safety
+/// `rel` is open, and stays open while the result is used.
 unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
+    // SAFETY: the relation is open for the whole function (the contract).
     let table = qualified_name(unsafe { (*rel).rd_id });
+    // SAFETY: as above; its trigger descriptor (NULL without triggers) is
+    // the relcache's, unchanged while the relation is open and locked.
     let trigdesc = unsafe { (*rel).trigdesc };
     let triggers = if trigdesc.is_null() {
         &[][..]
     } else {
+        // SAFETY: a trigger descriptor holds numtriggers triggers.
         unsafe { std::slice::from_raw_parts((*trigdesc).triggers, (*trigdesc).numtriggers as usize) }
     };
     let guard = triggers
         .iter()
-        .find(|t| unsafe { CStr::from_ptr(t.tgname) } == c"integrity_stock" && t.tgnargs == 2)
-        .unwrap_or_else(|| {
-            pgrx::pg_sys::panic::ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("{caller}: table \"{table}\" has no stock guard"),
-                caller,
-            )
-            .set_hint(format!("Register it first: SELECT integrity.guard_stock('{}');", table.replace('\'', "''")))
-            .report(pgrx::PgLogLevel::ERROR);
-            unreachable!("an ERROR does not return")
-        });
+        .find(|t| {
+            // SAFETY: a trigger's name is NUL-terminated.
+            unsafe { CStr::from_ptr(t.tgname) == c"integrity_stock" && t.tgnargs == 2 }
+        })
+        .unwrap_or_else(|| Error::NoStockGuard { caller, table: table.clone() }.raise());
+    // SAFETY: the trigger has two arguments (found so), NUL-terminated.
     let arg = |i: usize| unsafe { CStr::from_ptr(*guard.tgargs.add(i)) }.to_string_lossy().into_owned();
     let (stock, reserved) = (arg(0), arg(1));
 
     #[cfg(not(feature = "pg18"))]
+    // SAFETY: the relation is open; the relcache's answer (InvalidOid if none).
     let index_oid = unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel) };
     // Only an immediate primary key, as on every version before 18.
     #[cfg(feature = "pg18")]
+    // SAFETY: the relation is open; the relcache's answer (InvalidOid if none).
     let index_oid = unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel, false) };
-    let index = (index_oid != pg_sys::InvalidOid)
-        .then(|| unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::INDEXRELID as i32, index_oid.into()) });
+    let index = (index_oid != pg_sys::InvalidOid).then(|| {
+        // SAFETY: a syscache lookup by OID (NULL if the index is gone,
+        // checked below); the tuple is released below.
+        unsafe { pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::INDEXRELID as i32, index_oid.into()) }
+    });
+    // SAFETY: a pg_index tuple's fixed part is a FormData_pg_index, whose
+    // indkey holds at least one attribute, read before the tuple is released.
     let key_attnum = index.filter(|tuple| !tuple.is_null()).and_then(|tuple| unsafe {
         let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_index;
         let attnum = ((*form).indnkeyatts == 1).then(|| *(*form).indkey.values.as_ptr());
         pg_sys::ReleaseSysCache(tuple);
         attnum
     });
-    let Some(key_attnum) = key_attnum else {
-        error(
-            PgSqlErrorCode::ERRCODE_INVALID_COLUMN_REFERENCE,
-            format!("{caller}: table \"{table}\" needs a single-column primary key"),
-        )
-    };
+    let Some(key_attnum) = key_attnum else { Error::NeedsSingleColumnKey { caller, table }.raise() };
     // SAFETY: the relation is open and locked for the rest of this function.
     let attribute = |attnum: i16| unsafe { tuple_desc_attr((*rel).rd_att, attnum) };
     let key_attribute = attribute(key_attnum);
     let key = pgrx::name_data_to_str(&key_attribute.attname).to_string();
     // Qualified: the functions run with search_path = pg_catalog, pg_temp.
+    // SAFETY: format_type_extended returns a palloc'd NUL-terminated name,
+    // copied out at once.
     let key_type = unsafe {
         CStr::from_ptr(pg_sys::format_type_extended(
             key_attribute.atttypid,
@@ -365,7 +395,8 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
     }
     .to_string_lossy()
     .into_owned();
-    let scale = reserved_attnum(rel, &reserved).and_then(|attnum| {
+    // SAFETY: the relation is open (the contract).
+    let scale = unsafe { reserved_attnum(rel, &reserved) }.and_then(|attnum| {
         let column = attribute(attnum);
         match column.atttypid {
             pg_sys::NUMERICOID if column.atttypmod >= 4 => Some((column.atttypmod - 4) & 0xffff),
@@ -378,16 +409,22 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
 
 fn quote(ident: &str) -> String {
     let c = CString::new(ident).expect("catalog names have no NUL");
+    // SAFETY: quote_identifier returns `c` itself or a palloc'd quoted copy,
+    // copied out before `c` is dropped.
     unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }.to_string_lossy().into_owned()
 }
 
 /// The table's prepared statements: cached, checked again after a relcache
 /// invalidation, prepared again when what they were built from changed.
+///
+/// # Safety
+/// `rel` is open.
 unsafe fn plans(
     rel: pg_sys::Relation,
     id_type: pg_sys::Oid,
     caller: &'static str,
 ) -> ([pg_sys::SPIPlanPtr; 3], pg_sys::SPIPlanPtr) {
+    // SAFETY: the relation is open (the contract).
     let key = (unsafe { (*rel).rd_id }, id_type);
     let generation = invalidation::generation();
     let current = PLANS
@@ -395,6 +432,7 @@ unsafe fn plans(
     if let Some(current) = current {
         return current;
     }
+    // SAFETY: the relation is open (the contract).
     let target = unsafe { target(rel, caller) };
     let still_valid = PLANS.with_borrow_mut(|plans| {
         plans.get_mut(&key).filter(|p| p.target == target).map(|p| {
@@ -436,24 +474,9 @@ fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], p
         ),
     ];
     let mut arg_types = [id_type, pg_sys::NUMERICOID];
-    let prepared: Vec<pg_sys::SPIPlanPtr> = unsafe {
-        spi_connect();
-        let prepared = statements
-            .iter()
-            .map(|sql| {
-                let text = CString::new(sql.as_str()).expect("identifiers are quoted");
-                let plan = pg_sys::SPI_prepare(text.as_ptr(), 2, arg_types.as_mut_ptr());
-                if plan.is_null() {
-                    pgrx::error!("pg_integrity: could not prepare {sql}");
-                }
-                if pg_sys::SPI_keepplan(plan) != 0 {
-                    pgrx::error!("pg_integrity: SPI_keepplan failed");
-                }
-                plan
-            })
-            .collect();
-        spi_finish();
-        prepared
-    };
+    spi_connect();
+    let prepared: Vec<pg_sys::SPIPlanPtr> =
+        statements.iter().map(|sql| keep_plan(sql, &mut arg_types, || sql.clone())).collect();
+    spi_finish();
     ([prepared[0], prepared[1], prepared[2]], prepared[3])
 }

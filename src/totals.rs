@@ -35,12 +35,14 @@ use std::collections::HashMap;
 use std::ffi::CString;
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
+use pgrx::{pg_guard, PgSqlErrorCode};
 
-use crate::error::Refusal;
-use crate::fmgr::{execute_plan, free_plan, guarded_function, keep_plan, spi_connect, spi_finish};
+use crate::error::{message_of_error, Error, Refusal};
+use crate::fmgr::{
+    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
+};
 use crate::sanctioned;
-use crate::trigger::{qualified_name, trigger_entry, Firing, Verdict};
+use crate::trigger::{qualified_name, trigger_entry, Firing, Row, Verdict};
 
 trigger_entry!(
     /// `AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW` on the source.
@@ -205,18 +207,10 @@ fn attnum_in(relid: pg_sys::Oid, name: &CStr) -> i16 {
 }
 
 fn missing_target_column(target: pg_sys::Oid, column: &CStr) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-        format!(
-            "column \"{}\" of maintained total does not exist in table {}",
-            column.to_string_lossy(),
-            qualified_name(target)
-        )
-    );
+    Error::MissingTotalColumn { column: column.to_string_lossy().into_owned(), table: qualified_name(target) }.raise()
 }
 
-unsafe fn collect(firing: &Firing) -> Verdict {
+fn collect(firing: &Firing) -> Verdict {
     if !firing.is_row() || firing.is_before() {
         firing.misuse();
     }
@@ -224,12 +218,13 @@ unsafe fn collect(firing: &Firing) -> Verdict {
     if plan.target == pg_sys::InvalidOid {
         return Verdict::Allow(pg_sys::Datum::from(0));
     }
-    // The row inserted or deleted, or the old row of an UPDATE; its new row.
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    // The row inserted or deleted, or the old row of an UPDATE.
+    let row = firing.trigtuple();
     match firing.event() {
-        pg_sys::TRIGGER_EVENT_INSERT => add(firing, plan, old, false),
-        pg_sys::TRIGGER_EVENT_DELETE => add(firing, plan, old, true),
+        pg_sys::TRIGGER_EVENT_INSERT => add(firing, plan, row, false),
+        pg_sys::TRIGGER_EVENT_DELETE => add(firing, plan, row, true),
         pg_sys::TRIGGER_EVENT_UPDATE => {
+            let (old, new) = (row, firing.newtuple());
             // Unchanged key, value and filter columns: the row's contribution
             // stays where it is.  Otherwise the old row's goes, the new row's comes.
             let unchanged = plan.key_atts[..plan.nkeys].iter().all(|&att| firing.same_value(old, new, att))
@@ -245,7 +240,7 @@ unsafe fn collect(firing: &Firing) -> Verdict {
     Verdict::Allow(pg_sys::Datum::from(0))
 }
 
-fn source_plan(firing: &Firing) -> &SourcePlan {
+fn source_plan<'f>(firing: &'f Firing) -> &'f SourcePlan {
     firing.statement_plan(|| {
         let args: Vec<&CStr> = firing.args().collect();
         if args.len() < 5 || args.len() > 4 + MAX_KEYS {
@@ -359,18 +354,18 @@ fn passes(filter: &Filter, tuple: pg_sys::HeapTuple) -> bool {
 
 /// Adds the contribution of `tuple` (taken back when `negate`) to the pending
 /// entry of its target row.
-fn add(firing: &Firing, plan: &SourcePlan, tuple: pg_sys::HeapTuple, negate: bool) {
-    if plan.filter.as_ref().is_some_and(|filter| !passes(filter, tuple)) {
+fn add(firing: &Firing, plan: &SourcePlan, tuple: Row, negate: bool) {
+    if plan.filter.as_ref().is_some_and(|filter| !passes(filter, tuple.as_ptr())) {
         return;
     }
     let mut key = [pg_sys::Datum::from(0); MAX_KEYS];
-    for i in 0..plan.nkeys {
-        let (value, is_null) = firing.value(tuple, plan.key_atts[i]);
+    for (slot, &att) in key.iter_mut().zip(&plan.key_atts[..plan.nkeys]) {
+        let (value, is_null) = firing.value(tuple, att);
         if is_null {
             // A NULL key references no target row.
             return;
         }
-        key[i] = value;
+        *slot = value;
     }
     let delta = if plan.value_att == 0 {
         Delta::Int(1)
@@ -409,8 +404,8 @@ fn add(firing: &Firing, plan: &SourcePlan, tuple: pg_sys::HeapTuple, negate: boo
         _ => false,
     });
     if !merged {
-        for i in 0..nkeys {
-            key[i] = copy_datum(key[i], plan.key_len[i], plan.key_byval[i]);
+        for (i, slot) in key.iter_mut().enumerate().take(nkeys) {
+            *slot = copy_datum(*slot, plan.key_len[i], plan.key_byval[i]);
         }
         let delta = match delta {
             Delta::Numeric(value) => Delta::Numeric(numeric_in_transaction(value)),
@@ -516,6 +511,10 @@ unsafe extern "C-unwind" fn subxact_event(
     }
 }
 
+/// Raises at PRE_COMMIT if deltas were left: under `#[pg_guard]`, so that
+/// the error reaches PostgreSQL as an ERROR instead of unwinding into the
+/// C code that calls the callbacks.
+#[pg_guard]
 unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT
@@ -524,12 +523,7 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
             let left = PENDING.with_borrow(Vec::len);
             if left > 0 {
                 PENDING.with_borrow_mut(Vec::clear);
-                pgrx::ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                    format!("pg_integrity: {left} maintained total(s) were not applied before commit"),
-                    "A statement on a source table fired its row triggers but not its statement trigger."
-                );
+                Error::TotalsNotApplied { left }.raise();
             }
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
@@ -557,6 +551,9 @@ struct TargetRef {
     column: i16,
 }
 
+/// # Safety
+/// The callers' frames hold nothing that needs dropping: the updates raise
+/// their errors as they are (see `execute_plan`).
 unsafe fn apply(firing: &Firing) -> Verdict {
     if firing.is_row() || firing.is_before() {
         firing.misuse();
@@ -619,8 +616,9 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         values[0] = delta;
         values[1..=nkeys].copy_from_slice(&entry.key[..nkeys]);
         // SAFETY: the plans take a numeric and the key columns' types, and
-        // the key columns' types; no Rust value on this frame needs dropping
-        // (see above).  A target row that is not there has nothing to keep.
+        // the key columns' types; no Rust value on this frame (see above) or
+        // the callers' (this function's contract) needs dropping.  A target
+        // row that is not there has nothing to keep.
         unsafe {
             if execute_plan(plan, &mut values[..=nkeys], &nulls[..=nkeys], false) == 0
                 && execute_plan(exists, &mut values[1..=nkeys], &nulls[1..=nkeys], true) == 1
@@ -734,7 +732,7 @@ fn apply_plan(
             pg_sys::get_atttypetypmodcoll(target, att, &mut typid, &mut typmod, &mut collation);
             let entry = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_CMP_PROC_FINFO as i32);
             if (*entry).cmp_proc_finfo.fn_oid == pg_sys::InvalidOid {
-                pgrx::error!("pg_integrity: key type {typid} of {} has no btree ordering", qualified_name(target));
+                Error::NoBtreeOrdering { typid, table: qualified_name(target) }.raise();
             }
             &mut (*entry).cmp_proc_finfo as *mut pg_sys::FmgrInfo
         };
@@ -762,8 +760,8 @@ fn apply_plan(
             .join(" AND ")
     );
     spi_connect();
-    let plan = keep_plan(&sql, &mut arg_types);
-    let exists = keep_plan(&exists_sql, &mut arg_types[1..]);
+    let plan = keep_plan(&sql, &mut arg_types, || format!("statement: {sql}"));
+    let exists = keep_plan(&exists_sql, &mut arg_types[1..], || format!("statement: {exists_sql}"));
     spi_finish();
     PLANS.with_borrow_mut(|plans| {
         if let Some(stale) = plans.insert((target, column), ApplyPlan { generation, plan, exists, keys: keys.clone() })
@@ -775,13 +773,13 @@ fn apply_plan(
     (plan, exists, keys)
 }
 
-unsafe fn refuse_direct_write(firing: &Firing) -> Verdict {
+fn refuse_direct_write(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     if sanctioned::allows_total_writes() {
-        return Verdict::Allow(pg_sys::Datum::from(new));
+        return Verdict::Allow(new.datum());
     }
     let mut is_key = false;
     for name in firing.args() {
@@ -794,12 +792,12 @@ unsafe fn refuse_direct_write(firing: &Firing) -> Verdict {
             return firing.refuse(refusal(firing, att, is_key));
         }
     }
-    Verdict::Allow(pg_sys::Datum::from(new))
+    Verdict::Allow(new.datum())
 }
 
 fn refusal(firing: &Firing, attnum: i16, is_key: bool) -> Refusal {
     let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     let table = firing.table_name();
     let key = firing.row_key(old);
     let qualified = firing.qualified_table_name();
@@ -843,14 +841,14 @@ struct StartPlan {
     ncolumns: usize,
 }
 
-unsafe fn start_totals(firing: &Firing) -> Verdict {
+fn start_totals(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
     let plan = start_plan(firing);
     // SAFETY: the array holds ncolumns entries, in fn_mcxt for the statement.
     let columns = unsafe { core::slice::from_raw_parts(plan.columns, plan.ncolumns) };
-    let row = firing.data.tg_trigtuple;
+    let row = firing.trigtuple();
     let mut attnums = Vec::with_capacity(columns.len());
     let mut values = Vec::with_capacity(columns.len());
     let mut nulls = Vec::with_capacity(columns.len());
@@ -866,10 +864,10 @@ unsafe fn start_totals(firing: &Firing) -> Verdict {
             key_nulls[i] = if is_null { b'n' as c_char } else { b' ' as c_char };
         }
         let attribute = firing.attribute(column.attnum);
-        // SAFETY: the query is the extension's own, with one parameter per
-        // key column of the types given; the result is checked, and its one
-        // value copied out of SPI's memory before SPI_finish.
-        let (value, is_null) = unsafe {
+        // SAFETY: the query is the extension's own (NUL-terminated, in
+        // fn_mcxt), with one parameter per key column of the types given;
+        // SPI_processed is read right after the call that set it.
+        let (rc, processed) = unsafe {
             let rc = pg_sys::SPI_execute_with_args(
                 column.sql,
                 column.nkeys as i32,
@@ -879,28 +877,30 @@ unsafe fn start_totals(firing: &Firing) -> Verdict {
                 true,
                 1,
             );
-            if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
-                pgrx::error!("pg_integrity: computing the starting total failed: {}", crate::fmgr::spi_result(rc));
+            (rc, pg_sys::SPI_processed)
+        };
+        if rc != pg_sys::SPI_OK_SELECT as i32 || processed != 1 {
+            Error::Spi { what: "computing the starting total".into(), rc }.raise();
+        }
+        let (value, is_null) = match result_value(0, 1) {
+            Some(value) => {
+                // SAFETY: a value of the column's type, copied out of SPI's
+                // memory before SPI_finish.
+                let value = unsafe { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) };
+                (value, false)
             }
-            let table = pg_sys::SPI_tuptable;
-            let mut is_null = false;
-            let value = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-            let value = if is_null {
-                value
-            } else {
-                pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into())
-            };
-            (value, is_null)
+            None => (pg_sys::Datum::from(0), true),
         };
         attnums.push(i32::from(column.attnum));
         values.push(value);
         nulls.push(is_null);
     }
     spi_finish();
-    // SAFETY: one value per listed attribute, of its column's type.
+    // SAFETY: the firing's new row and its relation's descriptor; one value
+    // per listed attribute, of its column's type.
     let started = unsafe {
         pg_sys::heap_modify_tuple_by_cols(
-            row,
+            row.as_ptr(),
             firing.tupdesc(),
             attnums.len() as i32,
             attnums.as_mut_ptr(),
@@ -911,7 +911,7 @@ unsafe fn start_totals(firing: &Firing) -> Verdict {
     Verdict::Allow(pg_sys::Datum::from(started))
 }
 
-fn start_plan(firing: &Firing) -> &StartPlan {
+fn start_plan<'f>(firing: &'f Firing) -> &'f StartPlan {
     firing.statement_plan(|| {
         // SAFETY: the firing relation's descriptor outlives the firing.
         let relid = pg_sys::Datum::from(unsafe { (*firing.relation()).rd_id });
@@ -923,23 +923,24 @@ fn start_plan(firing: &Firing) -> &StartPlan {
             "looking up the totals",
         ) as usize;
         let mut columns = Vec::with_capacity(rows);
-        // SAFETY: the rows are read before the next SPI call; the copies of
-        // the statements live in fn_mcxt, as long as the plan.
-        unsafe {
-            let table = pg_sys::SPI_tuptable;
-            for i in 0..rows {
-                let text = |n| CStr::from_ptr(pg_sys::SPI_getvalue(*(*table).vals.add(i), (*table).tupdesc, n));
-                let number = |n| text(n).to_str().ok().and_then(|t| t.parse::<i16>().ok());
-                let attnum = number(1).expect("an attribute number");
-                let sql = pg_sys::MemoryContextStrdup(firing.plan_memory_context(), text(2).as_ptr());
-                let keys = text(3).to_string_lossy().into_owned();
-                let mut start = StartColumn { attnum, sql, nkeys: 0, key_atts: [0; MAX_KEYS] };
-                for key in keys.split(' ').take(MAX_KEYS) {
-                    start.key_atts[start.nkeys] = key.parse().expect("an attribute number");
-                    start.nkeys += 1;
-                }
-                columns.push(start);
+        for i in 0..rows {
+            let text = |n| {
+                result_text(i as u64, n).unwrap_or_else(|| {
+                    Error::UnexpectedResult { what: "looking up the totals", result: "NULL".into() }.raise()
+                })
+            };
+            let attnum = text(1).parse::<i16>().expect("an attribute number");
+            let sql = CString::new(text(2)).expect("no NUL in a statement");
+            // SAFETY: copies the NUL-terminated statement into fn_mcxt, where
+            // it lives as long as the plan.
+            let sql = unsafe { pg_sys::MemoryContextStrdup(firing.plan_memory_context(), sql.as_ptr()) };
+            let keys = text(3);
+            let mut start = StartColumn { attnum, sql, nkeys: 0, key_atts: [0; MAX_KEYS] };
+            for key in keys.split(' ').take(MAX_KEYS) {
+                start.key_atts[start.nkeys] = key.parse().expect("an attribute number");
+                start.nkeys += 1;
             }
+            columns.push(start);
         }
         spi_finish();
         // SAFETY: the copy lives in fn_mcxt, as long as the plan that points to it.
@@ -983,20 +984,12 @@ unsafe fn analyzed(fcinfo: pg_sys::FunctionCallInfo) -> (pg_sys::Oid, *mut pg_sy
             CStr::from_ptr(pg_sys::text_to_cstring(args[1].value.cast_mut_ptr())),
         )
     };
-    let outcome = pgrx::PgTryBuilder::new(|| unsafe { analyze(source, filter) })
-        .catch_others(|caught| match caught {
-            pgrx::pg_sys::panic::CaughtError::PostgresError(ref report)
-            | pgrx::pg_sys::panic::CaughtError::ErrorReport(ref report)
-                if !matches!(
-                    report.sql_error_code(),
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN | PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH
-                ) =>
-            {
-                Err(report.message().to_string())
-            }
-            other => other.rethrow(),
-        })
-        .execute();
+    let outcome = message_of_error(
+        // SAFETY: the regclass argument names an existing relation.
+        || unsafe { analyze(source, filter) },
+        &[PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN, PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH],
+    )
+    .and_then(|analyzed| analyzed);
     let expr = match outcome {
         Ok(expr) => expr,
         Err(problem) => invalid_filter(filter, &problem),
@@ -1009,17 +1002,7 @@ unsafe fn analyzed(fcinfo: pg_sys::FunctionCallInfo) -> (pg_sys::Oid, *mut pg_sy
 }
 
 fn invalid_filter(filter: &CStr, problem: &str) -> ! {
-    pgrx::pg_sys::panic::ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        format!("maintain_total: invalid filter \"{}\"", filter.to_string_lossy()),
-        "maintain_total",
-    )
-    .set_detail(format!("{problem}."))
-    .set_hint(
-        "A filter is a boolean expression over the source table's columns, written like a partial index predicate.",
-    )
-    .report(pgrx::PgLogLevel::ERROR);
-    unreachable!("an ERROR does not return")
+    Error::InvalidFilter { filter: filter.to_string_lossy().into_owned(), problem: problem.to_string() }.raise()
 }
 
 /// Parses `filter` as one expression and analyzes it against `source`.
@@ -1080,6 +1063,8 @@ unsafe fn analyze(source: pg_sys::Oid, filter: &CStr) -> Result<*mut pg_sys::Nod
     }
 }
 
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`).
 unsafe fn filter_sql(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // SAFETY: declared STRICT (regclass, text).
     let (source, expr) = unsafe { analyzed(fcinfo) };
@@ -1095,6 +1080,8 @@ unsafe fn filter_sql(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     }
 }
 
+/// # Safety
+/// `fcinfo` is the running call's (see `guarded_function!`).
 unsafe fn filter_columns(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // SAFETY: declared STRICT (regclass, text).
     let (source, expr) = unsafe { analyzed(fcinfo) };

@@ -2,11 +2,12 @@
 //! firing `TriggerData`, and the row key that errors report.
 
 use core::ffi::{c_char, c_int, CStr};
+use core::marker::PhantomData;
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
+use crate::error::{Error, Refusal};
+use crate::fmgr::getvalue;
 
 unsafe extern "C-unwind" {
     fn datum_image_eq(
@@ -19,40 +20,100 @@ unsafe extern "C-unwind" {
 
 pub use crate::fmgr::Verdict;
 
-/// Declares a trigger function callable from SQL: `$guard(&Firing) -> Verdict`.
+/// Declares a trigger function callable from SQL: `$guard(&Firing) ->
+/// Verdict`.  A `Firing` exists only inside its trigger call (see
+/// `Firing::with`), so most guards are safe functions; the ones that run SQL
+/// through `execute_plan` are `unsafe fn`s whose contract is that no frame
+/// of theirs or their callers' needs dropping, which holds here: the entry
+/// point's frames are `guarded_function!`'s and `Firing::with`'s.
 macro_rules! trigger_entry {
     ($(#[$doc:meta])* $symbol:ident, $finfo:ident, $guard:path) => {
         $crate::fmgr::guarded_function!(
             $(#[$doc])*
             $symbol,
             $finfo,
-            |fcinfo| $guard(&$crate::trigger::Firing::from_fcinfo(fcinfo))
+            |fcinfo| {
+                // SAFETY: fcinfo is the running call's (the body's contract);
+                // the guard runs on its firing, and its callers' frames hold
+                // nothing that needs dropping (a guard's contract, if unsafe).
+                unsafe { $crate::trigger::Firing::with(fcinfo, |firing| $guard(firing)) }
+            }
         );
     };
 }
 pub(crate) use trigger_entry;
 
-/// One firing of a guard trigger.
-pub struct Firing {
-    pub fcinfo: pg_sys::FunctionCallInfo,
-    pub data: &'static pg_sys::TriggerData,
+/// One firing of a guard trigger: the `TriggerData` PostgreSQL passed,
+/// borrowed for the trigger call `'a` (it lives in the executor's memory for
+/// at least that long, and no longer than the statement).
+pub struct Firing<'a> {
+    fcinfo: pg_sys::FunctionCallInfo,
+    pub data: &'a pg_sys::TriggerData,
 }
 
-impl Firing {
+impl Firing<'_> {
+    /// Runs `guard` on the firing PostgreSQL passed in `fcinfo`; raises if the
+    /// function was not called as a trigger.  The firing is lent to `guard`
+    /// for the call only: nothing it borrows can outlive the call.
+    ///
     /// # Safety
-    /// `fcinfo` must be the call info PostgreSQL passed to the trigger function.
-    pub unsafe fn from_fcinfo(fcinfo: pg_sys::FunctionCallInfo) -> Self {
-        unsafe {
+    /// `fcinfo` must be the call info PostgreSQL passed to the running
+    /// function, valid until it returns.
+    pub unsafe fn with<R>(fcinfo: pg_sys::FunctionCallInfo, guard: impl FnOnce(&Firing<'_>) -> R) -> R {
+        // SAFETY: fcinfo is valid for the call (the contract); a context of
+        // tag T_TriggerData is the TriggerData the trigger manager passes,
+        // which stays valid and unchanged until the trigger function returns.
+        let data = unsafe {
             let context = (*fcinfo).context;
             if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-                pgrx::ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-                    "pg_integrity guard functions can only be called as triggers"
-                );
+                Error::NotCalledAsTrigger.raise();
             }
-            Firing { fcinfo, data: &*(context as *const pg_sys::TriggerData) }
+            &*(context as *const pg_sys::TriggerData)
+        };
+        guard(&Firing { fcinfo, data })
+    }
+}
+
+/// A row the trigger manager passed with a firing, its `tg_trigtuple` or
+/// `tg_newtuple`: a tuple of the firing relation's descriptor, valid for the
+/// trigger call `'a`.  Only `Firing::trigtuple` and `Firing::newtuple` make
+/// one, so a `Row` is always one of a firing's rows.
+#[derive(Clone, Copy, PartialEq)]
+pub struct Row<'a> {
+    tuple: pg_sys::HeapTuple,
+    call: PhantomData<&'a pg_sys::HeapTupleData>,
+}
+
+impl Row<'_> {
+    /// The tuple, for the backend functions that take one.
+    pub fn as_ptr(self) -> pg_sys::HeapTuple {
+        self.tuple
+    }
+
+    /// The row as a trigger function returns it.
+    pub fn datum(self) -> pg_sys::Datum {
+        pg_sys::Datum::from(self.tuple)
+    }
+}
+
+impl<'a> Firing<'a> {
+    /// The row of a row trigger: the one inserted or deleted, or the old row
+    /// of an UPDATE.  A guard function attached to a statement trigger by
+    /// hand has none: that is a misuse.
+    pub fn trigtuple(&self) -> Row<'a> {
+        self.row(self.data.tg_trigtuple)
+    }
+
+    /// The new row of an UPDATE row trigger (a misuse elsewhere).
+    pub fn newtuple(&self) -> Row<'a> {
+        self.row(self.data.tg_newtuple)
+    }
+
+    fn row(&self, tuple: pg_sys::HeapTuple) -> Row<'a> {
+        if tuple.is_null() {
+            self.misuse();
         }
+        Row { tuple, call: PhantomData }
     }
 
     pub fn event(&self) -> u32 {
@@ -72,10 +133,14 @@ impl Firing {
     }
 
     pub fn tupdesc(&self) -> pg_sys::TupleDesc {
+        // SAFETY: tg_relation is the open relation the trigger fires on, valid
+        // for the whole call.
         unsafe { (*self.data.tg_relation).rd_att }
     }
 
-    pub fn trigger(&self) -> &pg_sys::Trigger {
+    pub fn trigger(&self) -> &'a pg_sys::Trigger {
+        // SAFETY: tg_trigger points into the relation's trigger descriptor,
+        // which the executor keeps, unchanged, for at least the call.
         unsafe { &*self.data.tg_trigger }
     }
 
@@ -84,10 +149,21 @@ impl Firing {
         self.trigger().tgname
     }
 
+    /// The trigger's name, for messages.
+    pub fn trigger_name_text(&self) -> String {
+        // SAFETY: tgname is the trigger's NUL-terminated name, as long-lived
+        // as the Trigger it belongs to.
+        unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy().into_owned()
+    }
+
     /// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
-    pub fn args(&self) -> impl Iterator<Item = &CStr> {
+    pub fn args(&self) -> impl Iterator<Item = &'a CStr> + 'a {
         let trigger = self.trigger();
-        (0..trigger.tgnargs as usize).map(move |i| unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) })
+        (0..trigger.tgnargs as usize).map(move |i| {
+            // SAFETY: tgargs holds tgnargs NUL-terminated strings, which live
+            // as long as the Trigger ('a).
+            unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) }
+        })
     }
 
     /// The plan `make` resolves at the trigger's first firing in a statement,
@@ -96,11 +172,14 @@ impl Firing {
     /// differ).  `make` may raise: nothing is stored until it returns.
     pub fn statement_plan<T>(&self, make: impl FnOnce() -> T) -> &T {
         // The plan lives in fn_mcxt, which PostgreSQL frees without running
-        // destructors.
+        // destructors, in memory aligned for any C type (MAXALIGN).
         const { assert!(!core::mem::needs_drop::<T>()) };
+        const { assert!(core::mem::align_of::<T>() <= 8) };
         // SAFETY: flinfo is the trigger's FmgrInfo, which lives as long as the
-        // statement's executor state; fn_extra is null or a plan this function
-        // stored with the same T (each trigger function plans one type).
+        // statement's executor state, longer than the returned borrow of
+        // self; fn_extra is null or a plan this function stored with the same
+        // T (each trigger function plans one type), initialized before the
+        // pointer is published.
         unsafe {
             let flinfo = (*self.fcinfo).flinfo;
             if (*flinfo).fn_extra.is_null() {
@@ -114,20 +193,13 @@ impl Firing {
     }
 
     pub fn plan_memory_context(&self) -> pg_sys::MemoryContext {
+        // SAFETY: fcinfo and its flinfo are valid for the call.
         unsafe { (*(*self.fcinfo).flinfo).fn_mcxt }
     }
 
     /// A guard function attached by hand with events or a level it does not handle.
     pub fn misuse(&self) -> ! {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            format!(
-                "trigger \"{}\" on table \"{}\" fires for events its guard does not handle",
-                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
-                self.table_name()
-            )
-        );
+        Error::UnhandledEvents { trigger: self.trigger_name_text(), table: self.table_name() }.raise()
     }
 
     /// A column the trigger's arguments name whose type the guard cannot
@@ -136,72 +208,93 @@ impl Firing {
     /// change a column later.
     pub fn wrong_column_type(&self, attnum: i16, expected: &str) -> ! {
         let attribute = self.attribute(attnum);
+        // SAFETY: format_type_be returns a palloc'd NUL-terminated name (or
+        // raises), copied out below before the context can be reset.
         let type_name = unsafe { CStr::from_ptr(pg_sys::format_type_be(attribute.atttypid)) };
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "column \"{}\" guarded by trigger \"{}\" on table \"{}\" is of type {}, not {expected}",
-                pgrx::name_data_to_str(&attribute.attname),
-                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
-                self.table_name(),
-                type_name.to_string_lossy()
-            )
-        );
+        Error::WrongColumnType {
+            column: pgrx::name_data_to_str(&attribute.attname).to_string(),
+            trigger: self.trigger_name_text(),
+            table: self.table_name(),
+            actual: type_name.to_string_lossy().into_owned(),
+            expected: expected.to_string(),
+        }
+        .raise()
     }
 
     /// A guarded column that was dropped or renamed since registration.
     pub fn missing_column(&self, column: &CStr) -> ! {
-        pgrx::ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!(
-                "column \"{}\" guarded by trigger \"{}\" does not exist in table \"{}\"",
-                column.to_string_lossy(),
-                unsafe { CStr::from_ptr(self.trigger_name()) }.to_string_lossy(),
-                self.table_name()
-            )
-        );
+        Error::MissingColumn {
+            column: column.to_string_lossy().into_owned(),
+            trigger: self.trigger_name_text(),
+            table: self.table_name(),
+        }
+        .raise()
     }
 
     /// Refuses with `refusal`, reported against this trigger's table.
     pub fn refuse(&self, refusal: Refusal) -> Verdict {
+        // SAFETY: the relation and the trigger's name stay valid until the
+        // verdict is raised, at the end of this same trigger call.
         Verdict::Refuse(unsafe { refusal.violation(self.relation(), self.trigger_name()) })
     }
 
     /// Unqualified table name, for messages (`"ledger_entries"`).
     pub fn table_name(&self) -> String {
+        // SAFETY: the firing relation is open, and its rd_rel with it.
         unsafe { pgrx::name_data_to_str(&(*(*self.relation()).rd_rel).relname).to_string() }
     }
 
     /// Schema-qualified, quoted table name, for DETAIL (`public.ledger_entries`).
     pub fn qualified_table_name(&self) -> String {
+        // SAFETY: the firing relation is open for the whole call.
         qualified_name(unsafe { (*self.relation()).rd_id })
     }
 
     /// Attribute number of `name` in the firing relation, if it is a live column.
     pub fn attnum(&self, name: &CStr) -> Option<i16> {
+        // SAFETY: the relation's descriptor and a NUL-terminated name; an
+        // unknown name is a negative result, not an error.
         let attnum = unsafe { pg_sys::SPI_fnumber(self.tupdesc(), name.as_ptr()) };
         (attnum > 0).then_some(attnum as i16)
     }
 
+    /// Raises unless `attnum` is one of the firing relation's attribute
+    /// numbers (1 ..= natts): every attribute number comes from `attnum` or
+    /// the relation's own indexes, so this never raises, but what reads the
+    /// descriptor or a row at `attnum` relies on it.
+    fn check_attnum(&self, attnum: i16) {
+        // SAFETY: the firing relation's descriptor, valid for the call.
+        let natts = unsafe { (*self.tupdesc()).natts };
+        if attnum < 1 || i32::from(attnum) > natts {
+            Error::NoSuchAttribute { table: self.table_name(), attnum }.raise();
+        }
+    }
+
     /// The firing relation's attribute `attnum` (1-based).
-    pub fn attribute(&self, attnum: i16) -> &pg_sys::FormData_pg_attribute {
-        // SAFETY: the trigger's relation descriptor outlives the firing.
+    pub fn attribute(&self, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
+        self.check_attnum(attnum);
+        // SAFETY: the trigger's relation descriptor outlives the call ('a),
+        // and attnum is one of its attribute numbers (checked).
         unsafe { tuple_desc_attr(self.tupdesc(), attnum) }
     }
 
-    /// The column's value in `tuple` and whether it is null.
-    pub fn value(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> (pg_sys::Datum, bool) {
+    /// The column's value in `row` and whether it is null.  A by-reference
+    /// value points into the row (or into a detoasted copy in the current
+    /// memory context).
+    pub fn value(&self, row: Row<'_>, attnum: i16) -> (pg_sys::Datum, bool) {
+        self.check_attnum(attnum);
         let mut is_null = false;
-        let value = unsafe { pg_sys::heap_getattr(tuple, attnum.into(), self.tupdesc(), &mut is_null) };
+        // SAFETY: one of the firing's rows, a tuple of this relation's
+        // descriptor valid for the call, and one of its attribute numbers
+        // (checked); heap_getattr handles attributes the tuple predates.
+        let value = unsafe { pg_sys::heap_getattr(row.tuple, attnum.into(), self.tupdesc(), &mut is_null) };
         (value, is_null)
     }
 
     /// Whether column `attnum` holds the same value in both tuples, compared
     /// binarily (detoasting as needed): `1.0` and `1.00` differ, as they would
     /// to anyone reading the row back; two NULLs are the same.
-    pub fn same_value(&self, a: pg_sys::HeapTuple, b: pg_sys::HeapTuple, attnum: i16) -> bool {
+    pub fn same_value(&self, a: Row<'_>, b: Row<'_>, attnum: i16) -> bool {
         let ((a, a_null), (b, b_null)) = (self.value(a, attnum), self.value(b, attnum));
         if a_null || b_null {
             return a_null == b_null;
@@ -210,8 +303,11 @@ impl Firing {
         if attribute.attbyval {
             return a == b;
         }
-        // SAFETY: both datums point into tuples of this relation, at least
-        // attlen (or their varlena size) bytes long.
+        // SAFETY: both datums are by-reference values of attribute attnum of
+        // rows of this relation (`value`), at least attlen bytes long for a
+        // fixed-length type, or varlenas (possibly TOAST pointers) whose
+        // header gives their size; datum_image_eq (which may raise:
+        // guarded) compares two values of the attribute's type.
         unsafe {
             let (pa, pb) = (a.cast_mut_ptr::<u8>() as *const u8, b.cast_mut_ptr::<u8>() as *const u8);
             let same_bytes = |len: usize| core::slice::from_raw_parts(pa, len) == core::slice::from_raw_parts(pb, len);
@@ -232,29 +328,29 @@ impl Firing {
         }
     }
 
-    /// The column's value in `tuple` as text, `NULL` for a null.
-    pub fn value_text(&self, tuple: pg_sys::HeapTuple, attnum: i16) -> String {
-        let text = unsafe { pg_sys::SPI_getvalue(tuple, self.tupdesc(), attnum.into()) };
-        if text.is_null() {
-            "NULL".to_string()
-        } else {
-            unsafe { CStr::from_ptr(text).to_string_lossy().into_owned() }
-        }
+    /// The column's value in `row` as text, `NULL` for a null.
+    pub fn value_text(&self, row: Row<'_>, attnum: i16) -> String {
+        // SAFETY: one of the firing's rows, a tuple of this relation's
+        // descriptor (SPI_getvalue checks the attribute number); the text is
+        // copied out at once.
+        unsafe { getvalue(row.tuple, self.tupdesc(), attnum.into()) }
+            .map_or_else(|| "NULL".to_string(), |text| text.to_string_lossy().into_owned())
     }
 
     /// `Key (a, b)=(1, 2)`, from the primary key, else the replica identity
     /// index, else the tuple's physical location, as PostgreSQL's own unique
     /// violations word it.
-    pub fn row_key(&self, tuple: pg_sys::HeapTuple) -> String {
+    pub fn row_key(&self, row: Row<'_>) -> String {
         let columns = self.key_columns();
         if columns.is_empty() {
-            let tid = unsafe { (*tuple).t_self };
+            // SAFETY: one of the firing's rows, valid for the call.
+            let tid = unsafe { (*row.tuple).t_self };
             let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
             return format!("Row (ctid)=({block},{})", tid.ip_posid);
         }
         let names: Vec<&str> =
             columns.iter().map(|&attnum| pgrx::name_data_to_str(&self.attribute(attnum).attname)).collect();
-        let values: Vec<String> = columns.iter().map(|&attnum| self.value_text(tuple, attnum)).collect();
+        let values: Vec<String> = columns.iter().map(|&attnum| self.value_text(row, attnum)).collect();
         format!("Key ({})=({})", names.join(", "), values.join(", "))
     }
 
@@ -264,10 +360,13 @@ impl Firing {
             pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_PRIMARY_KEY,
             pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_IDENTITY_KEY,
         ] {
+            // SAFETY: the firing relation is open; the bitmap is a palloc'd
+            // copy, read only here.
             let bitmap = unsafe { pg_sys::RelationGetIndexAttrBitmap(rel, kind) };
             let mut columns = Vec::new();
             let mut member = -1;
             loop {
+                // SAFETY: the bitmap just returned (NULL is the empty set).
                 member = unsafe { pg_sys::bms_next_member(bitmap, member) };
                 if member < 0 {
                     break;
@@ -282,16 +381,15 @@ impl Firing {
     }
 }
 
-/// The owner of relation `relid`, which the caller has locked.
-///
-/// # Safety
-/// Reads the syscache; `relid` must be a relation the caller keeps locked.
-pub unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
-    // SAFETY: the tuple is released before anything can fail.
+/// The owner of relation `relid`; raises if there is no such relation.
+pub fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
+    // SAFETY: a syscache lookup by OID, NULL (checked) when there is no such
+    // relation; a pg_class tuple's fixed part is a FormData_pg_class, read
+    // before the tuple is released, and nothing can fail in between.
     unsafe {
         let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as c_int, pg_sys::Datum::from(relid));
         if tuple.is_null() {
-            pgrx::error!("pg_integrity: cache lookup failed for relation {relid}");
+            Error::CacheLookup(relid).raise();
         }
         let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
         pg_sys::ReleaseSysCache(tuple);
@@ -299,11 +397,20 @@ pub unsafe fn relation_owner(relid: pg_sys::Oid) -> pg_sys::Oid {
     }
 }
 
-/// Schema-qualified, quoted name of relation `relid`.
+/// Schema-qualified, quoted name of relation `relid` (its OID, as `regclass`
+/// prints it, if there is no such relation: callers hold it open or locked).
 pub fn qualified_name(relid: pg_sys::Oid) -> String {
+    // SAFETY: catalog lookups by OID, which return palloc'd names or NULL for
+    // a relation (or schema) that is gone; quote_qualified_identifier takes a
+    // NULL schema but not a NULL name, which is checked.  The result is
+    // palloc'd and copied out at once.
     unsafe {
+        let name = pg_sys::get_rel_name(relid);
+        if name.is_null() {
+            return relid.to_u32().to_string();
+        }
         let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
-        let qualified = pg_sys::quote_qualified_identifier(schema, pg_sys::get_rel_name(relid));
+        let qualified = pg_sys::quote_qualified_identifier(schema, name);
         CStr::from_ptr(qualified).to_string_lossy().into_owned()
     }
 }
@@ -316,13 +423,19 @@ pub fn qualified_name(relid: pg_sys::Oid) -> String {
 /// `tupdesc` must be a valid descriptor that outlives `'a`, and `attnum` one of
 /// its attribute numbers (1 ..= natts).
 pub unsafe fn tuple_desc_attr<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'a pg_sys::FormData_pg_attribute {
+    // SAFETY: a valid descriptor (the contract).
     debug_assert!(attnum >= 1 && i32::from(attnum) <= unsafe { (*tupdesc).natts });
     let index = attnum as usize - 1;
     #[cfg(not(feature = "pg18"))]
+    // SAFETY: a valid descriptor (the contract), whose attrs array follows it.
     let attrs = unsafe { (*tupdesc).attrs.as_ptr() };
     #[cfg(feature = "pg18")]
+    // SAFETY: a valid descriptor (the contract): in PostgreSQL 18 the natts
+    // FormData_pg_attribute follow its natts CompactAttributes, as
+    // TupleDescAttr computes.
     let attrs = unsafe {
         (*tupdesc).compact_attrs.as_ptr().add((*tupdesc).natts as usize).cast::<pg_sys::FormData_pg_attribute>()
     };
+    // SAFETY: index < natts (the contract), and the descriptor outlives 'a.
     unsafe { &*attrs.add(index) }
 }

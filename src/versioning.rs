@@ -22,8 +22,8 @@ use core::ffi::{c_char, c_int, CStr};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::error::Refusal;
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::error::{Error, Refusal};
+use crate::trigger::{trigger_entry, Firing, Row, Verdict};
 
 trigger_entry!(
     /// `BEFORE UPDATE FOR EACH ROW`, arguments `(version_column, 'strict' | 'lenient')`.
@@ -48,12 +48,12 @@ struct VersionPlan {
     strict: bool,
 }
 
-unsafe fn bump(firing: &Firing) -> Verdict {
+fn bump(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
     let plan = version_plan(firing);
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     let (old_value, old_null) = firing.value(old, plan.attnum);
     let (new_value, new_null) = firing.value(new, plan.attnum);
     let read = (!old_null).then(|| datum_to_i64(old_value, plan.max));
@@ -73,17 +73,19 @@ unsafe fn bump(firing: &Firing) -> Verdict {
         }
     }
     if written == Some(next) {
-        return Verdict::Allow(pg_sys::Datum::from(new));
+        return Verdict::Allow(new.datum());
     }
-    if let Some(bumped) = unsafe { overwrite_in_copy(firing, plan, new, next) } {
+    if let Some(bumped) = overwrite_in_copy(firing, plan, new, next) {
         return Verdict::Allow(pg_sys::Datum::from(bumped));
     }
     let mut replace_col: c_int = plan.attnum.into();
     let mut value = pg_sys::Datum::from(next);
     let mut is_null = false;
+    // SAFETY: the firing's new row and its relation's descriptor; one
+    // replacement for an attribute number resolved in that descriptor.
     let bumped = unsafe {
         pg_sys::heap_modify_tuple_by_cols(
-            new,
+            new.as_ptr(),
             firing.tupdesc(),
             1,
             &raw mut replace_col,
@@ -99,15 +101,19 @@ unsafe fn bump(firing: &Firing) -> Verdict {
 /// `heap_modify_tuple_by_cols` does.  `None` when the version in `new` is NULL
 /// or missing from the tuple (a column added later): the caller rebuilds the
 /// row then.
-unsafe fn overwrite_in_copy(
-    firing: &Firing,
-    plan: &VersionPlan,
-    new: pg_sys::HeapTuple,
-    next: i64,
-) -> Option<pg_sys::HeapTuple> {
-    let offset = unsafe { attribute_offset(firing, new, plan.attnum) }?;
+fn overwrite_in_copy(firing: &Firing, plan: &VersionPlan, new: Row, next: i64) -> Option<pg_sys::HeapTuple> {
+    let offset = attribute_offset(firing, new, plan.attnum)?;
+    if cfg!(debug_assertions) {
+        // SAFETY: `new` is the firing's new row and `offset` was just
+        // computed for its version column.
+        unsafe { cross_check_offset(firing, plan, new, offset) };
+    }
+    // SAFETY: the copy has the same layout as `new`, so the version (not
+    // NULL, an integer of plan.max's width) lies at `offset` in its data
+    // area; the data area is MAXALIGN'd (t_hoff, and palloc's copy), and the
+    // offset aligned for the column's type, so the write is aligned.
     unsafe {
-        let copy = pg_sys::heap_copytuple(new);
+        let copy = pg_sys::heap_copytuple(new.as_ptr());
         let header = (*copy).t_data;
         let field = (header as *mut u8).add((*header).t_hoff as usize + offset);
         match plan.max {
@@ -122,9 +128,15 @@ unsafe fn overwrite_in_copy(
 /// Byte offset of attribute `attnum` in the data area of `tuple`, walking the
 /// attributes before it as `nocachegetattr` does; `None` if it is NULL or
 /// beyond the tuple's attributes.
-unsafe fn attribute_offset(firing: &Firing, tuple: pg_sys::HeapTuple, attnum: i16) -> Option<usize> {
+fn attribute_offset(firing: &Firing, tuple: Row, attnum: i16) -> Option<usize> {
+    // SAFETY: one of the firing's rows, a well-formed tuple of the relation's
+    // descriptor: its null bitmap (if HEAP_HASNULL) covers its natts
+    // attributes, and its data area holds each attribute that is not NULL,
+    // aligned as the descriptor says, which is what the walk reads; only
+    // attributes up to `attnum` (<= the tuple's natts, checked, and one of
+    // the descriptor's: `Firing::attribute` checks) are read.
     unsafe {
-        let header = (*tuple).t_data;
+        let header = (*tuple.as_ptr()).t_data;
         if attnum as u16 > pg_sys::HeapTupleHeaderGetNatts(header) {
             return None;
         }
@@ -159,6 +171,31 @@ unsafe fn attribute_offset(firing: &Firing, tuple: pg_sys::HeapTuple, attnum: i1
     }
 }
 
+/// Debug builds: the version that `attribute_offset` found in `tuple` is the
+/// one PostgreSQL's own `nocachegetattr` reads there (it walks the same
+/// attributes, or uses the descriptor's cached offsets).
+///
+/// # Safety
+/// `tuple` is a row of the firing relation, and `offset` what
+/// `attribute_offset` returned for its version column (which is not NULL).
+unsafe fn cross_check_offset(firing: &Firing, plan: &VersionPlan, tuple: Row, offset: usize) {
+    // SAFETY: the field lies within the tuple's data area (the contract), and
+    // nocachegetattr reads an attribute that is not NULL of a tuple of the
+    // descriptor.
+    let (ours, theirs) = unsafe {
+        let header = (*tuple.as_ptr()).t_data;
+        let field = (header as *const u8).add((*header).t_hoff as usize + offset);
+        let ours = match plan.max {
+            m if m == i16::MAX as i64 => i64::from(field.cast::<i16>().read_unaligned()),
+            m if m == i32::MAX as i64 => i64::from(field.cast::<i32>().read_unaligned()),
+            _ => field.cast::<i64>().read_unaligned(),
+        };
+        let theirs = pg_sys::nocachegetattr(tuple.as_ptr(), plan.attnum.into(), firing.tupdesc());
+        (ours, datum_to_i64(theirs, plan.max))
+    };
+    debug_assert_eq!(ours, theirs, "attribute_offset disagrees with nocachegetattr at offset {offset}");
+}
+
 fn align(offset: usize, alignment: u8) -> usize {
     let to = match alignment {
         pg_sys::TYPALIGN_CHAR => 1,
@@ -180,7 +217,7 @@ fn datum_to_i64(value: pg_sys::Datum, max: i64) -> i64 {
     }
 }
 
-fn version_plan(firing: &Firing) -> &VersionPlan {
+fn version_plan<'f>(firing: &'f Firing) -> &'f VersionPlan {
     firing.statement_plan(|| {
         let mut args = firing.args();
         let column = args.next().unwrap_or(c"version");
@@ -197,14 +234,14 @@ fn version_plan(firing: &Firing) -> &VersionPlan {
     })
 }
 
-unsafe fn refuse_rewritten_version(firing: &Firing) -> Verdict {
+fn refuse_rewritten_version(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
         firing.misuse();
     }
     let column = firing.args().next().unwrap_or(c"version");
     let attnum = firing.attnum(column).unwrap_or_else(|| firing.missing_column(column));
     let column = column.to_string_lossy();
-    let (old, new) = (firing.data.tg_trigtuple, firing.data.tg_newtuple);
+    let (old, new) = (firing.trigtuple(), firing.newtuple());
     firing.refuse(Refusal {
         code: PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION,
         message: format!(
@@ -233,7 +270,7 @@ fn stale_write(firing: &Firing, plan: &VersionPlan, read: i64, written: Option<i
         message: format!("could not update row of table \"{}\": stale {column}", firing.table_name()),
         detail: format!(
             "{} in table {}: the UPDATE sets {column} to {written}, but the row is at {column} {read} (expected {read} or {}).",
-            firing.row_key(firing.data.tg_trigtuple),
+            firing.row_key(firing.trigtuple()),
             firing.qualified_table_name(),
             read + 1
         ),
@@ -244,13 +281,9 @@ fn stale_write(firing: &Firing, plan: &VersionPlan, read: i64, written: Option<i
 }
 
 fn out_of_range(firing: &Firing, plan: &VersionPlan) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-        format!(
-            "version column \"{}\" of table \"{}\" is out of range",
-            pgrx::name_data_to_str(&firing.attribute(plan.attnum).attname),
-            firing.table_name()
-        )
-    );
+    Error::VersionOutOfRange {
+        column: pgrx::name_data_to_str(&firing.attribute(plan.attnum).attname).to_string(),
+        table: firing.table_name(),
+    }
+    .raise()
 }
