@@ -618,10 +618,11 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         // SAFETY: the plans take a numeric and the key columns' types, and
         // the key columns' types; no Rust value on this frame (see above) or
         // the callers' (this function's contract) needs dropping.  A target
-        // row that is not there has nothing to keep.
+        // row that is not there has nothing to keep (the existence check
+        // reads past this statement's own deletes, of a cascade's parent).
         unsafe {
             if execute_plan(plan, &mut values[..=nkeys], &nulls[..=nkeys], false) == 0
-                && execute_plan(exists, &mut values[1..=nkeys], &nulls[1..=nkeys], true) == 1
+                && execute_plan(exists, &mut values[1..=nkeys], &nulls[1..=nkeys], false) == 1
             {
                 skipped = Some(entry);
                 break;

@@ -128,6 +128,14 @@ SELECT sqlstate, message, constraint_name
   FROM expect_error('UPDATE tarko.sprinkler_spare_pieces SET piece_count = -1000 WHERE id = 12');
 SELECT * FROM stock;
 
+-- A BEFORE UPDATE trigger of the stock that skips the total's update makes
+-- the piece's statement fail (27000) rather than leave the total behind.
+CREATE FUNCTION skip_stock_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER skip_stock_update BEFORE UPDATE ON inventory_stock FOR EACH ROW EXECUTE FUNCTION skip_stock_update();
+SELECT sqlstate, message, detail FROM expect_error('INSERT INTO tarko.sprinkler_spare_pieces (id, stock_id, piece_count) VALUES (300, 2, 1)');
+DROP TRIGGER skip_stock_update ON inventory_stock;
+DROP FUNCTION skip_stock_update();
+
 -- The total belongs to the database: direct writes are refused (23001) with
 -- every field; writes of other columns and writes of the same value pass.
 SELECT * FROM expect_error('UPDATE tarko.inventory_stock SET quantity = 5 WHERE id = 1');
