@@ -22,14 +22,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.bash"
 
-CLIENTS=${STRESS_CLIENTS:-8}
-SECONDS_PER_RUN=${STRESS_SECONDS:-3}
-for v in CLIENTS SECONDS_PER_RUN; do
-    if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
-        echo "holds_stress: $v must be a positive integer, not '${!v}'" >&2
-        exit 2
-    fi
-done
+stress_settings 8 3
 new_db DB main
 log "== database $DB, $CLIENTS clients, $SECONDS_PER_RUN s per run"
 

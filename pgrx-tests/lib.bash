@@ -121,6 +121,21 @@ check_ok() {
 # A number from pgbench's report; 0 when the line is missing.
 report_value() { local v; v=$(sed -n "s/^$2: \([0-9]*\).*/\1/p" "$1" | head -1); echo "${v:-0}"; }
 
+# stress_settings CLIENTS SECONDS: the stress scripts' pgbench settings,
+# STRESS_CLIENTS and STRESS_SECONDS (per run) from the environment, with these
+# defaults; sets CLIENTS and SECONDS_PER_RUN.
+stress_settings() {
+    CLIENTS=${STRESS_CLIENTS:-$1}
+    SECONDS_PER_RUN=${STRESS_SECONDS:-$2}
+    local v
+    for v in CLIENTS SECONDS_PER_RUN; do
+        if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
+            echo "$(basename "$0" .sh): $v must be a positive integer, not '${!v}'" >&2
+            exit 2
+        fi
+    done
+}
+
 # run_pgbench NAME ISOLATION SCRIPT@WEIGHT...: runs the scripts (files in
 # TMP_DIR) with CLIENTS clients for SECONDS_PER_RUN against DB at that
 # isolation level, as the stress scripts do; checks that pgbench ran to the end,
