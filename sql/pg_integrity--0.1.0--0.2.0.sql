@@ -5468,3 +5468,165 @@ END;
 $$;
 
 -- ==== issue 17: maintained totals — end ====
+
+-- ==== issue 16: index predicates ====
+-- lint() reads the AND-ed terms of an index predicate from its node tree
+-- (compiled) instead of cutting pg_get_expr's text by hand.
+
+-- The top-level AND-ed terms of a stored expression over relation's columns
+-- (pg_index.indpred, say), read from its node tree (src/predicates.rs): nested
+-- ANDs flattened, each term deparsed as pg_get_expr does (on one line) and
+-- without the parentheses that enclose it: '(a IS NULL) AND ((b = 1) OR
+-- (c = 2))' gives {'a IS NULL', '(b = 1) OR (c = 2)'}, whatever the literals hold.
+CREATE FUNCTION integrity._conjuncts(expr pg_node_tree, relation oid) RETURNS text[]
+    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'integrity_conjuncts';
+
+CREATE OR REPLACE FUNCTION integrity.lint(schemas name[] DEFAULT '{public}')
+RETURNS TABLE (severity text, rule text, object_name text, problem text, remedy text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF schemas IS NULL THEN
+        RAISE EXCEPTION 'lint: argument "schemas" must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Name the schemas to check, e.g. ARRAY[''public''].';
+    END IF;
+    RETURN QUERY
+    WITH tbl AS (
+        SELECT c.oid, c.relkind, format('%I.%I', n.nspname, c.relname) AS qname
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = ANY (schemas) AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+    ),
+    soft AS (
+        SELECT t.*, integrity._soft_delete_column(t.oid) AS deleted_column
+          FROM tbl t
+    ),
+    problems AS (
+        -- 1. unique indexes (and unique constraints) of soft-delete tables that
+        --    are not partial on "deleted IS NULL": a deleted row keeps its value
+        --    and blocks a new row with the same one.
+        SELECT 'error' AS severity, 'soft_delete_unique' AS rule,
+               format('%s.%I', s.qname, ic.relname) AS object_name,
+               format('unique %s %I on soft-delete table %s is not partial on %I IS NULL: a deleted row '
+                      'still blocks a new row with the same %s',
+                      CASE WHEN con.oid IS NULL THEN 'index' ELSE 'constraint' END,
+                      coalesce(con.conname, ic.relname), s.qname, s.deleted_column,
+                      CASE WHEN i.indnkeyatts = 1 THEN 'value' ELSE 'values' END) AS problem,
+               CASE WHEN con.oid IS NULL
+                    THEN format('DROP INDEX %I.%I; ', n.nspname, ic.relname)
+                    ELSE format('ALTER TABLE %s DROP CONSTRAINT %I; ', s.qname, con.conname) END ||
+               -- a partitioned index is deparsed "ON ONLY": the new one must cover the partitions
+               pg_catalog.regexp_replace(pg_catalog.pg_get_indexdef(i.indexrelid),
+                                         '^(CREATE UNIQUE INDEX (\S+|"(""|[^"])*")) ON ONLY ', '\1 ON ') ||
+               CASE WHEN i.indpred IS NULL THEN ' WHERE ' ELSE ' AND ' END ||
+               format('(%I IS NULL);', s.deleted_column) AS remedy
+          FROM soft s
+          JOIN pg_catalog.pg_index i ON i.indrelid = s.oid
+          JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = ic.relnamespace
+          LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = s.oid
+                                                 AND con.contype IN ('u', 'x')
+         WHERE s.deleted_column IS NOT NULL
+           AND i.indisunique AND NOT i.indisprimary
+           -- the deleted column itself in the key makes the index unique per deletion
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = s.oid AND a.attname = s.deleted_column
+                              AND a.attnum = ANY (i.indkey::int2[]))
+           -- indexes of partitions that belong to an index of the parent are reported once, there
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits ih WHERE ih.inhrelid = i.indexrelid)
+           -- partial on "deleted IS NULL": that test is one of the predicate's AND-ed terms
+           AND NOT coalesce(format('%I IS NULL', s.deleted_column)
+                            = ANY (integrity._conjuncts(i.indpred, i.indrelid)), false)
+        UNION ALL
+        -- 2. foreign keys whose columns lead no index of the referencing table:
+        --    every DELETE or key UPDATE on the referenced table scans it.
+        SELECT 'warning', 'foreign_key_without_index',
+               format('%s.%I', t.qname, con.conname),
+               format('foreign key %I of %s (%s) has no index with these leading columns: every DELETE or key '
+                      'UPDATE on %s scans %s',
+                      con.conname, t.qname, cols.list, con.confrelid::regclass, t.qname),
+               format('CREATE INDEX ON %s (%s);', t.qname, cols.list)
+          FROM tbl t
+          JOIN pg_catalog.pg_constraint con ON con.conrelid = t.oid AND con.contype = 'f' AND con.conparentid = 0
+         CROSS JOIN LATERAL (
+               SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord) AS list
+                 FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum) cols
+         WHERE NOT EXISTS (
+               SELECT FROM pg_catalog.pg_index i
+                WHERE i.indrelid = t.oid AND i.indpred IS NULL
+                  AND i.indnkeyatts >= cardinality(con.conkey)
+                  AND (SELECT array_agg(x ORDER BY x)
+                         FROM unnest((string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(con.conkey)]) x)
+                      = (SELECT array_agg(x ORDER BY x) FROM unnest(con.conkey) x))
+        UNION ALL
+        -- 3. constraints added NOT VALID and never validated: existing rows may break them.
+        SELECT 'warning', 'not_valid_constraint',
+               format('%s.%I', t.qname, con.conname),
+               format('%s constraint %I of %s is NOT VALID: rows inserted before it was added are not checked',
+                      CASE con.contype WHEN 'f' THEN 'foreign key' WHEN 'n' THEN 'not-null' ELSE 'check' END,
+                      con.conname, t.qname),
+               format('ALTER TABLE %s VALIDATE CONSTRAINT %I;', t.qname, con.conname)
+          FROM tbl t
+          JOIN pg_catalog.pg_constraint con ON con.conrelid = t.oid
+         WHERE NOT con.convalidated AND con.conparentid = 0 AND con.coninhcount = 0
+        UNION ALL
+        -- 4. guarded tables without a primary key: guard errors and violations()
+        --    can only name rows by ctid.
+        SELECT 'warning', 'guarded_table_without_primary_key', t.qname,
+               format('%s has pg_integrity guards (%s) but no primary key: errors and reports cannot name its rows '
+                      'by a stable key', t.qname,
+                      (SELECT string_agg(g.guard, ', ' ORDER BY g.guard) FROM integrity.guard_registry g
+                        WHERE g.table_name::oid = t.oid)),
+               coalesce(
+                   -- a unique index over NOT NULL columns can become the primary key
+                   (SELECT CASE WHEN t.relkind = 'r'
+                                THEN format('ALTER TABLE %s ADD CONSTRAINT %I PRIMARY KEY USING INDEX %I;',
+                                            t.qname, ic.relname, ic.relname)
+                                ELSE format('ALTER TABLE %s ADD PRIMARY KEY (%s);', t.qname,
+                                            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
+                                               FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                                               JOIN pg_catalog.pg_attribute a
+                                                 ON a.attrelid = t.oid AND a.attnum = k.attnum)) END
+                      FROM pg_catalog.pg_index i
+                      JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                     WHERE i.indrelid = t.oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                       AND i.indexprs IS NULL AND i.indnatts = i.indnkeyatts
+                       AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                                        WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey::int2[])
+                                          AND NOT a.attnotnull)
+                     ORDER BY i.indnatts, ic.relname
+                     LIMIT 1),
+                   -- else an identity column, else a column named id (with the
+                   -- partition key, which the primary key of a partitioned table includes)
+                   (SELECT format('ALTER TABLE %s ADD PRIMARY KEY (%s);', t.qname,
+                                  (SELECT string_agg(quote_ident(pa.attname), ', ' ORDER BY pa.attnum <> a.attnum, k.ord)
+                                     FROM pg_catalog.pg_attribute pa
+                                     LEFT JOIN (SELECT pk.attnum, pk.ord
+                                                  FROM pg_catalog.pg_partitioned_table pt,
+                                                       unnest(pt.partattrs::int2[]) WITH ORDINALITY pk(attnum, ord)
+                                                 WHERE pt.partrelid = t.oid) k ON k.attnum = pa.attnum
+                                    WHERE pa.attrelid = t.oid AND (pa.attnum = a.attnum OR k.attnum IS NOT NULL)))
+                      FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+                       AND (a.attidentity <> '' OR a.attname = 'id')
+                     ORDER BY a.attidentity = '', a.attnum
+                     LIMIT 1),
+                   format('ALTER TABLE %s ADD PRIMARY KEY (<key columns>);', t.qname))
+          FROM tbl t
+         WHERE EXISTS (SELECT FROM integrity.guard_registry g WHERE g.table_name::oid = t.oid)
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint con
+                            WHERE con.conrelid = t.oid AND con.contype = 'p')
+    )
+    SELECT p.severity, p.rule, p.object_name, p.problem, p.remedy
+      FROM problems p
+     ORDER BY p.object_name COLLATE "C", p.rule COLLATE "C";
+END;
+$$;
+
+DROP FUNCTION integrity._conjuncts(text);
+
+-- ==== issue 16: index predicates — end ====

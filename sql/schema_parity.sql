@@ -475,80 +475,13 @@ COMMENT ON FUNCTION integrity.assert_schema(jsonb) IS
     'Raises 55000 (object_not_in_prerequisite_state) listing every difference between the manifest and the '
     'current database, one per DETAIL line; returns nothing when they match. For CI after migrations.';
 
--- The top-level AND-ed terms of an expression as pg_get_expr deparses it
--- (every operand parenthesised), each without its enclosing parentheses:
--- '((a IS NULL) AND ((b = 1) OR (c = 2)))' gives {'a IS NULL', '(b = 1) OR (c = 2)'}.
--- Quoted identifiers and string literals are skipped over.
-CREATE FUNCTION integrity._conjuncts(expr text)
-RETURNS text[]
-LANGUAGE plpgsql IMMUTABLE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    body text := expr;
-    parts text[] := '{}';
-    depth int;
-    quote text;
-    start int;
-    i int;
-    c text;
-    enclosed boolean;
-BEGIN
-    -- strip parentheses that enclose the whole expression
-    LOOP
-        enclosed := left(body, 1) = '(' AND right(body, 1) = ')';
-        IF enclosed THEN
-            depth := 0;
-            quote := NULL;
-            FOR i IN 1 .. length(body) - 1 LOOP
-                c := substr(body, i, 1);
-                IF quote IS NOT NULL THEN
-                    IF c = quote THEN quote := NULL; END IF;
-                ELSIF c IN ('''', '"') THEN
-                    quote := c;
-                ELSIF c = '(' THEN
-                    depth := depth + 1;
-                ELSIF c = ')' THEN
-                    depth := depth - 1;
-                    IF depth = 0 THEN enclosed := false; EXIT; END IF;
-                END IF;
-            END LOOP;
-        END IF;
-        EXIT WHEN NOT enclosed;
-        body := substr(body, 2, length(body) - 2);
-    END LOOP;
-    -- split at the ANDs outside parentheses and quotes
-    depth := 0;
-    quote := NULL;
-    start := 1;
-    i := 1;
-    WHILE i <= length(body) LOOP
-        c := substr(body, i, 1);
-        IF quote IS NOT NULL THEN
-            IF c = quote THEN quote := NULL; END IF;
-        ELSIF c IN ('''', '"') THEN
-            quote := c;
-        ELSIF c = '(' THEN
-            depth := depth + 1;
-        ELSIF c = ')' THEN
-            depth := depth - 1;
-        ELSIF depth = 0 AND substr(body, i, 5) = ' AND ' THEN
-            parts := parts || substr(body, start, i - start);
-            start := i + 5;
-            i := i + 4;
-        END IF;
-        i := i + 1;
-    END LOOP;
-    parts := parts || substr(body, start);
-    IF cardinality(parts) = 1 THEN
-        RETURN parts;
-    END IF;
-    -- a term may itself be an AND that the deparser parenthesised
-    RETURN ARRAY(SELECT t FROM unnest(parts) WITH ORDINALITY u(p, n),
-                               unnest(integrity._conjuncts(u.p)) WITH ORDINALITY v(t, m)
-                  ORDER BY u.n, v.m);
-END;
-$$;
+-- The top-level AND-ed terms of a stored expression over relation's columns
+-- (pg_index.indpred, say), read from its node tree (src/predicates.rs): nested
+-- ANDs flattened, each term deparsed as pg_get_expr does (on one line) and
+-- without the parentheses that enclose it: '(a IS NULL) AND ((b = 1) OR
+-- (c = 2))' gives {'a IS NULL', '(b = 1) OR (c = 2)'}, whatever the literals hold.
+CREATE FUNCTION integrity._conjuncts(expr pg_node_tree, relation oid) RETURNS text[]
+    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'integrity_conjuncts';
 
 -- The column a soft-delete table marks deleted rows with: its registered
 -- soft_delete guard's column, else a column named deleted_at (or deletedAt).
@@ -627,7 +560,7 @@ BEGIN
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_inherits ih WHERE ih.inhrelid = i.indexrelid)
            -- partial on "deleted IS NULL": that test is one of the predicate's AND-ed terms
            AND NOT coalesce(format('%I IS NULL', s.deleted_column)
-                            = ANY (integrity._conjuncts(pg_catalog.pg_get_expr(i.indpred, i.indrelid))), false)
+                            = ANY (integrity._conjuncts(i.indpred, i.indrelid)), false)
         UNION ALL
         -- 2. foreign keys whose columns lead no index of the referencing table:
         --    every DELETE or key UPDATE on the referenced table scans it.

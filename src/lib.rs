@@ -13,6 +13,7 @@ mod error;
 mod fmgr;
 mod invalidation;
 mod notifier;
+mod predicates;
 mod refusals;
 mod sanctioned;
 mod trigger;

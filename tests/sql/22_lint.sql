@@ -18,6 +18,16 @@ ALTER TABLE tagging.tags ADD CONSTRAINT tags_name_key UNIQUE (name);
 CREATE UNIQUE INDEX idx_tags_slug_or_blank ON tagging.tags (slug, id) WHERE deleted_at IS NULL OR slug = '';
 -- still fine: partial on deleted_at IS NULL (alone, or AND-ed), or the deleted column in the key
 CREATE UNIQUE INDEX idx_tags_id_active ON tagging.tags (id, name) WHERE slug <> '' AND deleted_at IS NULL;
+-- the AND-ed terms come from the stored predicate's tree: parentheses, quotes
+-- and AND inside literals neither hide nor forge a deleted_at IS NULL term
+CREATE UNIQUE INDEX idx_tags_name_quoted ON tagging.tags (name, id)
+    WHERE slug <> 'a) AND (b' AND (slug = 'x''y' OR slug IS NULL) AND deleted_at IS NULL;
+CREATE UNIQUE INDEX idx_tags_slug_quoted ON tagging.tags (slug, id)
+    WHERE slug <> 'x'' AND deleted_at IS NULL AND (''' AND (name = ')(' OR name = '"');
+SELECT indexrelid::regclass AS index_name, integrity._conjuncts(indpred, indrelid) AS terms
+  FROM pg_index
+ WHERE indexrelid IN ('tagging.idx_tags_name_quoted'::regclass, 'tagging.idx_tags_slug_quoted'::regclass)
+ ORDER BY indexrelid::regclass::text;
 -- (NULLS NOT DISTINCT, which makes that a rule for live rows, is new in PostgreSQL 15)
 DO $$
 BEGIN
@@ -116,7 +126,8 @@ SELECT severity, rule, object_name, remedy FROM integrity.lint('{financial,tradi
 SELECT indexrelid::regclass AS index_name, pg_get_expr(indpred, indrelid) AS predicate, indisvalid AS valid
   FROM pg_index
  WHERE indexrelid IN ('trading.idx_wholesaler_products_sku'::regclass, 'tagging.tags_name_key'::regclass,
-                      'tagging.idx_tags_slug_or_blank'::regclass, 'trading."Product_sku_key"'::regclass,
+                      'tagging.idx_tags_slug_or_blank'::regclass, 'tagging.idx_tags_slug_quoted'::regclass,
+                      'trading."Product_sku_key"'::regclass,
                       'trading.idx_product_prices_from_product'::regclass, 'tagging."Tag ""Groups"" key"'::regclass)
  ORDER BY indexrelid::regclass::text;
 SELECT conrelid::regclass AS table_name, conname, pg_get_constraintdef(oid) AS definition
