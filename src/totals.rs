@@ -672,21 +672,26 @@ fn skipped_update(firing: &Firing, target: pg_sys::Oid, entry: &Pending) -> Refu
 fn numeric_delta(delta: Delta) -> Option<pg_sys::Datum> {
     match delta {
         Delta::Int(0) => None,
-        Delta::Int(n) => {
-            let text = CString::new(n.to_string()).expect("digits");
-            // SAFETY: numeric_in parses the decimal digits of an integer.
-            Some(unsafe {
-                pgrx::fcinfo::direct_function_call_as_datum(
-                    pg_sys::numeric_in,
-                    &[
-                        Some(pg_sys::Datum::from(text.as_ptr())),
-                        Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
-                        Some(pg_sys::Datum::from(-1i32)),
-                    ],
-                )
-                .expect("numeric_in of digits is not NULL")
-            })
-        }
+        // SAFETY: int64_to_numeric makes a numeric of any int8.
+        Delta::Int(n) => match i64::try_from(n) {
+            Ok(n) => Some(pg_sys::Datum::from(unsafe { pg_sys::int64_to_numeric(n) })),
+            // Beyond int8 only when a statement adds up more than 9.2e18: as text.
+            Err(_) => {
+                let text = CString::new(n.to_string()).expect("digits");
+                // SAFETY: numeric_in parses the decimal digits of an integer.
+                Some(unsafe {
+                    pgrx::fcinfo::direct_function_call_as_datum(
+                        pg_sys::numeric_in,
+                        &[
+                            Some(pg_sys::Datum::from(text.as_ptr())),
+                            Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+                            Some(pg_sys::Datum::from(-1i32)),
+                        ],
+                    )
+                    .expect("numeric_in of digits is not NULL")
+                })
+            }
+        },
         Delta::Numeric(value) => {
             (crate::quantities::sign(pg_sys::NUMERICOID, value) != Ordering::Equal).then_some(value)
         }
