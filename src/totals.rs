@@ -672,8 +672,8 @@ fn skipped_update(firing: &Firing, target: pg_sys::Oid, entry: &Pending) -> Refu
 fn numeric_delta(delta: Delta) -> Option<pg_sys::Datum> {
     match delta {
         Delta::Int(0) => None,
-        // SAFETY: int64_to_numeric makes a numeric of any int8.
         Delta::Int(n) => match i64::try_from(n) {
+            // SAFETY: int64_to_numeric makes a numeric of any int8.
             Ok(n) => Some(pg_sys::Datum::from(unsafe { pg_sys::int64_to_numeric(n) })),
             // Beyond int8 only when a statement adds up more than 9.2e18: as text.
             Err(_) => {
