@@ -5,9 +5,10 @@
 //! only adds the row's contribution (when the row satisfies the filter) to a
 //! backend-local list of pending deltas, one entry per target row and total
 //! (consecutive rows of the same parent share one).  The filter is compiled
-//! once per backend and trigger, not per statement as a `WHEN` clause would be.  The statement trigger
-//! `AFTER … FOR EACH STATEMENT`, which fires after every row trigger of its
-//! statement, sorts the entries by key and applies each with one
+//! once per backend and trigger, not per statement as a `WHEN` clause would
+//! be.  The statement trigger `AFTER … FOR EACH STATEMENT`, which fires after
+//! every row trigger of its statement, sorts the entries by key and applies
+//! each with one
 //!
 //! ```sql
 //! UPDATE target t SET total = t.total + $1 WHERE t.key1 = $2 AND …
@@ -117,7 +118,8 @@ thread_local! {
 
 /// A filter compiled for one source trigger: the expression state, and the
 /// slot and expression context it is evaluated with, all in `context` (a
-/// child of `TopMemoryContext`, deleted when the catalogs change).
+/// child of `TopMemoryContext`; compiled again after a catalog change, and the
+/// old one freed when its transaction ends).
 #[derive(Clone, Copy)]
 struct Filter {
     generation: u64,
