@@ -49,10 +49,13 @@ cat >"$TMP_DIR/move.sql" <<'EOF'
 UPDATE sprinkler_spare_pieces SET stock_id = :b
  WHERE id IN (SELECT id FROM sprinkler_spare_pieces WHERE stock_id = :a ORDER BY id LIMIT 3 FOR UPDATE);
 EOF
+# A run of pieces sold (or restored), locked in id order as the moves lock
+# theirs: locked in the order a scan meets them, two writers of overlapping
+# pieces could deadlock on the pieces themselves, before any total is touched.
 cat >"$TMP_DIR/sell.sql" <<'EOF'
 \set x random(1, 2000)
 UPDATE sprinkler_spare_pieces SET status = CASE status WHEN 'IN_STOCK' THEN 'SOLD_OUT' ELSE 'IN_STOCK' END
- WHERE id BETWEEN :x AND :x + 20;
+ WHERE id IN (SELECT id FROM sprinkler_spare_pieces WHERE id BETWEEN :x AND :x + 20 ORDER BY id FOR UPDATE);
 EOF
 cat >"$TMP_DIR/remove.sql" <<'EOF'
 \set x random(1, 3000)
