@@ -256,6 +256,15 @@ $$;
 -- retention its time column, for lifecycle tracking the columns it leaves out
 -- (renamed, one would be tracked).  The event trigger refuses
 -- renaming or dropping them; health() reports those that are gone.
+-- The name every trigger of a target column's total starts with on its
+-- sources: from the target's name, which the registry keeps and pg_dump
+-- restores, so that a registration after a restore replaces its triggers.
+CREATE FUNCTION integrity._total_trigger_base(target_name text, target_column text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT 'integrity_total_' || left(md5(target_name || '.' || target_column), 12) $$;
+
 -- The arguments of a target's integrity_total trigger: the maintained
 -- columns, an empty string, the target's key columns.
 CREATE FUNCTION integrity._total_guard_args(columns text[], options jsonb)

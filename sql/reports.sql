@@ -798,6 +798,28 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
         OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
                    OR p.prosrc <> 'integrity_' || g.function_name)
     UNION ALL
+    -- A maintained total's triggers on its sources: missing or disabled, the
+    -- total is no longer maintained (registering it again puts them back); a
+    -- source that is gone leaves the total behind.
+    SELECT 'error', r.tbl, r.guard, 3,
+           CASE WHEN x.source IS NULL
+                THEN format('source table %s of the total of column "%s" no longer exists: remove the totals,'
+                            ' then register them again with the tables as they are now', x.source_name, x.col)
+                ELSE format('trigger %s of the total of column "%s" on %s is %s: the total is not maintained',
+                            x.tgname, x.col, x.source, CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END) END,
+           CASE WHEN x.source IS NULL THEN integrity._unprotect_sql(r.tbl, r.guard)
+                ELSE integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) END
+      FROM registered r
+     CROSS JOIN LATERAL (SELECT tt ->> 'column' AS col, tt ->> 'source' AS source_name,
+                                integrity._relation(tt ->> 'source') AS source,
+                                (integrity._total_trigger_base(r.options ->> 'name', tt ->> 'column') || f.suffix)::name AS tgname
+                           FROM pg_catalog.jsonb_array_elements(r.options -> 'totals') AS tt
+                          CROSS JOIN (VALUES (''), ('_apply'), ('_truncate')) AS f(suffix)) x
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = x.source AND t.tgname = x.tgname
+     WHERE r.guard = 'total' AND r.relkind IS NOT NULL
+       AND (x.source IS NULL OR t.oid IS NULL OR t.tgenabled = 'D')
+       AND (x.source IS NOT NULL OR x.tgname LIKE '%\_apply')
+    UNION ALL
     -- Refused writes are counted (integrity.refusals) only with the preload.
     SELECT 'info', NULL, NULL, 1,
            'refused writes are not counted (integrity.refusals, LISTEN integrity_refusals): '

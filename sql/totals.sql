@@ -51,15 +51,6 @@ AS $$
      WHERE i.indrelid = tbl AND i.indisprimary
 $$;
 
--- The name every trigger of a target column's total starts with on its
--- sources: from the target's name, which the registry keeps and pg_dump
--- restores, so that a registration after a restore replaces its triggers.
-CREATE FUNCTION integrity._total_trigger_base(target_name text, target_column text)
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT 'integrity_total_' || left(md5(target_name || '.' || target_column), 12) $$;
-
 -- The actual total of one registered total for the target row aliased t, as
 -- an SQL expression: one index lookup per target row given an index on the
 -- source's key columns.

@@ -190,6 +190,19 @@ ALTER TABLE sprinkler_spare_pieces ADD COLUMN note text;
 CREATE INDEX ON hdpe_cut_pieces (stock_id);
 SELECT * FROM integrity.health();
 
+-- A superuser who disables the event triggers can drop a total's trigger on
+-- a source: health() reports it, and its remedy puts it back.
+ALTER EVENT TRIGGER integrity_sql_drop DISABLE;
+SELECT format('DROP TRIGGER %I ON tarko.hdpe_cut_pieces', tgname) AS drop_apply
+  FROM pg_trigger WHERE tgrelid = 'tarko.hdpe_cut_pieces'::regclass AND tgname LIKE '%\_apply' \gset
+:drop_apply;
+ALTER EVENT TRIGGER integrity_sql_drop ENABLE ALWAYS;
+SELECT severity, table_name, guard, regexp_replace(problem, 'integrity_total_[0-9a-f]+', 'integrity_total_…') AS problem
+  FROM integrity.health();
+SELECT remedy FROM integrity.health() WHERE guard = 'total' \gset
+:remedy
+SELECT * FROM integrity.health();
+
 -- Only the owner corrects totals or registers them.
 CREATE ROLE totals_clerk;
 GRANT USAGE ON SCHEMA tarko TO totals_clerk;
