@@ -6017,3 +6017,24 @@ $$;
 DROP FUNCTION integrity._conjuncts(text);
 
 -- ==== issue 16: index predicates — end ====
+
+-- ==== issue 16: the stock operations, one implementation ====
+-- The reservation of several rows runs on the compiled code and cached plans
+-- of the single-row operations, and the SQL functions that need a table's
+-- stock guard read it as they do.
+CREATE OR REPLACE FUNCTION integrity._stock_target(tbl regclass, caller text,
+                                                   OUT stock_column text, OUT reserved_column text,
+                                                   OUT key_column text, OUT key_type text, OUT quantity_scale integer)
+LANGUAGE c STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'integrity_stock_target';
+
+CREATE OR REPLACE FUNCTION integrity.reserve_stock(tbl regclass, ids anyarray, qtys numeric[])
+RETURNS boolean
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'integrity_reserve_stock_rows';
+
+DROP FUNCTION integrity._require_quantity(numeric, integer, text);
+DROP FUNCTION integrity._unknown_row(regclass, text, text, text);
+-- ==== end issue 16: the stock operations ====

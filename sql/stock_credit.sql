@@ -272,72 +272,18 @@ COMMENT ON FUNCTION integrity.guard_ledger_credit(regclass, regclass, text[], na
 -- a lock of all of them in key order first), so concurrent callers queue on
 -- the row lock and each decides on the latest committed row: never oversold.
 
--- The stock guard of tbl: its columns, its single-column primary key, and the
--- scale a quantity must fit (0 for integer columns, NULL for unconstrained numeric).
+-- The stock guard of tbl (read from its trigger, as the stock operations read
+-- it): its columns, its single-column primary key, and the scale a quantity
+-- must fit (0 for integer columns, NULL for unconstrained numeric).
 CREATE FUNCTION integrity._stock_target(tbl regclass, caller text,
                                         OUT stock_column text, OUT reserved_column text,
                                         OUT key_column text, OUT key_type text, OUT quantity_scale integer)
-LANGUAGE plpgsql STABLE
+LANGUAGE c STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM integrity._require_argument(tbl, 'tbl', caller);
-    SELECT r.columns[1], r.columns[2] INTO stock_column, reserved_column
-      FROM integrity.guard_registry r
-     WHERE r.table_name = tbl AND r.guard = 'stock';
-    IF NOT FOUND THEN
-        RAISE EXCEPTION '%: table "%" has no stock guard', caller, tbl
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Register it first: SELECT integrity.guard_stock(%L);', tbl::text);
-    END IF;
-    SELECT a.attname, format_type(a.atttypid, a.atttypmod) INTO key_column, key_type
-      FROM pg_catalog.pg_index i
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-     WHERE i.indrelid = tbl AND i.indisprimary AND i.indnkeyatts = 1;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION '%: table "%" needs a single-column primary key', caller, tbl
-            USING ERRCODE = 'invalid_column_reference';
-    END IF;
-    SELECT CASE WHEN a.atttypid <> 'numeric'::regtype THEN 0
-                WHEN a.atttypmod >= 4 THEN (a.atttypmod - 4) & 65535 END
-      INTO quantity_scale
-      FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = tbl AND a.attname = reserved_column;
-END;
-$$;
+AS 'MODULE_PATHNAME', 'integrity_stock_target';
 
--- A quantity to move: positive, and representable in the stock columns (a
--- fraction of an integer stock would otherwise be rounded away silently).
-CREATE FUNCTION integrity._require_quantity(qty numeric, scale integer, caller text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF qty IS NULL OR qty <= 0 OR qty = 'NaN' THEN
-        RAISE EXCEPTION '%: quantity must be positive, not %', caller, coalesce(qty::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF scale IS NOT NULL AND qty <> round(qty, scale) THEN
-        RAISE EXCEPTION '%: quantity % has more decimal places than the stock columns hold (%)', caller, qty, scale
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-END;
-$$;
-
-CREATE FUNCTION integrity._unknown_row(tbl regclass, key_column text, id text, caller text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RAISE EXCEPTION '%: table "%" has no row with % = %', caller, tbl, key_column, coalesce(id, 'NULL')
-        USING ERRCODE = 'invalid_parameter_value';
-END;
-$$;
-
--- The single-row operations are compiled (src/stock_operations.rs): they are
--- called once per order line, and keep their prepared statements per table.
+-- The operations are compiled (src/stock_operations.rs): they are called once
+-- per order line, and keep their prepared statements per table.
 CREATE FUNCTION integrity.reserve_stock(tbl regclass, id anyelement, qty numeric)
 RETURNS boolean
 LANGUAGE c
@@ -364,66 +310,8 @@ COMMENT ON FUNCTION integrity.commit_stock(regclass, anyelement, numeric) IS
 
 CREATE FUNCTION integrity.reserve_stock(tbl regclass, ids anyarray, qtys numeric[])
 RETURNS boolean
-LANGUAGE plpgsql
+LANGUAGE c
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t record := integrity._stock_target(tbl, 'reserve_stock');
-    verdict record;
-    updated bigint;
-    wanted bigint;
-BEGIN
-    PERFORM integrity._require_argument(ids, 'ids', 'reserve_stock');
-    IF qtys IS NULL OR cardinality(qtys) <> cardinality(ids) THEN
-        RAISE EXCEPTION 'reserve_stock: ids and qtys must have the same number of elements'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF array_position(ids, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'reserve_stock: ids must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF cardinality(ids) = 0 THEN
-        RAISE EXCEPTION 'reserve_stock: ids must name at least one row' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM integrity._require_quantity(q, t.quantity_scale, 'reserve_stock') FROM unnest(qtys) q;
-
-    -- Lock every row in key order (so that two multi-row reservations can
-    -- never deadlock each other), then decide on the locked rows.
-    EXECUTE format($sql$
-        WITH wanted AS (
-            SELECT w.k::%4$s AS k, sum(w.q) AS q FROM unnest($1, $2) AS w(k, q) GROUP BY 1),
-        locked AS (
-            SELECT r.%3$I AS k, r.%5$I - r.%2$I AS available
-              FROM %1$s r WHERE r.%3$I IN (SELECT k FROM wanted) ORDER BY r.%3$I FOR UPDATE)
-        SELECT min(w.k::text) FILTER (WHERE l.k IS NULL) AS missing,
-               coalesce(bool_and(l.available >= w.q), false) AS enough
-          FROM wanted w LEFT JOIN locked l ON l.k = w.k
-        $sql$, tbl, t.reserved_column, t.key_column, t.key_type, t.stock_column)
-       INTO verdict USING ids, qtys;
-    IF verdict.missing IS NOT NULL THEN
-        PERFORM integrity._unknown_row(tbl, t.key_column, verdict.missing, 'reserve_stock');
-    END IF;
-    IF NOT verdict.enough THEN
-        RETURN false;
-    END IF;
-    EXECUTE format($sql$
-        UPDATE %1$s r SET %2$I = r.%2$I + w.q
-          FROM (SELECT w.k::%4$s AS k, sum(w.q) AS q FROM unnest($1, $2) AS w(k, q) GROUP BY 1) w
-         WHERE r.%3$I = w.k
-        $sql$, tbl, t.reserved_column, t.key_column, t.key_type)
-       USING ids, qtys;
-    -- A BEFORE UPDATE trigger of the table's own can skip a row (RETURN NULL):
-    -- then nothing is reserved, as the error rolls the other rows back.
-    GET DIAGNOSTICS updated = ROW_COUNT;
-    wanted := (SELECT count(DISTINCT k) FROM unnest(ids) AS k);
-    IF updated <> wanted THEN
-        RAISE EXCEPTION 'reserve_stock: a trigger on table "%" skipped % of the % rows to reserve', tbl,
-                        wanted - updated, wanted
-            USING ERRCODE = 'triggered_data_change_violation',
-                  DETAIL = 'Nothing was reserved: a reservation of several rows is all or nothing.',
-                  HINT = format('Check the BEFORE UPDATE triggers of %s that can return NULL.', tbl);
-    END IF;
-    RETURN true;
-END;
-$$;
+AS 'MODULE_PATHNAME', 'integrity_reserve_stock_rows';
 COMMENT ON FUNCTION integrity.reserve_stock(regclass, anyarray, numeric[]) IS
     'Reserves qtys[i] of row ids[i] for every i, or nothing: true when all were reserved, false when any lacks stock. Locks rows in key order.';

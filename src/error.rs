@@ -64,6 +64,8 @@ pub enum Error {
     NotCalledAsTrigger,
     #[error("{function} can only run as an event trigger")]
     NotCalledAsEventTrigger { function: &'static str },
+    #[error("{function} must be declared to return a record")]
+    NotDeclaredAsRecord { function: &'static str },
     #[error("trigger \"{trigger}\" on table \"{table}\" fires for events its guard does not handle")]
     UnhandledEvents { trigger: String, table: String },
     #[error(
@@ -81,10 +83,18 @@ pub enum Error {
     VersionOutOfRange { column: String, table: String },
 
     // What the callers of the SQL functions pass or ask for.
+    // `caller` names the SQL function called (for `_stock_target`, the one
+    // that called it).
     #[error("{caller}: argument \"{argument}\" must not be NULL")]
-    NullArgument { caller: &'static str, argument: &'static str },
+    NullArgument { caller: Cow<'static, str>, argument: &'static str },
     #[error("{caller}: relation with OID {relid} does not exist")]
-    NoSuchRelation { caller: &'static str, relid: pg_sys::Oid },
+    NoSuchRelation { caller: Cow<'static, str>, relid: pg_sys::Oid },
+    #[error("{caller}: {argument} must not contain NULL")]
+    NullElement { caller: &'static str, argument: &'static str },
+    #[error("{caller}: ids and qtys must have the same number of elements")]
+    LengthMismatch { caller: &'static str },
+    #[error("{caller}: ids must name at least one row")]
+    NoRows { caller: &'static str },
     /// `quantity` is the number as text, or `NULL`.
     #[error("{caller}: quantity must be positive, not {quantity}")]
     QuantityNotPositive { caller: &'static str, quantity: String },
@@ -94,9 +104,9 @@ pub enum Error {
     NoSuchRow { caller: &'static str, table: String, key: String, id: String },
     /// `table` is the qualified, quoted name.
     #[error("{caller}: table \"{table}\" has no stock guard")]
-    NoStockGuard { caller: &'static str, table: String },
+    NoStockGuard { caller: Cow<'static, str>, table: String },
     #[error("{caller}: table \"{table}\" needs a single-column primary key")]
-    NeedsSingleColumnKey { caller: &'static str, table: String },
+    NeedsSingleColumnKey { caller: Cow<'static, str>, table: String },
     /// A `maintain_total` filter that is not a boolean, immutable expression
     /// over the source's columns; `problem` says why.
     #[error("maintain_total: invalid filter \"{filter}\"")]
@@ -144,15 +154,18 @@ impl Error {
             | Error::EventsTableMissing => ERRCODE_INTERNAL_ERROR,
             Error::NotCalledAsTrigger | Error::UnhandledEvents { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Error::NotCalledAsEventTrigger { .. } => ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
+            Error::NotDeclaredAsRecord { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             Error::WrongColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
             Error::MissingColumn { .. } | Error::MissingTotalColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             Error::NotRegistered { .. } | Error::NoStockGuard { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::VersionOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-            Error::NullArgument { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Error::NullArgument { .. } | Error::NullElement { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Error::NoSuchRelation { .. } => ERRCODE_UNDEFINED_TABLE,
             Error::QuantityNotPositive { .. }
             | Error::QuantityTooPrecise { .. }
             | Error::NoSuchRow { .. }
+            | Error::LengthMismatch { .. }
+            | Error::NoRows { .. }
             | Error::InvalidFilter { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             Error::NeedsSingleColumnKey { .. } => ERRCODE_INVALID_COLUMN_REFERENCE,
             Error::ReadDenied { .. } | Error::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,

@@ -1,6 +1,7 @@
-//! `integrity.reserve_stock`, `release_stock` and `commit_stock` for one row.
+//! `integrity.reserve_stock`, `release_stock` and `commit_stock`.
 //!
-//! Each is one statement on the row whose WHERE clause is the check:
+//! For one row, each is one statement on the row whose WHERE clause is the
+//! check:
 //!
 //! ```sql
 //! UPDATE t SET reserved = reserved + $2 WHERE key = $1 AND stock - reserved >= $2
@@ -8,19 +9,26 @@
 //!
 //! so the check and the write happen on the row version the UPDATE locks:
 //! concurrent callers queue on the row lock and each decides on the row the
-//! previous one left (READ COMMITTED), or gets 40001 (higher levels).
+//! previous one left (READ COMMITTED), or gets 40001 (higher levels).  A
+//! reservation of several rows locks all of them in key order (so that two
+//! such reservations never deadlock), decides on the locked rows, and then
+//! reserves on every row or on none.
 //!
 //! These are called once per order line, so their statements are prepared
-//! once per backend and table and kept (`SPI_keepplan`).  The columns come
-//! from the table's `integrity_stock` trigger, the guard itself: no registry
-//! lookup.  Any relcache invalidation (DDL on the table, a re-registration,
-//! which replaces the trigger) makes the next call read the table again; the
-//! plans are prepared again only if its name, guard columns or key changed.
+//! once per backend, table and key type, and kept (`SPI_keepplan`).  The
+//! columns come from the table's `integrity_stock` trigger, the guard itself:
+//! no registry lookup.  Any relcache invalidation (DDL on the table, a
+//! re-registration, which replaces the trigger) makes the next call read the
+//! table again; the plans are prepared again only if its name, guard columns
+//! or key changed.  `integrity._stock_target` gives the same reading to the
+//! SQL functions that need it (the holds).
 
 use core::ffi::{c_char, c_int, CStr};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::thread::LocalKey;
 
 use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
@@ -59,6 +67,28 @@ guarded_function!(
     |fcinfo| {
         // SAFETY: fcinfo is the running call's (the body's contract).
         unsafe { operate(fcinfo, Operation::Commit) }
+    }
+);
+
+guarded_function!(
+    /// `integrity.reserve_stock(tbl regclass, ids anyarray, qtys numeric[]) RETURNS boolean`
+    integrity_reserve_stock_rows,
+    pg_finfo_integrity_reserve_stock_rows,
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { reserve_rows(fcinfo) }
+    }
+);
+
+guarded_function!(
+    /// `integrity._stock_target(tbl regclass, caller text, OUT stock_column text,
+    /// OUT reserved_column text, OUT key_column text, OUT key_type text,
+    /// OUT quantity_scale integer)`
+    integrity_stock_target,
+    pg_finfo_integrity_stock_target,
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { stock_target(fcinfo) }
     }
 );
 
@@ -107,20 +137,28 @@ struct Target {
     scale: Option<i32>,
 }
 
-struct Plans {
+/// A table's kept statements for one key type, with what they were built from.
+struct Plans<const N: usize> {
     target: Target,
     /// The invalidation generation when `target` was last read from the catalogs.
     generation: u64,
-    /// Indexed by `Operation as usize`.
-    operate: [pg_sys::SPIPlanPtr; 3],
-    /// `SELECT reserved, <reserve's check>, <release's check> FROM t WHERE key = $1`,
-    /// to tell "not enough" from "no such row" and from "a trigger skipped it".
-    lookup: pg_sys::SPIPlanPtr,
+    statements: [pg_sys::SPIPlanPtr; N],
 }
 
+/// One row: the three operations, indexed by `Operation as usize`, then
+/// `SELECT reserved, <reserve's check>, <release's check> FROM t WHERE key = $1`,
+/// to tell "not enough" from "no such row" and from "a trigger skipped it".
+const LOOKUP: usize = 3;
+/// Several rows: the locking verdict, then the reservation.
+const LOCK_ROWS: usize = 0;
+const RESERVE_ROWS: usize = 1;
+
+type Cache<const N: usize> = RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans<N>>>;
+
 thread_local! {
-    /// By table and by the type of the id argument.
-    static PLANS: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans>> = RefCell::new(HashMap::new());
+    /// By table and by the type of the id argument (for several rows, of the ids).
+    static ROW_PLANS: Cache<4> = RefCell::new(HashMap::new());
+    static ROWS_PLANS: Cache<2> = RefCell::new(HashMap::new());
 }
 
 /// # Safety
@@ -131,25 +169,18 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     // SAFETY: the running call's fcinfo, with three arguments (the contract).
     let args = unsafe { (*fcinfo).args.as_slice(3) };
     if args[0].isnull {
-        Error::NullArgument { caller, argument: "tbl" }.raise();
+        Error::NullArgument { caller: caller.into(), argument: "tbl" }.raise();
     }
     if args[1].isnull {
-        Error::NullArgument { caller, argument: "id" }.raise();
+        Error::NullArgument { caller: caller.into(), argument: "id" }.raise();
     }
-    let relid = pg_sys::Oid::from(args[0].value.value() as u32);
     // SAFETY: the call's FmgrInfo, whose expression gives the actual type of
     // the anyelement argument.
     let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
-
-    // Opening the relation locks it and takes in pending invalidations.
-    // SAFETY: opens the relation by OID (NULL if there is none, checked); it
-    // stays open, and locked, until closed below or the transaction ends.
-    let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
-    if rel.is_null() {
-        Error::NoSuchRelation { caller, relid }.raise();
-    }
+    let rel = open(args[0].value, caller);
     // SAFETY: the relation is open.
-    let (operate, lookup) = unsafe { plans(rel, id_type, caller) };
+    let statements = unsafe { plans(&ROW_PLANS, rel, id_type, caller, prepare_row) };
+    let (operate, lookup) = (&statements[..LOOKUP], statements[LOOKUP]);
 
     // The statement checks the quantity too (positive, not more decimals than
     // the columns keep), so the path that succeeds does no other work.
@@ -192,69 +223,61 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     let target = unsafe { target(rel, caller) };
     // SAFETY: the third argument is declared numeric; its null flag is passed.
     let quantity = unsafe { pgrx::AnyNumeric::from_datum(args[2].value, args[2].isnull) };
-    match quantity {
-        Some(q) if q.is_nan() || q <= pgrx::AnyNumeric::from(0) => {
-            Error::QuantityNotPositive { caller, quantity: q.to_string() }.raise()
+    check_quantity(quantity.clone(), caller, || target.scale);
+    let quantity = quantity.expect("a NULL quantity is refused above");
+    match outcome {
+        Outcome::Skipped => {
+            // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
+            let id = unsafe { id_text(id_type, args[1].value) };
+            let verb = operation.verb();
+            let refusal = Refusal {
+                code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+                message: format!("{caller}: a trigger on table \"{}\" skipped the row to {verb}", target.table),
+                detail: format!("Key ({})=({id}): nothing was {}.", target.key, operation.done()),
+                hint: format!("Check the BEFORE UPDATE triggers of {} that can return NULL.", target.table),
+                column: None,
+            };
+            // SAFETY: the relation stays open until the error is raised
+            // (the abort closes it); the constraint name is static.
+            Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
         }
-        None => Error::QuantityNotPositive { caller, quantity: "NULL".into() }.raise(),
-        Some(q) if !fits(&q, target.scale) => {
-            Error::QuantityTooPrecise { caller, quantity: q.to_string(), scale: target.scale.unwrap_or_default() }
-                .raise()
+        Outcome::NoRow => {
+            // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
+            let id = unsafe { id_text(id_type, args[1].value) };
+            Error::NoSuchRow { caller, table: target.table, key: target.key, id }.raise()
         }
-        Some(quantity) => match outcome {
-            Outcome::Skipped => {
-                // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
-                let id = unsafe { id_text(id_type, args[1].value) };
-                let verb = operation.verb();
-                let refusal = Refusal {
-                    code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
-                    message: format!("{caller}: a trigger on table \"{}\" skipped the row to {verb}", target.table),
-                    detail: format!("Key ({})=({id}): nothing was {}.", target.key, operation.done()),
-                    hint: format!("Check the BEFORE UPDATE triggers of {} that can return NULL.", target.table),
-                    column: None,
-                };
-                // SAFETY: the relation stays open until the error is raised
-                // (the abort closes it); the constraint name is static.
-                Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
-            }
-            Outcome::NoRow => {
-                // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
-                let id = unsafe { id_text(id_type, args[1].value) };
-                Error::NoSuchRow { caller, table: target.table, key: target.key, id }.raise()
-            }
-            Outcome::NotEnough(_) if operation == Operation::Reserve => {
-                // SAFETY: the relation opened above, not used after this.
-                unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
-                Verdict::Allow(pg_sys::Datum::from(false))
-            }
-            Outcome::NotEnough(reserved) => {
-                // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
-                let id = unsafe { id_text(id_type, args[1].value) };
-                // SAFETY: the relation is open, and its rd_rel with it.
-                let relname = unsafe { pgrx::name_data_to_str(&(*(*rel).rd_rel).relname) }.to_string();
-                let refusal = Refusal {
-                    code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
-                    message: format!(
-                        "{caller}: cannot {} {quantity} of \"{relname}\" row {} = {id}: only {reserved} is reserved",
-                        operation.verb(),
-                        target.key
-                    ),
-                    detail: format!(
-                        "Key ({})=({id}) in table {} has {} {reserved}.",
-                        target.key, target.table, target.reserved
-                    ),
-                    hint: "Release or commit at most what the row has reserved.".into(),
-                    // SAFETY: the relation is open.
-                    column: unsafe { reserved_attnum(rel, &target.reserved) },
-                };
-                // The relation stays open: the error refers to it, and aborting
-                // the transaction releases it.
-                // SAFETY: so the relation is valid until the error is raised;
-                // the constraint name is static.
-                Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
-            }
-            Outcome::Done => unreachable!("handled above"),
-        },
+        Outcome::NotEnough(_) if operation == Operation::Reserve => {
+            // SAFETY: the relation opened above, not used after this.
+            unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+            Verdict::Allow(pg_sys::Datum::from(false))
+        }
+        Outcome::NotEnough(reserved) => {
+            // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
+            let id = unsafe { id_text(id_type, args[1].value) };
+            // SAFETY: the relation is open, and its rd_rel with it.
+            let relname = unsafe { pgrx::name_data_to_str(&(*(*rel).rd_rel).relname) }.to_string();
+            let refusal = Refusal {
+                code: PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+                message: format!(
+                    "{caller}: cannot {} {quantity} of \"{relname}\" row {} = {id}: only {reserved} is reserved",
+                    operation.verb(),
+                    target.key
+                ),
+                detail: format!(
+                    "Key ({})=({id}) in table {} has {} {reserved}.",
+                    target.key, target.table, target.reserved
+                ),
+                hint: "Release or commit at most what the row has reserved.".into(),
+                // SAFETY: the relation is open.
+                column: unsafe { reserved_attnum(rel, &target.reserved) },
+            };
+            // The relation stays open: the error refers to it, and aborting
+            // the transaction releases it.
+            // SAFETY: so the relation is valid until the error is raised;
+            // the constraint name is static.
+            Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
+        }
+        Outcome::Done => unreachable!("handled above"),
     }
 }
 
@@ -296,14 +319,6 @@ unsafe fn look_up(
     }
 }
 
-/// Whether `qty` has at most `scale` decimal places.
-fn fits(qty: &pgrx::AnyNumeric, scale: Option<i32>) -> bool {
-    let Some(scale) = scale else { return true };
-    let text = qty.to_string();
-    let decimals = text.split_once('.').map_or(0, |(_, fraction)| fraction.trim_end_matches('0').len());
-    decimals as i32 <= scale
-}
-
 /// The id as its type's output function writes it.
 ///
 /// # Safety
@@ -335,7 +350,7 @@ unsafe fn reserved_attnum(rel: pg_sys::Relation, column: &str) -> Option<i16> {
 ///
 /// # Safety
 /// `rel` is open, and stays open while the result is used.
-unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
+unsafe fn target(rel: pg_sys::Relation, caller: &str) -> Target {
     // SAFETY: the relation is open for the whole function (the contract).
     let table = qualified_name(unsafe { (*rel).rd_id });
     // SAFETY: as above; its trigger descriptor (NULL without triggers) is
@@ -353,7 +368,7 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
             // SAFETY: a trigger's name is NUL-terminated.
             unsafe { CStr::from_ptr(t.tgname) == c"integrity_stock" && t.tgnargs == 2 }
         })
-        .unwrap_or_else(|| Error::NoStockGuard { caller, table: table.clone() }.raise());
+        .unwrap_or_else(|| Error::NoStockGuard { caller: caller.to_string().into(), table: table.clone() }.raise());
     // SAFETY: the trigger has two arguments (found so), NUL-terminated.
     let arg = |i: usize| unsafe { CStr::from_ptr(*guard.tgargs.add(i)) }.to_string_lossy().into_owned();
     let (stock, reserved) = (arg(0), arg(1));
@@ -378,7 +393,9 @@ unsafe fn target(rel: pg_sys::Relation, caller: &'static str) -> Target {
         pg_sys::ReleaseSysCache(tuple);
         attnum
     });
-    let Some(key_attnum) = key_attnum else { Error::NeedsSingleColumnKey { caller, table }.raise() };
+    let Some(key_attnum) = key_attnum else {
+        Error::NeedsSingleColumnKey { caller: caller.to_string().into(), table }.raise()
+    };
     // SAFETY: the relation is open and locked for the rest of this function.
     let attribute = |attnum: i16| unsafe { tuple_desc_attr((*rel).rd_att, attnum) };
     let key_attribute = attribute(key_attnum);
@@ -414,69 +431,283 @@ fn quote(ident: &str) -> String {
     unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }.to_string_lossy().into_owned()
 }
 
-/// The table's prepared statements: cached, checked again after a relcache
-/// invalidation, prepared again when what they were built from changed.
+/// Opens (and locks) the relation of the `tbl` argument; opening takes in
+/// pending invalidations, so the guard read from it is current.
+fn open(tbl: pg_sys::Datum, caller: &'static str) -> pg_sys::Relation {
+    let relid = pg_sys::Oid::from(tbl.value() as u32);
+    // SAFETY: opens the relation by OID (NULL if there is none, checked); it
+    // stays open, and locked, until closed by the caller or the transaction ends.
+    let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
+    if rel.is_null() {
+        Error::NoSuchRelation { caller: caller.into(), relid }.raise();
+    }
+    rel
+}
+
+/// The table's prepared statements for the key type: cached, checked again
+/// after a relcache invalidation, prepared again when what they were built
+/// from changed.
 ///
 /// # Safety
 /// `rel` is open.
-unsafe fn plans(
+unsafe fn plans<const N: usize>(
+    cache: &'static LocalKey<Cache<N>>,
     rel: pg_sys::Relation,
     id_type: pg_sys::Oid,
     caller: &'static str,
-) -> ([pg_sys::SPIPlanPtr; 3], pg_sys::SPIPlanPtr) {
+    prepare: fn(&Target, pg_sys::Oid) -> [pg_sys::SPIPlanPtr; N],
+) -> [pg_sys::SPIPlanPtr; N] {
     // SAFETY: the relation is open (the contract).
     let key = (unsafe { (*rel).rd_id }, id_type);
     let generation = invalidation::generation();
-    let current = PLANS
-        .with_borrow(|plans| plans.get(&key).filter(|p| p.generation == generation).map(|p| (p.operate, p.lookup)));
+    let current =
+        cache.with_borrow(|plans| plans.get(&key).filter(|p| p.generation == generation).map(|p| p.statements));
     if let Some(current) = current {
         return current;
     }
     // SAFETY: the relation is open (the contract).
     let target = unsafe { target(rel, caller) };
-    let still_valid = PLANS.with_borrow_mut(|plans| {
+    let still_valid = cache.with_borrow_mut(|plans| {
         plans.get_mut(&key).filter(|p| p.target == target).map(|p| {
             p.generation = generation;
-            (p.operate, p.lookup)
+            p.statements
         })
     });
     if let Some(still_valid) = still_valid {
         return still_valid;
     }
-    let (operate, lookup) = prepare(&target, id_type);
-    let plans = Plans { target, generation, operate, lookup };
-    PLANS.with_borrow_mut(|all| {
-        if let Some(stale) = all.insert(key, plans) {
-            for plan in stale.operate.into_iter().chain([stale.lookup]) {
-                free_plan(plan);
-            }
+    let statements = prepare(&target, id_type);
+    cache.with_borrow_mut(|all| {
+        if let Some(stale) = all.insert(key, Plans { target, generation, statements }) {
+            stale.statements.into_iter().for_each(free_plan);
         }
     });
-    (operate, lookup)
+    statements
 }
 
-fn prepare(target: &Target, id_type: pg_sys::Oid) -> ([pg_sys::SPIPlanPtr; 3], pg_sys::SPIPlanPtr) {
+/// Prepares and keeps `statements`, whose parameters are of `arg_types`.
+fn keep_all<const N: usize>(statements: [String; N], arg_types: [pg_sys::Oid; 2]) -> [pg_sys::SPIPlanPtr; N] {
+    let mut arg_types = arg_types;
+    spi_connect();
+    let prepared = statements.map(|sql| keep_plan(&sql, &mut arg_types, || sql.clone()));
+    spi_finish();
+    prepared
+}
+
+/// The statements of one row, with the key (of `id_type`) and the quantity.
+fn prepare_row(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
     let (t, s, r, k) = (&target.table, quote(&target.stock), quote(&target.reserved), quote(&target.key));
     let key_match = format!("{k} = $1::{}", target.key_type);
     let valid_quantity = match target.scale {
         Some(scale) => format!("$2 > 0 AND $2 = round($2, {scale})"),
         None => "$2 > 0".to_string(),
     };
-    let statements = [
-        format!("UPDATE {t} SET {r} = {r} + $2 WHERE {key_match} AND {valid_quantity} AND {s} - {r} >= $2 RETURNING 1"),
-        format!("UPDATE {t} SET {r} = {r} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"),
-        format!(
-            "UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"
-        ),
-        format!(
-            "SELECT {r}, {s} - {r} >= $2 AND {skippable}, {r} >= $2 AND {skippable} FROM {t} WHERE {key_match}",
-            skippable = format!("integrity._may_skip_updates({t}.tableoid)")
-        ),
+    keep_all(
+        [
+            format!(
+                "UPDATE {t} SET {r} = {r} + $2 WHERE {key_match} AND {valid_quantity} AND {s} - {r} >= $2 RETURNING 1"
+            ),
+            format!("UPDATE {t} SET {r} = {r} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"),
+            format!(
+                "UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"
+            ),
+            format!(
+                "SELECT {r}, {s} - {r} >= $2 AND {skippable}, {r} >= $2 AND {skippable} FROM {t} WHERE {key_match}",
+                skippable = format!("integrity._may_skip_updates({t}.tableoid)")
+            ),
+        ],
+        [id_type, pg_sys::NUMERICOID],
+    )
+}
+
+/// The statements of several rows, with the keys (an array of `ids_type`)
+/// and the quantities (numeric[]), which may name a row more than once.
+fn prepare_rows(target: &Target, ids_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 2] {
+    let (t, s, r, k, key_type) =
+        (&target.table, quote(&target.stock), quote(&target.reserved), quote(&target.key), &target.key_type);
+    // unnest of two arrays is FROM-clause syntax, not a function of pg_catalog.
+    let wanted = format!("SELECT w.k::{key_type} AS k, sum(w.q) AS q FROM unnest($1, $2) AS w(k, q) GROUP BY 1");
+    keep_all(
+        [
+            // The rows locked in key order, then: the first key (as text)
+            // with no row, whether every row has enough, how many rows.
+            format!(
+                "WITH wanted AS ({wanted}), \
+                      locked AS (SELECT r.{k} AS k, r.{s} - r.{r} AS available \
+                                   FROM {t} r WHERE r.{k} = ANY (ARRAY(SELECT k FROM wanted)) ORDER BY r.{k} FOR UPDATE) \
+                 SELECT min(w.k::text) FILTER (WHERE l.k IS NULL), coalesce(bool_and(l.available >= w.q), false), count(*) \
+                   FROM wanted w LEFT JOIN locked l ON l.k = w.k"
+            ),
+            format!("UPDATE {t} r SET {r} = r.{r} + w.q FROM ({wanted}) w WHERE r.{k} = w.k"),
+        ],
+        [ids_type, pg_sys::NUMERICARRAYOID],
+    )
+}
+
+/// Reserves on every row or on none.
+///
+/// # Safety
+/// `fcinfo` is the running call's, declared (regclass, anyarray, numeric[]).
+unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
+    let caller = "reserve_stock";
+    // SAFETY: the running call's fcinfo, with three arguments (the contract).
+    let args = unsafe { (*fcinfo).args.as_slice(3) };
+    if args[0].isnull {
+        Error::NullArgument { caller: caller.into(), argument: "tbl" }.raise();
+    }
+    // SAFETY: the call's FmgrInfo, whose expression gives the actual type of
+    // the anyarray argument.
+    let ids_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
+    let rel = open(args[0].value, caller);
+    // SAFETY: the relation is open.
+    let statements = unsafe { plans(&ROWS_PLANS, rel, ids_type, caller, prepare_rows) };
+
+    if args[1].isnull {
+        Error::NullArgument { caller: caller.into(), argument: "ids" }.raise();
+    }
+    // SAFETY: a non-NULL anyarray argument, detoasted here (a copy in the
+    // call's memory context if it was toasted).
+    let ids = unsafe { pg_sys::pg_detoast_datum(args[1].value.cast_mut_ptr()) as *mut pg_sys::ArrayType };
+    // SAFETY: the third argument is declared numeric[]; its null flag is passed.
+    let qtys = unsafe { pgrx::Array::<pgrx::AnyNumeric>::from_datum(args[2].value, args[2].isnull) };
+    // SAFETY: a detoasted array, whose dimensions follow its header (ARR_DIMS).
+    let count = unsafe {
+        let dims = (ids as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut c_int;
+        pg_sys::ArrayGetNItems((*ids).ndim, dims)
+    };
+    let Some(qtys) = qtys.filter(|qtys| qtys.len() == count as usize) else { Error::LengthMismatch { caller }.raise() };
+    // SAFETY: a detoasted array.
+    if unsafe { pg_sys::array_contains_nulls(ids) } {
+        Error::NullElement { caller, argument: "ids" }.raise();
+    }
+    if count == 0 {
+        Error::NoRows { caller }.raise();
+    }
+    // The columns' scale is known only to the target; read it once, and only
+    // when a quantity has decimals to check.
+    let mut scale = None;
+    for quantity in qtys.iter() {
+        // SAFETY: the relation is open.
+        check_quantity(quantity, caller, || *scale.get_or_insert_with(|| unsafe { target(rel, caller) }.scale));
+    }
+
+    let mut values = [args[1].value, args[2].value];
+    let nulls = [b' ' as c_char; 2];
+    // SAFETY: the statements run inside the SPI connection made here, with
+    // the parameters they were prepared with (the ids, of the array type
+    // they were prepared for, and the quantities); nothing on this frame
+    // needs dropping if one raises (plain arrays and datums).
+    let (missing, enough, wanted, updated) = unsafe {
+        spi_connect();
+        execute_plan(statements[LOCK_ROWS], &mut values, &nulls, false);
+        let missing = result_text(0, 1);
+        let enough = result_value(0, 2).is_some_and(|enough| enough.value() != 0);
+        let wanted = result_value(0, 3).map_or(0, |count| count.value() as u64);
+        let updated = if missing.is_none() && enough {
+            execute_plan(statements[RESERVE_ROWS], &mut values, &nulls, false)
+        } else {
+            0
+        };
+        spi_finish();
+        (missing, enough, wanted, updated)
+    };
+    if let Some(id) = missing {
+        // SAFETY: the relation is open.
+        let target = unsafe { target(rel, caller) };
+        Error::NoSuchRow { caller, table: target.table, key: target.key, id }.raise();
+    }
+    if enough && updated != wanted {
+        // A BEFORE UPDATE trigger of the table's own skipped a row (RETURN
+        // NULL): the error takes back what the others reserved.
+        // SAFETY: the relation is open.
+        let table = unsafe { target(rel, caller) }.table;
+        let refusal = Refusal {
+            code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+            message: format!(
+                "{caller}: a trigger on table \"{table}\" skipped {} of the {wanted} rows to reserve",
+                wanted - updated
+            ),
+            detail: "Nothing was reserved: a reservation of several rows is all or nothing.".into(),
+            hint: format!("Check the BEFORE UPDATE triggers of {table} that can return NULL."),
+            column: None,
+        };
+        // SAFETY: the relation stays open until the error is raised (the
+        // abort closes it); the constraint name is static.
+        return Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) });
+    }
+    // The lock is kept until the end of the transaction, like the UPDATE's.
+    // SAFETY: the relation opened above, not used after this.
+    unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+    Verdict::Allow(pg_sys::Datum::from(enough))
+}
+
+/// Raises unless `quantity` is positive and has at most the decimals that
+/// `scale` (asked for only when it matters) allows.
+fn check_quantity(quantity: Option<pgrx::AnyNumeric>, caller: &'static str, scale: impl FnOnce() -> Option<i32>) {
+    match quantity {
+        None => Error::QuantityNotPositive { caller, quantity: "NULL".into() }.raise(),
+        Some(q) if q.is_nan() || q <= pgrx::AnyNumeric::from(0) => {
+            Error::QuantityNotPositive { caller, quantity: q.to_string() }.raise()
+        }
+        Some(q) => {
+            let text = q.to_string();
+            let decimals = text.split_once('.').map_or(0, |(_, fraction)| fraction.trim_end_matches('0').len());
+            if decimals > 0 {
+                if let Some(scale) = scale().filter(|&scale| decimals as i32 > scale) {
+                    Error::QuantityTooPrecise { caller, quantity: text, scale }.raise()
+                }
+            }
+        }
+    }
+}
+
+/// `integrity._stock_target`: the table's stock guard, as `target` reads it.
+///
+/// # Safety
+/// `fcinfo` is the running call's, declared (regclass, text) with the OUT
+/// columns of `_stock_target`.
+unsafe fn stock_target(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
+    // SAFETY: the running call's fcinfo, with two arguments (the contract).
+    let args = unsafe { (*fcinfo).args.as_slice(2) };
+    // SAFETY: the second argument is declared text; its null flag is passed.
+    let caller = unsafe { String::from_datum(args[1].value, args[1].isnull) }.unwrap_or_default();
+    if args[0].isnull {
+        Error::NullArgument { caller: Cow::Owned(caller), argument: "tbl" }.raise();
+    }
+    let relid = pg_sys::Oid::from(args[0].value.value() as u32);
+    // SAFETY: as in `open`.
+    let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
+    if rel.is_null() {
+        Error::NoSuchRelation { caller: Cow::Owned(caller), relid }.raise();
+    }
+    // SAFETY: the relation is open.
+    let target = unsafe { target(rel, &caller) };
+    // SAFETY: the relation opened above, not used after this.
+    unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+    let text = |value: &str| {
+        let value = CString::new(value).expect("catalog names have no NUL");
+        // SAFETY: a NUL-terminated string, copied into a palloc'd text.
+        pg_sys::Datum::from(unsafe { pg_sys::cstring_to_text(value.as_ptr()) })
+    };
+    let mut values = [
+        text(&target.stock),
+        text(&target.reserved),
+        text(&target.key),
+        text(&target.key_type),
+        pg_sys::Datum::from(target.scale.unwrap_or_default()),
     ];
-    let mut arg_types = [id_type, pg_sys::NUMERICOID];
-    spi_connect();
-    let prepared: Vec<pg_sys::SPIPlanPtr> =
-        statements.iter().map(|sql| keep_plan(sql, &mut arg_types, || sql.clone())).collect();
-    spi_finish();
-    ([prepared[0], prepared[1], prepared[2]], prepared[3])
+    let mut nulls = [false, false, false, false, target.scale.is_none()];
+    // SAFETY: the call's own result type, which the declaration makes a
+    // record of five columns (the contract), filled from the arrays above.
+    unsafe {
+        let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
+        if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc)
+            != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
+        {
+            Error::NotDeclaredAsRecord { function: "integrity._stock_target" }.raise();
+        }
+        let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
+        let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        Verdict::Allow(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data))
+    }
 }

@@ -384,6 +384,26 @@ BEGIN
                 UPDATE %2$I SET reserved_stock = reserved_stock + p_qty WHERE id = p_id;
                 RETURN true;
             END $body$ $fn$, tbl || '_reserve', tbl);
+        -- An order of several lines, all or nothing: the rows locked in key
+        -- order (two orders never deadlock), checked, then reserved.
+        EXECUTE format($fn$
+            CREATE OR REPLACE FUNCTION %1$I(p_ids bigint[], p_qtys numeric[]) RETURNS boolean LANGUAGE plpgsql AS $body$
+            DECLARE
+                short boolean;
+            BEGIN
+                WITH wanted AS (SELECT w.id, sum(w.qty) AS qty FROM unnest(p_ids, p_qtys) AS w(id, qty) GROUP BY w.id),
+                     locked AS (SELECT p.id, p.stock - p.reserved_stock AS available
+                                  FROM %2$I p WHERE p.id IN (SELECT id FROM wanted) ORDER BY p.id FOR UPDATE)
+                SELECT bool_or(l.id IS NULL OR l.available < w.qty) INTO short
+                  FROM wanted w LEFT JOIN locked l ON l.id = w.id;
+                IF short THEN
+                    RETURN false;
+                END IF;
+                UPDATE %2$I p SET reserved_stock = p.reserved_stock + w.qty
+                  FROM (SELECT w.id, sum(w.qty) AS qty FROM unnest(p_ids, p_qtys) AS w(id, qty) GROUP BY w.id) w
+                 WHERE p.id = w.id;
+                RETURN true;
+            END $body$ $fn$, tbl || '_reserve_rows', tbl);
     WHEN 'credit_ledger/pg_integrity' THEN
         PERFORM integrity.guard_credit((tbl || '_accounts')::regclass);
         PERFORM integrity.guard_ledger_credit(tbl::regclass, (tbl || '_accounts')::regclass,
