@@ -278,7 +278,7 @@ unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
         (types[i], values[i]) = (typ, value);
     }
     spi_connect();
-    let plan = prepare(query, &mut types[..args.len()], || format!("{query:?}"));
+    let plan = prepare(query, &mut types[..args.len()], 0, || format!("{query:?}"));
     // SAFETY: the statement takes arguments of the types passed with them.
     unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true) };
     spi_finish();

@@ -135,19 +135,28 @@ pub fn spi_finish() {
     }
 }
 
-/// `SPI_prepare` inside `SPI_connect`, checked: a plan with one parameter of
-/// each of `arg_types`, which lives until `SPI_finish` unless kept.  `what`
-/// names the statement in the error if there is no plan.
+/// `SPI_prepare_cursor` inside `SPI_connect`, checked: a plan with one
+/// parameter of each of `arg_types`, planned as `cursor_options` say
+/// (`CURSOR_OPT_*`, 0 for the plan cache's own choice), which lives until
+/// `SPI_finish` unless kept.  `what` names the statement in the error if
+/// there is no plan.
 pub fn prepare(
     sql: &core::ffi::CStr,
     arg_types: &mut [pg_sys::Oid],
+    cursor_options: u32,
     what: impl FnOnce() -> String,
 ) -> pg_sys::SPIPlanPtr {
     // SAFETY: `sql` is NUL-terminated and `arg_types` holds as many types as
-    // the count passed; SPI_prepare raises for a statement that does not
-    // parse, and returns NULL (checked) when it is called unconnected.
-    let plan =
-        unsafe { pg_sys::SPI_prepare(sql.as_ptr(), arg_types.len() as core::ffi::c_int, arg_types.as_mut_ptr()) };
+    // the count passed; SPI_prepare_cursor raises for a statement that does
+    // not parse, and returns NULL (checked) when it is called unconnected.
+    let plan = unsafe {
+        pg_sys::SPI_prepare_cursor(
+            sql.as_ptr(),
+            arg_types.len() as core::ffi::c_int,
+            arg_types.as_mut_ptr(),
+            cursor_options as core::ffi::c_int,
+        )
+    };
     if plan.is_null() {
         Error::Prepare { what: what() }.raise();
     }
@@ -157,10 +166,31 @@ pub fn prepare(
 /// `SPI_prepare` + `SPI_keepplan` inside `SPI_connect`, checked: a plan that
 /// lives until `free_plan`.  `what` names the statement in errors.
 pub fn keep_plan(sql: &str, arg_types: &mut [pg_sys::Oid], what: impl FnOnce() -> String) -> pg_sys::SPIPlanPtr {
+    keep(sql, arg_types, 0, what)
+}
+
+/// `keep_plan` of a statement that is always run with the generic plan: for
+/// statements whose best plan does not depend on their parameters, so that
+/// no call pays for planning (the plan cache otherwise plans anew for every
+/// call while it guesses a generic plan to cost more).
+pub fn keep_generic_plan(
+    sql: &str,
+    arg_types: &mut [pg_sys::Oid],
+    what: impl FnOnce() -> String,
+) -> pg_sys::SPIPlanPtr {
+    keep(sql, arg_types, pg_sys::CURSOR_OPT_GENERIC_PLAN, what)
+}
+
+fn keep(
+    sql: &str,
+    arg_types: &mut [pg_sys::Oid],
+    cursor_options: u32,
+    what: impl FnOnce() -> String,
+) -> pg_sys::SPIPlanPtr {
     let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
-    let plan = prepare(&text, arg_types, what);
-    // SAFETY: a plan SPI_prepare just returned, not kept yet; the result is
-    // checked.
+    let plan = prepare(&text, arg_types, cursor_options, what);
+    // SAFETY: a plan SPI_prepare_cursor just returned, not kept yet; the
+    // result is checked.
     if unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
         Error::KeepPlan.raise();
     }

@@ -35,7 +35,8 @@ use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::error::{Error, Refusal};
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish, Verdict,
+    execute_plan, free_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish,
+    Verdict,
 };
 use crate::invalidation;
 use crate::trigger::{qualified_name, tuple_desc_attr};
@@ -486,10 +487,11 @@ unsafe fn plans<const N: usize>(
 }
 
 /// Prepares and keeps `statements`, whose parameters are of `arg_types`.
+/// Each finds its rows by key, the best plan for any parameters: generic.
 fn keep_all<const N: usize>(statements: [String; N], arg_types: [pg_sys::Oid; 2]) -> [pg_sys::SPIPlanPtr; N] {
     let mut arg_types = arg_types;
     spi_connect();
-    let prepared = statements.map(|sql| keep_plan(&sql, &mut arg_types, || sql.clone()));
+    let prepared = statements.map(|sql| keep_generic_plan(&sql, &mut arg_types, || sql.clone()));
     spi_finish();
     prepared
 }
@@ -531,14 +533,17 @@ fn prepare_rows(target: &Target, ids_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 
         [
             // The rows locked in key order, then: the first key (as text)
             // with no row, whether every row has enough, how many rows.
+            // `key = ANY (the ids)` finds the rows by index scan, whatever a
+            // generic plan guesses of the unnest (a join on it can scan the
+            // whole table).
             format!(
                 "WITH wanted AS ({wanted}), \
                       locked AS (SELECT r.{k} AS k, r.{s} - r.{r} AS available \
-                                   FROM {t} r WHERE r.{k} = ANY (ARRAY(SELECT k FROM wanted)) ORDER BY r.{k} FOR UPDATE) \
+                                   FROM {t} r WHERE r.{k} = ANY ($1::{key_type}[]) ORDER BY r.{k} FOR UPDATE) \
                  SELECT min(w.k::text) FILTER (WHERE l.k IS NULL), coalesce(bool_and(l.available >= w.q), false), count(*) \
                    FROM wanted w LEFT JOIN locked l ON l.k = w.k"
             ),
-            format!("UPDATE {t} r SET {r} = r.{r} + w.q FROM ({wanted}) w WHERE r.{k} = w.k"),
+            format!("UPDATE {t} r SET {r} = r.{r} + w.q FROM ({wanted}) w WHERE r.{k} = ANY ($1::{key_type}[]) AND r.{k} = w.k"),
         ],
         [ids_type, pg_sys::NUMERICARRAYOID],
     )
