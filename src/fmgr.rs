@@ -2,6 +2,10 @@
 //! PostgreSQL looks for `pg_finfo_<symbol>` to learn the calling convention,
 //! and a function that refuses must raise its error from its outermost frame.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use pgrx::pg_sys;
 
 use crate::error::{Error, Violation};
@@ -330,6 +334,33 @@ pub fn free_plan(plan: pg_sys::SPIPlanPtr) {
     let rc = unsafe { pg_sys::SPI_freeplan(plan) };
     if rc != 0 {
         Error::Spi { what: "SPI_freeplan".into(), rc }.raise();
+    }
+}
+
+/// Kept plans by key (a trigger, say), each with what it was prepared from
+/// (its SQL, say): a re-registration that changes the source gets a new plan,
+/// and the stale one is freed.  A backend's cache lives in a `thread_local!`.
+pub struct KeptPlans<K, S>(RefCell<HashMap<K, (S, pg_sys::SPIPlanPtr)>>);
+
+impl<K, S> Default for KeptPlans<K, S> {
+    fn default() -> Self {
+        KeptPlans(RefCell::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash, S: PartialEq> KeptPlans<K, S> {
+    /// The plan kept for `key` if it was prepared from `source`, else the
+    /// kept plan `prepare` makes from it, which replaces the stale one.
+    pub fn get(&self, key: K, source: S, prepare: impl FnOnce() -> pg_sys::SPIPlanPtr) -> pg_sys::SPIPlanPtr {
+        if let Some(plan) = self.0.borrow().get(&key).filter(|(s, _)| *s == source).map(|(_, p)| *p) {
+            return plan;
+        }
+        // Prepared with no borrow held: preparing may raise.
+        let plan = prepare();
+        if let Some((_, stale)) = self.0.borrow_mut().insert(key, (source, plan)) {
+            free_plan(stale);
+        }
+        plan
     }
 }
 

@@ -19,7 +19,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::Refusal;
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, ColumnChange, Firing, Verdict};
 
 trigger_entry!(
     /// Fires when a column listed in its arguments changed.
@@ -92,21 +92,16 @@ fn protected_columns<'f>(firing: &'f Firing) -> &'f [i16] {
 }
 
 fn refusal(firing: &Firing, rule: Rule, attnum: i16) -> Refusal {
-    let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
-    let (old, new) = (firing.trigtuple(), firing.newtuple());
-    let table = firing.table_name();
-    let key = firing.row_key(old);
-    let qualified = firing.qualified_table_name();
-    let (old_text, new_text) = (firing.value_text(old, attnum), firing.value_text(new, attnum));
+    let ColumnChange { column, table, key, qualified, old, new } = firing.column_change(attnum);
     let (message, detail, hint) = match rule {
         Rule::Immutable => (
             format!("column \"{column}\" of table \"{table}\" is immutable"),
-            format!("{key} in table {qualified}: {column} cannot change from {old_text} to {new_text}."),
+            format!("{key} in table {qualified}: {column} cannot change from {old} to {new}."),
             format!("The value is fixed when the row is inserted; leave {column} out of the UPDATE."),
         ),
         Rule::WriteOnce => (
             format!("column \"{column}\" of table \"{table}\" is write-once and already set"),
-            format!("{key} in table {qualified}: {column} is already {old_text} and cannot change to {new_text}."),
+            format!("{key} in table {qualified}: {column} is already {old} and cannot change to {new}."),
             format!("{column} can be set once, from NULL to a value; it cannot change afterwards."),
         ),
     };

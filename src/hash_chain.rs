@@ -37,7 +37,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, free_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+    execute_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish, KeptPlans,
 };
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
@@ -80,10 +80,8 @@ struct ChainPlan {
 
 thread_local! {
     /// Prepared statements by trigger OID and statement (0 lock_tail, 1 link),
-    /// with the SQL they were prepared from: prepared again when a
-    /// re-registration changes it.
-    static PLANS: RefCell<HashMap<(pg_sys::Oid, u8), (String, pg_sys::SPIPlanPtr)>> =
-        RefCell::new(HashMap::new());
+    /// with the SQL they were prepared from.
+    static PLANS: KeptPlans<(pg_sys::Oid, u8), String> = KeptPlans::default();
     /// The statements of a table and the table its chain is registered on, by
     /// table, with the invalidation generation they were read at: reading
     /// them is a catalog query, too slow to run for every INSERT statement.
@@ -285,7 +283,8 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
         }
         // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        let (lock_sql, link_sql, chained) = statements(relid).unwrap_or_else(|| not_registered(firing));
+        let (lock_sql, link_sql, chained) =
+            statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
         let mut plan = ChainPlan {
             lock_tail: core::ptr::null_mut(),
             link: core::ptr::null_mut(),
@@ -361,26 +360,11 @@ fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
 }
 
 fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
-    let key = (firing.trigger().tgoid, which);
-    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&key).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
-        return plan;
-    }
-    let plan = prepare_kept(sql, arg_types, || format!("statement: {sql}"));
-    PLANS.with_borrow_mut(|plans| {
-        if let Some((_, stale)) = plans.insert(key, (sql.to_string(), plan)) {
-            free_plan(stale);
-        }
-    });
-    plan
-}
-
-fn not_registered(firing: &Firing) -> ! {
-    Error::NotRegistered {
-        trigger: firing.trigger_name_text(),
-        table: firing.table_name(),
-        guard: Registration::HashChain,
-    }
-    .raise()
+    PLANS.with(|plans| {
+        plans.get((firing.trigger().tgoid, which), sql.to_string(), || {
+            prepare_kept(sql, arg_types, || format!("statement: {sql}"))
+        })
+    })
 }
 
 fn null_chain_column(firing: &Firing, attnum: i16) -> Refusal {

@@ -24,15 +24,13 @@
 
 use core::cmp::Ordering;
 use core::ffi::{c_char, CStr};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::CString;
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal};
-use crate::fmgr::{execute_plan, free_plan, getvalue, prepare_kept, result_text, spi_connect, spi_finish};
+use crate::fmgr::{execute_plan, getvalue, prepare_kept, result_text, spi_connect, spi_finish, KeptPlans};
 use crate::quantities::{is_nan, quantity_type, sign};
 use crate::trigger::{trigger_entry, Firing, Row, Verdict};
 
@@ -82,7 +80,7 @@ struct PlanSource {
 
 thread_local! {
     /// Prepared statements by trigger OID.
-    static PLANS: RefCell<HashMap<pg_sys::Oid, (PlanSource, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
+    static PLANS: KeptPlans<pg_sys::Oid, PlanSource> = KeptPlans::default();
 }
 
 /// # Safety
@@ -222,18 +220,12 @@ fn argument_types(firing: &Firing, amount_type: pg_sys::Oid, key_atts: &[i16]) -
 }
 
 fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
-    let tgoid = firing.trigger().tgoid;
     let source = PlanSource { sql: sql.to_string(), arg_types: arg_types.to_vec() };
-    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| *s == source).map(|(_, p)| *p)) {
-        return plan;
-    }
-    let plan = prepare_kept(sql, arg_types, || format!("the ledger credit statement: {sql}"));
-    PLANS.with_borrow_mut(|plans| {
-        if let Some((_, stale)) = plans.insert(tgoid, (source, plan)) {
-            free_plan(stale);
-        }
-    });
-    plan
+    PLANS.with(|plans| {
+        plans.get(firing.trigger().tgoid, source, || {
+            prepare_kept(sql, arg_types, || format!("the ledger credit statement: {sql}"))
+        })
+    })
 }
 
 /// Applies `entry` (and `netted`, an entry of the same account) to the account.

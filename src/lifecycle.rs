@@ -26,8 +26,8 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, select, set_locally, spi_connect,
-    spi_finish, Verdict,
+    execute_plan, guarded_function, keep_plan, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+    KeptPlans, Verdict,
 };
 use crate::invalidation;
 use crate::sanctioned;
@@ -63,8 +63,8 @@ type Statement = (String, pg_sys::Oid);
 
 thread_local! {
     /// Prepared statements by trigger OID, with the SQL they were prepared
-    /// from: prepared again when the SQL changes.
-    static PLANS: RefCell<HashMap<pg_sys::Oid, (String, pg_sys::SPIPlanPtr)>> = RefCell::new(HashMap::new());
+    /// from.
+    static PLANS: KeptPlans<pg_sys::Oid, String> = KeptPlans::default();
     /// The statement of each table and operation, with the invalidation
     /// generation it was built at: building it is a catalog query.
     static STATEMENTS: RefCell<HashMap<(pg_sys::Oid, u32), (u64, Statement)>> = RefCell::new(HashMap::new());
@@ -112,7 +112,8 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
         // SAFETY: the trigger's relation is open for the whole firing.
         let relid = unsafe { (*firing.relation()).rd_id };
         // SPI is connected, as statement() requires.
-        let (sql, owner) = statement(relid, firing.event(), operation).unwrap_or_else(|| not_registered(firing));
+        let (sql, owner) = statement(relid, firing.event(), operation)
+            .unwrap_or_else(|| firing.not_registered(Registration::Lifecycle));
         (prepared(firing.trigger().tgoid, &sql), owner)
     };
     // SAFETY: the events are written as the events table's owner, as
@@ -170,25 +171,9 @@ fn read_statement(relid: pg_sys::Oid, operation: &str) -> Option<Statement> {
 /// The kept plan of `sql` for trigger `tgoid`.  Inside `SPI_connect`, with
 /// the firing's transition tables registered (the statement reads them).
 fn prepared(tgoid: pg_sys::Oid, sql: &str) -> pg_sys::SPIPlanPtr {
-    if let Some(plan) = PLANS.with_borrow(|plans| plans.get(&tgoid).filter(|(s, _)| s == sql).map(|(_, p)| *p)) {
-        return plan;
-    }
-    let plan = keep_plan(sql, &mut [pg_sys::OIDOID], || format!("statement: {sql}"));
-    PLANS.with_borrow_mut(|plans| {
-        if let Some((_, stale)) = plans.insert(tgoid, (sql.to_string(), plan)) {
-            free_plan(stale);
-        }
-    });
-    plan
-}
-
-fn not_registered(firing: &Firing) -> ! {
-    Error::NotRegistered {
-        trigger: firing.trigger_name_text(),
-        table: firing.table_name(),
-        guard: Registration::Lifecycle,
-    }
-    .raise()
+    PLANS.with(|plans| {
+        plans.get(tgoid, sql.to_string(), || keep_plan(sql, &mut [pg_sys::OIDOID], || format!("statement: {sql}")))
+    })
 }
 
 fn refuse_event_change(firing: &Firing) -> Verdict {

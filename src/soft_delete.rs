@@ -126,7 +126,7 @@ fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
     if let Some(plan) = cached {
         return plan;
     }
-    let sql = read_statement(relid).unwrap_or_else(|| not_registered(firing));
+    let sql = read_statement(relid).unwrap_or_else(|| firing.not_registered(Registration::SoftDelete));
     let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
     let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}")));
     STATEMENTS.with_borrow_mut(|all| {
@@ -149,13 +149,4 @@ fn read_statement(relid: pg_sys::Oid) -> Option<String> {
     let sql = result_text(0, 1);
     spi_finish();
     sql
-}
-
-fn not_registered(firing: &Firing) -> ! {
-    Error::NotRegistered {
-        trigger: firing.trigger_name_text(),
-        table: firing.table_name(),
-        guard: Registration::SoftDelete,
-    }
-    .raise()
 }

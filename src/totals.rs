@@ -43,7 +43,7 @@ use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
 };
 use crate::sanctioned;
-use crate::trigger::{qualified_name, trigger_entry, Firing, Row, Verdict};
+use crate::trigger::{qualified_name, trigger_entry, ColumnChange, Firing, Row, Verdict};
 
 trigger_entry!(
     /// `AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW` on the source.
@@ -804,16 +804,11 @@ fn refuse_direct_write(firing: &Firing) -> Verdict {
 }
 
 fn refusal(firing: &Firing, attnum: i16, is_key: bool) -> Refusal {
-    let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
-    let (old, new) = (firing.trigtuple(), firing.newtuple());
-    let table = firing.table_name();
-    let key = firing.row_key(old);
-    let qualified = firing.qualified_table_name();
-    let (old_text, new_text) = (firing.value_text(old, attnum), firing.value_text(new, attnum));
+    let ColumnChange { column, table, key, qualified, old, new } = firing.column_change(attnum);
     let (message, detail, hint) = if is_key {
         (
             format!("key column \"{column}\" of table \"{table}\" holds maintained totals"),
-            format!("{key} in table {qualified}: {column} cannot change from {old_text} to {new_text}."),
+            format!("{key} in table {qualified}: {column} cannot change from {old} to {new}."),
             "The source rows reference the row by its key; insert a new row and move the source rows to it."
                 .to_string(),
         )
@@ -821,7 +816,7 @@ fn refusal(firing: &Firing, attnum: i16, is_key: bool) -> Refusal {
         (
             format!("column \"{column}\" of table \"{table}\" is a maintained total"),
             format!(
-                "{key} in table {qualified}: {column} is {old_text}, kept equal to its source rows, and cannot be set to {new_text}."
+                "{key} in table {qualified}: {column} is {old}, kept equal to its source rows, and cannot be set to {new}."
             ),
             format!(
                 "Change the source rows instead; integrity.recompute_totals('{}') corrects a total that drifted.",

@@ -6,7 +6,7 @@ use core::marker::PhantomData;
 
 use pgrx::pg_sys;
 
-use crate::error::{Error, Refusal};
+use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::getvalue;
 
 unsafe extern "C-unwind" {
@@ -231,6 +231,12 @@ impl<'a> Firing<'a> {
         .raise()
     }
 
+    /// A guard trigger whose table has no registration of its kind: the
+    /// registry row was deleted, or the function attached by hand.
+    pub fn not_registered(&self, guard: Registration) -> ! {
+        Error::NotRegistered { trigger: self.trigger_name_text(), table: self.table_name(), guard }.raise()
+    }
+
     /// Refuses with `refusal`, reported against this trigger's table.
     pub fn refuse(&self, refusal: Refusal) -> Verdict {
         // SAFETY: the relation and the trigger's name stay valid until the
@@ -337,6 +343,19 @@ impl<'a> Firing<'a> {
             .map_or_else(|| "NULL".to_string(), |text| text.to_string_lossy().into_owned())
     }
 
+    /// What the refusal of an UPDATE of column `attnum` says about it.
+    pub fn column_change(&self, attnum: i16) -> ColumnChange<'a> {
+        let (old, new) = (self.trigtuple(), self.newtuple());
+        ColumnChange {
+            column: pgrx::name_data_to_str(&self.attribute(attnum).attname),
+            table: self.table_name(),
+            key: self.row_key(old),
+            qualified: self.qualified_table_name(),
+            old: self.value_text(old, attnum),
+            new: self.value_text(new, attnum),
+        }
+    }
+
     /// `Key (a, b)=(1, 2)`, from the primary key, else the replica identity
     /// index, else the tuple's physical location, as PostgreSQL's own unique
     /// violations word it.
@@ -379,6 +398,20 @@ impl<'a> Firing<'a> {
         }
         Vec::new()
     }
+}
+
+/// A column an UPDATE changed, in the words of its refusal: the names for the
+/// message, the row and both values (as text, `NULL` for a null) for DETAIL.
+pub struct ColumnChange<'a> {
+    pub column: &'a str,
+    /// Unqualified (`Firing::table_name`).
+    pub table: String,
+    /// `Firing::row_key` of the old row.
+    pub key: String,
+    /// Schema-qualified, quoted (`Firing::qualified_table_name`).
+    pub qualified: String,
+    pub old: String,
+    pub new: String,
 }
 
 /// The owner of relation `relid`; raises if there is no such relation.

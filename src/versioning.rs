@@ -23,7 +23,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal};
-use crate::trigger::{trigger_entry, Firing, Row, Verdict};
+use crate::trigger::{trigger_entry, ColumnChange, Firing, Row, Verdict};
 
 trigger_entry!(
     /// `BEFORE UPDATE FOR EACH ROW`, arguments `(version_column, 'strict' | 'lenient')`.
@@ -240,21 +240,11 @@ fn refuse_rewritten_version(firing: &Firing) -> Verdict {
     }
     let column = firing.args().next().unwrap_or(c"version");
     let attnum = firing.attnum(column).unwrap_or_else(|| firing.missing_column(column));
-    let column = column.to_string_lossy();
-    let (old, new) = (firing.trigtuple(), firing.newtuple());
+    let ColumnChange { column, table, key, qualified, old, new } = firing.column_change(attnum);
     firing.refuse(Refusal {
         code: PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION,
-        message: format!(
-            "version column \"{column}\" of table \"{}\" must advance by exactly one per update",
-            firing.table_name()
-        ),
-        detail: format!(
-            "{} in table {}: {column} would go from {} to {}.",
-            firing.row_key(old),
-            firing.qualified_table_name(),
-            firing.value_text(old, attnum),
-            firing.value_text(new, attnum)
-        ),
+        message: format!("version column \"{column}\" of table \"{table}\" must advance by exactly one per update"),
+        detail: format!("{key} in table {qualified}: {column} would go from {old} to {new}."),
         hint: format!(
             "A BEFORE UPDATE trigger that runs after integrity_version_bump rewrote {column}; leave the column to pg_integrity."
         ),
