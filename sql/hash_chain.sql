@@ -152,6 +152,7 @@ DECLARE
     caller text := 'enable_hash_chain';
     chain text[] := '{}';
     hashed text[];
+    options jsonb;
     problem text;
     rel record;
     registered record;
@@ -228,9 +229,8 @@ BEGIN
                   DETAIL = 'A row is hashed in a form that must not depend on the settings of the session that reads it.';
     END IF;
 
-    PERFORM integrity._record_guard(tbl, 'hash_chain', chain,
-                                    jsonb_build_object('seq_column', seq_column, 'hash_column', hash_column,
-                                                       'hashed_columns', to_jsonb(hashed)));
+    options := jsonb_build_object('seq_column', seq_column, 'hash_column', hash_column, 'hashed_columns', to_jsonb(hashed));
+    PERFORM integrity._record_guard(tbl, 'hash_chain', chain, options);
     -- Rows that are there already without a place in a chain are chained in
     -- key order.  An append-only guard is lifted for that and put back as it
     -- was, in the same transaction: the caller owns the table.
@@ -273,8 +273,7 @@ BEGIN
     END IF;
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_hash_chain BEFORE INSERT ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.hash_chain_guard(%s)',
-                   tbl, (SELECT string_agg(quote_literal(a), ', ')
-                           FROM unnest(ARRAY[seq_column::text, hash_column::text] || chain) AS a));
+                   tbl, integrity._arguments_sql(integrity._trigger_arguments('integrity_hash_chain', chain, options)));
     IF append_only IS NULL OR unchained THEN
         PERFORM integrity.protect_append_only(tbl, coalesce((append_only ->> 'allow_truncate')::boolean, false));
     END IF;

@@ -461,6 +461,24 @@ BEGIN
 END;
 $$;
 
+-- Settles pending hold $1 as $2 ('committed': qty of it, all of it when
+-- NULL; 'released') unless it has expired, and returns what it held; no row
+-- when it cannot be settled so (_settled_status says why).
+CREATE FUNCTION integrity._settle_hold(hold_id bigint, status text, qty numeric, caller text)
+RETURNS TABLE (kind text, table_name regclass, row_id jsonb, quantity numeric, committed_quantity numeric)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT integrity._require_argument($1, 'hold_id', caller);
+    UPDATE integrity.hold_records r
+       SET status = $2, settled_at = pg_catalog.now(),
+           committed_quantity = CASE WHEN $2 = 'committed' THEN coalesce(qty, r.quantity) END
+     WHERE r.hold_id = $1 AND r.status = 'pending'
+       AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.now())
+       AND (qty IS NULL OR (qty > 0 AND qty <= r.quantity))
+    RETURNING r.kind, r.table_name, r.row_id, r.quantity, r.committed_quantity
+$$;
+
 CREATE FUNCTION integrity.commit_hold(hold_id bigint, qty numeric DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
@@ -469,15 +487,7 @@ AS $$
 DECLARE
     h record;
 BEGIN
-    IF hold_id IS NULL THEN
-        PERFORM integrity._require_argument(hold_id, 'hold_id', 'commit_hold');
-    END IF;
-    UPDATE integrity.hold_records r
-       SET status = 'committed', settled_at = pg_catalog.now(), committed_quantity = coalesce(qty, r.quantity)
-     WHERE r.hold_id = commit_hold.hold_id AND r.status = 'pending'
-       AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.now())
-       AND (qty IS NULL OR (qty > 0 AND qty <= r.quantity))
-    RETURNING r.kind, r.table_name, r.row_id, r.quantity, r.committed_quantity INTO h;
+    SELECT * INTO h FROM integrity._settle_hold(hold_id, 'committed', qty, 'commit_hold');
     IF NOT FOUND THEN
         RETURN integrity._settled_status(hold_id, qty, 'commit_hold');
     END IF;
@@ -505,13 +515,7 @@ AS $$
 DECLARE
     h record;
 BEGIN
-    IF hold_id IS NULL THEN
-        PERFORM integrity._require_argument(hold_id, 'hold_id', 'release_hold');
-    END IF;
-    UPDATE integrity.hold_records r SET status = 'released', settled_at = pg_catalog.now()
-     WHERE r.hold_id = release_hold.hold_id AND r.status = 'pending'
-       AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.now())
-    RETURNING r.kind, r.table_name, r.row_id, r.quantity INTO h;
+    SELECT * INTO h FROM integrity._settle_hold(hold_id, 'released', NULL, 'release_hold');
     IF NOT FOUND THEN
         RETURN integrity._settled_status(hold_id, NULL, 'release_hold');
     END IF;

@@ -186,12 +186,8 @@ DECLARE
     g record;
 BEGIN
     -- A foreign table cannot have triggers with transition tables.
-    SELECT tree.relid INTO rel
-      FROM pg_catalog.pg_partition_tree(tbl) AS tree
-      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
-     WHERE c.relkind = 'f'
-     LIMIT 1;
-    IF FOUND THEN
+    rel := integrity._foreign_partition(tbl);
+    IF rel IS NOT NULL THEN
         RAISE EXCEPTION 'foreign table "%" cannot be a partition of table "%", whose lifecycle is tracked', rel, tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'A foreign table cannot have the statement triggers that record lifecycle events.';

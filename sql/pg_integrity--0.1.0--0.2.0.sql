@@ -6038,3 +6038,1281 @@ AS 'MODULE_PATHNAME', 'integrity_reserve_stock_rows';
 DROP FUNCTION integrity._require_quantity(numeric, integer, text);
 DROP FUNCTION integrity._unknown_row(regclass, text, text, text);
 -- ==== end issue 16: the stock operations ====
+
+-- ==== issue 16: SQL shapes ====
+-- Each rule that registration, the event triggers and health() all need is
+-- one function: the arguments of every guard trigger, the ALTER TABLE that
+-- sets guard trigger modes, the stock and credit rules (violations() and the
+-- recheck triggers), the foreign-partition check, the settling of a hold.
+
+-- The arguments trigger trigger_name of a registry row's guard has: what its
+-- registration creates it with, and what health() and the event triggers
+-- check that it still has.
+CREATE FUNCTION integrity._trigger_arguments(trigger_name name, columns text[], options jsonb)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_recheck',
+                              'integrity_write_once', 'integrity_write_once_recheck',
+                              'integrity_soft_delete') THEN columns
+        WHEN trigger_name = 'integrity_version_bump' THEN
+            ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true) THEN 'strict' ELSE 'lenient' END]
+        WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
+        WHEN trigger_name IN ('integrity_stock', 'integrity_stock_recheck',
+                              'integrity_credit', 'integrity_credit_recheck') THEN columns[1:2]
+        -- the accounts by name, which pg_dump keeps
+        WHEN trigger_name = 'integrity_ledger_credit' THEN
+            ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                     FROM pg_catalog.pg_class c
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.oid = integrity._relation(options ->> 'accounts')),
+                  options ->> 'amount_column', options ->> 'entry_type_column',
+                  options ->> 'debit_value', options ->> 'credit_value',
+                  options ->> 'limit_column', options ->> 'used_column'] || columns
+        WHEN trigger_name = 'integrity_hash_chain' THEN
+            ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
+        -- the maintained columns, an empty string, the target's key columns
+        WHEN trigger_name = 'integrity_total' THEN
+            columns || ARRAY[''] || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))
+        ELSE '{}'::text[] END
+$$;
+
+-- Trigger arguments as the argument list of CREATE TRIGGER … EXECUTE FUNCTION.
+CREATE FUNCTION integrity._arguments_sql(args text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(string_agg(quote_literal(a), ', ' ORDER BY n), '') FROM unnest(args) WITH ORDINALITY AS u(a, n) $$;
+
+-- The arguments trigger trigger_name of a registry row must have, as
+-- pg_trigger.tgargs stores them (each followed by a NUL byte).
+CREATE OR REPLACE FUNCTION integrity._trigger_args(trigger_name name, columns text[], options jsonb)
+RETURNS bytea
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(string_agg(convert_to(arg, pg_catalog.getdatabaseencoding()) || '\x00'::bytea, ''::bytea
+                               ORDER BY n), ''::bytea)
+      FROM unnest(integrity._trigger_arguments(trigger_name, columns, options)) WITH ORDINALITY AS a(arg, n)
+$$;
+
+-- A foreign table among the partitions of tbl, if any: it cannot have the
+-- statement triggers that some guards put on every partition.
+CREATE FUNCTION integrity._foreign_partition(tbl regclass)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tree.relid
+      FROM pg_catalog.pg_partition_tree(tbl) AS tree
+      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+     WHERE c.relkind = 'f'
+     LIMIT 1
+$$;
+
+-- The ALTER TABLE that puts the named triggers of rel in their modes ('A':
+-- ENABLE ALWAYS, 'O': ENABLE), for _set_trigger_modes and health().  All of
+-- a relation's guard triggers are set in one ALTER TABLE, so that the event
+-- trigger, which checks every guard trigger's mode at the end of each ALTER
+-- TABLE, never sees a half-done relation.
+CREATE FUNCTION integrity._enable_triggers_sql(rel regclass, triggers name[], modes "char"[])
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('ALTER TABLE %s %s;', rel,
+                  string_agg(format('ENABLE %sTRIGGER %I', CASE t.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END, t.name),
+                             ', ' ORDER BY t.name))
+      FROM unnest(triggers, modes) AS t(name, mode)
+$$;
+
+-- Puts every guard trigger on the table and its partitions in its mode
+-- (partitions inherit row triggers as clones with their own enabled state):
+-- registering one guard also repairs the modes of the others.
+CREATE OR REPLACE FUNCTION integrity._set_trigger_modes(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fix text;
+BEGIN
+    FOR fix IN
+        SELECT integrity._enable_triggers_sql(t.tgrelid::regclass, array_agg(t.tgname), array_agg(g.mode))
+          FROM integrity._guard_triggers(NULL) g
+          JOIN pg_catalog.pg_trigger t ON t.tgname = g.trigger_name
+         WHERE t.tgrelid IN (SELECT integrity._partition_tree(tbl))
+           AND t.tgenabled <> g.mode
+         GROUP BY t.tgrelid
+    LOOP
+        EXECUTE fix;
+    END LOOP;
+END;
+$$;
+
+-- TRUNCATE triggers are not inherited by partitions: each member of the tree
+-- gets its own.
+CREATE OR REPLACE FUNCTION integrity._cover_truncate(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    -- A foreign table cannot have a TRUNCATE trigger.
+    rel := integrity._foreign_partition(tbl);
+    IF rel IS NOT NULL THEN
+        RAISE EXCEPTION 'foreign table "%" cannot be a partition of append-only table "%"', rel, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A foreign table cannot have the trigger that refuses TRUNCATE of a partition.',
+                  HINT = 'Keep foreign tables out of the partition tree, or register the guard with allow_truncate => true.';
+    END IF;
+    FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
+        -- A trigger of that name that is not this one (planted before the
+        -- registration, say) is replaced.
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = rel AND tgname = 'integrity_append_only_truncate'
+                          AND tgfoid = 'integrity.append_only_truncate_guard()'::pg_catalog.regprocedure
+                          AND tgtype = 34 AND tgqual IS NULL AND tgnargs = 0) THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER integrity_append_only_truncate BEFORE TRUNCATE ON %s'
+                           ' FOR EACH STATEMENT EXECUTE FUNCTION integrity.append_only_truncate_guard()', rel);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- The statement triggers are per relation: each member of the partition tree
+-- gets its own (a statement that targets a partition fires the partition's
+-- triggers, not its parent's).
+CREATE OR REPLACE FUNCTION integrity._cover_lifecycle(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    g record;
+BEGIN
+    -- A foreign table cannot have triggers with transition tables.
+    rel := integrity._foreign_partition(tbl);
+    IF rel IS NOT NULL THEN
+        RAISE EXCEPTION 'foreign table "%" cannot be a partition of table "%", whose lifecycle is tracked', rel, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'A foreign table cannot have the statement triggers that record lifecycle events.';
+    END IF;
+    -- Replaced also when they are there: that is what tells every backend
+    -- (through the relcache) to build the statements again when a
+    -- re-registration changed the tracked columns.
+    FOR rel IN SELECT integrity._partition_tree(tbl) LOOP
+        FOR g IN SELECT * FROM integrity._guard_triggers('lifecycle') LOOP
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT'
+                           ' EXECUTE FUNCTION integrity.lifecycle_guard()',
+                           g.trigger_name,
+                           CASE g.tgtype WHEN 4 THEN 'INSERT' WHEN 16 THEN 'UPDATE' ELSE 'DELETE' END, rel,
+                           CASE g.tgtype WHEN 4 THEN 'NEW TABLE AS new_rows'
+                                         WHEN 16 THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                                         ELSE 'OLD TABLE AS old_rows' END);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+-- immutable and write_once differ only in their condition and function.
+CREATE OR REPLACE FUNCTION integrity._protect_columns(tbl regclass, columns text[], guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := CASE guard WHEN 'immutable' THEN 'protect_immutable' ELSE 'protect_write_once' END;
+    checked text[];
+    condition text;
+    trigger_name text := 'integrity_' || guard;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    checked := integrity._check_columns(tbl, columns, caller);
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
+    SELECT string_agg(CASE guard
+                          WHEN 'immutable' THEN integrity._changed_sql(tbl, col)
+                          ELSE format('(OLD.%I IS NOT NULL AND %s)', col, integrity._changed_sql(tbl, col))
+                      END, ' OR ')
+      INTO condition
+      FROM unnest(checked) AS col;
+
+    PERFORM integrity._record_guard(tbl, guard, checked, '{}');
+    PERFORM integrity._place_recheck(tbl, guard,
+        format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+               ' EXECUTE FUNCTION integrity.%I(%s)',
+               trigger_name || '_recheck', tbl, condition, guard || '_guard',
+               integrity._arguments_sql(integrity._trigger_arguments(trigger_name || '_recheck', checked, '{}'))));
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION integrity.%I(%s)',
+                   trigger_name, tbl, guard || '_guard',
+                   integrity._arguments_sql(integrity._trigger_arguments(trigger_name, checked, '{}')));
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.enable_versioning(tbl regclass, version_column name DEFAULT 'version',
+                                            strict boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype;
+    options jsonb := jsonb_build_object('strict', strict);
+BEGIN
+    PERFORM integrity._check_table(tbl, 'enable_versioning');
+    PERFORM integrity._require_argument(version_column, 'version_column', 'enable_versioning');
+    PERFORM integrity._require_argument(strict, 'strict', 'enable_versioning');
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY['versioning'], 'enable_versioning');
+    PERFORM integrity._refuse_generated(tbl, version_column, 'enable_versioning');
+    typ := integrity._column_type(tbl, version_column);
+    IF typ NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'version column "%" of table "%" must be smallint, integer or bigint, not %',
+                        version_column, tbl, typ
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+
+    PERFORM integrity._record_guard(tbl, 'versioning', ARRAY[version_column::text], options);
+    PERFORM integrity._place_recheck(tbl, 'versioning',
+        format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
+               ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
+               ' EXECUTE FUNCTION integrity.version_check(%3$s)',
+               tbl, version_column,
+               integrity._arguments_sql(integrity._trigger_arguments('integrity_version_check',
+                                                                     ARRAY[version_column::text], options))));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_bump BEFORE UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.version_bump(%s)',
+                   tbl, integrity._arguments_sql(integrity._trigger_arguments('integrity_version_bump',
+                                                                              ARRAY[version_column::text], options)));
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+DROP FUNCTION integrity._row_rules(text, text[], boolean);
+
+-- The row rules of one guard, over the row named row_alias: a condition that
+-- is true for a row that breaks the rule, an SQL expression for the detail
+-- (evaluated only for such rows), and the columns the rule reads.  Guards
+-- without a rule on the data alone (append_only, write_once, ledger_credit)
+-- have none here.  nan_possible: the guard's quantities are numeric, which can
+-- be NaN.  The stock and credit guards' recheck triggers fire on these rules.
+CREATE FUNCTION integrity._row_rules(guard text, columns text[], nan_possible boolean, row_alias text)
+RETURNS TABLE (rule_guard text, condition text, detail text, uses text[])
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- An immutable column that is NULL: the guard keeps it NULL forever.
+    SELECT 'immutable', format('%s.%I IS NULL', row_alias, col),
+           quote_literal(format('immutable column "%s" is NULL: an immutable NULL can never be set', col)),
+           ARRAY[col]
+      FROM unnest(columns) WITH ORDINALITY AS c(col, n)
+     WHERE guard = 'immutable'
+    UNION ALL
+    SELECT 'versioning', format('(%1$s.%2$I IS NULL OR %1$s.%2$I < 1)', row_alias, columns[1]),
+           format('%L || COALESCE(%s.%I::text, %L) || %L',
+                  format('version column "%s" is ', columns[1]), row_alias, columns[1], 'NULL', ': versions start at 1'),
+           ARRAY[columns[1]]
+     WHERE guard = 'versioning'
+    UNION ALL
+    -- stock: columns = {stock, reserved}; credit: columns = {limit, used}.
+    SELECT r.rule_guard, r.condition, r.detail, columns[1:2]
+      FROM (SELECT guard AS rule_guard, format('%s.%I', row_alias, columns[1]) AS total,
+                   format('%s.%I', row_alias, columns[2]) AS part, columns[1] AS total_name, columns[2] AS part_name,
+                   CASE guard WHEN 'stock' THEN 'stock' ELSE 'the credit limit' END AS total_word,
+                   CASE guard WHEN 'stock' THEN 'reserved stock' ELSE 'used credit' END AS part_word
+             WHERE guard IN ('stock', 'credit')) q
+     CROSS JOIN LATERAL (VALUES
+        (1, q.rule_guard, format('%s < 0', q.total),
+         format('%L || %s::text || %L', format('column "%s" is ', q.total_name), q.total,
+                format(': %s must be >= 0', q.total_word))),
+        (2, q.rule_guard, format('%s < 0', q.part),
+         format('%L || %s::text || %L', format('column "%s" is ', q.part_name), q.part,
+                format(': %s must be >= 0', q.part_word))),
+        (3, q.rule_guard, format('%s > %s', q.part, q.total),
+         format('%L || %s::text || %L || %s::text || %L', format('column "%s" (', q.part_name), q.part,
+                format(') exceeds column "%s" (', q.total_name), q.total,
+                format('): %s must be <= %s', q.part_word, CASE q.rule_guard WHEN 'stock' THEN 'stock' ELSE 'the limit' END))),
+        -- NaN compares greater than every number, so it breaks none of the above.
+        (4, q.rule_guard, CASE WHEN nan_possible THEN format('%s = ''NaN''', q.total) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.total_name, q.total_word))),
+        (5, q.rule_guard, CASE WHEN nan_possible THEN format('%s = ''NaN''', q.part) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.part_name, q.part_word)))
+        ) AS r(n, rule_guard, condition, detail)
+     WHERE r.condition IS NOT NULL
+$$;
+
+-- One query that checks every row rule of the guards registered on owners
+-- (rel itself, or rel and its partitioned ancestors) against the rows of rel
+-- in a single scan: the OR of the rules filters the scan (what a hand-written
+-- query would do), and only the rows it lets through are expanded into one
+-- output row per broken rule, with their key and detail.  The query has the
+-- shape a DBA would write by hand and no more expressions than that (on a
+-- large table JIT compiles them, and its time counts).  Rules whose columns
+-- no longer exist are left out (health() reports them).  NULL when there is
+-- no rule to check.  $1 of the query is the table_name it reports.
+CREATE OR REPLACE FUNCTION integrity._violations_sql(rel regclass, owners regclass[])
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    rules record;
+BEGIN
+    SELECT string_agg(format('(%L, %s, %s)', rs.rule_guard, rs.condition, rs.detail), ', ' ORDER BY rs.n) AS vals,
+           string_agg(format('(%s)', rs.condition), ' OR ' ORDER BY rs.n) AS filter
+      INTO rules
+      FROM (SELECT row_number() OVER (ORDER BY r.guard, ru.ord) AS n, ru.rule_guard, ru.condition, ru.detail
+              FROM integrity.guard_registry r
+             CROSS JOIN LATERAL integrity._row_rules(r.guard, r.columns, coalesce((
+                            SELECT a.atttypid = 'pg_catalog.numeric'::pg_catalog.regtype
+                              FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = rel AND a.attname = r.columns[1] AND NOT a.attisdropped), false), 't')
+                        WITH ORDINALITY AS ru(rule_guard, condition, detail, uses, ord)
+             WHERE r.table_name = ANY (owners)
+               AND integrity._has_columns(rel, ru.uses)) rs;
+    IF rules.vals IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN format('SELECT v.guard, $1, %s, v.detail'
+                  ' FROM %s t CROSS JOIN LATERAL (VALUES %s) AS v(guard, broken, detail)'
+                  ' WHERE (%s) AND v.broken',
+                  integrity._row_key_sql(rel), rel, rules.vals, rules.filter);
+END;
+$$;
+
+-- guard_stock and guard_credit: 0 <= part <= total and total >= 0, checked on
+-- the final row like a NOT VALID CHECK constraint.
+CREATE OR REPLACE FUNCTION integrity._guard_quantity(tbl regclass, total_column name, part_column name, guard text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'guard_' || guard;
+    columns text[] := ARRAY[total_column::text, part_column::text];
+    typ regtype;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    typ := integrity._check_quantity_column(tbl, total_column, caller);
+    IF integrity._check_quantity_column(tbl, part_column, caller) <> typ THEN
+        RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, total_column,
+                        part_column, tbl
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    PERFORM integrity._refuse_generated(tbl, part_column, caller);
+    IF guard = 'stock' THEN   -- commit_stock consumes stock too
+        PERFORM integrity._refuse_generated(tbl, total_column, caller);
+    END IF;
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
+    PERFORM integrity._record_guard(tbl, guard, columns, '{}');
+    -- The recheck fires for exactly the rows that violations() reports.
+    PERFORM integrity._place_recheck(tbl, guard,
+        format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE ON %s FOR EACH ROW WHEN (%s)'
+               ' EXECUTE FUNCTION integrity.%I(%s)',
+               'integrity_' || guard || '_recheck', tbl,
+               (SELECT string_agg(format('(%s)', r.condition), ' OR ' ORDER BY r.n)
+                  FROM integrity._row_rules(guard, columns, typ = 'numeric'::regtype, 'NEW')
+                       WITH ORDINALITY AS r(rule_guard, condition, detail, uses, n)),
+               guard || '_guard',
+               integrity._arguments_sql(integrity._trigger_arguments('integrity_' || guard || '_recheck', columns, '{}'))));
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.%I(%s)',
+                   'integrity_' || guard, tbl, guard || '_guard',
+                   integrity._arguments_sql(integrity._trigger_arguments('integrity_' || guard, columns, '{}')));
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.guard_ledger_credit(ledger regclass, accounts regclass, key_columns text[],
+                                              amount_column name DEFAULT 'amount',
+                                              entry_type_column name DEFAULT 'entry_type',
+                                              debit_value text DEFAULT 'DEBIT',
+                                              credit_value text DEFAULT 'CREDIT',
+                                              limit_column name DEFAULT 'credit_limit',
+                                              used_column name DEFAULT 'used_credit')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'guard_ledger_credit';
+    keys text[];
+    key text;
+    problem text;
+    options jsonb;
+BEGIN
+    PERFORM integrity._check_table(ledger, caller);
+    PERFORM integrity._require_argument(accounts, 'accounts', caller);
+    PERFORM integrity._check_table(accounts, caller);
+    IF ledger = accounts THEN
+        RAISE EXCEPTION '%: the ledger and the accounts must be different tables', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    keys := integrity._check_columns(ledger, key_columns, caller);
+    IF cardinality(keys) > 8 THEN
+        RAISE EXCEPTION '%: an account key has at most 8 columns', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH key IN ARRAY keys LOOP
+        IF integrity._column_type(accounts, key) <> integrity._column_type(ledger, key) THEN
+            RAISE EXCEPTION '%: key column "%" has type % in "%" but % in "%"', caller, key,
+                            integrity._column_type(ledger, key), ledger, integrity._column_type(accounts, key), accounts
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END LOOP;
+    IF NOT EXISTS (
+        SELECT FROM pg_catalog.pg_index i
+         WHERE i.indrelid = accounts AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+           AND i.indnkeyatts = cardinality(keys)
+           AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = accounts AND a.attnum = ANY (i.indkey::int2[]))
+               = (SELECT array_agg(k ORDER BY k) FROM unnest(keys) k)) THEN
+        RAISE EXCEPTION '%: there is no unique constraint on (%) in "%"', caller, array_to_string(keys, ', '), accounts
+            USING ERRCODE = 'invalid_column_reference',
+                  HINT = 'Each ledger entry must belong to exactly one account: add a primary key or unique constraint on the key columns.';
+    END IF;
+    PERFORM integrity._check_quantity_column(ledger, amount_column, caller);
+    PERFORM integrity._refuse_generated(accounts, used_column, caller);
+    IF integrity._check_quantity_column(accounts, limit_column, caller)
+       <> integrity._check_quantity_column(accounts, used_column, caller) THEN
+        RAISE EXCEPTION '%: columns "%" and "%" of table "%" must have the same type', caller, limit_column,
+                        used_column, accounts
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    -- The account must hold every amount exactly, or it drifts from its ledger.
+    IF NOT integrity._holds_exactly(accounts, used_column, ledger, amount_column) THEN
+        RAISE EXCEPTION '%: amounts of type % would be rounded into "%" of type %', caller,
+                        integrity._column_format(ledger, amount_column), used_column,
+                        integrity._column_format(accounts, used_column)
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Give the account''s used and limit columns the type of the ledger''s amounts.';
+    END IF;
+    PERFORM integrity._require_argument(entry_type_column, 'entry_type_column', caller);
+    IF integrity._column_type(ledger, entry_type_column) = 'bpchar'::regtype THEN
+        RAISE EXCEPTION '%: entry type column "%" of table "%" must not be char(n)', caller, entry_type_column, ledger
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = 'char(n) pads its values with spaces, so they would not equal the debit and credit values.',
+                  HINT = 'Use text, varchar or an enum for the entry type.';
+    END IF;
+    PERFORM integrity._require_argument(debit_value, 'debit_value', caller);
+    PERFORM integrity._require_argument(credit_value, 'credit_value', caller);
+    FOR problem IN
+        SELECT format('%s %L is not a value of entry type column "%s" of table "%s": %s', v.argument, v.value,
+                      entry_type_column, ledger, p.problem)
+          FROM (VALUES ('debit_value', debit_value), ('credit_value', credit_value)) AS v(argument, value)
+         CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(ledger, entry_type_column, v.value)) AS p(problem)
+         WHERE p.problem IS NOT NULL
+    LOOP
+        RAISE EXCEPTION '%: %', caller, problem USING ERRCODE = 'invalid_text_representation';
+    END LOOP;
+    IF debit_value = credit_value THEN
+        RAISE EXCEPTION '%: debit_value and credit_value must differ', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integrity._refuse_if_inherited(ledger, ARRAY['ledger_credit'], caller);
+
+    options := jsonb_build_object('accounts', accounts::text, 'amount_column', amount_column,
+                                  'entry_type_column', entry_type_column, 'debit_value', debit_value,
+                                  'credit_value', credit_value, 'limit_column', limit_column, 'used_column', used_column);
+    PERFORM integrity._record_guard(ledger, 'ledger_credit', keys, options);
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_ledger_credit AFTER INSERT OR UPDATE OR DELETE ON %s'
+                   ' FOR EACH ROW EXECUTE FUNCTION integrity.ledger_credit_guard(%s)',
+                   ledger, integrity._arguments_sql(integrity._trigger_arguments('integrity_ledger_credit', keys, options)));
+    PERFORM integrity._set_trigger_modes(ledger);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.enable_hash_chain(tbl regclass, chain_columns text[] DEFAULT NULL,
+                                            seq_column name DEFAULT 'chain_seq', hash_column name DEFAULT 'row_hash')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'enable_hash_chain';
+    chain text[] := '{}';
+    hashed text[];
+    options jsonb;
+    problem text;
+    rel record;
+    registered record;
+    unchained boolean;
+    append_only jsonb;
+    chain_index record;
+    current_chain jsonb;
+    last_seq bigint;
+    last_hash bytea;
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    PERFORM integrity._require_argument(seq_column, 'seq_column', caller);
+    PERFORM integrity._require_argument(hash_column, 'hash_column', caller);
+    IF integrity._column_type(tbl, seq_column) <> 'bigint'::regtype THEN
+        RAISE EXCEPTION '%: sequence column "%" of table "%" must be bigint, not %', caller, seq_column, tbl,
+                        integrity._column_type(tbl, seq_column)
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF integrity._column_type(tbl, hash_column) <> 'bytea'::regtype THEN
+        RAISE EXCEPTION '%: hash column "%" of table "%" must be bytea, not %', caller, hash_column, tbl,
+                        integrity._column_type(tbl, hash_column)
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    PERFORM integrity._refuse_generated(tbl, seq_column, caller);
+    PERFORM integrity._refuse_generated(tbl, hash_column, caller);
+    IF seq_column = hash_column THEN
+        RAISE EXCEPTION '%: seq_column and hash_column must differ', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(chain_columns) > 0 THEN
+        chain := integrity._check_columns(tbl, chain_columns, caller);
+    END IF;
+    IF seq_column = ANY (chain) OR hash_column = ANY (chain) THEN
+        RAISE EXCEPTION '%: the sequence and hash columns cannot be chain columns', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT a.attname INTO problem
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = ANY (chain) AND NOT a.attnotnull
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: chain column "%" of table "%" must be NOT NULL', caller, problem, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL;', tbl, problem);
+    END IF;
+    -- Every other column is hashed, in column order: those the table has at
+    -- the first registration.  Registering again keeps them (the rows were
+    -- hashed with them), and cannot regroup or renumber the rows.
+    SELECT r.columns, r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = tbl AND r.guard = 'hash_chain';
+    IF FOUND THEN
+        IF registered.columns IS DISTINCT FROM chain OR registered.options ->> 'seq_column' <> seq_column
+           OR registered.options ->> 'hash_column' <> hash_column THEN
+            RAISE EXCEPTION '%: table "%" is chained already, by other columns', caller, tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('It is chained by (%s), numbered in %s and hashed in %s.',
+                                      array_to_string(registered.columns, ', '), registered.options ->> 'seq_column',
+                                      registered.options ->> 'hash_column'),
+                      HINT = format('To chain it otherwise, lift the chain first: SELECT integrity.unprotect(%L, ''hash_chain'');',
+                                    tbl::text);
+        END IF;
+        hashed := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(registered.options -> 'hashed_columns'));
+    ELSE
+        hashed := ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+                           AND a.attname NOT IN (seq_column, hash_column)
+                         ORDER BY a.attnum);
+    END IF;
+    SELECT p INTO problem FROM unnest(hashed) AS col, integrity._chain_column_problem(tbl, col) AS p
+     WHERE p IS NOT NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: %', caller, problem
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = 'A row is hashed in a form that must not depend on the settings of the session that reads it.';
+    END IF;
+
+    options := jsonb_build_object('seq_column', seq_column, 'hash_column', hash_column, 'hashed_columns', to_jsonb(hashed));
+    PERFORM integrity._record_guard(tbl, 'hash_chain', chain, options);
+    -- Rows that are there already without a place in a chain are chained in
+    -- key order.  An append-only guard is lifted for that and put back as it
+    -- was, in the same transaction: the caller owns the table.
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE t.%I IS NULL AND t.%I IS NULL)', tbl, seq_column, hash_column)
+       INTO unchained;
+    SELECT r.options INTO append_only
+      FROM integrity.guard_registry r WHERE r.table_name = tbl AND r.guard = 'append_only';
+    IF unchained THEN
+        IF append_only IS NOT NULL THEN
+            PERFORM integrity.unprotect(tbl, 'append_only');
+        END IF;
+        FOR rel IN EXECUTE format('SELECT t.ctid AS row_id, t.tableoid::regclass AS part, %s AS chain FROM %s t'
+                                  ' WHERE t.%I IS NULL AND t.%I IS NULL ORDER BY 3, %s',
+                                  integrity._chain_values_sql(tbl, chain, 't'), tbl, seq_column, hash_column,
+                                  coalesce((SELECT string_agg(format('t.%I', k), ', ')
+                                              FROM unnest(integrity._key_columns(tbl)) AS k), 't.ctid'))
+        LOOP
+            IF current_chain IS DISTINCT FROM rel.chain THEN
+                current_chain := rel.chain;
+                EXECUTE format('SELECT t.%1$I, t.%2$I FROM %3$s t WHERE %4$s = $1 AND t.%1$I IS NOT NULL'
+                               ' ORDER BY t.%1$I DESC LIMIT 1',
+                               seq_column, hash_column, tbl, integrity._chain_values_sql(tbl, chain, 't'))
+                   INTO last_seq, last_hash USING rel.chain;
+            END IF;
+            last_seq := coalesce(last_seq, 0) + 1;
+            EXECUTE format('UPDATE %s t SET %I = $1, %I = pg_catalog.sha256($2 || %s) WHERE t.ctid = $3 RETURNING t.%I',
+                           rel.part, seq_column, hash_column, integrity._chain_encoding_sql(tbl, hashed, 't'),
+                           hash_column)
+               INTO last_hash USING last_seq, coalesce(last_hash, '\x'::bytea), rel.row_id;
+        END LOOP;
+    END IF;
+
+    -- The trigger reads the last row of a chain by this index.
+    SELECT left(c.relname || '_chain', 63) AS name, c.relnamespace INTO chain_index
+      FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_class
+                    WHERE relname = chain_index.name AND relnamespace = chain_index.relnamespace) THEN
+        EXECUTE format('CREATE INDEX %I ON %s (%s)', chain_index.name, tbl,
+                       (SELECT string_agg(format('%I', col), ', ') FROM unnest(chain || seq_column::text) AS col));
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_hash_chain BEFORE INSERT ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.hash_chain_guard(%s)',
+                   tbl, integrity._arguments_sql(integrity._trigger_arguments('integrity_hash_chain', chain, options)));
+    IF append_only IS NULL OR unchained THEN
+        PERFORM integrity.protect_append_only(tbl, coalesce((append_only ->> 'allow_truncate')::boolean, false));
+    END IF;
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.enable_soft_delete(tbl regclass, deleted_column name DEFAULT 'deleted_at',
+                                             flag_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller constant text := 'enable_soft_delete';
+    typ regtype;
+    contradicting text;
+    columns text[];
+BEGIN
+    PERFORM integrity._check_table(tbl, caller);
+    PERFORM integrity._require_argument(deleted_column, 'deleted_column', caller);
+    PERFORM integrity._refuse_if_inherited(tbl, ARRAY['soft_delete'], caller);
+    typ := integrity._column_type(tbl, deleted_column);
+    IF typ NOT IN ('timestamp'::regtype, 'timestamptz'::regtype) THEN
+        RAISE EXCEPTION '%: deleted column "%" of table % must be timestamp or timestamptz, not %',
+                        caller, deleted_column, tbl, typ
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    PERFORM integrity._refuse_generated(tbl, deleted_column, caller);
+    IF flag_column IS NOT NULL THEN
+        typ := integrity._column_type(tbl, flag_column);
+        IF typ <> 'boolean'::regtype THEN
+            RAISE EXCEPTION '%: flag column "%" of table % must be boolean, not %', caller, flag_column, tbl, typ
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+        PERFORM integrity._refuse_generated(tbl, flag_column, caller);
+        IF flag_column = deleted_column THEN
+            RAISE EXCEPTION '%: deleted_column and flag_column must differ', caller
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    SELECT r.guard INTO contradicting
+      FROM integrity.guard_registry r
+     WHERE r.table_name IN (SELECT tbl UNION SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tbl) a)
+       AND r.guard IN ('append_only', 'hash_chain')
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: table % is append-only; its rows cannot be marked deleted', caller, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The %s guard refuses every UPDATE and DELETE of its rows.', contradicting),
+                  HINT = 'Record a deletion as a new entry instead.';
+    END IF;
+
+    columns := ARRAY[deleted_column::text] || ARRAY(SELECT flag_column::text WHERE flag_column IS NOT NULL);
+    PERFORM integrity._record_guard(tbl, 'soft_delete', columns,
+                                    jsonb_build_object('deleted_column', deleted_column, 'flag_column', flag_column));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_soft_delete BEFORE DELETE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.soft_delete_guard(%s)', tbl,
+                   integrity._arguments_sql(integrity._trigger_arguments('integrity_soft_delete', columns, '{}')));
+    PERFORM integrity._set_trigger_modes(tbl);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.maintain_total(target regclass, target_column name, source regclass, key_columns text[],
+                                         value_column name DEFAULT NULL, filter text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := 'maintain_total';
+    key text[];
+    keys text[];
+    registered jsonb;
+    total jsonb;
+    base text;
+    source_name text;
+    target_name text;
+    filter_sql text;
+    filter_columns text[];
+    apply_args text;
+    source_args text;
+    i int;
+BEGIN
+    PERFORM integrity._check_table(target, caller);
+    PERFORM integrity._require_argument(source, 'source', caller);
+    PERFORM integrity._check_table(source, caller);
+    PERFORM integrity._require_argument(target_column, 'target_column', caller);
+    PERFORM integrity._require_argument(key_columns, 'key_columns', caller);
+    IF target = source THEN
+        RAISE EXCEPTION '%: the target and the source must be different tables', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = source) = 'p'
+       OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = target) = 'p' THEN
+        RAISE EXCEPTION '%: partitioned tables cannot hold or feed maintained totals yet', caller
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF EXISTS (SELECT FROM integrity._inheritance_children(source)) THEN
+        RAISE EXCEPTION '%: table "%" has inheritance children', caller, source
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Rows of the children would not reach the total.';
+    END IF;
+    key := integrity._primary_key(target);
+    IF key IS NULL THEN
+        RAISE EXCEPTION '%: table "%" has no primary key', caller, target
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'The source rows reference the target row by its primary key.';
+    END IF;
+    IF cardinality(key) > 8 THEN
+        RAISE EXCEPTION '%: a target key has at most 8 columns', caller
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integrity._check_quantity_column(target, target_column, caller);
+    PERFORM integrity._refuse_generated(target, target_column, caller);
+    IF target_column = ANY (key) THEN
+        RAISE EXCEPTION '%: column "%" is part of the primary key of "%"', caller, target_column, target
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    keys := integrity._check_columns(source, key_columns, caller);
+    IF cardinality(keys) <> cardinality(key_columns) OR cardinality(keys) <> cardinality(key) THEN
+        RAISE EXCEPTION '%: key_columns must name % distinct column(s) of "%", one for each column of the primary key (%) of "%"',
+                        caller, cardinality(key), source, array_to_string(key, ', '), target
+            USING ERRCODE = 'invalid_column_reference';
+    END IF;
+    FOR i IN 1 .. cardinality(key) LOOP
+        IF integrity._column_type(source, keys[i]) <> integrity._column_type(target, key[i]) THEN
+            RAISE EXCEPTION '%: key column "%" has type % in "%" but "%" has type % in "%"', caller, keys[i],
+                            integrity._column_type(source, keys[i]), source, key[i],
+                            integrity._column_type(target, key[i]), target
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END LOOP;
+    IF value_column IS NOT NULL THEN
+        PERFORM integrity._check_quantity_column(source, value_column, caller);
+        -- The total must hold every sum exactly, or it drifts from its sources.
+        IF NOT integrity._holds_exactly(target, target_column, source, value_column) THEN
+            RAISE EXCEPTION '%: values of type % would be rounded into "%" of type %', caller,
+                            integrity._column_format(source, value_column), target_column,
+                            integrity._column_format(target, target_column)
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'Give the total the type of the values it adds up.';
+        END IF;
+    END IF;
+    IF filter IS NOT NULL THEN
+        filter_sql := integrity._total_filter(source, filter);
+        filter_columns := integrity._total_filter_columns(source, filter);
+    END IF;
+
+    source_name := source::text;
+    target_name := target::text;
+    total := pg_catalog.jsonb_build_object('column', target_column, 'source', source_name, 'key_columns', keys,
+                                           'value_column', value_column, 'filter', filter_sql,
+                                           'filter_columns', coalesce(filter_columns, '{}'));
+    -- A total registered again loses its old triggers first, which the event
+    -- trigger lets go only once the registry no longer needs them.
+    SELECT r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
+    registered := pg_catalog.jsonb_build_object(
+        'name', target_name,
+        'key', key,
+        'totals', coalesce((SELECT pg_catalog.jsonb_agg(t ORDER BY t ->> 'column', t ->> 'source')
+                              FROM pg_catalog.jsonb_array_elements(registered -> 'totals') t
+                             WHERE (t ->> 'column', integrity._relation(t ->> 'source'))
+                                   IS DISTINCT FROM (target_column::text, source)), '[]'));
+    PERFORM integrity._record_total(target, registered);
+    PERFORM integrity._drop_total_triggers(pg_catalog.jsonb_build_object('name', target_name,
+                                                                         'totals', pg_catalog.jsonb_build_array(total)));
+    registered := pg_catalog.jsonb_set(registered, '{totals}', (registered -> 'totals') || pg_catalog.jsonb_build_array(total));
+    PERFORM integrity._record_total(target, registered);
+
+    -- The source's triggers.
+    base := integrity._total_trigger_base(target_name, target_column);
+    source_args := integrity._arguments_sql(ARRAY[target_name, target_column, coalesce(value_column, ''),
+                                                  coalesce(filter_sql, '')] || keys);
+    apply_args := integrity._arguments_sql(ARRAY[target_name, target_column] || key);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_source(%s)', base, source, source_args);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT'
+                   ' EXECUTE FUNCTION integrity.total_apply(%s)', base || '_apply', source, apply_args);
+    EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %s FOR EACH STATEMENT'
+                   ' EXECUTE FUNCTION integrity._total_truncate(%L, %L)', base || '_truncate', source,
+                   target_name, target_column);
+
+    -- The target's triggers, for every maintained column.
+    PERFORM integrity._place_total_guard(target);
+END;
+$$;
+
+-- (Re)creates the target's triggers from its registry row.
+CREATE OR REPLACE FUNCTION integrity._place_total_guard(target regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registered record;
+BEGIN
+    SELECT r.columns, r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total BEFORE UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
+                   integrity._arguments_sql(integrity._trigger_arguments('integrity_total', registered.columns,
+                                                                         registered.options)));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total_start BEFORE INSERT ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_start()', target);
+END;
+$$;
+
+DROP FUNCTION integrity._total_guard_args(text[], jsonb);
+
+-- Settles pending hold $1 as $2 ('committed': qty of it, all of it when
+-- NULL; 'released') unless it has expired, and returns what it held; no row
+-- when it cannot be settled so (_settled_status says why).
+CREATE FUNCTION integrity._settle_hold(hold_id bigint, status text, qty numeric, caller text)
+RETURNS TABLE (kind text, table_name regclass, row_id jsonb, quantity numeric, committed_quantity numeric)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT integrity._require_argument($1, 'hold_id', caller);
+    UPDATE integrity.hold_records r
+       SET status = $2, settled_at = pg_catalog.now(),
+           committed_quantity = CASE WHEN $2 = 'committed' THEN coalesce(qty, r.quantity) END
+     WHERE r.hold_id = $1 AND r.status = 'pending'
+       AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.now())
+       AND (qty IS NULL OR (qty > 0 AND qty <= r.quantity))
+    RETURNING r.kind, r.table_name, r.row_id, r.quantity, r.committed_quantity
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.commit_hold(hold_id bigint, qty numeric DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h record;
+BEGIN
+    SELECT * INTO h FROM integrity._settle_hold(hold_id, 'committed', qty, 'commit_hold');
+    IF NOT FOUND THEN
+        RETURN integrity._settled_status(hold_id, qty, 'commit_hold');
+    END IF;
+    IF h.kind = 'stock' THEN
+        PERFORM integrity.commit_stock(h.table_name, h.row_id #>> '{}', h.committed_quantity);
+        IF h.committed_quantity < h.quantity THEN
+            PERFORM integrity.release_stock(h.table_name, h.row_id #>> '{}', h.quantity - h.committed_quantity);
+        END IF;
+    ELSE
+        -- The DEBIT entry the caller inserts next takes the credit over: it is
+        -- counted once, by the ledger.
+        PERFORM integrity._give_back(h.kind, h.table_name, h.row_id, h.quantity, 'commit_hold');
+    END IF;
+    RETURN 'committed';
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.release_hold(hold_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h record;
+BEGIN
+    SELECT * INTO h FROM integrity._settle_hold(hold_id, 'released', NULL, 'release_hold');
+    IF NOT FOUND THEN
+        RETURN integrity._settled_status(hold_id, NULL, 'release_hold');
+    END IF;
+    PERFORM integrity._give_back(h.kind, h.table_name, h.row_id, h.quantity, 'release_hold');
+    RETURN 'released';
+END;
+$$;
+
+-- Rows come in repair order: by severity and table, and within a table the
+-- registry clean-ups first.  Every remedy is idempotent, and a remedy that
+-- re-registers a guard first puts the firing modes of every guard trigger of
+-- the table (and its partitions) right, in one ALTER TABLE per relation: the
+-- event trigger refuses any ALTER TABLE that leaves a guard trigger in the
+-- wrong mode, including the one a registration runs.  So the remedies can be
+-- run one by one, top to bottom, or each on its own.
+CREATE OR REPLACE FUNCTION integrity.health()
+RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+-- The catalog query is small but its estimates are not: without this, JIT
+-- compilation would take seconds.
+SET jit = off
+AS $$
+WITH registered AS (
+    SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
+           CASE WHEN r.guard = 'ledger_credit' THEN integrity._relation(r.options ->> 'accounts') END AS accounts
+      FROM integrity.guard_registry r
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
+),
+-- Every column a registered guard reads, with the relation it is read from.
+guard_columns AS (
+    SELECT r.tbl, r.guard, u.rel, u.col, u.n,
+           EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_columns(r.tbl, r.guard, r.columns, r.options) u
+     WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
+),
+-- Registry rows whose triggers can be checked: the table, the accounts table
+-- and every column are there.
+sound AS (
+    SELECT r.*
+      FROM registered r
+     WHERE r.relkind IS NOT NULL
+       AND (r.guard <> 'ledger_credit' OR r.accounts IS NOT NULL)
+       AND NOT EXISTS (SELECT FROM guard_columns gc
+                        WHERE gc.tbl = r.tbl AND gc.guard = r.guard AND NOT gc.present)
+),
+-- The triggers each registered guard needs, on the table and on every
+-- partition (row triggers as clones, TRUNCATE triggers of their own).
+expected AS (
+    SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
+           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition, g.has_when
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+     WHERE r.relkind IS NOT NULL
+       AND NOT (g.recheck AND NOT integrity._needs_recheck(r.tbl, r.guard))
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+),
+found AS (
+    SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
+           t.tgqual IS NOT NULL AS actual_has_when,
+           t.tgfoid::regprocedure AS actual_function,
+           coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
+           format('trigger %s of the %s guard', e.trigger_name, e.guard)
+           || CASE WHEN e.rel = e.tbl THEN '' ELSE format(' on partition %s of %s', e.rel, e.tbl) END AS what
+      FROM expected e
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = e.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE (e.tbl, e.guard) IN (SELECT s.tbl, s.guard FROM sound s)
+),
+-- One ALTER TABLE per relation that puts every guard trigger on it that is
+-- disabled or in the wrong mode back in its mode.
+relation_fix AS (
+    SELECT f.rel, integrity._enable_triggers_sql(f.rel, array_agg(f.trigger_name), array_agg(f.mode)) AS fix
+      FROM found f
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+     GROUP BY f.rel
+),
+-- The same for a whole partition tree, followed by a space ('' when none).
+tree_fix AS (
+    SELECT r.tbl, coalesce(string_agg(rf.fix || ' ', '' ORDER BY rf.rel::text COLLATE "C"), '') AS fix
+      FROM (SELECT DISTINCT rr.tbl FROM registered rr WHERE rr.relkind IS NOT NULL) r
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+      LEFT JOIN relation_fix rf ON rf.rel = m.rel
+     GROUP BY r.tbl
+),
+-- The registration of each guard, after the mode fixes of its table.
+registration AS (
+    SELECT r.tbl, r.guard, tf.fix,
+           tf.fix || integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) AS sql
+      FROM registered r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+),
+-- Triggers that carry a guard trigger's name but that no registered guard needs.
+stray AS (
+    SELECT t.tgrelid::regclass AS rel, t.tgname, g.guard,
+           (SELECT rg.sql
+              FROM registration rg
+             WHERE rg.guard = g.guard
+               AND (rg.tbl = t.tgrelid
+                    OR rg.tbl IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(t.tgrelid) a))
+             LIMIT 1) AS registration
+      FROM pg_catalog.pg_trigger t
+      JOIN (SELECT DISTINCT k.trigger_name, k.guard FROM integrity._guard_triggers(NULL) k) g
+        ON g.trigger_name = t.tgname
+     WHERE t.tgparentid = 0
+       AND NOT EXISTS (SELECT FROM expected e WHERE e.rel = t.tgrelid AND e.trigger_name = t.tgname)
+),
+-- step orders the problems of one table: registry rows that must go (1),
+-- guards re-registered with the columns they have left (2), the rest (3).
+problems (severity, table_name, guard, step, problem, remedy) AS (
+    -- The registry outlived the table.
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('the %s guard is registered for a table that no longer exists (OID %s)', r.guard, r.tbl::oid),
+           format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NULL
+    UNION ALL
+    -- A debit or credit value that is no value of the entry type column any
+    -- more (an enum label renamed): every entry is refused as of no known type.
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
+                  ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
+                  p.problem),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
+                                ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
+     CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)
+                          WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit') AS p(problem)
+     WHERE p.problem IS NOT NULL
+    UNION ALL
+    -- Inheritance children, which the guards do not cover (the event trigger
+    -- refuses new ones; these are older, or made while it was disabled).
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s inherits from %s, which has the %s guard: guards cover partitions, not inheritance'
+                  ' children, yet UPDATE, DELETE and TRUNCATE of %s reach its rows', child, r.tbl, r.guard, r.tbl),
+           format('ALTER TABLE %s NO INHERIT %s;', child, r.tbl)
+      FROM registered r
+     CROSS JOIN LATERAL integrity._inheritance_children(r.tbl) AS child
+     WHERE r.relkind IS NOT NULL
+    UNION ALL
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('accounts table %s of the ledger_credit guard no longer exists (dropped or renamed):'
+                  ' remove the guard, then register it again with the accounts table as it is now',
+                  r.options ->> 'accounts'),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit' AND r.accounts IS NULL
+    UNION ALL
+    -- A registered column is gone (renamed or dropped while the event
+    -- trigger was not watching).  A column guard is registered again with
+    -- the columns it has left; other guards are removed.
+    SELECT 'error', gc.rel, gc.guard, CASE WHEN left_over.columns IS NULL THEN 1 ELSE 2 END,
+           format('column "%s" of %s, registered for the %s guard%s, no longer exists (renamed or dropped): %s',
+                  gc.col, gc.rel, gc.guard, CASE WHEN gc.rel <> gc.tbl THEN format(' of %s', gc.tbl) ELSE '' END,
+                  CASE WHEN left_over.columns IS NOT NULL
+                       THEN 'the guard is registered again with the columns it has left; add the new name of a renamed column'
+                       ELSE 'remove the guard, then register it again with the columns as they are now' END),
+           CASE WHEN left_over.columns IS NOT NULL
+                THEN format('BEGIN; %s %s%s COMMIT;', integrity._unprotect_sql(gc.tbl, gc.guard), tf.fix,
+                            integrity._registration_sql(gc.tbl, gc.guard, left_over.columns, '{}'))
+                ELSE integrity._unprotect_sql(gc.tbl, gc.guard) END
+      FROM guard_columns gc
+      JOIN tree_fix tf ON tf.tbl = gc.tbl
+     CROSS JOIN LATERAL (SELECT array_agg(o.col ORDER BY o.n) AS columns
+                           FROM guard_columns o
+                          WHERE o.tbl = gc.tbl AND o.guard = gc.guard AND o.present
+                            AND gc.guard IN ('immutable', 'write_once')) left_over
+     WHERE NOT gc.present
+    UNION ALL
+    -- Guard triggers: missing, replaced, disabled, in the wrong mode.
+    SELECT 'error', f.rel, f.guard, 3,
+           CASE WHEN f.rel = f.tbl THEN format('trigger %s of the %s guard is missing', f.trigger_name, f.guard)
+                ELSE format('partition %s of %s is not covered: trigger %s of the %s guard is missing',
+                            f.rel, f.tbl, f.trigger_name, f.guard) END,
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NULL
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it runs %s %s, not integrity.%s() %s', f.what,
+                  f.actual_function, integrity._tgtype_text(f.actual_tgtype), f.function_name,
+                  integrity._tgtype_text(f.tgtype)),
+           -- CREATE OR REPLACE TRIGGER repairs a row trigger; TRUNCATE triggers
+           -- are only created where missing, so the guard is put back whole.
+           CASE WHEN f.per_partition
+                THEN format('BEGIN; %s%s %s COMMIT;', rg.fix, integrity._unprotect_sql(f.tbl, f.guard),
+                            integrity._registration_sql(f.tbl, f.guard, f.columns, f.options))
+                ELSE rg.sql END
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND (NOT f.own_function OR f.actual_tgtype <> f.tgtype)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: its arguments differ from the registered ones', f.what),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it %s', f.what,
+                  CASE WHEN f.actual_has_when THEN 'has a WHEN clause, which can keep it from firing'
+                       ELSE 'lacks its WHEN clause' END),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs = integrity._trigger_args(f.trigger_name, f.columns, f.options)
+       AND f.actual_has_when <> f.has_when
+    UNION ALL
+    SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
+           f.rel, f.guard, 3,
+           format('%s is %s', f.what,
+                  CASE WHEN f.tgenabled = 'D' THEN 'disabled: the guard is not enforced'
+                       WHEN f.mode = 'A' AND f.tgenabled = 'O'
+                            THEN 'ENABLE (origin only), not ENABLE ALWAYS: sessions with session_replication_role = replica skip it'
+                       WHEN f.tgenabled = 'R'
+                            THEN format('ENABLE REPLICA, not %s: ordinary sessions skip it',
+                                        CASE f.mode WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'ENABLE' END)
+                       ELSE 'ENABLE ALWAYS, not ENABLE (origin only): it also fires for rows that logical replication applies, which their origin already processed'
+                  END),
+           rf.fix
+      FROM found f
+      JOIN relation_fix rf ON rf.rel = f.rel
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+    UNION ALL
+    -- Guard triggers that no registered guard needs.
+    SELECT CASE WHEN s.registration IS NULL THEN 'warning' ELSE 'info' END, s.rel, s.guard, 3,
+           CASE WHEN s.registration IS NULL
+                THEN format('trigger %s of the %s guard is on a table the registry has no %s guard for'
+                            ' (registry row deleted, or a partition detached from a guarded table): unprotect'
+                            ' removes it; registering the guard again keeps it', s.tgname, s.guard, s.guard)
+                ELSE format('trigger %s is not part of the %s guard as registered', s.tgname, s.guard) END,
+           coalesce(s.registration, integrity._unprotect_sql(s.rel, s.guard))
+      FROM stray s
+    UNION ALL
+    -- A guard function under a name the extension does not manage (a renamed guard trigger).
+    SELECT 'warning', t.tgrelid::regclass, min(g.guard), 3,
+           format('trigger %s runs guard function integrity.%s() under a name pg_integrity does not manage:'
+                  ' neither the registry nor the event triggers watch it', t.tgname, p.proname),
+           format('DROP TRIGGER %I ON %s;', t.tgname, t.tgrelid::regclass)
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+      JOIN integrity._guard_triggers(NULL) g ON g.function_name = p.proname
+     WHERE t.tgparentid = 0
+       AND t.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k)
+     GROUP BY t.tgrelid, t.tgname, p.proname
+    UNION ALL
+    -- Guarded tables without a primary key.
+    SELECT 'warning', r.tbl, NULL, 3,
+           format('guarded table %s has no primary key: guard errors and violations() cannot name its rows'
+                  ' by a stable key', r.tbl),
+           tf.fix
+           || CASE WHEN r.relkind = 'r' AND candidate.index_name IS NOT NULL
+                   THEN format('ALTER TABLE %s ADD PRIMARY KEY USING INDEX %I;', r.tbl, candidate.index_name)
+                   ELSE format('ALTER TABLE %s ADD PRIMARY KEY (%s);', r.tbl,
+                               coalesce(candidate.key_columns, '<columns that identify a row>')) END
+      FROM (SELECT DISTINCT rr.tbl, rr.relkind FROM registered rr WHERE rr.relkind IS NOT NULL) r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+      LEFT JOIN LATERAL (
+            -- a valid, unique, non-partial index on NOT NULL columns
+            SELECT ic.relname AS index_name,
+                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS key_columns
+              FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = r.tbl AND i.indisunique AND i.indisvalid AND i.indimmediate
+               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
+               AND NOT EXISTS (SELECT FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                                WHERE NOT a.attnotnull)
+             ORDER BY i.indnatts, ic.relname
+             LIMIT 1) candidate ON true
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conrelid = r.tbl AND con.contype = 'p')
+    UNION ALL
+    -- The extension's event triggers: missing, disabled, or not ENABLE ALWAYS.
+    SELECT CASE WHEN e.evtenabled = 'O' THEN 'warning' ELSE 'error' END, NULL, NULL, 1,
+           format('event trigger %s %s%s', v.evtname,
+                  CASE WHEN e.oid IS NULL THEN 'is missing: '
+                       WHEN e.evtenabled = 'D' THEN 'is disabled: '
+                       WHEN e.evtenabled = 'O' THEN 'is ENABLE (origin only), not ENABLE ALWAYS: in sessions with session_replication_role = replica, '
+                       ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
+                  v.consequence),
+           CASE WHEN e.oid IS NULL
+                THEN integrity._event_trigger_sql(v.evtname)
+                     || format(' ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %I;', v.evtname)
+                ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
+      FROM integrity._event_triggers() v
+      LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
+     WHERE e.oid IS NULL OR e.evtenabled <> 'A'
+    UNION ALL
+    -- The triggers that keep the lifecycle events append-only: missing,
+    -- replaced, disabled or skipped under session_replication_role = replica.
+    SELECT 'error', e.rel, 'lifecycle', 1,
+           format('trigger %s of %s is %s', l.trigger_name, e.rel,
+                  CASE WHEN t.oid IS NULL THEN 'missing: events can be changed or removed'
+                       WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                            OR t.tgtype <> l.tgtype
+                            THEN format('replaced: it runs %s %s', t.tgfoid::regprocedure, integrity._tgtype_text(t.tgtype))
+                       WHEN t.tgenabled = 'D' THEN 'disabled: events can be changed or removed'
+                       ELSE 'not ENABLE ALWAYS: sessions with session_replication_role = replica can change or remove events' END),
+           CASE WHEN t.oid IS NULL THEN l.create_sql
+                WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                     OR t.tgtype <> l.tgtype
+                     THEN format('DROP TRIGGER %I ON %s; %s', l.trigger_name, e.rel, l.create_sql)
+                ELSE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I;', e.rel, l.trigger_name) END
+      FROM (SELECT integrity._relation('integrity.lifecycle_events') AS rel) e
+     CROSS JOIN integrity._lifecycle_events_triggers() l
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = l.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE e.rel IS NOT NULL
+       AND (t.oid IS NULL OR t.tgenabled <> 'A' OR t.tgtype <> l.tgtype
+            OR NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false))
+    UNION ALL
+    -- The compiled guard functions: replaced by other code, or gone.
+    SELECT 'error', NULL, min(g.guard), 1,
+           CASE WHEN min(p.oid::int8) IS NULL
+                THEN format('guard function integrity.%s() is missing', g.function_name)
+                ELSE format('guard function integrity.%s() is not the extension''s compiled code any more'
+                            ' (it is LANGUAGE %s)', g.function_name, min(l.lanname)) END,
+           format('CREATE OR REPLACE FUNCTION integrity.%I() RETURNS trigger LANGUAGE c AS %L, %L;%s',
+                  g.function_name, 'pg_integrity', 'integrity_' || g.function_name,
+                  CASE WHEN min(p.oid::int8) IS NULL
+                       THEN format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I();', g.function_name)
+                       ELSE '' END)
+      FROM integrity._guard_triggers(NULL) g
+      LEFT JOIN (pg_catalog.pg_proc p
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang)
+             ON p.proname = g.function_name AND p.pronargs = 0
+     GROUP BY g.function_name
+    HAVING min(p.oid::int8) IS NULL
+        OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
+                   OR p.prosrc <> 'integrity_' || g.function_name)
+    UNION ALL
+    -- A maintained total's triggers on its sources: missing or disabled, the
+    -- total is no longer maintained (registering it again puts them back); a
+    -- source that is gone leaves the total behind.
+    SELECT 'error', r.tbl, r.guard, 3,
+           CASE WHEN x.source IS NULL
+                THEN format('source table %s of the total of column "%s" no longer exists: remove the totals,'
+                            ' then register them again with the tables as they are now', x.source_name, x.col)
+                ELSE format('trigger %s of the total of column "%s" on %s is %s: the total is not maintained',
+                            x.tgname, x.col, x.source, CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END) END,
+           CASE WHEN x.source IS NULL THEN integrity._unprotect_sql(r.tbl, r.guard)
+                ELSE integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) END
+      FROM registered r
+     CROSS JOIN LATERAL (SELECT tt ->> 'column' AS col, tt ->> 'source' AS source_name,
+                                integrity._relation(tt ->> 'source') AS source,
+                                (integrity._total_trigger_base(r.options ->> 'name', tt ->> 'column') || f.suffix)::name AS tgname
+                           FROM pg_catalog.jsonb_array_elements(r.options -> 'totals') AS tt
+                          CROSS JOIN (VALUES (''), ('_apply'), ('_truncate')) AS f(suffix)) x
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = x.source AND t.tgname = x.tgname
+     WHERE r.guard = 'total' AND r.relkind IS NOT NULL
+       AND (x.source IS NULL OR t.oid IS NULL OR t.tgenabled = 'D')
+       AND (x.source IS NOT NULL OR x.tgname LIKE '%\_apply')
+    UNION ALL
+    -- Refused writes are counted (integrity.refusals) only with the preload.
+    SELECT 'info', NULL, NULL, 1,
+           'refused writes are not counted (integrity.refusals, LISTEN integrity_refusals): '
+           'pg_integrity is not in shared_preload_libraries',
+           pg_catalog.format('ALTER SYSTEM SET shared_preload_libraries = %L; -- then restart the server',
+                             pg_catalog.concat_ws(', ', NULLIF(pg_catalog.current_setting('shared_preload_libraries'), ''),
+                                                  'pg_integrity'))
+     WHERE integrity._refusals_dropped() IS NULL
+    UNION ALL
+    SELECT 'warning', NULL, NULL, 1,
+           pg_catalog.format('%s refused writes were not counted: all %s refusal counters are in use', d,
+                             pg_catalog.current_setting('pg_integrity.max_refusal_entries')),
+           'SELECT integrity.reset_refusals(); -- or raise pg_integrity.max_refusal_entries, then restart the server'
+      FROM integrity._refusals_dropped() AS d
+     WHERE d > 0
+)
+SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
+  FROM problems p
+ ORDER BY CASE p.severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
+          p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
+$$;
+
+-- ==== end issue 16: SQL shapes ====

@@ -220,42 +220,60 @@ AS $$
      WHERE c.relkind IN ('r', 'p')
 $$;
 
+-- The ALTER TABLE that puts the named triggers of rel in their modes ('A':
+-- ENABLE ALWAYS, 'O': ENABLE), for _set_trigger_modes and health().  All of
+-- a relation's guard triggers are set in one ALTER TABLE, so that the event
+-- trigger, which checks every guard trigger's mode at the end of each ALTER
+-- TABLE, never sees a half-done relation.
+CREATE FUNCTION integrity._enable_triggers_sql(rel regclass, triggers name[], modes "char"[])
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('ALTER TABLE %s %s;', rel,
+                  string_agg(format('ENABLE %sTRIGGER %I', CASE t.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END, t.name),
+                             ', ' ORDER BY t.name))
+      FROM unnest(triggers, modes) AS t(name, mode)
+$$;
+
+-- A foreign table among the partitions of tbl, if any: it cannot have the
+-- statement triggers that some guards put on every partition.
+CREATE FUNCTION integrity._foreign_partition(tbl regclass)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tree.relid
+      FROM pg_catalog.pg_partition_tree(tbl) AS tree
+      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
+     WHERE c.relkind = 'f'
+     LIMIT 1
+$$;
+
 -- Puts every guard trigger on the table and its partitions in its mode
--- (partitions inherit row triggers as clones with their own enabled state).
--- All of a relation's guard triggers are set in one ALTER TABLE, so that the
--- event trigger, which checks every guard trigger's mode at the end of each
--- ALTER TABLE, never sees a half-done relation: registering one guard also
--- repairs the modes of the others.
+-- (partitions inherit row triggers as clones with their own enabled state):
+-- registering one guard also repairs the modes of the others.
 CREATE FUNCTION integrity._set_trigger_modes(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    fix record;
+    fix text;
 BEGIN
     FOR fix IN
-        SELECT t.tgrelid::regclass AS rel,
-               string_agg(format('ENABLE %s TRIGGER %I', CASE g.mode WHEN 'A' THEN 'ALWAYS' ELSE '' END, t.tgname),
-                          ', ' ORDER BY t.tgname) AS subcommands
+        SELECT integrity._enable_triggers_sql(t.tgrelid::regclass, array_agg(t.tgname), array_agg(g.mode))
           FROM integrity._guard_triggers(NULL) g
           JOIN pg_catalog.pg_trigger t ON t.tgname = g.trigger_name
          WHERE t.tgrelid IN (SELECT integrity._partition_tree(tbl))
            AND t.tgenabled <> g.mode
          GROUP BY t.tgrelid
     LOOP
-        EXECUTE format('ALTER TABLE %s %s', fix.rel, fix.subcommands);
+        EXECUTE fix;
     END LOOP;
 END;
 $$;
 
--- Every column a guard reads, with the relation it is read from: the columns
--- it was registered with and, for a ledger, its amount and entry type columns
--- and the accounts' key, limit and used columns, for a hash chain every column
--- it hashes and its sequence and hash columns, for an append-only table with a
--- retention its time column, for lifecycle tracking the columns it leaves out
--- (renamed, one would be tracked).  The event trigger refuses
--- renaming or dropping them; health() reports those that are gone.
 -- The name every trigger of a target column's total starts with on its
 -- sources: from the target's name, which the registry keeps and pg_dump
 -- restores, so that a registration after a restore replaces its triggers.
@@ -265,16 +283,54 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT 'integrity_total_' || left(md5(target_name || '.' || target_column), 12) $$;
 
--- The arguments of a target's integrity_total trigger: the maintained
--- columns, an empty string, the target's key columns.
-CREATE FUNCTION integrity._total_guard_args(columns text[], options jsonb)
+-- The arguments trigger trigger_name of a registry row's guard has: what its
+-- registration creates it with, and what health() and the event triggers
+-- check that it still has.
+CREATE FUNCTION integrity._trigger_arguments(trigger_name name, columns text[], options jsonb)
 RETURNS text[]
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT columns || ARRAY[''] || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))
+    SELECT CASE
+        WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_recheck',
+                              'integrity_write_once', 'integrity_write_once_recheck',
+                              'integrity_soft_delete') THEN columns
+        WHEN trigger_name = 'integrity_version_bump' THEN
+            ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true) THEN 'strict' ELSE 'lenient' END]
+        WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
+        WHEN trigger_name IN ('integrity_stock', 'integrity_stock_recheck',
+                              'integrity_credit', 'integrity_credit_recheck') THEN columns[1:2]
+        -- the accounts by name, which pg_dump keeps
+        WHEN trigger_name = 'integrity_ledger_credit' THEN
+            ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                     FROM pg_catalog.pg_class c
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.oid = integrity._relation(options ->> 'accounts')),
+                  options ->> 'amount_column', options ->> 'entry_type_column',
+                  options ->> 'debit_value', options ->> 'credit_value',
+                  options ->> 'limit_column', options ->> 'used_column'] || columns
+        WHEN trigger_name = 'integrity_hash_chain' THEN
+            ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
+        -- the maintained columns, an empty string, the target's key columns
+        WHEN trigger_name = 'integrity_total' THEN
+            columns || ARRAY[''] || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))
+        ELSE '{}'::text[] END
 $$;
 
+-- Trigger arguments as the argument list of CREATE TRIGGER … EXECUTE FUNCTION.
+CREATE FUNCTION integrity._arguments_sql(args text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(string_agg(quote_literal(a), ', ' ORDER BY n), '') FROM unnest(args) WITH ORDINALITY AS u(a, n) $$;
+
+-- Every column a guard reads, with the relation it is read from: the columns
+-- it was registered with and, for a ledger, its amount and entry type columns
+-- and the accounts' key, limit and used columns, for a hash chain every column
+-- it hashes and its sequence and hash columns, for an append-only table with a
+-- retention its time column, for lifecycle tracking the columns it leaves out
+-- (renamed, one would be tracked).  The event trigger refuses
+-- renaming or dropping them; health() reports those that are gone.
 CREATE FUNCTION integrity._guard_columns(tbl regclass, guard text, columns text[], options jsonb)
 RETURNS TABLE (rel regclass, col text, n bigint)
 LANGUAGE sql STABLE
@@ -419,12 +475,8 @@ DECLARE
     rel regclass;
 BEGIN
     -- A foreign table cannot have a TRUNCATE trigger.
-    SELECT tree.relid INTO rel
-      FROM pg_catalog.pg_partition_tree(tbl) AS tree
-      JOIN pg_catalog.pg_class c ON c.oid = tree.relid
-     WHERE c.relkind = 'f'
-     LIMIT 1;
-    IF FOUND THEN
+    rel := integrity._foreign_partition(tbl);
+    IF rel IS NOT NULL THEN
         RAISE EXCEPTION 'foreign table "%" cannot be a partition of append-only table "%"', rel, tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'A foreign table cannot have the trigger that refuses TRUNCATE of a partition.',
@@ -622,7 +674,6 @@ DECLARE
     caller text := CASE guard WHEN 'immutable' THEN 'protect_immutable' ELSE 'protect_write_once' END;
     checked text[];
     condition text;
-    arguments text;
     trigger_name text := 'integrity_' || guard;
 BEGIN
     PERFORM integrity._check_table(tbl, caller);
@@ -631,18 +682,19 @@ BEGIN
     SELECT string_agg(CASE guard
                           WHEN 'immutable' THEN integrity._changed_sql(tbl, col)
                           ELSE format('(OLD.%I IS NOT NULL AND %s)', col, integrity._changed_sql(tbl, col))
-                      END, ' OR '),
-           string_agg(quote_literal(col), ', ')
-      INTO condition, arguments
+                      END, ' OR ')
+      INTO condition
       FROM unnest(checked) AS col;
 
     PERFORM integrity._record_guard(tbl, guard, checked, '{}');
     PERFORM integrity._place_recheck(tbl, guard,
         format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
                ' EXECUTE FUNCTION integrity.%I(%s)',
-               trigger_name || '_recheck', tbl, condition, guard || '_guard', arguments));
+               trigger_name || '_recheck', tbl, condition, guard || '_guard',
+               integrity._arguments_sql(integrity._trigger_arguments(trigger_name || '_recheck', checked, '{}'))));
     EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION integrity.%I(%s)',
-                   trigger_name, tbl, guard || '_guard', arguments);
+                   trigger_name, tbl, guard || '_guard',
+                   integrity._arguments_sql(integrity._trigger_arguments(trigger_name, checked, '{}')));
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
@@ -671,6 +723,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     typ regtype;
+    options jsonb := jsonb_build_object('strict', strict);
 BEGIN
     PERFORM integrity._check_table(tbl, 'enable_versioning');
     PERFORM integrity._require_argument(version_column, 'version_column', 'enable_versioning');
@@ -684,16 +737,18 @@ BEGIN
             USING ERRCODE = 'datatype_mismatch';
     END IF;
 
-    PERFORM integrity._record_guard(tbl, 'versioning', ARRAY[version_column::text],
-                                    jsonb_build_object('strict', strict));
+    PERFORM integrity._record_guard(tbl, 'versioning', ARRAY[version_column::text], options);
     PERFORM integrity._place_recheck(tbl, 'versioning',
         format('CREATE OR REPLACE TRIGGER integrity_version_check AFTER UPDATE ON %s FOR EACH ROW'
                ' WHEN (NEW.%2$I IS DISTINCT FROM COALESCE(OLD.%2$I + 1, 1))'
-               ' EXECUTE FUNCTION integrity.version_check(%3$L)',
-               tbl, version_column, version_column));
+               ' EXECUTE FUNCTION integrity.version_check(%3$s)',
+               tbl, version_column,
+               integrity._arguments_sql(integrity._trigger_arguments('integrity_version_check',
+                                                                     ARRAY[version_column::text], options))));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_version_bump BEFORE UPDATE ON %s FOR EACH ROW'
-                   ' EXECUTE FUNCTION integrity.version_bump(%L, %L)',
-                   tbl, version_column, CASE WHEN strict THEN 'strict' ELSE 'lenient' END);
+                   ' EXECUTE FUNCTION integrity.version_bump(%s)',
+                   tbl, integrity._arguments_sql(integrity._trigger_arguments('integrity_version_bump',
+                                                                              ARRAY[version_column::text], options)));
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;

@@ -133,51 +133,53 @@ $$;
 ------------------------------------------------------------------------------
 -- violations()
 
--- The row rules of one guard, over alias t: a condition that is true for a
--- row that breaks the rule, an SQL expression for the detail (evaluated only
--- for such rows), and the columns the rule reads.  Guards without a rule on
--- the data alone (append_only, write_once, ledger_credit) have none here.
--- nan_possible: the guard's quantities are numeric, which can be NaN.
-CREATE FUNCTION integrity._row_rules(guard text, columns text[], nan_possible boolean)
+-- The row rules of one guard, over the row named row_alias: a condition that
+-- is true for a row that breaks the rule, an SQL expression for the detail
+-- (evaluated only for such rows), and the columns the rule reads.  Guards
+-- without a rule on the data alone (append_only, write_once, ledger_credit)
+-- have none here.  nan_possible: the guard's quantities are numeric, which can
+-- be NaN.  The stock and credit guards' recheck triggers fire on these rules.
+CREATE FUNCTION integrity._row_rules(guard text, columns text[], nan_possible boolean, row_alias text)
 RETURNS TABLE (rule_guard text, condition text, detail text, uses text[])
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- An immutable column that is NULL: the guard keeps it NULL forever.
-    SELECT 'immutable', format('t.%I IS NULL', col),
+    SELECT 'immutable', format('%s.%I IS NULL', row_alias, col),
            quote_literal(format('immutable column "%s" is NULL: an immutable NULL can never be set', col)),
            ARRAY[col]
       FROM unnest(columns) WITH ORDINALITY AS c(col, n)
      WHERE guard = 'immutable'
     UNION ALL
-    SELECT 'versioning', format('(t.%1$I IS NULL OR t.%1$I < 1)', columns[1]),
-           format('%L || COALESCE(t.%I::text, %L) || %L',
-                  format('version column "%s" is ', columns[1]), columns[1], 'NULL', ': versions start at 1'),
+    SELECT 'versioning', format('(%1$s.%2$I IS NULL OR %1$s.%2$I < 1)', row_alias, columns[1]),
+           format('%L || COALESCE(%s.%I::text, %L) || %L',
+                  format('version column "%s" is ', columns[1]), row_alias, columns[1], 'NULL', ': versions start at 1'),
            ARRAY[columns[1]]
      WHERE guard = 'versioning'
     UNION ALL
     -- stock: columns = {stock, reserved}; credit: columns = {limit, used}.
     SELECT r.rule_guard, r.condition, r.detail, columns[1:2]
-      FROM (SELECT guard AS rule_guard, columns[1] AS total, columns[2] AS part,
+      FROM (SELECT guard AS rule_guard, format('%s.%I', row_alias, columns[1]) AS total,
+                   format('%s.%I', row_alias, columns[2]) AS part, columns[1] AS total_name, columns[2] AS part_name,
                    CASE guard WHEN 'stock' THEN 'stock' ELSE 'the credit limit' END AS total_word,
                    CASE guard WHEN 'stock' THEN 'reserved stock' ELSE 'used credit' END AS part_word
              WHERE guard IN ('stock', 'credit')) q
      CROSS JOIN LATERAL (VALUES
-        (1, q.rule_guard, format('t.%I < 0', q.total),
-         format('%L || t.%I::text || %L', format('column "%s" is ', q.total), q.total,
+        (1, q.rule_guard, format('%s < 0', q.total),
+         format('%L || %s::text || %L', format('column "%s" is ', q.total_name), q.total,
                 format(': %s must be >= 0', q.total_word))),
-        (2, q.rule_guard, format('t.%I < 0', q.part),
-         format('%L || t.%I::text || %L', format('column "%s" is ', q.part), q.part,
+        (2, q.rule_guard, format('%s < 0', q.part),
+         format('%L || %s::text || %L', format('column "%s" is ', q.part_name), q.part,
                 format(': %s must be >= 0', q.part_word))),
-        (3, q.rule_guard, format('t.%I > t.%I', q.part, q.total),
-         format('%L || t.%I::text || %L || t.%I::text || %L', format('column "%s" (', q.part), q.part,
-                format(') exceeds column "%s" (', q.total), q.total,
+        (3, q.rule_guard, format('%s > %s', q.part, q.total),
+         format('%L || %s::text || %L || %s::text || %L', format('column "%s" (', q.part_name), q.part,
+                format(') exceeds column "%s" (', q.total_name), q.total,
                 format('): %s must be <= %s', q.part_word, CASE q.rule_guard WHEN 'stock' THEN 'stock' ELSE 'the limit' END))),
         -- NaN compares greater than every number, so it breaks none of the above.
-        (4, q.rule_guard, CASE WHEN nan_possible THEN format('t.%I = ''NaN''', q.total) END,
-         quote_literal(format('column "%s" is NaN: %s must be a number', q.total, q.total_word))),
-        (5, q.rule_guard, CASE WHEN nan_possible THEN format('t.%I = ''NaN''', q.part) END,
-         quote_literal(format('column "%s" is NaN: %s must be a number', q.part, q.part_word)))
+        (4, q.rule_guard, CASE WHEN nan_possible THEN format('%s = ''NaN''', q.total) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.total_name, q.total_word))),
+        (5, q.rule_guard, CASE WHEN nan_possible THEN format('%s = ''NaN''', q.part) END,
+         quote_literal(format('column "%s" is NaN: %s must be a number', q.part_name, q.part_word)))
         ) AS r(n, rule_guard, condition, detail)
      WHERE r.condition IS NOT NULL
 $$;
@@ -208,7 +210,7 @@ BEGIN
              CROSS JOIN LATERAL integrity._row_rules(r.guard, r.columns, coalesce((
                             SELECT a.atttypid = 'pg_catalog.numeric'::pg_catalog.regtype
                               FROM pg_catalog.pg_attribute a
-                             WHERE a.attrelid = rel AND a.attname = r.columns[1] AND NOT a.attisdropped), false))
+                             WHERE a.attrelid = rel AND a.attname = r.columns[1] AND NOT a.attisdropped), false), 't')
                         WITH ORDINALITY AS ru(rule_guard, condition, detail, uses, ord)
              WHERE r.table_name = ANY (owners)
                AND integrity._has_columns(rel, ru.uses)) rs;
@@ -419,8 +421,8 @@ AS $$
            || CASE WHEN tgtype & 1 <> 0 THEN ' FOR EACH ROW' ELSE ' FOR EACH STATEMENT' END
 $$;
 
--- The arguments the registration gives trigger trigger_name of a registry
--- row, as pg_trigger.tgargs stores them (each followed by a NUL byte).
+-- The arguments trigger trigger_name of a registry row must have, as
+-- pg_trigger.tgargs stores them (each followed by a NUL byte).
 CREATE FUNCTION integrity._trigger_args(trigger_name name, columns text[], options jsonb)
 RETURNS bytea
 LANGUAGE sql STABLE
@@ -428,28 +430,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(string_agg(convert_to(arg, pg_catalog.getdatabaseencoding()) || '\x00'::bytea, ''::bytea
                                ORDER BY n), ''::bytea)
-      FROM unnest(CASE
-               WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_recheck',
-                                     'integrity_write_once', 'integrity_write_once_recheck',
-                                     'integrity_soft_delete') THEN columns
-               WHEN trigger_name = 'integrity_version_bump' THEN
-                   ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true)
-                                          THEN 'strict' ELSE 'lenient' END]
-               WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
-               WHEN trigger_name IN ('integrity_stock', 'integrity_stock_recheck',
-                                     'integrity_credit', 'integrity_credit_recheck') THEN columns[1:2]
-               WHEN trigger_name = 'integrity_ledger_credit' THEN
-                   ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
-                            FROM pg_catalog.pg_class c
-                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                           WHERE c.oid = integrity._relation(options ->> 'accounts')),
-                         options ->> 'amount_column', options ->> 'entry_type_column',
-                         options ->> 'debit_value', options ->> 'credit_value',
-                         options ->> 'limit_column', options ->> 'used_column'] || columns
-               WHEN trigger_name = 'integrity_hash_chain' THEN
-                   ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
-               WHEN trigger_name = 'integrity_total' THEN integrity._total_guard_args(columns, options)
-               ELSE '{}'::text[] END) WITH ORDINALITY AS a(arg, n)
+      FROM unnest(integrity._trigger_arguments(trigger_name, columns, options)) WITH ORDINALITY AS a(arg, n)
 $$;
 
 -- Refusal counting (src/refusals.rs): NULL without pg_integrity in
@@ -526,10 +507,7 @@ found AS (
 -- One ALTER TABLE per relation that puts every guard trigger on it that is
 -- disabled or in the wrong mode back in its mode.
 relation_fix AS (
-    SELECT f.rel,
-           format('ALTER TABLE %s %s;', f.rel,
-                  string_agg(format('ENABLE %sTRIGGER %I', CASE f.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END,
-                                    f.trigger_name), ', ' ORDER BY f.trigger_name)) AS fix
+    SELECT f.rel, integrity._enable_triggers_sql(f.rel, array_agg(f.trigger_name), array_agg(f.mode)) AS fix
       FROM found f
      WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
      GROUP BY f.rel

@@ -167,6 +167,7 @@ DECLARE
     caller constant text := 'enable_soft_delete';
     typ regtype;
     contradicting text;
+    columns text[];
 BEGIN
     PERFORM integrity._check_table(tbl, caller);
     PERFORM integrity._require_argument(deleted_column, 'deleted_column', caller);
@@ -202,12 +203,12 @@ BEGIN
                   HINT = 'Record a deletion as a new entry instead.';
     END IF;
 
-    PERFORM integrity._record_guard(tbl, 'soft_delete',
-                                    ARRAY[deleted_column::text] || ARRAY(SELECT flag_column::text WHERE flag_column IS NOT NULL),
+    columns := ARRAY[deleted_column::text] || ARRAY(SELECT flag_column::text WHERE flag_column IS NOT NULL);
+    PERFORM integrity._record_guard(tbl, 'soft_delete', columns,
                                     jsonb_build_object('deleted_column', deleted_column, 'flag_column', flag_column));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_soft_delete BEFORE DELETE ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.soft_delete_guard(%s)', tbl,
-                   concat_ws(', ', quote_literal(deleted_column), quote_literal(flag_column)));
+                   integrity._arguments_sql(integrity._trigger_arguments('integrity_soft_delete', columns, '{}')));
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;

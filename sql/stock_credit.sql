@@ -85,6 +85,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     caller text := 'guard_' || guard;
+    columns text[] := ARRAY[total_column::text, part_column::text];
     typ regtype;
 BEGIN
     PERFORM integrity._check_table(tbl, caller);
@@ -99,21 +100,21 @@ BEGIN
         PERFORM integrity._refuse_generated(tbl, total_column, caller);
     END IF;
     PERFORM integrity._refuse_if_inherited(tbl, ARRAY[guard], caller);
-    PERFORM integrity._record_guard(tbl, guard, ARRAY[total_column::text, part_column::text], '{}');
-    -- numeric's NaN compares greater than every number and passes the
-    -- comparisons: numeric columns are checked for it too.
+    PERFORM integrity._record_guard(tbl, guard, columns, '{}');
+    -- The recheck fires for exactly the rows that violations() reports.
     PERFORM integrity._place_recheck(tbl, guard,
-        format('CREATE OR REPLACE TRIGGER %1$I AFTER INSERT OR UPDATE ON %2$s FOR EACH ROW'
-               ' WHEN (NOT (NEW.%3$I >= 0 AND NEW.%4$I >= 0 AND NEW.%4$I <= NEW.%3$I)%8$s)'
-               ' EXECUTE FUNCTION integrity.%5$I(%6$L, %7$L)',
-               'integrity_' || guard || '_recheck', tbl, total_column, part_column, guard || '_guard',
-               total_column, part_column,
-               CASE WHEN typ = 'numeric'::regtype
-                    THEN format(' OR NEW.%1$I = ''NaN'' OR NEW.%2$I = ''NaN''', total_column, part_column)
-                    ELSE '' END));
-    EXECUTE format('CREATE OR REPLACE TRIGGER %1$I BEFORE INSERT OR UPDATE ON %2$s FOR EACH ROW'
-                   ' EXECUTE FUNCTION integrity.%3$I(%4$L, %5$L)',
-                   'integrity_' || guard, tbl, guard || '_guard', total_column, part_column);
+        format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE ON %s FOR EACH ROW WHEN (%s)'
+               ' EXECUTE FUNCTION integrity.%I(%s)',
+               'integrity_' || guard || '_recheck', tbl,
+               (SELECT string_agg(format('(%s)', r.condition), ' OR ' ORDER BY r.n)
+                  FROM integrity._row_rules(guard, columns, typ = 'numeric'::regtype, 'NEW')
+                       WITH ORDINALITY AS r(rule_guard, condition, detail, uses, n)),
+               guard || '_guard',
+               integrity._arguments_sql(integrity._trigger_arguments('integrity_' || guard || '_recheck', columns, '{}'))));
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.%I(%s)',
+                   'integrity_' || guard, tbl, guard || '_guard',
+                   integrity._arguments_sql(integrity._trigger_arguments('integrity_' || guard, columns, '{}')));
     PERFORM integrity._set_trigger_modes(tbl);
 END;
 $$;
@@ -175,6 +176,7 @@ DECLARE
     keys text[];
     key text;
     problem text;
+    options jsonb;
 BEGIN
     PERFORM integrity._check_table(ledger, caller);
     PERFORM integrity._require_argument(accounts, 'accounts', caller);
@@ -247,20 +249,13 @@ BEGIN
     END IF;
     PERFORM integrity._refuse_if_inherited(ledger, ARRAY['ledger_credit'], caller);
 
-    PERFORM integrity._record_guard(ledger, 'ledger_credit', keys, jsonb_build_object(
-        'accounts', accounts::text, 'amount_column', amount_column, 'entry_type_column', entry_type_column,
-        'debit_value', debit_value, 'credit_value', credit_value,
-        'limit_column', limit_column, 'used_column', used_column));
+    options := jsonb_build_object('accounts', accounts::text, 'amount_column', amount_column,
+                                  'entry_type_column', entry_type_column, 'debit_value', debit_value,
+                                  'credit_value', credit_value, 'limit_column', limit_column, 'used_column', used_column);
+    PERFORM integrity._record_guard(ledger, 'ledger_credit', keys, options);
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_ledger_credit AFTER INSERT OR UPDATE OR DELETE ON %s'
                    ' FOR EACH ROW EXECUTE FUNCTION integrity.ledger_credit_guard(%s)',
-                   ledger,
-                   (SELECT string_agg(quote_literal(arg), ', ')
-                      FROM unnest(ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
-                                           FROM pg_catalog.pg_class c
-                                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                                          WHERE c.oid = accounts),
-                                        amount_column, entry_type_column, debit_value, credit_value,
-                                        limit_column, used_column] || keys) AS arg));
+                   ledger, integrity._arguments_sql(integrity._trigger_arguments('integrity_ledger_credit', keys, options)));
     PERFORM integrity._set_trigger_modes(ledger);
 END;
 $$;

@@ -258,10 +258,9 @@ BEGIN
 
     -- The source's triggers.
     base := integrity._total_trigger_base(target_name, target_column);
-    source_args := (SELECT string_agg(quote_literal(a), ', ')
-                      FROM unnest(ARRAY[target_name, target_column, coalesce(value_column, ''),
-                                        coalesce(filter_sql, '')] || keys) a);
-    apply_args := (SELECT string_agg(quote_literal(a), ', ') FROM unnest(ARRAY[target_name, target_column] || key) a);
+    source_args := integrity._arguments_sql(ARRAY[target_name, target_column, coalesce(value_column, ''),
+                                                  coalesce(filter_sql, '')] || keys);
+    apply_args := integrity._arguments_sql(ARRAY[target_name, target_column] || key);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.total_source(%s)', base, source, source_args);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT'
@@ -302,9 +301,8 @@ BEGIN
       FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total BEFORE UPDATE ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
-                   (SELECT string_agg(quote_literal(a), ', ' ORDER BY n)
-                      FROM unnest(integrity._total_guard_args(registered.columns, registered.options))
-                           WITH ORDINALITY AS u(a, n)));
+                   integrity._arguments_sql(integrity._trigger_arguments('integrity_total', registered.columns,
+                                                                         registered.options)));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total_start BEFORE INSERT ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.total_start()', target);
 END;

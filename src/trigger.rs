@@ -373,30 +373,49 @@ impl<'a> Firing<'a> {
         format!("Key ({})=({})", names.join(", "), values.join(", "))
     }
 
+    /// The columns that identify a row, in column order: those of the primary
+    /// key (deferrable or not), else those of the replica identity index,
+    /// else none; the choice `integrity._key_columns()` makes for reports
+    /// (tests/sql/15_row_key.sql holds the two to it).
     fn key_columns(&self) -> Vec<i16> {
         let rel = self.relation();
-        for kind in [
-            pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_PRIMARY_KEY,
-            pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_IDENTITY_KEY,
-        ] {
-            // SAFETY: the firing relation is open; the bitmap is a palloc'd
-            // copy, read only here.
-            let bitmap = unsafe { pg_sys::RelationGetIndexAttrBitmap(rel, kind) };
-            let mut columns = Vec::new();
-            let mut member = -1;
-            loop {
-                // SAFETY: the bitmap just returned (NULL is the empty set).
-                member = unsafe { pg_sys::bms_next_member(bitmap, member) };
-                if member < 0 {
-                    break;
+        let mut identity = Vec::new();
+        // SAFETY: the firing relation is open; its index list is a palloc'd
+        // list of OIDs (NIL when empty), read only here.
+        let indexes = unsafe { pg_sys::RelationGetIndexList(rel) };
+        // SAFETY: a non-NIL list has length elements.
+        let count = if indexes.is_null() { 0 } else { unsafe { (*indexes).length } };
+        for i in 0..count as usize {
+            // SAFETY: i < length; the cells of an OID list hold OIDs.
+            let index = unsafe { (*(*indexes).elements.add(i)).oid_value };
+            // SAFETY: a syscache lookup by OID, checked for NULL; the fixed
+            // part of a pg_index tuple (indkey included) is a FormData_pg_index
+            // whose indkey holds indnatts attribute numbers, read before the
+            // tuple is released.
+            let (primary, replica_identity, mut columns) = unsafe {
+                let tuple = pg_sys::SearchSysCache1(
+                    pg_sys::SysCacheIdentifier::INDEXRELID as c_int,
+                    pg_sys::Datum::from(index),
+                );
+                if tuple.is_null() {
+                    Error::CacheLookup(index).raise();
                 }
-                columns.push((member + pg_sys::FirstLowInvalidHeapAttributeNumber) as i16);
-            }
-            if !columns.is_empty() {
+                let form = &*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_index);
+                let columns = form.indkey.values.as_slice(form.indnkeyatts as usize).to_vec();
+                let found = (form.indisprimary, form.indisreplident, columns);
+                pg_sys::ReleaseSysCache(tuple);
+                found
+            };
+            columns.sort_unstable();
+            if primary {
                 return columns;
             }
+            // SAFETY: the open relation's pg_class entry.
+            if replica_identity && unsafe { (*(*rel).rd_rel).relreplident } == b'i' as c_char {
+                identity = columns;
+            }
         }
-        Vec::new()
+        identity
     }
 }
 
