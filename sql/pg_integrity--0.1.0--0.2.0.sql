@@ -6083,7 +6083,8 @@ SELECT f.name, f.arguments, f.result, f.symbol,
      'integrity_commit_stock',
      'Consumes qty of the row''s reservation (stock and reserved both go down); more than is reserved raises 23514.'),
 
-    -- The event triggers' view of a DDL command (src/ddl_commands.rs).
+    -- The ddl_command_start event trigger, and what the other event triggers
+    -- ask of a DDL command (src/ddl_commands.rs).
     ('_on_ddl_command_start', '', 'event_trigger', NULL, 'integrity_on_ddl_command_start', NULL),
     ('_attaches_partition', 'pg_catalog.pg_ddl_command', 'boolean', 'STRICT', 'integrity_attaches_partition', NULL),
     ('_renames', 'pg_catalog.pg_ddl_command', 'boolean', 'STRICT', 'integrity_renames', NULL),
