@@ -5,44 +5,8 @@
 -- the table's INSERT … SELECT from _lifecycle_statement() once per statement,
 -- as the owner of integrity.lifecycle_events.  Nobody else may read or write
 -- the events table: history() shows one row's events to whoever may read the
--- row's table.
-
-CREATE SEQUENCE integrity.lifecycle_events_id_seq;
-
-CREATE TABLE integrity.lifecycle_events (
-    id         bigint      NOT NULL DEFAULT pg_catalog.nextval('integrity.lifecycle_events_id_seq') PRIMARY KEY,
-    table_name text        NOT NULL,
-    row_key    jsonb       NOT NULL,
-    operation  text        NOT NULL CONSTRAINT lifecycle_events_operation
-                                    CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
-    changes    jsonb       NOT NULL,
-    txid       bigint      NOT NULL DEFAULT pg_catalog.txid_current(),
-    actor      name        NOT NULL DEFAULT CURRENT_USER,
-    at         timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-ALTER SEQUENCE integrity.lifecycle_events_id_seq OWNED BY integrity.lifecycle_events.id;
-COMMENT ON TABLE integrity.lifecycle_events IS
-    'pg_integrity lifecycle events: one row per INSERT, UPDATE (of a tracked column) and DELETE of a row of a table registered with track_lifecycle(). Append-only; read it with integrity.history(), clean it up with integrity.purge_lifecycle_events().';
--- One row's history (equality on the key; the few events of a row are then
--- filtered by table and sorted), and purges by age (events arrive in time
--- order).  A btree on (table_name, row_key, id) would serve the history as
--- well, but comparing jsonb keys on every insert made writing 1M events
--- 2-3 times slower than these two.
-CREATE INDEX lifecycle_events_row ON integrity.lifecycle_events USING hash (row_key);
-CREATE INDEX lifecycle_events_at ON integrity.lifecycle_events USING brin (at);
-REVOKE ALL ON integrity.lifecycle_events, integrity.lifecycle_events_id_seq FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('integrity.lifecycle_events', '');
-SELECT pg_catalog.pg_extension_config_dump('integrity.lifecycle_events_id_seq', '');
-
-CREATE FUNCTION integrity.lifecycle_guard() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_lifecycle_guard';
-COMMENT ON FUNCTION integrity.lifecycle_guard() IS
-    'Trigger: AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables; writes the statement''s lifecycle events.';
-
-CREATE FUNCTION integrity.lifecycle_events_guard() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_lifecycle_events_guard';
-COMMENT ON FUNCTION integrity.lifecycle_events_guard() IS
-    'Trigger: refuses UPDATE, DELETE and TRUNCATE of integrity.lifecycle_events (23001), except the deletes of purge_lifecycle_events().';
+-- row's table.  The table is created in sql/lifecycle_events.sql; the
+-- triggers and _lifecycle_events_of() are compiled (sql/compiled_functions.sql).
 
 -- The events table is append-only for everyone, superusers and sessions with
 -- session_replication_role = replica included.  These triggers belong to the
@@ -259,13 +223,6 @@ END;
 $$;
 COMMENT ON FUNCTION integrity.track_lifecycle(regclass, text[], text[]) IS
     'Every INSERT, UPDATE and DELETE of a row of the table writes an event to integrity.lifecycle_events: the row''s key, the operation, and the tracked columns (all, only "columns", or all but "exclude"): INSERT {"col": {"new": v}}, DELETE {"col": {"old": v}}, UPDATE only the changed ones {"col": {"old": v, "new": w}} (no event when none changed). Rows applied by logical replication are recorded on their origin only.';
-
--- One row's events, in order, for a caller who may read the table
--- (src/lifecycle.rs checks the privilege and reads the events as their
--- table's owner).
-CREATE FUNCTION integrity._lifecycle_events_of(tbl regclass, row_key jsonb)
-RETURNS integrity.lifecycle_events[]
-LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'integrity_lifecycle_events_of';
 
 CREATE FUNCTION integrity.history(tbl regclass, id anyelement)
 RETURNS SETOF integrity.lifecycle_events

@@ -2,12 +2,8 @@
 -- pg_integrity in shared_preload_libraries; LISTEN integrity_refusals is fed
 -- by src/notifier.rs), and the nightly check recorded (record_check(), made to
 -- be scheduled with pg_cron; read by the postgres_exporter queries in
--- docs/monitoring/).
-
-CREATE FUNCTION integrity._refusal_counters()
-RETURNS TABLE (table_oid oid, guard text, sqlstate text, refusals bigint, first_at timestamptz,
-               last_at timestamptz, last_role text, last_detail text)
-    LANGUAGE c AS 'MODULE_PATHNAME', 'refusal_counters_wrapper';
+-- docs/monitoring/).  The counters are compiled: _refusal_counters() and
+-- reset_refusals() are declared in sql/compiled_functions.sql.
 
 CREATE VIEW integrity.refusals AS
 SELECT c.table_oid::pg_catalog.regclass AS table_name, c.guard, c.sqlstate, c.refusals, c.first_at, c.last_at,
@@ -17,10 +13,6 @@ COMMENT ON VIEW integrity.refusals IS
     'Refused writes of this database since the last reset, counted in shared memory across sessions and rollbacks: one row per table, guard and SQLSTATE, with the first and last time, the role and the DETAIL of the last refusal. Empty unless pg_integrity is in shared_preload_libraries (health() says so).';
 GRANT SELECT ON integrity.refusals TO PUBLIC;
 
-CREATE FUNCTION integrity.reset_refusals() RETURNS void
-    LANGUAGE c AS 'MODULE_PATHNAME', 'reset_refusal_counters_wrapper';
-COMMENT ON FUNCTION integrity.reset_refusals() IS
-    'Forgets every refusal counter (of every database). Superusers, and roles granted EXECUTE on it.';
 REVOKE EXECUTE ON FUNCTION integrity.reset_refusals() FROM PUBLIC;
 
 -- The recorded checks: one row per record_check() run, and its violations per

@@ -7316,3 +7316,505 @@ SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
 $$;
 
 -- ==== end issue 16: SQL shapes ====
+
+-- ==== issue 16: compiled functions declared once ====
+-- sql/compiled_functions.sql declares every LANGUAGE c function from one list,
+-- which health() now reads for the symbol and declaration of a guard trigger
+-- function (it rebuilt them from the function's name).  The compiled
+-- functions themselves are unchanged.
+CREATE FUNCTION integrity._compiled_functions()
+RETURNS TABLE (name text, arguments text, result text, symbol text, declaration text, comment_sql text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT f.name, f.arguments, f.result, f.symbol,
+       concat_ws(' ', format('FUNCTION integrity.%I(%s) RETURNS %s LANGUAGE c', f.name, f.arguments, f.result),
+                 f.attributes, format('AS %L, %L', 'MODULE_PATHNAME', f.symbol)),
+       CASE WHEN f.description IS NOT NULL
+            THEN format('COMMENT ON FUNCTION integrity.%I(%s) IS %L', f.name, f.arguments, f.description) END
+  FROM (VALUES
+    -- The guards' triggers.  They run on every guarded row: they take no
+    -- search_path setting, and what SQL they run is schema-qualified.
+    ('append_only_guard', '', 'trigger', NULL, 'integrity_append_only_guard',
+     'Trigger: refuses UPDATE and DELETE of rows of an append-only table (23001).'),
+    ('append_only_truncate_guard', '', 'trigger', NULL, 'integrity_append_only_truncate_guard',
+     'Trigger: refuses TRUNCATE of an append-only table (23001).'),
+    ('immutable_guard', '', 'trigger', NULL, 'integrity_immutable_guard',
+     'Trigger: refuses a change of the immutable columns named in its arguments (23001).'),
+    ('write_once_guard', '', 'trigger', NULL, 'integrity_write_once_guard',
+     'Trigger: refuses a change of the write-once columns named in its arguments once set (23001).'),
+    ('version_bump', '', 'trigger', NULL, 'integrity_version_bump',
+     'Trigger: sets the version column to OLD + 1; in strict mode refuses stale versions (40001).'),
+    ('version_check', '', 'trigger', NULL, 'integrity_version_check',
+     'Trigger: refuses a row whose version a later BEFORE trigger moved off OLD + 1 (23001).'),
+    ('stock_guard', '', 'trigger', NULL, 'integrity_stock_guard',
+     'Trigger: refuses a row whose stock is negative or whose reserved stock is negative or above stock (23514).'),
+    ('credit_guard', '', 'trigger', NULL, 'integrity_credit_guard',
+     'Trigger: refuses a row whose credit limit is negative or whose used credit is negative or above the limit (23514).'),
+    ('ledger_credit_guard', '', 'trigger', NULL, 'integrity_ledger_credit_guard',
+     'Trigger: applies each ledger entry to its account''s used credit, refusing to leave it above the limit or below zero (23514).'),
+    ('hash_chain_guard', '', 'trigger', NULL, 'integrity_hash_chain_guard',
+     'Trigger: numbers each inserted row within its chain and sets its hash from the chain''s last row.'),
+    ('lifecycle_guard', '', 'trigger', NULL, 'integrity_lifecycle_guard',
+     'Trigger: AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables; writes the statement''s lifecycle events.'),
+    ('lifecycle_events_guard', '', 'trigger', NULL, 'integrity_lifecycle_events_guard',
+     'Trigger: refuses UPDATE, DELETE and TRUNCATE of integrity.lifecycle_events (23001), except the deletes of purge_lifecycle_events().'),
+    ('soft_delete_guard', '', 'trigger', NULL, 'integrity_soft_delete_guard',
+     'Trigger: turns the DELETE of a row into setting its deleted column to now() (and its flag column to true).'),
+    ('total_source', '', 'trigger', NULL, 'integrity_total_source',
+     'Trigger: collects the contribution of each source row to its target row''s maintained total.'),
+    ('total_apply', '', 'trigger', NULL, 'integrity_total_apply',
+     'Trigger: applies what a statement on a source table collected, one update per target row, in key order.'),
+    ('total_start', '', 'trigger', NULL, 'integrity_total_start',
+     'Trigger: starts a new target row''s maintained totals at the total of the source rows that already reference it.'),
+    ('total_guard', '', 'trigger', NULL, 'integrity_total_guard',
+     'Trigger: refuses a direct change of a maintained total or of its row''s key (23001).'),
+
+    -- The stock operations (src/stock_operations.rs): they are called once
+    -- per order line, and keep their prepared statements per table.
+    ('reserve_stock', 'tbl regclass, id anyelement, qty numeric', 'boolean', 'SET search_path = pg_catalog, pg_temp',
+     'integrity_reserve_stock',
+     'Reserves qty of the row''s available stock (stock - reserved): true when reserved, false when not enough is available.'),
+    ('reserve_stock', 'tbl regclass, ids anyarray, qtys numeric[]', 'boolean', 'SET search_path = pg_catalog, pg_temp',
+     'integrity_reserve_stock_rows',
+     'Reserves qtys[i] of row ids[i] for every i, or nothing: true when all were reserved, false when any lacks stock. Locks rows in key order.'),
+    ('release_stock', 'tbl regclass, id anyelement, qty numeric', 'void', 'SET search_path = pg_catalog, pg_temp',
+     'integrity_release_stock',
+     'Gives back qty of the row''s reservation (reserved goes down); more than is reserved raises 23514.'),
+    ('commit_stock', 'tbl regclass, id anyelement, qty numeric', 'void', 'SET search_path = pg_catalog, pg_temp',
+     'integrity_commit_stock',
+     'Consumes qty of the row''s reservation (stock and reserved both go down); more than is reserved raises 23514.'),
+    -- The stock guard of tbl, read as the operations read it (from its
+    -- trigger): its columns, its single-column primary key, and the scale a
+    -- quantity must fit (0 for integer columns, NULL for unconstrained numeric).
+    ('_stock_target', 'tbl regclass, caller text, OUT stock_column text, OUT reserved_column text, '
+     'OUT key_column text, OUT key_type text, OUT quantity_scale integer', 'record',
+     'STABLE SET search_path = pg_catalog, pg_temp', 'integrity_stock_target', NULL),
+
+    -- The ddl_command_start event trigger, and what the other event triggers
+    -- ask of a DDL command (src/ddl_commands.rs).
+    ('_on_ddl_command_start', '', 'event_trigger', NULL, 'integrity_on_ddl_command_start', NULL),
+    ('_attaches_partition', 'pg_catalog.pg_ddl_command', 'boolean', 'STRICT', 'integrity_attaches_partition', NULL),
+    ('_renames', 'pg_catalog.pg_ddl_command', 'boolean', 'STRICT', 'integrity_renames', NULL),
+    ('_drops_expired_partition', 'pg_catalog.oid', 'boolean', 'STRICT', 'integrity_drops_expired_partition', NULL),
+
+    -- Runs a statement that the extension built to delete guarded rows for
+    -- good (src/sanctioned.rs): only for the owner of tbl, and only the guards
+    -- of the relations _cascade_reach(tbl) lists let its deletes through.
+    ('_execute_sanctioned', 'tbl regclass, statement text', 'bigint', 'STRICT', 'integrity_execute_sanctioned', NULL),
+    -- Runs a statement with the maintained totals of tbl writable (src/sanctioned.rs).
+    ('_execute_total_writes', 'tbl regclass, statement text', 'bigint', 'STRICT', 'integrity_execute_total_writes', NULL),
+
+    -- One row's lifecycle events, in order, for a caller who may read the
+    -- table (src/lifecycle.rs checks the privilege and reads the events as
+    -- their table's owner).
+    ('_lifecycle_events_of', 'tbl regclass, row_key jsonb', 'integrity.lifecycle_events[]', 'STABLE STRICT',
+     'integrity_lifecycle_events_of', NULL),
+
+    -- A maintained total's filter, analyzed as a boolean, immutable expression
+    -- over its source's columns and written back by PostgreSQL's deparser;
+    -- and the source columns it reads (src/totals.rs).
+    ('_total_filter', 'source regclass, filter text', 'text', 'STRICT STABLE', 'integrity_total_filter', NULL),
+    ('_total_filter_columns', 'source regclass, filter text', 'text[]', 'STRICT STABLE',
+     'integrity_total_filter_columns', NULL),
+
+    -- The top-level AND-ed terms of a stored expression over relation's
+    -- columns (pg_index.indpred, say), read from its node tree
+    -- (src/predicates.rs): nested ANDs flattened, each term deparsed as
+    -- pg_get_expr does (on one line) and without the parentheses that enclose
+    -- it: '(a IS NULL) AND ((b = 1) OR (c = 2))' gives {'a IS NULL',
+    -- '(b = 1) OR (c = 2)'}, whatever the literals hold.
+    ('_conjuncts', 'expr pg_node_tree, relation oid', 'text[]', 'STABLE STRICT', 'integrity_conjuncts', NULL),
+
+    -- Refusal counting (src/refusals.rs), in shared memory with pg_integrity
+    -- in shared_preload_libraries: the counters, a reset, and the refusals
+    -- that found every counter in use (NULL without the preload).
+    ('_refusal_counters', '',
+     'TABLE (table_oid oid, guard text, sqlstate text, refusals bigint, first_at timestamptz, '
+     'last_at timestamptz, last_role text, last_detail text)',
+     NULL, 'refusal_counters_wrapper', NULL),
+    ('reset_refusals', '', 'void', NULL, 'reset_refusal_counters_wrapper',
+     'Forgets every refusal counter (of every database). Superusers, and roles granted EXECUTE on it.'),
+    ('_refusals_dropped', '', 'bigint', NULL, 'refusals_dropped_wrapper', NULL)
+  ) AS f(name, arguments, result, attributes, symbol, description)
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.health()
+RETURNS TABLE (severity text, table_name regclass, guard text, problem text, remedy text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+-- The catalog query is small but its estimates are not: without this, JIT
+-- compilation would take seconds.
+SET jit = off
+AS $$
+WITH registered AS (
+    SELECT r.table_name AS tbl, r.guard, r.columns, r.options, c.relkind,
+           CASE WHEN r.guard = 'ledger_credit' THEN integrity._relation(r.options ->> 'accounts') END AS accounts
+      FROM integrity.guard_registry r
+      LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_name
+),
+-- Every column a registered guard reads, with the relation it is read from.
+guard_columns AS (
+    SELECT r.tbl, r.guard, u.rel, u.col, u.n,
+           EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = u.rel AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped) AS present
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_columns(r.tbl, r.guard, r.columns, r.options) u
+     WHERE r.relkind IS NOT NULL AND u.col IS NOT NULL
+),
+-- Registry rows whose triggers can be checked: the table, the accounts table
+-- and every column are there.
+sound AS (
+    SELECT r.*
+      FROM registered r
+     WHERE r.relkind IS NOT NULL
+       AND (r.guard <> 'ledger_credit' OR r.accounts IS NOT NULL)
+       AND NOT EXISTS (SELECT FROM guard_columns gc
+                        WHERE gc.tbl = r.tbl AND gc.guard = r.guard AND NOT gc.present)
+),
+-- The triggers each registered guard needs, on the table and on every
+-- partition (row triggers as clones, TRUNCATE triggers of their own).
+expected AS (
+    SELECT r.tbl, r.guard, r.columns, r.options, m.rel,
+           g.trigger_name, g.function_name, g.tgtype, g.mode, g.per_partition, g.has_when
+      FROM registered r
+     CROSS JOIN LATERAL integrity._guard_triggers(r.guard) g
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+     WHERE r.relkind IS NOT NULL
+       AND NOT (g.recheck AND NOT integrity._needs_recheck(r.tbl, r.guard))
+       AND NOT (g.trigger_name = 'integrity_append_only_truncate'
+                AND coalesce((r.options ->> 'allow_truncate')::boolean, false))
+),
+found AS (
+    SELECT e.*, t.oid AS tgoid, t.tgenabled, t.tgtype AS actual_tgtype, t.tgargs,
+           t.tgqual IS NOT NULL AS actual_has_when,
+           t.tgfoid::regprocedure AS actual_function,
+           coalesce(p.proname = e.function_name AND n.nspname = 'integrity', false) AS own_function,
+           format('trigger %s of the %s guard', e.trigger_name, e.guard)
+           || CASE WHEN e.rel = e.tbl THEN '' ELSE format(' on partition %s of %s', e.rel, e.tbl) END AS what
+      FROM expected e
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = e.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE (e.tbl, e.guard) IN (SELECT s.tbl, s.guard FROM sound s)
+),
+-- One ALTER TABLE per relation that puts every guard trigger on it that is
+-- disabled or in the wrong mode back in its mode.
+relation_fix AS (
+    SELECT f.rel, integrity._enable_triggers_sql(f.rel, array_agg(f.trigger_name), array_agg(f.mode)) AS fix
+      FROM found f
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+     GROUP BY f.rel
+),
+-- The same for a whole partition tree, followed by a space ('' when none).
+tree_fix AS (
+    SELECT r.tbl, coalesce(string_agg(rf.fix || ' ', '' ORDER BY rf.rel::text COLLATE "C"), '') AS fix
+      FROM (SELECT DISTINCT rr.tbl FROM registered rr WHERE rr.relkind IS NOT NULL) r
+     CROSS JOIN LATERAL integrity._partition_tree(r.tbl) AS m(rel)
+      LEFT JOIN relation_fix rf ON rf.rel = m.rel
+     GROUP BY r.tbl
+),
+-- The registration of each guard, after the mode fixes of its table.
+registration AS (
+    SELECT r.tbl, r.guard, tf.fix,
+           tf.fix || integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) AS sql
+      FROM registered r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+),
+-- Triggers that carry a guard trigger's name but that no registered guard needs.
+stray AS (
+    SELECT t.tgrelid::regclass AS rel, t.tgname, g.guard,
+           (SELECT rg.sql
+              FROM registration rg
+             WHERE rg.guard = g.guard
+               AND (rg.tbl = t.tgrelid
+                    OR rg.tbl IN (SELECT a.relid FROM pg_catalog.pg_partition_ancestors(t.tgrelid) a))
+             LIMIT 1) AS registration
+      FROM pg_catalog.pg_trigger t
+      JOIN (SELECT DISTINCT k.trigger_name, k.guard FROM integrity._guard_triggers(NULL) k) g
+        ON g.trigger_name = t.tgname
+     WHERE t.tgparentid = 0
+       AND NOT EXISTS (SELECT FROM expected e WHERE e.rel = t.tgrelid AND e.trigger_name = t.tgname)
+),
+-- step orders the problems of one table: registry rows that must go (1),
+-- guards re-registered with the columns they have left (2), the rest (3).
+problems (severity, table_name, guard, step, problem, remedy) AS (
+    -- The registry outlived the table.
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('the %s guard is registered for a table that no longer exists (OID %s)', r.guard, r.tbl::oid),
+           format('DELETE FROM integrity.guard_registry WHERE table_name::oid = %s AND guard = %L;', r.tbl::oid, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NULL
+    UNION ALL
+    -- A debit or credit value that is no value of the entry type column any
+    -- more (an enum label renamed): every entry is refused as of no known type.
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s %L of the ledger_credit guard is no value of column "%s": %s; remove the guard and register'
+                  ' it again with values of the column', v.argument, v.value, r.options ->> 'entry_type_column',
+                  p.problem),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     CROSS JOIN LATERAL (VALUES ('debit_value', r.options ->> 'debit_value'),
+                                ('credit_value', r.options ->> 'credit_value')) AS v(argument, value)
+     CROSS JOIN LATERAL (SELECT integrity._entry_value_problem(r.tbl, r.options ->> 'entry_type_column', v.value)
+                          WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit') AS p(problem)
+     WHERE p.problem IS NOT NULL
+    UNION ALL
+    -- Inheritance children, which the guards do not cover (the event trigger
+    -- refuses new ones; these are older, or made while it was disabled).
+    SELECT 'error', r.tbl, r.guard, 3,
+           format('%s inherits from %s, which has the %s guard: guards cover partitions, not inheritance'
+                  ' children, yet UPDATE, DELETE and TRUNCATE of %s reach its rows', child, r.tbl, r.guard, r.tbl),
+           format('ALTER TABLE %s NO INHERIT %s;', child, r.tbl)
+      FROM registered r
+     CROSS JOIN LATERAL integrity._inheritance_children(r.tbl) AS child
+     WHERE r.relkind IS NOT NULL
+    UNION ALL
+    SELECT 'error', r.tbl, r.guard, 1,
+           format('accounts table %s of the ledger_credit guard no longer exists (dropped or renamed):'
+                  ' remove the guard, then register it again with the accounts table as it is now',
+                  r.options ->> 'accounts'),
+           integrity._unprotect_sql(r.tbl, r.guard)
+      FROM registered r
+     WHERE r.relkind IS NOT NULL AND r.guard = 'ledger_credit' AND r.accounts IS NULL
+    UNION ALL
+    -- A registered column is gone (renamed or dropped while the event
+    -- trigger was not watching).  A column guard is registered again with
+    -- the columns it has left; other guards are removed.
+    SELECT 'error', gc.rel, gc.guard, CASE WHEN left_over.columns IS NULL THEN 1 ELSE 2 END,
+           format('column "%s" of %s, registered for the %s guard%s, no longer exists (renamed or dropped): %s',
+                  gc.col, gc.rel, gc.guard, CASE WHEN gc.rel <> gc.tbl THEN format(' of %s', gc.tbl) ELSE '' END,
+                  CASE WHEN left_over.columns IS NOT NULL
+                       THEN 'the guard is registered again with the columns it has left; add the new name of a renamed column'
+                       ELSE 'remove the guard, then register it again with the columns as they are now' END),
+           CASE WHEN left_over.columns IS NOT NULL
+                THEN format('BEGIN; %s %s%s COMMIT;', integrity._unprotect_sql(gc.tbl, gc.guard), tf.fix,
+                            integrity._registration_sql(gc.tbl, gc.guard, left_over.columns, '{}'))
+                ELSE integrity._unprotect_sql(gc.tbl, gc.guard) END
+      FROM guard_columns gc
+      JOIN tree_fix tf ON tf.tbl = gc.tbl
+     CROSS JOIN LATERAL (SELECT array_agg(o.col ORDER BY o.n) AS columns
+                           FROM guard_columns o
+                          WHERE o.tbl = gc.tbl AND o.guard = gc.guard AND o.present
+                            AND gc.guard IN ('immutable', 'write_once')) left_over
+     WHERE NOT gc.present
+    UNION ALL
+    -- Guard triggers: missing, replaced, disabled, in the wrong mode.
+    SELECT 'error', f.rel, f.guard, 3,
+           CASE WHEN f.rel = f.tbl THEN format('trigger %s of the %s guard is missing', f.trigger_name, f.guard)
+                ELSE format('partition %s of %s is not covered: trigger %s of the %s guard is missing',
+                            f.rel, f.tbl, f.trigger_name, f.guard) END,
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NULL
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it runs %s %s, not integrity.%s() %s', f.what,
+                  f.actual_function, integrity._tgtype_text(f.actual_tgtype), f.function_name,
+                  integrity._tgtype_text(f.tgtype)),
+           -- CREATE OR REPLACE TRIGGER repairs a row trigger; TRUNCATE triggers
+           -- are only created where missing, so the guard is put back whole.
+           CASE WHEN f.per_partition
+                THEN format('BEGIN; %s%s %s COMMIT;', rg.fix, integrity._unprotect_sql(f.tbl, f.guard),
+                            integrity._registration_sql(f.tbl, f.guard, f.columns, f.options))
+                ELSE rg.sql END
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND (NOT f.own_function OR f.actual_tgtype <> f.tgtype)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: its arguments differ from the registered ones', f.what),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs <> integrity._trigger_args(f.trigger_name, f.columns, f.options)
+    UNION ALL
+    SELECT 'error', f.rel, f.guard, 3,
+           format('%s was replaced: it %s', f.what,
+                  CASE WHEN f.actual_has_when THEN 'has a WHEN clause, which can keep it from firing'
+                       ELSE 'lacks its WHEN clause' END),
+           rg.sql
+      FROM found f
+      JOIN registration rg ON rg.tbl = f.tbl AND rg.guard = f.guard
+     WHERE f.tgoid IS NOT NULL AND f.own_function AND f.actual_tgtype = f.tgtype
+       AND f.tgargs = integrity._trigger_args(f.trigger_name, f.columns, f.options)
+       AND f.actual_has_when <> f.has_when
+    UNION ALL
+    SELECT CASE WHEN f.mode = 'O' AND f.tgenabled = 'A' THEN 'warning' ELSE 'error' END,
+           f.rel, f.guard, 3,
+           format('%s is %s', f.what,
+                  CASE WHEN f.tgenabled = 'D' THEN 'disabled: the guard is not enforced'
+                       WHEN f.mode = 'A' AND f.tgenabled = 'O'
+                            THEN 'ENABLE (origin only), not ENABLE ALWAYS: sessions with session_replication_role = replica skip it'
+                       WHEN f.tgenabled = 'R'
+                            THEN format('ENABLE REPLICA, not %s: ordinary sessions skip it',
+                                        CASE f.mode WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'ENABLE' END)
+                       ELSE 'ENABLE ALWAYS, not ENABLE (origin only): it also fires for rows that logical replication applies, which their origin already processed'
+                  END),
+           rf.fix
+      FROM found f
+      JOIN relation_fix rf ON rf.rel = f.rel
+     WHERE f.tgoid IS NOT NULL AND f.tgenabled <> f.mode
+    UNION ALL
+    -- Guard triggers that no registered guard needs.
+    SELECT CASE WHEN s.registration IS NULL THEN 'warning' ELSE 'info' END, s.rel, s.guard, 3,
+           CASE WHEN s.registration IS NULL
+                THEN format('trigger %s of the %s guard is on a table the registry has no %s guard for'
+                            ' (registry row deleted, or a partition detached from a guarded table): unprotect'
+                            ' removes it; registering the guard again keeps it', s.tgname, s.guard, s.guard)
+                ELSE format('trigger %s is not part of the %s guard as registered', s.tgname, s.guard) END,
+           coalesce(s.registration, integrity._unprotect_sql(s.rel, s.guard))
+      FROM stray s
+    UNION ALL
+    -- A guard function under a name the extension does not manage (a renamed guard trigger).
+    SELECT 'warning', t.tgrelid::regclass, min(g.guard), 3,
+           format('trigger %s runs guard function integrity.%s() under a name pg_integrity does not manage:'
+                  ' neither the registry nor the event triggers watch it', t.tgname, p.proname),
+           format('DROP TRIGGER %I ON %s;', t.tgname, t.tgrelid::regclass)
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+      JOIN integrity._guard_triggers(NULL) g ON g.function_name = p.proname
+     WHERE t.tgparentid = 0
+       AND t.tgname NOT IN (SELECT k.trigger_name FROM integrity._guard_triggers(NULL) k)
+     GROUP BY t.tgrelid, t.tgname, p.proname
+    UNION ALL
+    -- Guarded tables without a primary key.
+    SELECT 'warning', r.tbl, NULL, 3,
+           format('guarded table %s has no primary key: guard errors and violations() cannot name its rows'
+                  ' by a stable key', r.tbl),
+           tf.fix
+           || CASE WHEN r.relkind = 'r' AND candidate.index_name IS NOT NULL
+                   THEN format('ALTER TABLE %s ADD PRIMARY KEY USING INDEX %I;', r.tbl, candidate.index_name)
+                   ELSE format('ALTER TABLE %s ADD PRIMARY KEY (%s);', r.tbl,
+                               coalesce(candidate.key_columns, '<columns that identify a row>')) END
+      FROM (SELECT DISTINCT rr.tbl, rr.relkind FROM registered rr WHERE rr.relkind IS NOT NULL) r
+      JOIN tree_fix tf ON tf.tbl = r.tbl
+      LEFT JOIN LATERAL (
+            -- a valid, unique, non-partial index on NOT NULL columns
+            SELECT ic.relname AS index_name,
+                   (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                      FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS key_columns
+              FROM pg_catalog.pg_index i
+              JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+             WHERE i.indrelid = r.tbl AND i.indisunique AND i.indisvalid AND i.indimmediate
+               AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts
+               AND NOT EXISTS (SELECT FROM unnest(i.indkey::int2[]) AS k(attnum)
+                                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                                WHERE NOT a.attnotnull)
+             ORDER BY i.indnatts, ic.relname
+             LIMIT 1) candidate ON true
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint con WHERE con.conrelid = r.tbl AND con.contype = 'p')
+    UNION ALL
+    -- The extension's event triggers: missing, disabled, or not ENABLE ALWAYS.
+    SELECT CASE WHEN e.evtenabled = 'O' THEN 'warning' ELSE 'error' END, NULL, NULL, 1,
+           format('event trigger %s %s%s', v.evtname,
+                  CASE WHEN e.oid IS NULL THEN 'is missing: '
+                       WHEN e.evtenabled = 'D' THEN 'is disabled: '
+                       WHEN e.evtenabled = 'O' THEN 'is ENABLE (origin only), not ENABLE ALWAYS: in sessions with session_replication_role = replica, '
+                       ELSE 'is ENABLE REPLICA, not ENABLE ALWAYS: in ordinary sessions, ' END,
+                  v.consequence),
+           CASE WHEN e.oid IS NULL
+                THEN integrity._event_trigger_sql(v.evtname)
+                     || format(' ALTER EXTENSION pg_integrity ADD EVENT TRIGGER %I;', v.evtname)
+                ELSE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS;', v.evtname) END
+      FROM integrity._event_triggers() v
+      LEFT JOIN pg_catalog.pg_event_trigger e ON e.evtname = v.evtname
+     WHERE e.oid IS NULL OR e.evtenabled <> 'A'
+    UNION ALL
+    -- The triggers that keep the lifecycle events append-only: missing,
+    -- replaced, disabled or skipped under session_replication_role = replica.
+    SELECT 'error', e.rel, 'lifecycle', 1,
+           format('trigger %s of %s is %s', l.trigger_name, e.rel,
+                  CASE WHEN t.oid IS NULL THEN 'missing: events can be changed or removed'
+                       WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                            OR t.tgtype <> l.tgtype
+                            THEN format('replaced: it runs %s %s', t.tgfoid::regprocedure, integrity._tgtype_text(t.tgtype))
+                       WHEN t.tgenabled = 'D' THEN 'disabled: events can be changed or removed'
+                       ELSE 'not ENABLE ALWAYS: sessions with session_replication_role = replica can change or remove events' END),
+           CASE WHEN t.oid IS NULL THEN l.create_sql
+                WHEN NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false)
+                     OR t.tgtype <> l.tgtype
+                     THEN format('DROP TRIGGER %I ON %s; %s', l.trigger_name, e.rel, l.create_sql)
+                ELSE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I;', e.rel, l.trigger_name) END
+      FROM (SELECT integrity._relation('integrity.lifecycle_events') AS rel) e
+     CROSS JOIN integrity._lifecycle_events_triggers() l
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = e.rel AND t.tgname = l.trigger_name
+      LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE e.rel IS NOT NULL
+       AND (t.oid IS NULL OR t.tgenabled <> 'A' OR t.tgtype <> l.tgtype
+            OR NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false))
+    UNION ALL
+    -- The compiled guard functions: replaced by other code, or gone.  What
+    -- they should be, and the remedy, is their declaration.
+    SELECT 'error', NULL, min(g.guard), 1,
+           CASE WHEN min(p.oid::int8) IS NULL
+                THEN format('guard function integrity.%s() is missing', g.function_name)
+                ELSE format('guard function integrity.%s() is not the extension''s compiled code any more'
+                            ' (it is %s)', g.function_name,
+                            CASE WHEN min(l.lanname) = 'c' THEN format('symbol %s of %s', min(p.prosrc), min(p.probin))
+                                 ELSE 'LANGUAGE ' || min(l.lanname) END) END,
+           'CREATE OR REPLACE ' || c.declaration || ';'
+           || CASE WHEN min(p.oid::int8) IS NULL
+                   THEN concat(' ' || c.comment_sql || ';',
+                               format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I(%s);', c.name, c.arguments))
+                   ELSE '' END
+      FROM integrity._guard_triggers(NULL) g
+      JOIN integrity._compiled_functions() c ON c.name = g.function_name
+      LEFT JOIN (pg_catalog.pg_proc p
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
+                 JOIN pg_catalog.pg_language l ON l.oid = p.prolang)
+             ON p.proname = g.function_name AND p.pronargs = 0
+     GROUP BY g.function_name, c.name, c.arguments, c.symbol, c.declaration, c.comment_sql
+    HAVING min(p.oid::int8) IS NULL
+        OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
+                   OR p.prosrc <> c.symbol)
+    UNION ALL
+    -- A maintained total's triggers on its sources: missing or disabled, the
+    -- total is no longer maintained (registering it again puts them back); a
+    -- source that is gone leaves the total behind.
+    SELECT 'error', r.tbl, r.guard, 3,
+           CASE WHEN x.source IS NULL
+                THEN format('source table %s of the total of column "%s" no longer exists: remove the totals,'
+                            ' then register them again with the tables as they are now', x.source_name, x.col)
+                ELSE format('trigger %s of the total of column "%s" on %s is %s: the total is not maintained',
+                            x.tgname, x.col, x.source, CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END) END,
+           CASE WHEN x.source IS NULL THEN integrity._unprotect_sql(r.tbl, r.guard)
+                ELSE integrity._registration_sql(r.tbl, r.guard, r.columns, r.options) END
+      FROM registered r
+     CROSS JOIN LATERAL (SELECT tt ->> 'column' AS col, tt ->> 'source' AS source_name,
+                                integrity._relation(tt ->> 'source') AS source,
+                                (integrity._total_trigger_base(r.options ->> 'name', tt ->> 'column') || f.suffix)::name AS tgname
+                           FROM pg_catalog.jsonb_array_elements(r.options -> 'totals') AS tt
+                          CROSS JOIN (VALUES (''), ('_apply'), ('_truncate')) AS f(suffix)) x
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = x.source AND t.tgname = x.tgname
+     WHERE r.guard = 'total' AND r.relkind IS NOT NULL
+       AND (x.source IS NULL OR t.oid IS NULL OR t.tgenabled = 'D')
+       AND (x.source IS NOT NULL OR x.tgname LIKE '%\_apply')
+    UNION ALL
+    -- Refused writes are counted (integrity.refusals) only with the preload.
+    SELECT 'info', NULL, NULL, 1,
+           'refused writes are not counted (integrity.refusals, LISTEN integrity_refusals): '
+           'pg_integrity is not in shared_preload_libraries',
+           pg_catalog.format('ALTER SYSTEM SET shared_preload_libraries = %L; -- then restart the server',
+                             pg_catalog.concat_ws(', ', NULLIF(pg_catalog.current_setting('shared_preload_libraries'), ''),
+                                                  'pg_integrity'))
+     WHERE integrity._refusals_dropped() IS NULL
+    UNION ALL
+    SELECT 'warning', NULL, NULL, 1,
+           pg_catalog.format('%s refused writes were not counted: all %s refusal counters are in use', d,
+                             pg_catalog.current_setting('pg_integrity.max_refusal_entries')),
+           'SELECT integrity.reset_refusals(); -- or raise pg_integrity.max_refusal_entries, then restart the server'
+      FROM integrity._refusals_dropped() AS d
+     WHERE d > 0
+)
+SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
+  FROM problems p
+ ORDER BY CASE p.severity WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
+          p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
+$$;
+-- ==== end issue 16: compiled functions declared once ====

@@ -390,12 +390,6 @@ AS $$
     SELECT rel FROM reach
 $$;
 
--- Runs a statement that the extension built to delete guarded rows for good
--- (src/sanctioned.rs): only for the owner of tbl, and only the guards of the
--- relations _cascade_reach(tbl) lists let its deletes through.
-CREATE FUNCTION integrity._execute_sanctioned(tbl regclass, statement text) RETURNS bigint
-    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_execute_sanctioned';
-
 -- Inheritance children (not partitions) of tbl: the guards are not cloned onto
 -- them, yet UPDATE, DELETE and TRUNCATE of tbl reach their rows.
 CREATE FUNCTION integrity._inheritance_children(tbl regclass)

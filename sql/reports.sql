@@ -433,11 +433,6 @@ AS $$
       FROM unnest(integrity._trigger_arguments(trigger_name, columns, options)) WITH ORDINALITY AS a(arg, n)
 $$;
 
--- Refusal counting (src/refusals.rs): NULL without pg_integrity in
--- shared_preload_libraries, else the refusals that found every counter in use.
-CREATE FUNCTION integrity._refusals_dropped() RETURNS bigint
-    LANGUAGE c AS 'MODULE_PATHNAME', 'refusals_dropped_wrapper';
-
 -- Rows come in repair order: by severity and table, and within a table the
 -- registry clean-ups first.  Every remedy is idempotent, and a remedy that
 -- re-registers a guard first puts the firing modes of every guard trigger of
@@ -755,26 +750,30 @@ problems (severity, table_name, guard, step, problem, remedy) AS (
        AND (t.oid IS NULL OR t.tgenabled <> 'A' OR t.tgtype <> l.tgtype
             OR NOT coalesce(p.proname = 'lifecycle_events_guard' AND n.nspname = 'integrity', false))
     UNION ALL
-    -- The compiled guard functions: replaced by other code, or gone.
+    -- The compiled guard functions: replaced by other code, or gone.  What
+    -- they should be, and the remedy, is their declaration.
     SELECT 'error', NULL, min(g.guard), 1,
            CASE WHEN min(p.oid::int8) IS NULL
                 THEN format('guard function integrity.%s() is missing', g.function_name)
                 ELSE format('guard function integrity.%s() is not the extension''s compiled code any more'
-                            ' (it is LANGUAGE %s)', g.function_name, min(l.lanname)) END,
-           format('CREATE OR REPLACE FUNCTION integrity.%I() RETURNS trigger LANGUAGE c AS %L, %L;%s',
-                  g.function_name, 'pg_integrity', 'integrity_' || g.function_name,
-                  CASE WHEN min(p.oid::int8) IS NULL
-                       THEN format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I();', g.function_name)
-                       ELSE '' END)
+                            ' (it is %s)', g.function_name,
+                            CASE WHEN min(l.lanname) = 'c' THEN format('symbol %s of %s', min(p.prosrc), min(p.probin))
+                                 ELSE 'LANGUAGE ' || min(l.lanname) END) END,
+           'CREATE OR REPLACE ' || c.declaration || ';'
+           || CASE WHEN min(p.oid::int8) IS NULL
+                   THEN concat(' ' || c.comment_sql || ';',
+                               format(' ALTER EXTENSION pg_integrity ADD FUNCTION integrity.%I(%s);', c.name, c.arguments))
+                   ELSE '' END
       FROM integrity._guard_triggers(NULL) g
+      JOIN integrity._compiled_functions() c ON c.name = g.function_name
       LEFT JOIN (pg_catalog.pg_proc p
                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'integrity'
                  JOIN pg_catalog.pg_language l ON l.oid = p.prolang)
              ON p.proname = g.function_name AND p.pronargs = 0
-     GROUP BY g.function_name
+     GROUP BY g.function_name, c.name, c.arguments, c.symbol, c.declaration, c.comment_sql
     HAVING min(p.oid::int8) IS NULL
         OR bool_or(l.lanname <> 'c' OR p.probin NOT IN ('pg_integrity', '$libdir/pg_integrity')
-                   OR p.prosrc <> 'integrity_' || g.function_name)
+                   OR p.prosrc <> c.symbol)
     UNION ALL
     -- A maintained total's triggers on its sources: missing or disabled, the
     -- total is no longer maintained (registering it again puts them back); a

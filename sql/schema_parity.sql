@@ -475,14 +475,6 @@ COMMENT ON FUNCTION integrity.assert_schema(jsonb) IS
     'Raises 55000 (object_not_in_prerequisite_state) listing every difference between the manifest and the '
     'current database, one per DETAIL line; returns nothing when they match. For CI after migrations.';
 
--- The top-level AND-ed terms of a stored expression over relation's columns
--- (pg_index.indpred, say), read from its node tree (src/predicates.rs): nested
--- ANDs flattened, each term deparsed as pg_get_expr does (on one line) and
--- without the parentheses that enclose it: '(a IS NULL) AND ((b = 1) OR
--- (c = 2))' gives {'a IS NULL', '(b = 1) OR (c = 2)'}, whatever the literals hold.
-CREATE FUNCTION integrity._conjuncts(expr pg_node_tree, relation oid) RETURNS text[]
-    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'integrity_conjuncts';
-
 -- The column a soft-delete table marks deleted rows with: its registered
 -- soft_delete guard's column, else a column named deleted_at (or deletedAt).
 CREATE FUNCTION integrity._soft_delete_column(tbl oid)

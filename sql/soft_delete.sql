@@ -3,12 +3,7 @@
 -- integrity_soft_delete trigger (src/soft_delete.rs) runs the statement
 -- written here.  restore() brings a row back, with the rows its delete
 -- cascaded to; purge_deleted() and hard_delete() are the deletes that remove
--- rows for good.
-
-CREATE FUNCTION integrity.soft_delete_guard() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_soft_delete_guard';
-COMMENT ON FUNCTION integrity.soft_delete_guard() IS
-    'Trigger: turns the DELETE of a row into setting its deleted column to now() (and its flag column to true).';
+-- rows for good.  soft_delete_guard() is declared in sql/compiled_functions.sql.
 
 -- The foreign keys between tables (declared on the tables themselves, not
 -- the clones on their partitions), with their columns in order and whether

@@ -1,20 +1,9 @@
 -- Stock and credit: a part that must stay within a non-negative total, and the
 -- operations that move it without ever overselling or overdrawing.
 
-CREATE FUNCTION integrity.stock_guard() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_stock_guard';
-COMMENT ON FUNCTION integrity.stock_guard() IS
-    'Trigger: refuses a row whose stock is negative or whose reserved stock is negative or above stock (23514).';
-
-CREATE FUNCTION integrity.credit_guard() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_credit_guard';
-COMMENT ON FUNCTION integrity.credit_guard() IS
-    'Trigger: refuses a row whose credit limit is negative or whose used credit is negative or above the limit (23514).';
-
-CREATE FUNCTION integrity.ledger_credit_guard() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_ledger_credit_guard';
-COMMENT ON FUNCTION integrity.ledger_credit_guard() IS
-    'Trigger: applies each ledger entry to its account''s used credit, refusing to leave it above the limit or below zero (23514).';
+-- The guards' triggers (stock_guard, credit_guard, ledger_credit_guard) and
+-- the single-row operations (reserve_stock, release_stock, commit_stock) are
+-- compiled: sql/compiled_functions.sql declares them.
 
 -- A column that holds a quantity: an integer or numeric type.
 CREATE FUNCTION integrity._check_quantity_column(tbl regclass, col text, caller text)
@@ -263,50 +252,9 @@ COMMENT ON FUNCTION integrity.guard_ledger_credit(regclass, regclass, text[], na
     'Each ledger entry moves its account''s used credit (DEBIT up, CREDIT down) atomically; refused (23514) above the limit or below zero.';
 
 ------------------------------------------------------------------------------
--- Stock operations.  Each is one statement on the row (or, for several rows,
--- a lock of all of them in key order first), so concurrent callers queue on
--- the row lock and each decides on the latest committed row: never oversold.
-
--- The stock guard of tbl (read from its trigger, as the stock operations read
--- it): its columns, its single-column primary key, and the scale a quantity
--- must fit (0 for integer columns, NULL for unconstrained numeric).
-CREATE FUNCTION integrity._stock_target(tbl regclass, caller text,
-                                        OUT stock_column text, OUT reserved_column text,
-                                        OUT key_column text, OUT key_type text, OUT quantity_scale integer)
-LANGUAGE c STABLE
-SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'integrity_stock_target';
-
--- The operations are compiled (src/stock_operations.rs): they are called once
--- per order line, and keep their prepared statements per table.
-CREATE FUNCTION integrity.reserve_stock(tbl regclass, id anyelement, qty numeric)
-RETURNS boolean
-LANGUAGE c
-SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'integrity_reserve_stock';
-COMMENT ON FUNCTION integrity.reserve_stock(regclass, anyelement, numeric) IS
-    'Reserves qty of the row''s available stock (stock - reserved): true when reserved, false when not enough is available.';
-
-CREATE FUNCTION integrity.release_stock(tbl regclass, id anyelement, qty numeric)
-RETURNS void
-LANGUAGE c
-SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'integrity_release_stock';
-COMMENT ON FUNCTION integrity.release_stock(regclass, anyelement, numeric) IS
-    'Gives back qty of the row''s reservation (reserved goes down); more than is reserved raises 23514.';
-
-CREATE FUNCTION integrity.commit_stock(tbl regclass, id anyelement, qty numeric)
-RETURNS void
-LANGUAGE c
-SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'integrity_commit_stock';
-COMMENT ON FUNCTION integrity.commit_stock(regclass, anyelement, numeric) IS
-    'Consumes qty of the row''s reservation (stock and reserved both go down); more than is reserved raises 23514.';
-
-CREATE FUNCTION integrity.reserve_stock(tbl regclass, ids anyarray, qtys numeric[])
-RETURNS boolean
-LANGUAGE c
-SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'integrity_reserve_stock_rows';
-COMMENT ON FUNCTION integrity.reserve_stock(regclass, anyarray, numeric[]) IS
-    'Reserves qtys[i] of row ids[i] for every i, or nothing: true when all were reserved, false when any lacks stock. Locks rows in key order.';
+-- Stock operations: reserve_stock (of one row or several), release_stock and
+-- commit_stock, and _stock_target (a table's stock guard, as they read it),
+-- are compiled (src/stock_operations.rs; declared in compiled_functions.sql).
+-- Each is one statement on the row (or, for several rows, a lock of all of
+-- them in key order first), so concurrent callers queue on the row lock and
+-- each decides on the latest committed row: never oversold.

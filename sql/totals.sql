@@ -8,35 +8,10 @@
 -- registry row is the target's: options = {"key": [target key columns],
 -- "totals": [{column, source, key_columns, value_column, filter,
 -- filter_columns}, …]}; columns = the maintained columns.
-
-CREATE FUNCTION integrity.total_source() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_source';
-COMMENT ON FUNCTION integrity.total_source() IS
-    'Trigger: collects the contribution of each source row to its target row''s maintained total.';
-
-CREATE FUNCTION integrity.total_apply() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_apply';
-COMMENT ON FUNCTION integrity.total_apply() IS
-    'Trigger: applies what a statement on a source table collected, one update per target row, in key order.';
-
-CREATE FUNCTION integrity.total_start() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_start';
-COMMENT ON FUNCTION integrity.total_start() IS
-    'Trigger: starts a new target row''s maintained totals at the total of the source rows that already reference it.';
-
-CREATE FUNCTION integrity.total_guard() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'integrity_total_guard';
-COMMENT ON FUNCTION integrity.total_guard() IS
-    'Trigger: refuses a direct change of a maintained total or of its row''s key (23001).';
-
-CREATE FUNCTION integrity._total_filter(source regclass, filter text) RETURNS text
-    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'integrity_total_filter';
-
-CREATE FUNCTION integrity._total_filter_columns(source regclass, filter text) RETURNS text[]
-    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'integrity_total_filter_columns';
-
-CREATE FUNCTION integrity._execute_total_writes(tbl regclass, statement text) RETURNS bigint
-    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'integrity_execute_total_writes';
+--
+-- The triggers, the filter's analysis (_total_filter, _total_filter_columns)
+-- and _execute_total_writes are compiled: sql/compiled_functions.sql declares
+-- them.
 
 -- The primary key columns of tbl, in index order; NULL without one.
 CREATE FUNCTION integrity._primary_key(tbl regclass)

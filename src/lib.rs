@@ -54,8 +54,13 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 pgrx::extension_sql_file!("../sql/registry.sql", name = "registry", bootstrap);
-pgrx::extension_sql_file!("../sql/guard_functions.sql", name = "guard_functions", requires = ["registry"]);
-pgrx::extension_sql_file!("../sql/registration.sql", name = "registration", requires = ["guard_functions"]);
+pgrx::extension_sql_file!("../sql/lifecycle_events.sql", name = "lifecycle_events", requires = ["registry"]);
+pgrx::extension_sql_file!(
+    "../sql/compiled_functions.sql",
+    name = "compiled_functions",
+    requires = ["lifecycle_events"]
+);
+pgrx::extension_sql_file!("../sql/registration.sql", name = "registration", requires = ["compiled_functions"]);
 pgrx::extension_sql_file!("../sql/stock_credit.sql", name = "stock_credit", requires = ["registration"]);
 pgrx::extension_sql_file!("../sql/reports.sql", name = "reports", requires = ["stock_credit"]);
 pgrx::extension_sql_file!("../sql/hash_chain.sql", name = "hash_chain", requires = ["reports"]);
