@@ -29,11 +29,12 @@ use pgrx::pg_sys;
 use crate::error::{Error, Registration};
 
 use crate::fmgr::{
-    execute_plan, free_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+    execute_plan, free_plan, has_result, prepare_kept, result_text, result_value, select, set_locally, spi_connect,
+    spi_finish,
 };
 use crate::invalidation;
 use crate::sanctioned;
-use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, Firing, Verdict};
 
 trigger_entry!(
     /// `BEFORE DELETE FOR EACH ROW`, arguments `(deleted_column [, flag_column])`.
@@ -173,6 +174,7 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
         spi_connect();
         let mut values = [pg_sys::Datum::from(&raw mut (*row.as_ptr()).t_self)];
         let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1
+            && has_result()
             && result_value(0, 1).is_some_and(|orphaned| orphaned.value() != 0);
         spi_finish();
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
@@ -191,9 +193,10 @@ fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
     firing.statement_plan(|| {
         let Some(deleted_column) = firing.args().next() else { firing.misuse() };
         let deleted_att = firing.attnum(deleted_column).unwrap_or_else(|| firing.missing_column(deleted_column));
-        // SAFETY: the firing relation is open for the whole call.
-        let relid = unsafe { (*firing.relation()).rd_id };
-        SoftDeletePlan { statement: statement(firing, relid), owner: relation_owner(relid), deleted_att }
+        // SAFETY: the firing relation is open for the whole call, with its
+        // pg_class row.
+        let (relid, owner) = unsafe { ((*firing.relation()).rd_id, (*(*firing.relation()).rd_rel).relowner) };
+        SoftDeletePlan { statement: statement(firing, relid), owner, deleted_att }
     })
 }
 
