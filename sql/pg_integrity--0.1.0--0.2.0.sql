@@ -6118,10 +6118,17 @@ $$;
 -- trigger, which checks every guard trigger's mode at the end of each ALTER
 -- TABLE, never sees a half-done relation.
 CREATE FUNCTION integrity._enable_triggers_sql(rel regclass, triggers name[], modes "char"[])
+
+-- ==== soft delete performance ====
+
+-- The soft delete of a row of a table without cascading foreign keys is a
+-- plain UPDATE without RETURNING.
+CREATE OR REPLACE FUNCTION integrity._soft_delete_statement(rel regclass)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+<<<<<<< HEAD
     SELECT format('ALTER TABLE %s %s;', rel,
                   string_agg(format('ENABLE %sTRIGGER %I', CASE t.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END, t.name),
                              ', ' ORDER BY t.name))
@@ -7818,3 +7825,38 @@ SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
           p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
 $$;
 -- ==== end issue 16: compiled functions declared once ====
+=======
+    SELECT CASE WHEN parents.present IS NULL AND children.deletes IS NULL
+                THEN format('UPDATE ONLY %s AS t SET %s WHERE t.ctid = $1', rel, g.set_list)
+                ELSE format('WITH parents AS (SELECT %s AS present FROM ONLY %s AS c WHERE c.ctid = $1),'
+                            ' deleted AS (UPDATE ONLY %s AS t SET %s FROM parents WHERE t.ctid = $1 AND parents.present'
+                            ' RETURNING t.*)%s'
+                            ' SELECT NOT present FROM parents',
+                            coalesce(parents.present, 'true'), rel, rel, g.set_list, coalesce(children.deletes, ''))
+           END
+      FROM (SELECT s.registered,
+                   integrity._soft_delete_set_sql(s.deleted_column, s.flag_column, true) AS set_list
+              FROM integrity._soft_delete_of(rel) s) g
+     CROSS JOIN LATERAL (
+            -- MATCH SIMPLE: a key with a NULL references nothing.
+            SELECT string_agg(format('(%s OR EXISTS (SELECT FROM %s AS p WHERE %s))',
+                                     (SELECT string_agg(format('c.%I IS NULL', col), ' OR ')
+                                        FROM unnest(k.child_columns) AS col),
+                                     k.parent, integrity._references_sql('c', k.child_columns, k.parent_columns)),
+                              ' AND ' ORDER BY k.parent::text, k.child_columns) AS present
+              FROM integrity._foreign_keys() k
+             WHERE k.child = g.registered AND k.cascades) parents
+     CROSS JOIN LATERAL (
+            SELECT string_agg(format(', cascade_%s AS (DELETE FROM %s AS c USING deleted AS p WHERE %s AND c.%I IS NULL)',
+                                     k.n, k.child, integrity._references_sql('c', k.child_columns, k.parent_columns),
+                                     s.deleted_column),
+                              '' ORDER BY k.n) AS deletes
+              FROM (SELECT k.*, row_number() OVER (ORDER BY k.child::text, k.child_columns) AS n
+                      FROM integrity._foreign_keys() k
+                     WHERE k.parent = g.registered AND k.cascades) k
+             CROSS JOIN LATERAL integrity._soft_delete_of(k.child) s
+             WHERE s.registered = k.child) children
+$$;
+
+-- ==== end soft delete performance ====
+>>>>>>> soft-delete-perf

@@ -309,6 +309,13 @@ pub unsafe fn getvalue<'a>(
     (!text.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(text) })
 }
 
+/// Whether the last statement of the current SPI connection returned rows
+/// (a query, or RETURNING): a plain UPDATE has no result table.
+pub fn has_result() -> bool {
+    // SAFETY: a backend-global pointer, which every SPI statement sets.
+    unsafe { !pg_sys::SPI_tuptable.is_null() }
+}
+
 /// Column `column` (1-based) of row `row` (0-based) of the last SPI result,
 /// in binary form, `None` for a NULL; raises if there is no such row or
 /// column.  A by-reference value lives in SPI's memory, until `SPI_finish`.

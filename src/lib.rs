@@ -45,6 +45,7 @@ pub extern "C-unwind" fn _PG_init() {
     // A backend is single-threaded, and nothing has captured a backtrace yet
     // when the library loads.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    soft_delete::init();
     // SAFETY: a backend-global flag, set by the postmaster while it loads
     // shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

@@ -47,6 +47,11 @@ pub fn allows(relid: pg_sys::Oid) -> bool {
     })
 }
 
+/// Whether a sanctioned delete is running (in this backend).
+pub fn deletes_running() -> bool {
+    SANCTIONED.with_borrow(|running| running.iter().any(|(_, sanction)| matches!(sanction, Sanction::Deletes(_))))
+}
+
 /// Whether the extension is writing maintained totals.
 pub fn allows_total_writes() -> bool {
     SANCTIONED.with_borrow(|running| running.iter().any(|(_, sanction)| matches!(sanction, Sanction::TotalWrites)))

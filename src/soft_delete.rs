@@ -14,7 +14,11 @@
 //! Two deletes go through: those the extension sanctions (`purge_deleted`,
 //! `hard_delete`, see `sanctioned.rs`), and a cascade from a parent row that
 //! was deleted for good (keeping the child would leave it without its
-//! parent); the statement reports the latter.
+//! parent); the statement reports the latter.  A sanctioned statement does
+//! not even fire the trigger: PostgreSQL locks every row before it calls a
+//! BEFORE DELETE row trigger, which would double the cost of a purge, so the
+//! executor start-up hook takes the trigger out of the statement's copy of
+//! the relation's triggers.
 
 use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
@@ -25,11 +29,12 @@ use pgrx::pg_sys;
 use crate::error::{Error, Registration};
 
 use crate::fmgr::{
-    execute_plan, free_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+    execute_plan, free_plan, has_result, prepare_kept, result_text, result_value, select, set_locally, spi_connect,
+    spi_finish,
 };
 use crate::invalidation;
 use crate::sanctioned;
-use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
+use crate::trigger::{trigger_entry, Firing, Verdict};
 
 trigger_entry!(
     /// `BEFORE DELETE FOR EACH ROW`, arguments `(deleted_column [, flag_column])`.
@@ -37,6 +42,82 @@ trigger_entry!(
     pg_finfo_integrity_soft_delete_guard,
     soft_delete_row
 );
+
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+
+/// Called by `_PG_init`: installs the executor start-up hook.
+pub fn init() {
+    // SAFETY: _PG_init runs once per process, before any statement of the
+    // process starts; the previous hook is chained.
+    unsafe {
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
+    // SAFETY: the executor's own call, passed on unchanged; once it returns,
+    // the statement's result relations are open, with their trigger
+    // descriptors copied for this statement alone (InitResultRelInfo), and
+    // no trigger of theirs has fired yet.
+    unsafe {
+        match PREV_EXECUTOR_START {
+            Some(previous) => previous(query_desc, eflags),
+            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+        }
+        if sanctioned::deletes_running() {
+            let opened = (*(*query_desc).estate).es_opened_result_relations;
+            for i in 0..pg_sys::list_length(opened) {
+                skip_guard(pg_sys::list_nth(opened, i).cast());
+            }
+        }
+    }
+}
+
+/// Takes this guard's trigger out of `relation`'s triggers for the statement
+/// when its deletes are sanctioned: the trigger would let them through.
+///
+/// # Safety
+/// `relation` is a result relation of a statement that started and whose
+/// triggers have not fired yet.
+unsafe fn skip_guard(relation: *mut pg_sys::ResultRelInfo) {
+    const BEFORE_DELETE_ROW: u32 = pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_DELETE;
+    const TIMING: u32 = BEFORE_DELETE_ROW | pg_sys::TRIGGER_TYPE_INSTEAD;
+    let is_before_delete_row = |trigger: &pg_sys::Trigger| trigger.tgtype as u32 & TIMING == BEFORE_DELETE_ROW;
+    // SAFETY: an open result relation (the contract); its trigger descriptor
+    // is the statement's own copy, whose arrays of functions and WHEN
+    // clauses, indexed like its triggers, are still empty (filled at the
+    // first firing), so triggers may move down in it.
+    unsafe {
+        let triggers = (*relation).ri_TrigDesc;
+        if triggers.is_null()
+            || !(*triggers).trig_delete_before_row
+            || !sanctioned::allows((*(*relation).ri_RelationDesc).rd_id)
+        {
+            return;
+        }
+        let all = core::slice::from_raw_parts_mut((*triggers).triggers, (*triggers).numtriggers as usize);
+        let kept: Vec<pg_sys::Trigger> = all
+            .iter()
+            .filter(|trigger| !(is_before_delete_row(trigger) && runs_guard(trigger.tgfoid)))
+            .copied()
+            .collect();
+        all[..kept.len()].copy_from_slice(&kept);
+        (*triggers).numtriggers = kept.len() as c_int;
+        (*triggers).trig_delete_before_row = kept.iter().any(is_before_delete_row);
+    }
+}
+
+/// Whether function `function` is this guard's trigger function, whatever
+/// its name.
+fn runs_guard(function: pg_sys::Oid) -> bool {
+    let mut info = pg_sys::FmgrInfo::default();
+    // SAFETY: looks the function up (raising if it is gone) into a local
+    // FmgrInfo, of which only the address is read.
+    unsafe { pg_sys::fmgr_info(function, &mut info) };
+    info.fn_addr.map(|address| address as *const ()) == Some(integrity_soft_delete_guard as *const ())
+}
 
 /// Resolved once per statement (per partition) and kept in `fn_extra`.
 #[repr(C)]
@@ -93,6 +174,7 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
         spi_connect();
         let mut values = [pg_sys::Datum::from(&raw mut (*row.as_ptr()).t_self)];
         let orphaned = execute_plan(plan.statement, &mut values, &[b' ' as c_char], false) == 1
+            && has_result()
             && result_value(0, 1).is_some_and(|orphaned| orphaned.value() != 0);
         spi_finish();
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
@@ -111,9 +193,10 @@ fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
     firing.statement_plan(|| {
         let Some(deleted_column) = firing.args().next() else { firing.misuse() };
         let deleted_att = firing.attnum(deleted_column).unwrap_or_else(|| firing.missing_column(deleted_column));
-        // SAFETY: the firing relation is open for the whole call.
-        let relid = unsafe { (*firing.relation()).rd_id };
-        SoftDeletePlan { statement: statement(firing, relid), owner: relation_owner(relid), deleted_att }
+        // SAFETY: the firing relation is open for the whole call, with its
+        // pg_class row.
+        let (relid, owner) = unsafe { ((*firing.relation()).rd_id, (*(*firing.relation()).rd_rel).relowner) };
+        SoftDeletePlan { statement: statement(firing, relid), owner, deleted_att }
     })
 }
 
