@@ -6118,17 +6118,10 @@ $$;
 -- trigger, which checks every guard trigger's mode at the end of each ALTER
 -- TABLE, never sees a half-done relation.
 CREATE FUNCTION integrity._enable_triggers_sql(rel regclass, triggers name[], modes "char"[])
-
--- ==== soft delete performance ====
-
--- The soft delete of a row of a table without cascading foreign keys is a
--- plain UPDATE without RETURNING.
-CREATE OR REPLACE FUNCTION integrity._soft_delete_statement(rel regclass)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-<<<<<<< HEAD
     SELECT format('ALTER TABLE %s %s;', rel,
                   string_agg(format('ENABLE %sTRIGGER %I', CASE t.mode WHEN 'A' THEN 'ALWAYS ' ELSE '' END, t.name),
                              ', ' ORDER BY t.name))
@@ -7825,7 +7818,16 @@ SELECT p.severity, p.table_name, p.guard, p.problem, p.remedy
           p.table_name::text COLLATE "C" NULLS FIRST, p.step, p.guard COLLATE "C" NULLS FIRST, p.problem COLLATE "C"
 $$;
 -- ==== end issue 16: compiled functions declared once ====
-=======
+
+-- ==== soft delete performance ====
+
+-- The soft delete of a row of a table without cascading foreign keys is a
+-- plain UPDATE without RETURNING.
+CREATE OR REPLACE FUNCTION integrity._soft_delete_statement(rel regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
     SELECT CASE WHEN parents.present IS NULL AND children.deletes IS NULL
                 THEN format('UPDATE ONLY %s AS t SET %s WHERE t.ctid = $1', rel, g.set_list)
                 ELSE format('WITH parents AS (SELECT %s AS present FROM ONLY %s AS c WHERE c.ctid = $1),'
@@ -7859,4 +7861,3 @@ $$;
 $$;
 
 -- ==== end soft delete performance ====
->>>>>>> soft-delete-perf
