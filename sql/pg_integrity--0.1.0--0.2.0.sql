@@ -7829,7 +7829,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN parents.present IS NULL AND children.deletes IS NULL
-                THEN format('UPDATE ONLY %s AS t SET %s WHERE t.ctid = $1', rel, g.set_list)
+                THEN format('UPDATE ONLY %s AS t SET %s WHERE t.ctid OPERATOR(pg_catalog.=) $1', rel, g.set_list)
                 ELSE format('WITH parents AS (SELECT %s AS present FROM ONLY %s AS c WHERE c.ctid = $1),'
                             ' deleted AS (UPDATE ONLY %s AS t SET %s FROM parents WHERE t.ctid = $1 AND parents.present'
                             ' RETURNING t.*)%s'

@@ -69,14 +69,16 @@ $$;
 -- (deleted for good), it leaves the row alone and returns true: the row goes
 -- with its parent, as a hard delete would have it.  A table without
 -- cascading foreign keys gets a plain UPDATE that returns nothing (no
--- RETURNING to set up for every row).  NULL when rel has no soft_delete guard.
+-- RETURNING to set up for every row) and names every function and operator
+-- by schema: the trigger runs it with the caller's search_path (and the
+-- other statement with pg_catalog's).  NULL when rel has no soft_delete guard.
 CREATE FUNCTION integrity._soft_delete_statement(rel regclass)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN parents.present IS NULL AND children.deletes IS NULL
-                THEN format('UPDATE ONLY %s AS t SET %s WHERE t.ctid = $1', rel, g.set_list)
+                THEN format('UPDATE ONLY %s AS t SET %s WHERE t.ctid OPERATOR(pg_catalog.=) $1', rel, g.set_list)
                 ELSE format('WITH parents AS (SELECT %s AS present FROM ONLY %s AS c WHERE c.ctid = $1),'
                             ' deleted AS (UPDATE ONLY %s AS t SET %s FROM parents WHERE t.ctid = $1 AND parents.present'
                             ' RETURNING t.*)%s'

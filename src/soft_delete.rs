@@ -123,9 +123,13 @@ fn runs_guard(function: pg_sys::Oid) -> bool {
 #[repr(C)]
 struct SoftDeletePlan {
     statement: pg_sys::SPIPlanPtr,
+    /// Whether the statement runs with `PINNED_SEARCH_PATH`.
+    pins_search_path: bool,
     owner: pg_sys::Oid,
     deleted_att: i16,
 }
+
+const PINNED_SEARCH_PATH: &[(&core::ffi::CStr, &core::ffi::CStr)] = &[(c"search_path", c"pg_catalog, pg_temp")];
 
 thread_local! {
     /// The statement of each relation, with the invalidation generation it was
@@ -148,18 +152,18 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     if sanctioned::allows(unsafe { (*firing.relation()).rd_id }) {
         return delete_row;
     }
-    // The statement runs as the table's owner: it resolves operators in
-    // pg_catalog only, whatever the caller's search_path (an operator the
-    // caller created would otherwise run with the owner's rights).
-    // SAFETY: restored below, or by the abort of an error in between.
-    let nest_level = unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) };
     let plan = soft_delete_plan(firing);
     if !firing.value(row, plan.deleted_att).1 {
         // Already deleted: the DELETE changes nothing.
-        // SAFETY: closes the level set_locally opened above.
-        unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
         return keep_row;
     }
+    // The statement runs as the table's owner, so it must not resolve an
+    // operator the caller created (it would run with the owner's rights):
+    // the cascading statement, which compares keys with the operators of
+    // their types, runs with search_path = pg_catalog; the plain UPDATE
+    // names pg_catalog's function and operator itself.
+    // SAFETY: restored below, or by the abort of an error in between.
+    let nest_level = plan.pins_search_path.then(|| unsafe { set_locally(PINNED_SEARCH_PATH) });
     // SAFETY: the row's TID is passed by reference and outlives the call; the
     // user is restored before returning, and by the abort if the statement
     // fails (nothing on these frames needs dropping).
@@ -178,7 +182,9 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
             && result_value(0, 1).is_some_and(|orphaned| orphaned.value() != 0);
         spi_finish();
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-        pg_sys::AtEOXact_GUC(true, nest_level);
+        if let Some(nest_level) = nest_level {
+            pg_sys::AtEOXact_GUC(true, nest_level);
+        }
         orphaned
     };
     if orphaned {
@@ -196,22 +202,33 @@ fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
         // SAFETY: the firing relation is open for the whole call, with its
         // pg_class row.
         let (relid, owner) = unsafe { ((*firing.relation()).rd_id, (*(*firing.relation()).rd_rel).relowner) };
-        SoftDeletePlan { statement: statement(firing, relid), owner, deleted_att }
+        let (statement, plain) = statement(firing, relid);
+        SoftDeletePlan { statement, pins_search_path: !plain, owner, deleted_att }
     })
 }
 
-/// The relation's prepared statement: its SQL is read again after any
-/// relcache invalidation (a foreign key or a soft-delete child added), and
-/// prepared again when it changed.
-fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
+/// The relation's prepared statement, and whether it is the plain UPDATE
+/// of `_soft_delete_statement` (for a table without cascading foreign keys).
+/// Its SQL is read again after any relcache invalidation (a foreign key or a
+/// soft-delete child added), and prepared again when it changed.
+fn statement(firing: &Firing, relid: pg_sys::Oid) -> (pg_sys::SPIPlanPtr, bool) {
     let generation = invalidation::generation();
     let cached = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _, _)| *g == generation).map(|e| e.2));
-    if let Some(plan) = cached {
-        return plan;
-    }
-    let sql = read_statement(relid).unwrap_or_else(|| firing.not_registered(Registration::SoftDelete));
+    let sql = match cached {
+        Some(plan) => return (plan, STATEMENTS.with_borrow(|all| all[&relid].1.starts_with("UPDATE "))),
+        None => read_statement(relid).unwrap_or_else(|| firing.not_registered(Registration::SoftDelete)),
+    };
+    let plain = sql.starts_with("UPDATE ");
     let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
-    let plan = plan.unwrap_or_else(|| prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}")));
+    let plan = plan.unwrap_or_else(|| {
+        // SAFETY: closed right after the statement is prepared, or by the
+        // abort if preparing it fails.
+        let nest_level = unsafe { set_locally(PINNED_SEARCH_PATH) };
+        let plan = prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}"));
+        // SAFETY: closes the level opened above.
+        unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
+        plan
+    });
     STATEMENTS.with_borrow_mut(|all| {
         if let Some((_, _, stale)) = all.insert(relid, (generation, sql, plan)) {
             if stale != plan {
@@ -219,7 +236,7 @@ fn statement(firing: &Firing, relid: pg_sys::Oid) -> pg_sys::SPIPlanPtr {
             }
         }
     });
-    plan
+    (plan, plain)
 }
 
 fn read_statement(relid: pg_sys::Oid) -> Option<String> {

@@ -113,6 +113,44 @@ SELECT sqlstate, message FROM expect_error($$SELECT integrity.hard_delete('sd."P
 RESET ROLE;
 SELECT id, "isDeleted" FROM "Product" WHERE id = 5;
 
+-- The soft delete runs as the table's owner, so it must not resolve an
+-- operator the deleting role created, whatever that role's search_path: the
+-- plain UPDATE (trap_items: no cascading foreign key) and the cascading
+-- statements ("Product", "ProductAsset") all find tid = tid in pg_catalog.
+CREATE TABLE trap_items (id integer PRIMARY KEY, deleted_at timestamptz);
+SELECT integrity.enable_soft_delete('trap_items');
+GRANT SELECT, DELETE ON trap_items TO sd_deleter;
+INSERT INTO trap_items VALUES (1), (2);
+INSERT INTO "Product" VALUES (60, 'trap', 1);
+INSERT INTO "ProductAsset" VALUES (61, 60), (62, 60);
+CREATE SCHEMA sd_trap AUTHORIZATION sd_deleter;
+SET ROLE sd_deleter;
+CREATE TABLE sd_trap.calls (run_as name);
+CREATE FUNCTION sd_trap.tid_eq(tid, tid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO sd_trap.calls VALUES (current_user);
+    RETURN $1 OPERATOR(pg_catalog.=) $2;
+END $$;
+CREATE OPERATOR sd_trap.= (LEFTARG = tid, RIGHTARG = tid, FUNCTION = sd_trap.tid_eq);
+GRANT INSERT ON sd_trap.calls TO PUBLIC;
+SET search_path = sd_trap, pg_catalog, sd;
+-- The role's own comparison finds its operator (one call recorded) ...
+SELECT '(0,1)'::tid = '(0,1)'::tid AS trap_resolves;
+-- ... the soft deletes do not.
+DELETE FROM trap_items WHERE id = 1;
+DELETE FROM "ProductAsset" WHERE id = 61;
+DELETE FROM "Product" WHERE id = 60;
+RESET ROLE;
+SET search_path = sd, public;
+SELECT count(*) AS trap_calls FROM sd_trap.calls;
+SELECT id, "isDeleted" FROM "Product" WHERE id = 60
+UNION ALL SELECT id, "isDeleted" FROM "ProductAsset" WHERE id IN (61, 62)
+UNION ALL SELECT id, deleted_at IS NOT NULL FROM trap_items ORDER BY 1;
+DROP SCHEMA sd_trap CASCADE;
+SELECT integrity.unprotect('trap_items');
+DROP TABLE trap_items;
+SELECT integrity.hard_delete('"Product"', 60);
+
 -- A parent without soft delete deleted for good: its soft-delete children go
 -- with it (keeping them would leave them without a parent).
 CREATE TABLE orders (id integer PRIMARY KEY);
