@@ -319,6 +319,15 @@ BEGIN
     -- conditional UPDATE, correct under READ COMMITTED thanks to its re-check).
     WHEN 'credit_ledger/floor', 'products/conditional_update' THEN
         NULL;
+    -- The floor of any function API: a PL/pgSQL function that runs only the
+    -- conditional UPDATE (no error for a missing row, no quantity checks).
+    WHEN 'products/function_floor' THEN
+        EXECUTE format($fn$
+            CREATE OR REPLACE FUNCTION %1$I(p_id bigint, p_qty numeric) RETURNS boolean LANGUAGE plpgsql AS $body$
+            BEGIN
+                UPDATE %2$I SET reserved_stock = reserved_stock + p_qty WHERE id = p_id AND stock - reserved_stock >= p_qty;
+                RETURN FOUND;
+            END $body$ $fn$, tbl || '_reserve', tbl);
     WHEN 'catalog_purgeable/before_trigger' THEN
         EXECUTE format('CREATE TRIGGER keep_row BEFORE DELETE ON %I FOR EACH ROW EXECUTE FUNCTION keep_row()', tbl);
     WHEN 'catalog/pg_integrity', 'catalog_purgeable/pg_integrity' THEN
