@@ -95,8 +95,9 @@ $$;
 -- when a partition is written directly.  The OLD and NEW rows of an UPDATE
 -- are paired by position, which the transition tables keep, so an UPDATE of
 -- the key is recorded too, under the new key; "old" and "new" have exactly
--- the table's columns, whatever their names, for _changed_sql().  NULL when
--- rel is not tracked.
+-- the table's columns, whatever their names, for _changed_sql() (the whole
+-- row is (t.*)::rel: a bare t would be a column named t).  NULL when rel is
+-- not tracked.
 CREATE FUNCTION integrity._lifecycle_statement(rel regclass, operation text)
 RETURNS text
 LANGUAGE sql STABLE
@@ -105,13 +106,13 @@ AS $$
     SELECT format('INSERT INTO integrity.lifecycle_events (table_name, row_key, operation, changes, actor) ')
            || CASE operation
               WHEN 'UPDATE' THEN
-                  format('SELECT %L, n.row_key, ''UPDATE'', %s, (SELECT pg_catalog.pg_get_userbyid($1))'
-                         ' FROM (SELECT pg_catalog.row_number() OVER () AS pair, t AS r FROM old_rows t) AS o'
-                         ' JOIN (SELECT pg_catalog.row_number() OVER () AS pair, t AS r, %s AS row_key'
+                  format('SELECT %1$L, n.row_key, ''UPDATE'', %3$s, (SELECT pg_catalog.pg_get_userbyid($1))'
+                         ' FROM (SELECT pg_catalog.row_number() OVER () AS pair, (t.*)::%2$s AS r FROM old_rows t) AS o'
+                         ' JOIN (SELECT pg_catalog.row_number() OVER () AS pair, (t.*)::%2$s AS r, %4$s AS row_key'
                          ' FROM new_rows t) AS n ON o.pair = n.pair'
                          ' CROSS JOIN LATERAL (SELECT (o.r).*) AS old CROSS JOIN LATERAL (SELECT (n.r).*) AS new'
-                         ' WHERE %s',
-                         l.tracked_table::text,
+                         ' WHERE %5$s',
+                         l.tracked_table::text, rel,
                          (SELECT string_agg(format('CASE WHEN %s THEN pg_catalog.jsonb_build_object(%L,'
                                                    ' pg_catalog.jsonb_build_object(''old'', %s, ''new'', %s))'
                                                    ' ELSE ''{}''::pg_catalog.jsonb END',

@@ -7861,3 +7861,46 @@ AS $$
 $$;
 
 -- ==== end soft delete performance ====
+
+-- ==== issue 10: lifecycle statements on tables with a column named t ====
+-- The whole row is (t.*)::rel: a bare t was the column of that name.
+CREATE OR REPLACE FUNCTION integrity._lifecycle_statement(rel regclass, operation text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('INSERT INTO integrity.lifecycle_events (table_name, row_key, operation, changes, actor) ')
+           || CASE operation
+              WHEN 'UPDATE' THEN
+                  format('SELECT %1$L, n.row_key, ''UPDATE'', %3$s, (SELECT pg_catalog.pg_get_userbyid($1))'
+                         ' FROM (SELECT pg_catalog.row_number() OVER () AS pair, (t.*)::%2$s AS r FROM old_rows t) AS o'
+                         ' JOIN (SELECT pg_catalog.row_number() OVER () AS pair, (t.*)::%2$s AS r, %4$s AS row_key'
+                         ' FROM new_rows t) AS n ON o.pair = n.pair'
+                         ' CROSS JOIN LATERAL (SELECT (o.r).*) AS old CROSS JOIN LATERAL (SELECT (n.r).*) AS new'
+                         ' WHERE %5$s',
+                         l.tracked_table::text, rel,
+                         (SELECT string_agg(format('CASE WHEN %s THEN pg_catalog.jsonb_build_object(%L,'
+                                                   ' pg_catalog.jsonb_build_object(''old'', %s, ''new'', %s))'
+                                                   ' ELSE ''{}''::pg_catalog.jsonb END',
+                                                   integrity._changed_sql(l.tracked_table, c), c,
+                                                   integrity._lifecycle_value_sql(l.tracked_table, c, 'OLD'),
+                                                   integrity._lifecycle_value_sql(l.tracked_table, c, 'NEW')),
+                                            ' || ' ORDER BY n)
+                            FROM unnest(l.tracked) WITH ORDINALITY AS u(c, n)),
+                         integrity._lifecycle_key_sql(l.tracked_table, 't'),
+                         (SELECT string_agg(integrity._changed_sql(l.tracked_table, c), ' OR ')
+                            FROM unnest(l.tracked) AS c))
+              ELSE
+                  format('SELECT %L, %s, %L, %s, (SELECT pg_catalog.pg_get_userbyid($1)) FROM %s t',
+                         l.tracked_table::text, integrity._lifecycle_key_sql(l.tracked_table, 't'), operation,
+                         integrity._jsonb_object_sql(l.tracked,
+                             ARRAY(SELECT format('pg_catalog.jsonb_build_object(%L, %s)', s.side,
+                                                 integrity._lifecycle_value_sql(l.tracked_table, c, 't'))
+                                     FROM unnest(l.tracked) WITH ORDINALITY AS u(c, n) ORDER BY n)),
+                         CASE operation WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END)
+              END
+      FROM integrity._lifecycle_of(rel) l
+     CROSS JOIN (SELECT CASE operation WHEN 'INSERT' THEN 'new' ELSE 'old' END) AS s(side)
+     WHERE operation IN ('INSERT', 'UPDATE', 'DELETE') AND cardinality(l.tracked) > 0
+$$;
+-- ==== end issue 10: lifecycle statements ====

@@ -205,6 +205,18 @@ DROP CAST (lc_grade AS json);
 DROP FUNCTION lc_grade_json(lc_grade), lc_grade_eq(lc_grade, lc_grade);
 DROP TYPE lc_grade;
 
+-- Columns named like the statement's own aliases (t, r, o, n, old, new, pair,
+-- row_key) are recorded like any other column.
+CREATE TABLE lc_aliases (id integer PRIMARY KEY, t integer, r text, o integer, n integer,
+                         old text, new text, pair integer, row_key text);
+SELECT integrity.track_lifecycle('lc_aliases');
+INSERT INTO lc_aliases VALUES (1, 1, 'r', 2, 3, 'old', 'new', 4, 'key');
+UPDATE lc_aliases SET t = 2, old = 'older', pair = 5;
+DELETE FROM lc_aliases;
+SELECT * FROM lc_new_events();
+SELECT integrity.unprotect('lc_aliases');
+DROP TABLE lc_aliases;
+
 -- Registration errors.
 CREATE VIEW lc_pieces_view AS SELECT * FROM lc_pieces;
 CREATE TABLE lc_keyless (a int, b text);
