@@ -7904,3 +7904,98 @@ AS $$
      WHERE operation IN ('INSERT', 'UPDATE', 'DELETE') AND cardinality(l.tracked) > 0
 $$;
 -- ==== end issue 10: lifecycle statements ====
+
+-- ==== issue 10: restore() and hard_delete() of a row with a key of several columns ====
+CREATE FUNCTION integrity._key_filter(tbl regclass, id anyelement, caller text, OUT filter text, OUT key text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key_columns text[] := integrity._key_columns(tbl);
+    given jsonb;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisprimary) THEN
+        RAISE EXCEPTION '%: table % has no primary key', caller, tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The id argument is a value of the primary key.';
+    END IF;
+    IF pg_typeof(id) <> 'jsonb'::regtype THEN
+        IF cardinality(key_columns) > 1 THEN
+            RAISE EXCEPTION '%: table % has a primary key of % columns', caller, tbl, cardinality(key_columns)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Pass the key as a jsonb object: %s.',
+                                    (SELECT jsonb_object_agg(k, '…') FROM unnest(key_columns) AS k));
+        END IF;
+        filter := format('t.%I = %L::%s', key_columns[1], id, pg_typeof(id));
+        key := format('%s = %s', key_columns[1], id);
+        RETURN;
+    END IF;
+    given := id::text::jsonb;
+    IF jsonb_typeof(given) <> 'object'
+       OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(given) AS k)
+          IS DISTINCT FROM (SELECT array_agg(k ORDER BY k) FROM unnest(key_columns) AS k)
+       OR EXISTS (SELECT FROM unnest(key_columns) AS k WHERE given ->> k IS NULL) THEN
+        RAISE EXCEPTION '%: id % does not name the primary key of table %', caller, given, tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('A jsonb id is an object of every key column, none NULL: %s.',
+                                (SELECT jsonb_object_agg(k, '…') FROM unnest(key_columns) AS k));
+    END IF;
+    SELECT string_agg(format('t.%I = %L::%s', k, given ->> k, integrity._column_type(tbl, k)), ' AND ' ORDER BY n),
+           format('(%s) = (%s)', string_agg(k, ', ' ORDER BY n), string_agg(given ->> k, ', ' ORDER BY n))
+      INTO filter, key
+      FROM unnest(key_columns) WITH ORDINALITY AS u(k, n);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.restore(tbl regclass, id anyelement)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    guard record;
+    target record;
+    deleted_at text;
+    found_rows bigint;
+BEGIN
+    SELECT * INTO guard FROM integrity._require_soft_delete(tbl, 'restore');
+    PERFORM integrity._require_argument(id, 'id', 'restore');
+    target := integrity._key_filter(tbl, id, 'restore');
+    EXECUTE format('SELECT t.%I::text FROM %s AS t WHERE %s FOR UPDATE', guard.deleted_column, tbl, target.filter)
+       INTO deleted_at;
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+    IF found_rows = 0 THEN
+        RAISE EXCEPTION 'restore: no row of table % has %', tbl, target.key
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF deleted_at IS NULL THEN
+        RETURN false;
+    END IF;
+    -- A live row that took the restored row's place under a partial unique
+    -- index makes the UPDATE fail with 23505, naming the index and the key;
+    -- the rows restored before it are rolled back with it.
+    RETURN integrity._restore_rows(tbl, target.filter, deleted_at) > 0;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION integrity.hard_delete(tbl regclass, id anyelement)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target record;
+BEGIN
+    PERFORM integrity._require_soft_delete(tbl, 'hard_delete');
+    PERFORM integrity._require_argument(id, 'id', 'hard_delete');
+    target := integrity._key_filter(tbl, id, 'hard_delete');
+    PERFORM integrity._require_owner(tbl, 'delete its rows for good');
+    IF integrity._execute_sanctioned(tbl, format('DELETE FROM %s AS t WHERE %s', tbl, target.filter)) = 0 THEN
+        RAISE EXCEPTION 'hard_delete: no row of table % has %', tbl, target.key
+            USING ERRCODE = 'no_data_found';
+    END IF;
+END;
+$$;
+
+DROP FUNCTION integrity._single_key(regclass, text);
+-- ==== end issue 10: restore() and hard_delete() ====

@@ -128,30 +128,49 @@ BEGIN
 END;
 $$;
 
--- The one column that identifies a row of tbl for restore() and
--- hard_delete(): its primary key.
-CREATE FUNCTION integrity._single_key(tbl regclass, caller text)
-RETURNS text
+-- The row of tbl that restore() and hard_delete() act on, named by its
+-- primary key: id is the key's value, or, for a key of several columns, a
+-- jsonb object of them ({"id": 1, "at": "2026-05-01"}), as history() takes
+-- it.  filter is a condition on the row as t; key says which row it is, for
+-- errors ("id = 1").
+CREATE FUNCTION integrity._key_filter(tbl regclass, id anyelement, caller text, OUT filter text, OUT key text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    key text[] := (SELECT array_agg(a.attname::text ORDER BY k.n)
-                     FROM pg_catalog.pg_index i
-                    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
-                     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                    WHERE i.indrelid = tbl AND i.indisprimary);
+    key_columns text[] := integrity._key_columns(tbl);
+    given jsonb;
 BEGIN
-    IF key IS NULL THEN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisprimary) THEN
         RAISE EXCEPTION '%: table % has no primary key', caller, tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'The id argument is a value of the primary key.';
-    ELSIF cardinality(key) > 1 THEN
-        RAISE EXCEPTION '%: table % has a primary key of % columns', caller, tbl, cardinality(key)
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'The id argument is a value of a single-column primary key.';
     END IF;
-    RETURN key[1];
+    IF pg_typeof(id) <> 'jsonb'::regtype THEN
+        IF cardinality(key_columns) > 1 THEN
+            RAISE EXCEPTION '%: table % has a primary key of % columns', caller, tbl, cardinality(key_columns)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Pass the key as a jsonb object: %s.',
+                                    (SELECT jsonb_object_agg(k, '…') FROM unnest(key_columns) AS k));
+        END IF;
+        filter := format('t.%I = %L::%s', key_columns[1], id, pg_typeof(id));
+        key := format('%s = %s', key_columns[1], id);
+        RETURN;
+    END IF;
+    given := id::text::jsonb;
+    IF jsonb_typeof(given) <> 'object'
+       OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(given) AS k)
+          IS DISTINCT FROM (SELECT array_agg(k ORDER BY k) FROM unnest(key_columns) AS k)
+       OR EXISTS (SELECT FROM unnest(key_columns) AS k WHERE given ->> k IS NULL) THEN
+        RAISE EXCEPTION '%: id % does not name the primary key of table %', caller, given, tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('A jsonb id is an object of every key column, none NULL: %s.',
+                                (SELECT jsonb_object_agg(k, '…') FROM unnest(key_columns) AS k));
+    END IF;
+    SELECT string_agg(format('t.%I = %L::%s', k, given ->> k, integrity._column_type(tbl, k)), ' AND ' ORDER BY n),
+           format('(%s) = (%s)', string_agg(k, ', ' ORDER BY n), string_agg(given ->> k, ', ' ORDER BY n))
+      INTO filter, key
+      FROM unnest(key_columns) WITH ORDINALITY AS u(k, n);
 END;
 $$;
 
@@ -262,18 +281,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     guard record;
-    key text;
+    target record;
     deleted_at text;
     found_rows bigint;
 BEGIN
     SELECT * INTO guard FROM integrity._require_soft_delete(tbl, 'restore');
     PERFORM integrity._require_argument(id, 'id', 'restore');
-    key := integrity._single_key(tbl, 'restore');
-    EXECUTE format('SELECT t.%I::text FROM %s AS t WHERE t.%I = $1 FOR UPDATE', guard.deleted_column, tbl, key)
-       INTO deleted_at USING id;
+    target := integrity._key_filter(tbl, id, 'restore');
+    EXECUTE format('SELECT t.%I::text FROM %s AS t WHERE %s FOR UPDATE', guard.deleted_column, tbl, target.filter)
+       INTO deleted_at;
     GET DIAGNOSTICS found_rows = ROW_COUNT;
     IF found_rows = 0 THEN
-        RAISE EXCEPTION 'restore: no row of table % has % = %', tbl, key, id
+        RAISE EXCEPTION 'restore: no row of table % has %', tbl, target.key
             USING ERRCODE = 'no_data_found';
     END IF;
     IF deleted_at IS NULL THEN
@@ -282,7 +301,7 @@ BEGIN
     -- A live row that took the restored row's place under a partial unique
     -- index makes the UPDATE fail with 23505, naming the index and the key;
     -- the rows restored before it are rolled back with it.
-    RETURN integrity._restore_rows(tbl, format('t.%I = %L::%s', key, id, pg_typeof(id)), deleted_at) > 0;
+    RETURN integrity._restore_rows(tbl, target.filter, deleted_at) > 0;
 END;
 $$;
 COMMENT ON FUNCTION integrity.restore(regclass, anyelement) IS
@@ -331,14 +350,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    key text;
+    target record;
 BEGIN
     PERFORM integrity._require_soft_delete(tbl, 'hard_delete');
     PERFORM integrity._require_argument(id, 'id', 'hard_delete');
-    key := integrity._single_key(tbl, 'hard_delete');
+    target := integrity._key_filter(tbl, id, 'hard_delete');
     PERFORM integrity._require_owner(tbl, 'delete its rows for good');
-    IF integrity._execute_sanctioned(tbl, format('DELETE FROM %s AS t WHERE t.%I = %L::%s', tbl, key, id, pg_typeof(id))) = 0 THEN
-        RAISE EXCEPTION 'hard_delete: no row of table % has % = %', tbl, key, id
+    IF integrity._execute_sanctioned(tbl, format('DELETE FROM %s AS t WHERE %s', tbl, target.filter)) = 0 THEN
+        RAISE EXCEPTION 'hard_delete: no row of table % has %', tbl, target.key
             USING ERRCODE = 'no_data_found';
     END IF;
 END;

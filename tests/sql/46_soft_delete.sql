@@ -226,7 +226,21 @@ INSERT INTO events VALUES (1, '2026-05-01'), (2, '2027-05-01'), (3, '2027-06-01'
 DELETE FROM events WHERE id = 1;
 DELETE FROM events_2027 WHERE id = 2;
 SELECT tableoid::regclass AS part, id, deleted_at IS NOT NULL AS deleted FROM events ORDER BY id;
-SELECT sqlstate, message FROM expect_error($$SELECT integrity.restore('sd.events', 1)$$);
+-- A key of several columns is given as a jsonb object, as history() takes it.
+SELECT sqlstate, message, hint FROM expect_error($$SELECT integrity.restore('sd.events', 1)$$);
+SELECT integrity.restore('events', '{"id": 2, "at": "2027-05-01"}'::jsonb) AS restored;
+SELECT integrity.restore('events', '{"at": "2027-05-01", "id": 2}'::jsonb) AS restored_again;
+SELECT e.sqlstate, e.message, e.hint FROM (VALUES
+    ($$SELECT integrity.restore('sd.events', '{"id": 2}'::jsonb)$$),
+    ($$SELECT integrity.restore('sd.events', '{"id": 2, "at": null}'::jsonb)$$),
+    ($$SELECT integrity.restore('sd.events', '{"id": 2, "at": "2027-05-01", "x": 1}'::jsonb)$$),
+    ($$SELECT integrity.restore('sd.events', '[2, "2027-05-01"]'::jsonb)$$),
+    ($$SELECT integrity.restore('sd.events', '{"id": 9, "at": "2027-05-01"}'::jsonb)$$),
+    ($$SELECT integrity.hard_delete('sd.events', '{"id": 9, "at": "2027-05-01"}'::jsonb)$$)) AS v(c),
+    expect_error(v.c) e;
+SELECT integrity.hard_delete('events', '{"id": 1, "at": "2026-05-01"}'::jsonb);
+DELETE FROM events WHERE id = 2;
+SELECT tableoid::regclass AS part, id, deleted_at IS NOT NULL AS deleted FROM events ORDER BY id;
 SELECT integrity.purge_deleted('events', '0');
 SELECT id FROM events ORDER BY id;
 
