@@ -595,6 +595,9 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         // SAFETY: the relation is open.
         check_quantity(quantity, caller, || *scale.get_or_insert_with(|| unsafe { target(rel, caller) }.scale));
     }
+    // The statements below raise by longjmp: nothing that needs dropping
+    // may be live across them.
+    drop(qtys);
 
     let mut values = [args[1].value, args[2].value];
     let nulls = [b' ' as c_char; 2];
