@@ -213,12 +213,15 @@ fn soft_delete_plan<'f>(firing: &'f Firing) -> &'f SoftDeletePlan {
 /// soft-delete child added), and prepared again when it changed.
 fn statement(firing: &Firing, relid: pg_sys::Oid) -> (pg_sys::SPIPlanPtr, bool) {
     let generation = invalidation::generation();
-    let cached = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(g, _, _)| *g == generation).map(|e| e.2));
-    let sql = match cached {
-        Some(plan) => return (plan, STATEMENTS.with_borrow(|all| all[&relid].1.starts_with("UPDATE "))),
-        None => read_statement(relid).unwrap_or_else(|| firing.not_registered(Registration::SoftDelete)),
-    };
-    let plain = sql.starts_with("UPDATE ");
+    let plain = |sql: &str| sql.starts_with("UPDATE ");
+    let cached = STATEMENTS.with_borrow(|all| {
+        all.get(&relid).filter(|(g, _, _)| *g == generation).map(|(_, sql, plan)| (*plan, plain(sql)))
+    });
+    if let Some(cached) = cached {
+        return cached;
+    }
+    let sql = read_statement(relid).unwrap_or_else(|| firing.not_registered(Registration::SoftDelete));
+    let plain = plain(&sql);
     let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
     let plan = plan.unwrap_or_else(|| {
         // SAFETY: closed right after the statement is prepared, or by the

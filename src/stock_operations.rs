@@ -434,13 +434,13 @@ fn quote(ident: &str) -> String {
 
 /// Opens (and locks) the relation of the `tbl` argument; opening takes in
 /// pending invalidations, so the guard read from it is current.
-fn open(tbl: pg_sys::Datum, caller: &'static str) -> pg_sys::Relation {
+fn open(tbl: pg_sys::Datum, caller: &str) -> pg_sys::Relation {
     let relid = pg_sys::Oid::from(tbl.value() as u32);
     // SAFETY: opens the relation by OID (NULL if there is none, checked); it
     // stays open, and locked, until closed by the caller or the transaction ends.
     let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
     if rel.is_null() {
-        Error::NoSuchRelation { caller: caller.into(), relid }.raise();
+        Error::NoSuchRelation { caller: caller.to_string().into(), relid }.raise();
     }
     rel
 }
@@ -682,12 +682,7 @@ unsafe fn stock_target(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     if args[0].isnull {
         Error::NullArgument { caller: Cow::Owned(caller), argument: "tbl" }.raise();
     }
-    let relid = pg_sys::Oid::from(args[0].value.value() as u32);
-    // SAFETY: as in `open`.
-    let rel = unsafe { pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as i32) };
-    if rel.is_null() {
-        Error::NoSuchRelation { caller: Cow::Owned(caller), relid }.raise();
-    }
+    let rel = open(args[0].value, &caller);
     // SAFETY: the relation is open.
     let target = unsafe { target(rel, &caller) };
     // SAFETY: the relation opened above, not used after this.
