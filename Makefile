@@ -220,8 +220,13 @@ lint: deps
 	        --features "pg$$v pg_test" --no-default-features -- -D warnings || exit 1; \
 	done
 
+# With --runas, cargo pgrx installs its test build with cp, which rewrites the
+# installed pg_integrity.so in place: a running server that has it mapped (a
+# development cluster preloading it) would execute the new bytes and die of
+# SIGILL. Removing the file first gives the copy a new inode, as install(1) does.
 test-unit:
 	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA_ROOT) $(DATA)
+	@rm -f $$($(PG_CONFIG) --pkglibdir)/pg_integrity.so
 	cargo pgrx test pg$(PG) $(RUNAS) --pgdata $(DATA)/pgrx-test
 
 # Every file includes common/setup.sql first and common/teardown.sql last
