@@ -226,7 +226,7 @@ lint: deps
 # SIGILL. Removing the file first gives the copy a new inode, as install(1) does.
 test-unit:
 	@mkdir -p $(DATA) && chown $(if $(AS_PG),postgres,$$(id -un)) $(DATA_ROOT) $(DATA)
-	@rm -f $$($(PG_CONFIG) --pkglibdir)/pg_integrity.so
+	$(if $(RUNAS),@rm -f $$($(PG_CONFIG) --pkglibdir)/pg_integrity.so)
 	cargo pgrx test pg$(PG) $(RUNAS) --pgdata $(DATA)/pgrx-test
 
 # Every file includes common/setup.sql first and common/teardown.sql last
