@@ -162,19 +162,22 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
                 #[cfg(any(feature = "pg17", feature = "pg18"))]
                 pg_sys::AlterTableType::AT_SetExpression => format!("change the generation expression of {}", column()),
                 pg_sys::AlterTableType::AT_DetachPartition | pg_sys::AlterTableType::AT_DetachPartitionFinalize => {
-                    // A partition past the table's retention may go.
+                    // A partition past the table's retention may go (a
+                    // hash-chained one not CONCURRENTLY).
+                    let partition_cmd = (*cmd).def.cast::<pg_sys::PartitionCmd>();
                     let partition = pg_sys::RangeVarGetRelidExtended(
-                        (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name,
+                        (*partition_cmd).name,
                         pg_sys::NoLock as pg_sys::LOCKMODE,
                         pg_sys::RVROption::RVR_MISSING_OK,
                         None,
                         core::ptr::null_mut(),
                     );
                     refuse(
-                        c"SELECT integrity._refuse_detach($1, $2)",
+                        c"SELECT integrity._refuse_detach($1, $2, $3)",
                         &[
                             (pg_sys::REGCLASSOID, pg_sys::Datum::from(relid)),
                             (pg_sys::REGCLASSOID, pg_sys::Datum::from(partition)),
+                            (pg_sys::BOOLOID, pg_sys::Datum::from((*partition_cmd).concurrent)),
                         ],
                     );
                     continue;
@@ -191,7 +194,8 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
 
 /// `DROP EXTENSION pg_integrity` and `DROP SCHEMA integrity`, which would take
 /// every guard with them; and `DROP TABLE` of a partition past its append-only
-/// table's retention, which the sql_drop event trigger then lets through.
+/// table's retention, which the sql_drop event trigger then lets through (the
+/// anchors of a hash-chained table's chains moved past it first).
 ///
 /// # Safety
 /// `stmt` is the parse tree of the command being run.
@@ -228,12 +232,14 @@ unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
     }
 }
 
-/// Remembers `relid` and its own partitions when it is a partition past its
-/// table's retention (`integrity._expired_partition`).
+/// Remembers `relid` and its own partitions when it is a partition that may
+/// go (`integrity._release_partition`, run once, which refuses a hash-chained
+/// partition that does not start its chains, and moves their anchors).
 fn remember_expired_partition(relid: pg_sys::Oid) {
     spi_connect();
     let partitions = select_oids(
-        c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t WHERE integrity._expired_partition($1)",
+        c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t \
+          WHERE (SELECT integrity._release_partition($1, 'drop'))",
         &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
         "looking up an expired partition",
     );
@@ -272,14 +278,14 @@ fn text_datum(s: String) -> pg_sys::Datum {
 /// # Safety
 /// Nothing that needs dropping may be pending in the callers' frames.
 unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
-    let mut types = [pg_sys::InvalidOid; 2];
-    let mut values = [pg_sys::Datum::from(0); 2];
+    let mut types = [pg_sys::InvalidOid; 3];
+    let mut values = [pg_sys::Datum::from(0); 3];
     for (i, &(typ, value)) in args.iter().enumerate() {
         (types[i], values[i]) = (typ, value);
     }
     spi_connect();
     let plan = prepare(query, &mut types[..args.len()], 0, || format!("{query:?}"));
     // SAFETY: the statement takes arguments of the types passed with them.
-    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true) };
+    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 3][..args.len()], true) };
     spi_finish();
 }
