@@ -13,7 +13,7 @@ use pgrx::pg_guard;
 use pgrx::pg_sys;
 
 use crate::error::Error;
-use crate::fmgr::{execute_plan, function_info_v1, prepare, select_oids, spi_connect, spi_finish};
+use crate::fmgr::{execute_plan, function_info_v1, prepare, result_value, select_oids, spi_connect, spi_finish};
 
 thread_local! {
     /// The partitions (and their own partitions) the running `DROP TABLE`
@@ -201,7 +201,8 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
 /// `stmt` is the parse tree of the command being run.
 unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
     // SAFETY: extensions and schemas are named by lists of String nodes,
-    // tables by lists of String nodes that make a qualified name.
+    // tables by lists of String nodes that make a qualified name; nothing
+    // here needs dropping when a refusal raises.
     unsafe {
         let ours = match (*stmt).removeType {
             pg_sys::ObjectType::OBJECT_EXTENSION => c"pg_integrity",
@@ -233,18 +234,29 @@ unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
 }
 
 /// Remembers `relid` and its own partitions when it is a partition that may
-/// go (`integrity._release_partition`, run once, which refuses a hash-chained
-/// partition that does not start its chains, and moves their anchors).
-fn remember_expired_partition(relid: pg_sys::Oid) {
+/// go (`integrity._release_partition`, which refuses a hash-chained partition
+/// that does not start its chains, and moves their anchors).  Run on the raw
+/// SPI path, as `refuse` runs, so that its refusal reaches the client whole.
+///
+/// # Safety
+/// Nothing that needs dropping may be pending in the callers' frames.
+unsafe fn remember_expired_partition(relid: pg_sys::Oid) {
     spi_connect();
-    let partitions = select_oids(
-        c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t \
-          WHERE (SELECT integrity._release_partition($1, 'drop'))",
-        &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
-        "looking up an expired partition",
-    );
+    let plan = prepare(c"SELECT integrity._release_partition($1, 'drop')", &mut [pg_sys::REGCLASSOID], 0, || {
+        "releasing an expired partition".into()
+    });
+    // SAFETY: the statement takes one regclass; nothing here needs dropping
+    // if it raises, nor in the callers' frames (the contract).
+    unsafe { execute_plan(plan, &mut [pg_sys::Datum::from(relid)], &[b' ' as c_char], true) };
+    if result_value(0, 1).is_some_and(|released| released.value() != 0) {
+        let partitions = select_oids(
+            c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t",
+            &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
+            "looking up an expired partition",
+        );
+        EXPIRED_DROPS.with_borrow_mut(|dropped| dropped.extend(partitions));
+    }
     spi_finish();
-    EXPIRED_DROPS.with_borrow_mut(|dropped| dropped.extend(partitions));
 }
 
 /// The string of a String node (a Value node before PostgreSQL 15).

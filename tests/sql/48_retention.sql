@@ -190,7 +190,7 @@ SELECT integrity.chain_digest('chained_months') AS months_digest \gset
 SELECT sqlstate, message FROM expect_error($$ALTER TABLE rt.chained_months DETACH PARTITION rt.chained_later$$);
 SELECT sqlstate, message FROM expect_error($$DROP TABLE rt.chained_later$$);
 SELECT sqlstate, message, detail, hint FROM expect_error($$ALTER TABLE rt.chained_months DETACH PARTITION rt.chained_2020_02$$);
-SELECT sqlstate, message, detail FROM expect_error($$DROP TABLE rt.chained_2020_03$$);
+SELECT sqlstate, message, detail, schema_name, table_name FROM expect_error($$DROP TABLE rt.chained_2020_03$$);
 -- Newest first in one command: February is refused while January is there.
 SELECT sqlstate, message, detail FROM expect_error($$DROP TABLE rt.chained_2020_02, rt.chained_2020_01$$);
 -- Only the owner of the chained table moves its anchors.
