@@ -7702,6 +7702,7 @@ DECLARE
     chain jsonb;
     outside bigint;
     inside bigint;
+    last_rows text;
     refusal text;
 BEGIN
     IF NOT integrity._expired_partition(part) THEN
@@ -7729,18 +7730,23 @@ BEGIN
         refusal := format('Row %s in it is not chained: it was inserted while the chain trigger did not run.',
                           row_key);
     ELSE
-        -- The first chain of the partition whose rows outside it (and past its
+        -- The last row of each chain in the partition, found by the chain
+        -- columns (in the order of the chain index: no sort of the partition).
+        last_rows := format('(SELECT DISTINCT ON (%1$s) t.* FROM %2$s AS t ORDER BY %1$s, t.%3$I DESC)',
+                            coalesce((SELECT string_agg(format('t.%I', col), ', ') FROM unnest(c.chain_columns) AS col),
+                                     integrity._chain_values_sql(c.chained, c.chain_columns, 't')),
+                            part, c.seq_column);
+        -- The first chain whose rows outside the partition (and past its
         -- anchor) start before the partition's last row.
-        EXECUTE format('SELECT %1$s, l.%2$I, m.%2$I'
-                       '  FROM (SELECT DISTINCT ON (%3$s) t.* FROM %4$s AS t ORDER BY %3$s, t.%2$I DESC) AS m'
+        EXECUTE format('SELECT %1$s, l.%2$I, m.%2$I FROM %3$s AS m'
                        '  LEFT JOIN integrity.chain_anchors AS a'
-                       '    ON a.table_name = %5$L::pg_catalog.regclass AND a.chain = %1$s'
-                       ' CROSS JOIN LATERAL (SELECT l.%2$I FROM %6$s AS l WHERE %7$s AND l.%2$I < m.%2$I'
+                       '    ON a.table_name = %4$L::pg_catalog.regclass AND a.chain = %1$s'
+                       ' CROSS JOIN LATERAL (SELECT l.%2$I FROM %5$s AS l WHERE %6$s AND l.%2$I < m.%2$I'
                        '                        AND l.%2$I > coalesce(a.seq, 0) AND l.tableoid <> ALL ($1)'
                        '                      ORDER BY l.%2$I LIMIT 1) AS l'
                        ' ORDER BY 1 LIMIT 1',
-                       integrity._chain_values_sql(c.chained, c.chain_columns, 'm'), c.seq_column,
-                       integrity._chain_values_sql(c.chained, c.chain_columns, 't'), part, c.chained::oid, c.chained,
+                       integrity._chain_values_sql(c.chained, c.chain_columns, 'm'), c.seq_column, last_rows,
+                       c.chained::oid, c.chained,
                        coalesce((SELECT string_agg(format('l.%1$I = m.%1$I', col), ' AND ')
                                    FROM unnest(c.chain_columns) AS col), 'true'))
            INTO chain, outside, inside
@@ -7763,7 +7769,7 @@ BEGIN
                                 ' the chains linked: SELECT integrity.purge_expired(%L);', c.chained::text),
                   SCHEMA = rel.nspname, TABLE = rel.relname;
     END IF;
-    EXECUTE integrity._chain_anchor_sql(c.chained, part::text);
+    EXECUTE integrity._chain_anchor_sql(c.chained, last_rows);
     RETURN true;
 END;
 $$;

@@ -233,8 +233,30 @@ SELECT sqlstate, message, detail FROM expect_error($$ALTER TABLE rt.chained_mont
 INSERT INTO chained_months (id, retailer_id, amount, booked_on) VALUES (13, 2, 22, current_date) RETURNING chain_seq;
 SELECT count(*) FROM integrity.verify_chain('chained_months') AS problems_after_insert;
 
-SELECT integrity.unprotect(t) FROM (VALUES ('ledger_entries'), ('chained'), ('by_month'), ('chained_months')) AS v(t);
-SELECT count(*) AS anchors_left FROM integrity.chain_anchors WHERE table_name::text LIKE 'chained%';
+-- One chain for the whole table (no chain columns): the same.
+CREATE TABLE one_chain (
+    id        integer NOT NULL,
+    booked_on date NOT NULL,
+    chain_seq bigint,
+    row_hash  bytea,
+    PRIMARY KEY (id, booked_on)
+) PARTITION BY RANGE (booked_on);
+CREATE TABLE one_chain_2020 PARTITION OF one_chain FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+CREATE TABLE one_chain_later PARTITION OF one_chain FOR VALUES FROM ('2021-01-01') TO (MAXVALUE);
+SELECT integrity.enable_hash_chain('one_chain');
+SELECT integrity.set_retention('one_chain', '2 years', 'booked_on');
+INSERT INTO one_chain (id, booked_on) VALUES (1, '2020-03-01'), (2, '2020-04-01'), (3, current_date);
+BEGIN;
+INSERT INTO one_chain (id, booked_on) VALUES (4, '2020-05-01');
+SELECT sqlstate, detail FROM expect_error($$DROP TABLE rt.one_chain_2020$$);
+ROLLBACK;
+DROP TABLE one_chain_2020;
+SELECT chain, seq FROM integrity.chain_anchors WHERE table_name = 'one_chain'::regclass;
+SELECT count(*) FROM integrity.verify_chain('one_chain') AS problems;
+
+SELECT integrity.unprotect(t)
+  FROM (VALUES ('ledger_entries'), ('chained'), ('by_month'), ('chained_months'), ('one_chain')) AS v(t);
+SELECT count(*) AS anchors_left FROM integrity.chain_anchors WHERE table_name::text LIKE 'chained%' OR table_name::text = 'one_chain';
 RESET search_path;
 DROP SCHEMA rt CASCADE;
 DROP ROLE rt_stranger;
