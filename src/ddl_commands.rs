@@ -13,7 +13,7 @@ use pgrx::pg_guard;
 use pgrx::pg_sys;
 
 use crate::error::Error;
-use crate::fmgr::{execute_plan, function_info_v1, prepare, select_oids, spi_connect, spi_finish};
+use crate::fmgr::{execute_plan, function_info_v1, prepare, result_value, select_oids, spi_connect, spi_finish};
 
 thread_local! {
     /// The partitions (and their own partitions) the running `DROP TABLE`
@@ -162,19 +162,22 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
                 #[cfg(any(feature = "pg17", feature = "pg18"))]
                 pg_sys::AlterTableType::AT_SetExpression => format!("change the generation expression of {}", column()),
                 pg_sys::AlterTableType::AT_DetachPartition | pg_sys::AlterTableType::AT_DetachPartitionFinalize => {
-                    // A partition past the table's retention may go.
+                    // A partition past the table's retention may go (a
+                    // hash-chained one not CONCURRENTLY).
+                    let partition_cmd = (*cmd).def.cast::<pg_sys::PartitionCmd>();
                     let partition = pg_sys::RangeVarGetRelidExtended(
-                        (*(*cmd).def.cast::<pg_sys::PartitionCmd>()).name,
+                        (*partition_cmd).name,
                         pg_sys::NoLock as pg_sys::LOCKMODE,
                         pg_sys::RVROption::RVR_MISSING_OK,
                         None,
                         core::ptr::null_mut(),
                     );
                     refuse(
-                        c"SELECT integrity._refuse_detach($1, $2)",
+                        c"SELECT integrity._refuse_detach($1, $2, $3)",
                         &[
                             (pg_sys::REGCLASSOID, pg_sys::Datum::from(relid)),
                             (pg_sys::REGCLASSOID, pg_sys::Datum::from(partition)),
+                            (pg_sys::BOOLOID, pg_sys::Datum::from((*partition_cmd).concurrent)),
                         ],
                     );
                     continue;
@@ -191,13 +194,15 @@ unsafe fn alter_table(stmt: *mut pg_sys::AlterTableStmt) {
 
 /// `DROP EXTENSION pg_integrity` and `DROP SCHEMA integrity`, which would take
 /// every guard with them; and `DROP TABLE` of a partition past its append-only
-/// table's retention, which the sql_drop event trigger then lets through.
+/// table's retention, which the sql_drop event trigger then lets through (the
+/// anchors of a hash-chained table's chains moved past it first).
 ///
 /// # Safety
 /// `stmt` is the parse tree of the command being run.
 unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
     // SAFETY: extensions and schemas are named by lists of String nodes,
-    // tables by lists of String nodes that make a qualified name.
+    // tables by lists of String nodes that make a qualified name; nothing
+    // here needs dropping when a refusal raises.
     unsafe {
         let ours = match (*stmt).removeType {
             pg_sys::ObjectType::OBJECT_EXTENSION => c"pg_integrity",
@@ -228,17 +233,30 @@ unsafe fn drop(stmt: *mut pg_sys::DropStmt) {
     }
 }
 
-/// Remembers `relid` and its own partitions when it is a partition past its
-/// table's retention (`integrity._expired_partition`).
-fn remember_expired_partition(relid: pg_sys::Oid) {
+/// Remembers `relid` and its own partitions when it is a partition that may
+/// go (`integrity._release_partition`, which refuses a hash-chained partition
+/// that does not start its chains, and moves their anchors).  Run on the raw
+/// SPI path, as `refuse` runs, so that its refusal reaches the client whole.
+///
+/// # Safety
+/// Nothing that needs dropping may be pending in the callers' frames.
+unsafe fn remember_expired_partition(relid: pg_sys::Oid) {
     spi_connect();
-    let partitions = select_oids(
-        c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t WHERE integrity._expired_partition($1)",
-        &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
-        "looking up an expired partition",
-    );
+    let plan = prepare(c"SELECT integrity._release_partition($1, 'drop')", &mut [pg_sys::REGCLASSOID], 0, || {
+        "releasing an expired partition".into()
+    });
+    // SAFETY: the statement takes one regclass; nothing here needs dropping
+    // if it raises, nor in the callers' frames (the contract).
+    unsafe { execute_plan(plan, &mut [pg_sys::Datum::from(relid)], &[b' ' as c_char], true) };
+    if result_value(0, 1).is_some_and(|released| released.value() != 0) {
+        let partitions = select_oids(
+            c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t",
+            &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))],
+            "looking up an expired partition",
+        );
+        EXPIRED_DROPS.with_borrow_mut(|dropped| dropped.extend(partitions));
+    }
     spi_finish();
-    EXPIRED_DROPS.with_borrow_mut(|dropped| dropped.extend(partitions));
 }
 
 /// The string of a String node (a Value node before PostgreSQL 15).
@@ -272,14 +290,14 @@ fn text_datum(s: String) -> pg_sys::Datum {
 /// # Safety
 /// Nothing that needs dropping may be pending in the callers' frames.
 unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
-    let mut types = [pg_sys::InvalidOid; 2];
-    let mut values = [pg_sys::Datum::from(0); 2];
+    let mut types = [pg_sys::InvalidOid; 3];
+    let mut values = [pg_sys::Datum::from(0); 3];
     for (i, &(typ, value)) in args.iter().enumerate() {
         (types[i], values[i]) = (typ, value);
     }
     spi_connect();
     let plan = prepare(query, &mut types[..args.len()], 0, || format!("{query:?}"));
     // SAFETY: the statement takes arguments of the types passed with them.
-    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 2][..args.len()], true) };
+    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 3][..args.len()], true) };
     spi_finish();
 }

@@ -157,8 +157,106 @@ SELECT integrity.set_retention('by_month', '2 years');
 DROP TABLE by_month_2022_12;
 SELECT id FROM by_month ORDER BY id;
 
-SELECT integrity.unprotect(t) FROM (VALUES ('ledger_entries'), ('chained'), ('by_month')) AS v(t);
-SELECT count(*) AS anchors_left FROM integrity.chain_anchors WHERE table_name::text LIKE 'chained';
+-- A hash-chained ledger partitioned by month, one chain per retailer: a
+-- month past the retention that holds the first rows of every chain it has
+-- rows of can be detached (it keeps its rows with their hashes: the archive)
+-- or dropped; the anchors of its chains move past it first, so the chains
+-- verify afterwards, also against a digest taken before.  A younger month, a
+-- month that is not the start of a chain and a concurrent detach are refused.
+CREATE TABLE chained_months (
+    id          integer NOT NULL,
+    retailer_id integer NOT NULL,
+    amount      numeric(12, 2) NOT NULL,
+    booked_on   date NOT NULL,
+    chain_seq   bigint,
+    row_hash    bytea,
+    PRIMARY KEY (id, booked_on)
+) PARTITION BY RANGE (booked_on);
+CREATE TABLE chained_2020_01 PARTITION OF chained_months FOR VALUES FROM ('2020-01-01') TO ('2020-02-01');
+CREATE TABLE chained_2020_02 PARTITION OF chained_months FOR VALUES FROM ('2020-02-01') TO ('2020-03-01');
+CREATE TABLE chained_2020_03 PARTITION OF chained_months FOR VALUES FROM ('2020-03-01') TO ('2020-04-01');
+CREATE TABLE chained_later PARTITION OF chained_months FOR VALUES FROM ('2020-04-01') TO (MAXVALUE);
+SELECT integrity.enable_hash_chain('chained_months', ARRAY['retailer_id']);
+SELECT integrity.set_retention('chained_months', '2 years', 'booked_on');
+-- Retailer 2's chain is all in January; retailer 3's second entry is booked
+-- back into March, after its first one of today.
+INSERT INTO chained_months (id, retailer_id, amount, booked_on) VALUES
+    (1, 1, 10, '2020-01-05'), (2, 1, 11, '2020-01-06'), (3, 2, 12, '2020-01-07'), (4, 2, 13, '2020-01-08'),
+    (5, 1, 14, '2020-02-05'), (6, 1, 15, '2020-02-06'), (7, 3, 16, current_date),
+    (8, 1, 17, '2020-03-05'), (9, 1, 18, '2020-03-06'), (10, 3, 19, '2020-03-07'), (11, 1, 20, current_date);
+SELECT tableoid::regclass AS month, retailer_id, array_agg(chain_seq ORDER BY chain_seq) AS seqs
+  FROM chained_months GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT integrity.chain_digest('chained_months') AS months_digest \gset
+SELECT sqlstate, message FROM expect_error($$ALTER TABLE rt.chained_months DETACH PARTITION rt.chained_later$$);
+SELECT sqlstate, message FROM expect_error($$DROP TABLE rt.chained_later$$);
+SELECT sqlstate, message, detail, hint FROM expect_error($$ALTER TABLE rt.chained_months DETACH PARTITION rt.chained_2020_02$$);
+SELECT sqlstate, message, detail, schema_name, table_name FROM expect_error($$DROP TABLE rt.chained_2020_03$$);
+-- Newest first in one command: February is refused while January is there.
+SELECT sqlstate, message, detail FROM expect_error($$DROP TABLE rt.chained_2020_02, rt.chained_2020_01$$);
+-- Only the owner of the chained table moves its anchors.
+SET ROLE rt_stranger;
+SELECT sqlstate, message FROM expect_error($$ALTER TABLE rt.chained_months DETACH PARTITION rt.chained_2020_01$$);
+RESET ROLE;
+-- A concurrent detach is refused (outside a transaction block, where it runs).
+ALTER TABLE chained_months DETACH PARTITION chained_2020_01 CONCURRENTLY;
+SELECT count(*) AS anchors FROM integrity.chain_anchors WHERE table_name = 'chained_months'::regclass;
+-- January goes: retailer 1's chain now starts at row 3, retailer 2's has no
+-- row left; the detached month keeps its rows and their hashes.
+ALTER TABLE chained_months DETACH PARTITION chained_2020_01;
+SELECT chain, seq FROM integrity.chain_anchors WHERE table_name = 'chained_months'::regclass ORDER BY chain;
+SELECT count(*) FROM integrity.verify_chain('chained_months') AS problems;
+SELECT count(*) FROM integrity.verify_chain('chained_months', :'months_digest') AS problems_against_the_old_digest;
+SELECT count(*) AS kept, count(DISTINCT row_hash) AS hashes, array_agg(chain_seq ORDER BY id) AS seqs
+  FROM chained_2020_01;
+-- The anchors are what the chains start from: a forged one is found.
+BEGIN;
+UPDATE integrity.chain_anchors SET hash = '\x00' WHERE table_name = 'chained_months'::regclass AND chain = '[1]';
+SELECT chain, row_key, problem FROM integrity.verify_chain('chained_months');
+ROLLBACK;
+-- A month holding a row inserted with every trigger disabled is refused.
+BEGIN;
+ALTER EVENT TRIGGER integrity_ddl_command_end DISABLE;
+ALTER TABLE chained_months DISABLE TRIGGER ALL;
+INSERT INTO chained_months (id, retailer_id, amount, booked_on) VALUES (12, 1, 21, '2020-02-07');
+ALTER TABLE chained_months ENABLE TRIGGER ALL;
+ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE;
+SELECT sqlstate, message, detail FROM expect_error($$DROP TABLE rt.chained_2020_02$$);
+ROLLBACK;
+-- February is dropped: retailer 1's chain starts at row 5.  March still
+-- cannot go: retailer 3's chain starts today.
+DROP TABLE chained_2020_02;
+SELECT chain, seq FROM integrity.chain_anchors WHERE table_name = 'chained_months'::regclass ORDER BY chain;
+SELECT count(*) FROM integrity.verify_chain('chained_months') AS problems;
+SELECT count(*) FROM integrity.verify_chain('chained_months', :'months_digest') AS problems_against_the_old_digest;
+SELECT sqlstate, message, detail FROM expect_error($$ALTER TABLE rt.chained_months DETACH PARTITION rt.chained_2020_03$$);
+-- The next entry of retailer 2 continues its chain from the anchor.
+INSERT INTO chained_months (id, retailer_id, amount, booked_on) VALUES (13, 2, 22, current_date) RETURNING chain_seq;
+SELECT count(*) FROM integrity.verify_chain('chained_months') AS problems_after_insert;
+
+-- One chain for the whole table (no chain columns): the same.
+CREATE TABLE one_chain (
+    id        integer NOT NULL,
+    booked_on date NOT NULL,
+    chain_seq bigint,
+    row_hash  bytea,
+    PRIMARY KEY (id, booked_on)
+) PARTITION BY RANGE (booked_on);
+CREATE TABLE one_chain_2020 PARTITION OF one_chain FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+CREATE TABLE one_chain_later PARTITION OF one_chain FOR VALUES FROM ('2021-01-01') TO (MAXVALUE);
+SELECT integrity.enable_hash_chain('one_chain');
+SELECT integrity.set_retention('one_chain', '2 years', 'booked_on');
+INSERT INTO one_chain (id, booked_on) VALUES (1, '2020-03-01'), (2, '2020-04-01'), (3, current_date);
+BEGIN;
+INSERT INTO one_chain (id, booked_on) VALUES (4, '2020-05-01');
+SELECT sqlstate, detail FROM expect_error($$DROP TABLE rt.one_chain_2020$$);
+ROLLBACK;
+DROP TABLE one_chain_2020;
+SELECT chain, seq FROM integrity.chain_anchors WHERE table_name = 'one_chain'::regclass;
+SELECT count(*) FROM integrity.verify_chain('one_chain') AS problems;
+
+SELECT integrity.unprotect(t)
+  FROM (VALUES ('ledger_entries'), ('chained'), ('by_month'), ('chained_months'), ('one_chain')) AS v(t);
+SELECT count(*) AS anchors_left FROM integrity.chain_anchors WHERE table_name::text LIKE 'chained%' OR table_name::text = 'one_chain';
 RESET search_path;
 DROP SCHEMA rt CASCADE;
 DROP ROLE rt_stranger;
