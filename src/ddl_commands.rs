@@ -247,7 +247,7 @@ unsafe fn remember_expired_partition(relid: pg_sys::Oid) {
     });
     // SAFETY: the statement takes one regclass; nothing here needs dropping
     // if it raises, nor in the callers' frames (the contract).
-    unsafe { execute_plan(plan, &mut [pg_sys::Datum::from(relid)], &[b' ' as c_char], true) };
+    unsafe { execute_plan(plan, &mut [pg_sys::Datum::from(relid)], &[b' ' as c_char], false) };
     if result_value(0, 1).is_some_and(|released| released.value() != 0) {
         let partitions = select_oids(
             c"SELECT t.relid::oid FROM pg_catalog.pg_partition_tree($1) t",
@@ -285,7 +285,8 @@ fn text_datum(s: String) -> pg_sys::Datum {
 
 /// Runs one of the refusal functions, which raises the error itself when the
 /// command is refused: the raw SPI call lets the error reach the client with
-/// all its fields.
+/// all its fields.  Not read-only: a detach that is let through moves the
+/// anchors of a hash-chained table first.
 ///
 /// # Safety
 /// Nothing that needs dropping may be pending in the callers' frames.
@@ -298,6 +299,6 @@ unsafe fn refuse(query: &CStr, args: &[(pg_sys::Oid, pg_sys::Datum)]) {
     spi_connect();
     let plan = prepare(query, &mut types[..args.len()], 0, || format!("{query:?}"));
     // SAFETY: the statement takes arguments of the types passed with them.
-    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 3][..args.len()], true) };
+    unsafe { execute_plan(plan, &mut values[..args.len()], &[b' ' as c_char; 3][..args.len()], false) };
     spi_finish();
 }
