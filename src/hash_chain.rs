@@ -3,23 +3,22 @@
 //!
 //! `BEFORE INSERT … FOR EACH ROW` fills in the row's sequence number within its
 //! chain and its hash, SHA-256 of the previous row's hash and of the row's
-//! canonical encoding.  Per row it runs two statements, built by
-//! `integrity._chain_statements()` (which also writes the encoding
-//! `verify_chain()` checks), as the table's owner, as PostgreSQL's foreign-key
-//! checks do (a role that may only INSERT still chains its rows):
+//! canonical encoding:
 //!
-//! 1. `lock_tail` locks the last row of the chain (`FOR UPDATE`): inserts into
-//!    one chain queue on it, inserts into different chains never wait for each
-//!    other, and a row lock takes no room in the lock table however many
-//!    chains a statement extends.  A chain without rows has nothing to lock:
-//!    its first row takes a transaction-level advisory lock on (table, one of
-//!    256 buckets of chains) instead;
-//! 2. `link` reads the last row again and computes the new sequence number and
-//!    hash (in a chain whose rows a retention purged, from the chain's anchor
-//!    in `integrity.chain_anchors`).  Under READ COMMITTED it runs on a new
-//!    snapshot, which sees a row
-//!    that the previous holder of the lock inserted before committing: the
-//!    trigger then locks that row and links again.
+//! 1. the trigger takes the chain's lock, a heavyweight lock held until the
+//!    transaction ends (`LockAcquire`, see `lock_chain`): inserts into one
+//!    chain queue on it, inserts into different chains never wait for each
+//!    other, and a chain without rows (new, or emptied by a retention purge)
+//!    is locked like any other;
+//! 2. one statement, `link`, built by `integrity._chain_statements()` (which
+//!    also writes the encoding `verify_chain()` checks), reads the chain's
+//!    last row (in a chain whose rows a retention purged, the chain's anchor
+//!    in `integrity.chain_anchors`) and computes the new sequence number and
+//!    hash.  It runs as the table's owner, as PostgreSQL's foreign-key checks
+//!    do (a role that may only INSERT still chains its rows).  Under READ
+//!    COMMITTED it runs on a snapshot taken after the lock, which sees the
+//!    row of the previous holder of the lock: that one committed (and became
+//!    visible) before it let the lock go.
 //!
 //! A REPEATABLE READ or SERIALIZABLE snapshot may be older than the chain's
 //! last row: `link` runs on the latest snapshot as well, and when the two
@@ -28,8 +27,8 @@
 //! Rows applied by logical replication keep the hashes their origin gave them:
 //! the trigger fires on origin writes only.
 
-use core::ffi::{c_char, c_int, CStr};
-use std::cell::RefCell;
+use core::ffi::{c_char, c_int, c_void, CStr};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use pgrx::pg_sys;
@@ -42,13 +41,6 @@ use crate::fmgr::{
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
 
-unsafe extern "C-unwind" {
-    /// The C function behind `pg_advisory_xact_lock(int4, int4)`, for
-    /// `DirectFunctionCall2Coll`.
-    #[link_name = "pg_advisory_xact_lock_int4"]
-    fn advisory_xact_lock_int4(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
-}
-
 trigger_entry!(
     /// `BEFORE INSERT FOR EACH ROW`, arguments `(seq_column, hash_column, chain_column…)`.
     integrity_hash_chain_guard,
@@ -58,14 +50,20 @@ trigger_entry!(
 
 /// Chain columns a table can have.
 const MAX_CHAIN_COLUMNS: usize = 8;
-/// Advisory locks that a table's chains without rows share: at most this many
-/// per transaction, whatever the number of new chains.
-const EMPTY_CHAIN_BUCKETS: u32 = 256;
+/// `locktag_field4` (`objsubid` in `pg_locks`) of the lock of one chain, and of
+/// the lock of all chains of a table: the advisory locks of
+/// `pg_advisory_lock()` and its kin have 1 or 2 there, so these never meet a
+/// lock that a user takes.
+const CHAIN_LOCK_CLASS: u16 = 0x4843;
+const TABLE_CHAINS_LOCK_CLASS: u16 = 0x4844;
+/// Chains of one table a transaction locks one by one; past this many it
+/// locks all of the table's chains at once, so that a bulk load takes a
+/// bounded number of entries in the shared lock table.
+const CHAIN_LOCKS_PER_TABLE: u32 = 250;
 
 /// Resolved once per statement (per partition) and kept in `fn_extra`.
 #[repr(C)]
 struct ChainPlan {
-    lock_tail: pg_sys::SPIPlanPtr,
     link: pg_sys::SPIPlanPtr,
     /// The registered table the chain lives in (the root of a partitioned one).
     chained: pg_sys::Oid,
@@ -79,13 +77,16 @@ struct ChainPlan {
 }
 
 thread_local! {
-    /// Prepared statements by trigger OID and statement (0 lock_tail, 1 link),
-    /// with the SQL they were prepared from.
-    static PLANS: KeptPlans<(pg_sys::Oid, u8), String> = KeptPlans::default();
+    /// The link statement prepared by trigger OID, with the SQL it was
+    /// prepared from.
+    static PLANS: KeptPlans<pg_sys::Oid, String> = KeptPlans::default();
     /// The statements of a table and the table its chain is registered on, by
     /// table, with the invalidation generation they were read at: reading
     /// them is a catalog query, too slow to run for every INSERT statement.
     static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, Statements)>> = RefCell::new(HashMap::new());
+    /// The chain locks this transaction took, by table; emptied when it ends.
+    static CHAIN_LOCKS: RefCell<HashMap<pg_sys::Oid, u32>> = RefCell::new(HashMap::new());
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// # Safety
@@ -113,15 +114,17 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row.as_ptr(), firing.tupdesc()) };
     let nargs = plan.nchain + 1;
 
-    // The chain's last row locked, and the link to it, as the table's owner.
+    // SAFETY: the chain columns' values, in the plan's order.
+    unsafe { lock_chain(plan, &values[..plan.nchain]) };
+
+    // The link to the chain's last row, as the table's owner.
     // SAFETY: the user and the settings are put back before the block ends,
     // and by the (sub)transaction's abort if a statement raises; the
-    // statements run inside the SPI connection made here, with the
-    // parameters their plans were prepared with (chain columns, then the
-    // row), and nothing on these frames needs dropping if they raise
-    // (execute_plan's contract: values and nulls are plain arrays).  The
-    // advisory lock function is called the way fmgr would call it, with two
-    // int4 arguments; the snapshot pushed is popped.
+    // statement runs inside the SPI connection made here, with the
+    // parameters its plan was prepared with (chain columns, then the row),
+    // and nothing on these frames needs dropping if it raises (execute_plan's
+    // contract: values and nulls are plain arrays); the snapshot pushed is
+    // popped.
     let (seq, hash) = unsafe {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context: c_int = 0;
@@ -132,25 +135,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         );
         let nest_level = statement_settings();
         spi_connect();
-        let mut bucket_locked = false;
-        let linked = loop {
-            let locked = lock_tail(plan.lock_tail, &mut values[..plan.nchain], &nulls[..plan.nchain]);
-            if locked.is_none() && !bucket_locked {
-                pg_sys::DirectFunctionCall2Coll(
-                    Some(advisory_xact_lock_int4),
-                    pg_sys::InvalidOid,
-                    pg_sys::Datum::from(u32::from(plan.chained) as i32),
-                    pg_sys::Datum::from((chain_bucket(plan, &values[..plan.nchain]) % EMPTY_CHAIN_BUCKETS) as i32),
-                );
-                bucket_locked = true;
-            }
-            let linked = link(plan.link, &mut values[..nargs], &nulls[..nargs], false);
-            // The row locked is still the last one (or there is still none):
-            // linked to it.
-            if linked.2.unwrap_or(0) == locked.unwrap_or(0) {
-                break (linked.0, linked.1);
-            }
-        };
+        let linked = link(plan.link, &mut values[..nargs], &nulls[..nargs], false);
         let stale = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int && {
             pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
             let latest = link(plan.link, &mut values[..nargs], &nulls[..nargs], true);
@@ -166,7 +151,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         linked
     };
 
-    // 3. The row with its place in the chain.
+    // The row with its place in the chain.
     let mut columns: [c_int; 2] = [plan.seq_att.into(), plan.hash_att.into()];
     let mut new_values = [pg_sys::Datum::from(seq), hash];
     let mut new_nulls = [false; 2];
@@ -208,39 +193,79 @@ unsafe fn statement_settings() -> c_int {
     }
 }
 
-/// A hash of the chain columns' values, for the bucket lock of a chain
-/// without rows (the only time it is needed).
+/// Takes the lock of the chain the row belongs to, until the transaction
+/// ends: an advisory-class lock on (database, the chained table, a 32-bit
+/// hash of the chain columns' values, `CHAIN_LOCK_CLASS`).  Two chains whose
+/// values hash alike share a lock: their inserts wait for each other, and
+/// nothing else changes (each still links to its own last row).
+///
+/// Each lock takes an entry of the shared lock table until the transaction
+/// ends.  So every insert also holds the lock of all the table's chains
+/// (`TABLE_CHAINS_LOCK_CLASS`) in ROW EXCLUSIVE mode, which inserts share, and
+/// a transaction that has locked `CHAIN_LOCKS_PER_TABLE` chains of the table
+/// takes that one in EXCLUSIVE mode instead of locking more chains: from
+/// then on it waits for, and holds off, every other insert into the table's
+/// chains.  (A row lock on the chain's last row would take no entry, but
+/// costs a WAL record and a page write per insert, and a chain without rows
+/// has nothing to lock.)
 ///
 /// # Safety
 /// `values` are the chain columns' values, in the plan's order.
-unsafe fn chain_bucket(plan: &ChainPlan, values: &[pg_sys::Datum]) -> u32 {
-    values.iter().enumerate().fold(0u32, |key, (i, &value)| {
+unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
+    let tag = |key: u32, class: u16| pg_sys::LOCKTAG {
+        // SAFETY: set once at backend start, before any trigger fires.
+        locktag_field1: unsafe { u32::from(pg_sys::MyDatabaseId) },
+        locktag_field2: u32::from(plan.chained),
+        locktag_field3: key,
+        locktag_field4: class,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    };
+    // SAFETY: complete tags of the user lock method, taken as
+    // pg_advisory_xact_lock() takes its locks (until the transaction ends,
+    // waiting); the lock manager raises rather than return without the lock
+    // (a deadlock, a full lock table).
+    let lock =
+        |tag: pg_sys::LOCKTAG, mode: u32| unsafe { pg_sys::LockAcquire(&tag, mode as pg_sys::LOCKMODE, false, false) };
+    let all_chains = tag(0, TABLE_CHAINS_LOCK_CLASS);
+    if CHAIN_LOCKS.with_borrow(|locks| locks.get(&plan.chained).copied().unwrap_or(0)) >= CHAIN_LOCKS_PER_TABLE {
+        lock(all_chains, pg_sys::ExclusiveLock);
+        return;
+    }
+    let key = values.iter().enumerate().fold(0u32, |key, (i, &value)| {
         // SAFETY: the hash functions were looked up for these columns' types.
         let hash = unsafe {
             pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
         };
         key.rotate_left(5) ^ (hash.value() as u32)
-    })
-}
-
-/// Runs the lock_tail statement: the sequence number of the chain's last row,
-/// now locked, or `None` for a chain without rows.
-///
-/// # Safety
-/// Inside `SPI_connect`; `values` are the chain columns' values.
-unsafe fn lock_tail(plan: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[c_char]) -> Option<i64> {
-    // SAFETY: connected to SPI, with the plan's parameters (the contract).
-    unsafe {
-        if execute_plan(plan, values, nulls, false) == 0 {
-            return None;
+    });
+    lock(all_chains, pg_sys::RowExclusiveLock);
+    if lock(tag(key, CHAIN_LOCK_CLASS), pg_sys::ExclusiveLock) == pg_sys::LockAcquireResult::LOCKACQUIRE_OK {
+        if !CALLBACK_REGISTERED.replace(true) {
+            // SAFETY: the callback only empties a thread-local map;
+            // registered once, it stays for the backend.
+            unsafe { pg_sys::RegisterXactCallback(Some(xact_event), core::ptr::null_mut()) };
         }
-        Some(result_value(0, 1).map_or(0, |seq| seq.value() as i64))
+        CHAIN_LOCKS.with_borrow_mut(|locks| *locks.entry(plan.chained).or_default() += 1);
     }
 }
 
-/// Runs the link statement: the new row's sequence number and hash, and the
-/// sequence number of the last row it found (`None` in a chain without rows,
-/// which links to its anchor, if a purge left one).
+/// The transaction's locks are gone with it.
+unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    if matches!(
+        event,
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PREPARE
+    ) {
+        CHAIN_LOCKS.with_borrow_mut(HashMap::clear);
+    }
+}
+
+/// Runs the link statement: the new row's sequence number and hash (in a
+/// chain without rows, linked to its anchor if a purge left one).
 ///
 /// # Safety
 /// Inside `SPI_connect`; `values` are the chain columns' values and the row.
@@ -249,7 +274,7 @@ unsafe fn link(
     values: &mut [pg_sys::Datum],
     nulls: &[c_char],
     read_only: bool,
-) -> (i64, pg_sys::Datum, Option<i64>) {
+) -> (i64, pg_sys::Datum) {
     // SAFETY: connected to SPI, with the plan's parameters (the contract);
     // the hash is copied out of SPI's memory while it is still there.
     unsafe {
@@ -259,9 +284,8 @@ unsafe fn link(
         let (Some(seq), Some(hash)) = (result_value(0, 1), result_value(0, 2)) else {
             Error::UnexpectedResult { what: "the hash chain statement", result: "NULL".into() }.raise();
         };
-        let tail = result_value(0, 3);
         // The hash lives in SPI's memory, which SPI_finish frees: copy it out.
-        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1), tail.map(|tail| tail.value() as i64))
+        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1))
     }
 }
 
@@ -283,10 +307,8 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
         }
         // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        let (lock_sql, link_sql, chained) =
-            statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
+        let (link_sql, chained) = statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
         let mut plan = ChainPlan {
-            lock_tail: core::ptr::null_mut(),
             link: core::ptr::null_mut(),
             chained,
             owner: relation_owner(chained),
@@ -315,17 +337,16 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
             plan.chain_collations[i] = attribute.attcollation;
             arg_types.push(attribute.atttypid);
         }
-        plan.lock_tail = prepared(firing, 0, &lock_sql, &mut arg_types);
         // SAFETY: the firing relation is open, and its rd_rel with it.
         arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
-        plan.link = prepared(firing, 1, &link_sql, &mut arg_types);
+        plan.link = prepared(firing, &link_sql, &mut arg_types);
         plan
     })
 }
 
-type Statements = (String, String, pg_sys::Oid);
+type Statements = (String, pg_sys::Oid);
 
-/// The statements for a table, and the table its chain is registered on, from
+/// The link statement for a table, and the table its chain is registered on, from
 /// `integrity._chain_statements()` (cached); `None` when no chain is
 /// registered.
 fn statements(relid: pg_sys::Oid) -> Option<Statements> {
@@ -344,7 +365,7 @@ fn statements(relid: pg_sys::Oid) -> Option<Statements> {
 
 fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
-    let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
+    let query = c"SELECT link, chained::oid FROM integrity._chain_statements($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the hash chain");
     let result = (rows == 1).then(|| {
         let text = |column| {
@@ -352,16 +373,16 @@ fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
                 Error::UnexpectedResult { what: "looking up the hash chain", result: "NULL".into() }.raise()
             })
         };
-        let chained = result_value(0, 3).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32));
-        (text(1), text(2), chained)
+        let chained = result_value(0, 2).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32));
+        (text(1), chained)
     });
     spi_finish();
     result
 }
 
-fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
     PLANS.with(|plans| {
-        plans.get((firing.trigger().tgoid, which), sql.to_string(), || {
+        plans.get(firing.trigger().tgoid, sql.to_string(), || {
             prepare_kept(sql, arg_types, || format!("statement: {sql}"))
         })
     })
