@@ -112,12 +112,15 @@ BEGIN
 END;
 $$;
 
--- The statement the trigger runs for each row of tbl, holding the lock of the
--- row's chain (src/hash_chain.rs): the row's sequence number and hash, from
+-- What the trigger runs for each row of tbl, holding the lock of the row's
+-- chain (src/hash_chain.rs).  link: the row's sequence number and hash, from
 -- the chain's last row or, in a chain whose rows were all purged, from its
--- anchor.  $1 … $k are the values of the chain columns, $k+1 is the row.
+-- anchor; $1 … $k are the values of the chain columns, $k+1 is the row.
+-- encoding: the row's encoding alone ($1 is the row), which the trigger
+-- hashes with the last row's hash itself when it reads that row by the chain
+-- index.
 CREATE FUNCTION integrity._chain_statements(tbl regclass)
-RETURNS TABLE (chained regclass, link text)
+RETURNS TABLE (chained regclass, link text, encoding text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -131,7 +134,8 @@ AS $$
                   c.seq_column, c.hash_column, c.chained, w.clause,
                   format('a.table_name = %s::pg_catalog.regclass AND a.chain = %s', c.chained::oid,
                          integrity._chain_values_sql(c.chained, c.chain_columns,
-                                                     format('($%s)', cardinality(c.chain_columns) + 1))))
+                                                     format('($%s)', cardinality(c.chain_columns) + 1)))),
+           'SELECT ' || integrity._chain_encoding_sql(c.chained, c.hashed, '($1)')
       FROM integrity._chain_of(tbl) c
      CROSS JOIN LATERAL (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
                            FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)) AS w(clause)

@@ -7619,15 +7619,20 @@ DROP FUNCTION integrity._single_key(regclass, text);
 -- ==== end issue 10: restore() and hard_delete() ====
 
 -- ==== issue 11: chained INSERT serializes on a chain lock (one statement per row) ====
--- The trigger locks the chain itself instead of its last row, and runs only
--- the link statement: _chain_statements() no longer returns lock_tail.
+-- The trigger locks the chain itself instead of its last row, and reads the
+-- last row by the chain index and hashes the row itself (the link statement
+-- remains for the other cases): _chain_statements() returns the row's
+-- encoding instead of lock_tail.
 DROP FUNCTION integrity._chain_statements(regclass);
--- The statement the trigger runs for each row of tbl, holding the lock of the
--- row's chain (src/hash_chain.rs): the row's sequence number and hash, from
+-- What the trigger runs for each row of tbl, holding the lock of the row's
+-- chain (src/hash_chain.rs).  link: the row's sequence number and hash, from
 -- the chain's last row or, in a chain whose rows were all purged, from its
--- anchor.  $1 … $k are the values of the chain columns, $k+1 is the row.
+-- anchor; $1 … $k are the values of the chain columns, $k+1 is the row.
+-- encoding: the row's encoding alone ($1 is the row), which the trigger
+-- hashes with the last row's hash itself when it reads that row by the chain
+-- index.
 CREATE FUNCTION integrity._chain_statements(tbl regclass)
-RETURNS TABLE (chained regclass, link text)
+RETURNS TABLE (chained regclass, link text, encoding text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -7641,7 +7646,8 @@ AS $$
                   c.seq_column, c.hash_column, c.chained, w.clause,
                   format('a.table_name = %s::pg_catalog.regclass AND a.chain = %s', c.chained::oid,
                          integrity._chain_values_sql(c.chained, c.chain_columns,
-                                                     format('($%s)', cardinality(c.chain_columns) + 1))))
+                                                     format('($%s)', cardinality(c.chain_columns) + 1)))),
+           'SELECT ' || integrity._chain_encoding_sql(c.chained, c.hashed, '($1)')
       FROM integrity._chain_of(tbl) c
      CROSS JOIN LATERAL (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
                            FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)) AS w(clause)

@@ -10,15 +10,20 @@
 //!    chain queue on it, inserts into different chains never wait for each
 //!    other, and a chain without rows (new, or emptied by a retention purge)
 //!    is locked like any other;
-//! 2. one statement, `link`, built by `integrity._chain_statements()` (which
-//!    also writes the encoding `verify_chain()` checks), reads the chain's
-//!    last row (in a chain whose rows a retention purged, the chain's anchor
-//!    in `integrity.chain_anchors`) and computes the new sequence number and
-//!    hash.  It runs as the table's owner, as PostgreSQL's foreign-key checks
-//!    do (a role that may only INSERT still chains its rows).  Under READ
-//!    COMMITTED it runs on a snapshot taken after the lock, which sees the
-//!    row of the previous holder of the lock: that one committed (and became
-//!    visible) before it let the lock go.
+//! 2. it reads the chain's last row through the chain index
+//!    (`<table>_chain`, on the chain columns and the sequence column) and
+//!    hashes the last row's hash with the row's encoding (an expression
+//!    compiled from the SQL that `integrity._chain_statements()` writes, as
+//!    it writes the encoding `verify_chain()` checks).  Without a row to
+//!    link to (a new chain, one a retention purge emptied: the anchor in
+//!    `integrity.chain_anchors`), without the index (a partition, whose chain
+//!    spans the partitioned table) or after a row inserted out of band, the
+//!    statement `link` does all of it in SQL.  Either way it works as the
+//!    table's owner, as PostgreSQL's foreign-key checks do (a role that may
+//!    only INSERT still chains its rows), on a snapshot taken after the lock:
+//!    under READ COMMITTED that one sees the row of the previous holder of
+//!    the lock, which committed (and became visible) before it let the lock
+//!    go.
 //!
 //! A REPEATABLE READ or SERIALIZABLE snapshot may be older than the chain's
 //! last row: `link` runs on the latest snapshot as well, and when the two
@@ -32,11 +37,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
+use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish, KeptPlans,
+    execute_plan, prepare, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+    KeptPlans,
 };
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
@@ -74,6 +81,28 @@ struct ChainPlan {
     chain_atts: [i16; MAX_CHAIN_COLUMNS],
     chain_hash_procs: [pg_sys::FmgrInfo; MAX_CHAIN_COLUMNS],
     chain_collations: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
+    /// The index the trigger reads a chain's last row by itself: on (chain
+    /// columns…, seq_column) of the table it fires on, when that is the
+    /// chained table (not a partition of it).  `InvalidOid` when there is
+    /// none: the link statement reads the row then.
+    tail_index: pg_sys::Oid,
+    /// The index's equality functions and collations for the chain columns.
+    tail_procs: [pg_sys::RegProcedure; MAX_CHAIN_COLUMNS],
+    tail_collations: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
+    /// The row's encoding, evaluated without a statement when the tail index
+    /// is there.
+    encoding: Option<Encoding>,
+    row_type: pg_sys::Oid,
+}
+
+/// The expression `integrity._chain_statements()` encodes a row with
+/// (parameter `$1`, the row), compiled in a memory context of its own.
+#[derive(Clone, Copy)]
+struct Encoding {
+    context: pg_sys::MemoryContext,
+    state: *mut pg_sys::ExprState,
+    econtext: *mut pg_sys::ExprContext,
+    params: pg_sys::ParamListInfo,
 }
 
 thread_local! {
@@ -87,6 +116,10 @@ thread_local! {
     /// The chain locks this transaction took, by table; emptied when it ends.
     static CHAIN_LOCKS: RefCell<HashMap<pg_sys::Oid, u32>> = RefCell::new(HashMap::new());
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// The encoding of each trigger's rows, with the SQL it was compiled from
+    /// and the invalidation generation it was compiled at (a column's type
+    /// may have changed since).
+    static ENCODINGS: RefCell<HashMap<pg_sys::Oid, (String, u64, Encoding)>> = RefCell::new(HashMap::new());
 }
 
 /// # Safety
@@ -117,13 +150,15 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     // SAFETY: the chain columns' values, in the plan's order.
     unsafe { lock_chain(plan, &values[..plan.nchain]) };
 
-    // The link to the chain's last row, as the table's owner.
+    // The link to the chain's last row, as the table's owner: read through
+    // the chain index and hashed here when the table has the index and the
+    // last row is chained, by the link statement otherwise.
     // SAFETY: the user and the settings are put back before the block ends,
     // and by the (sub)transaction's abort if a statement raises; the
     // statement runs inside the SPI connection made here, with the
     // parameters its plan was prepared with (chain columns, then the row),
     // and nothing on these frames needs dropping if it raises (execute_plan's
-    // contract: values and nulls are plain arrays); the snapshot pushed is
+    // contract: values and nulls are plain arrays); the snapshots pushed are
     // popped.
     let (seq, hash) = unsafe {
         let mut saved_user = pg_sys::InvalidOid;
@@ -134,15 +169,25 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
         let nest_level = statement_settings();
-        spi_connect();
-        let linked = link(plan.link, &mut values[..nargs], &nulls[..nargs], false);
-        let stale = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int && {
-            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
-            let latest = link(plan.link, &mut values[..nargs], &nulls[..nargs], true);
-            pg_sys::PopActiveSnapshot();
-            latest.0 != linked.0
+        let direct =
+            plan.encoding.and_then(|encoding| direct_link(plan, encoding, firing.relation(), &values[..nargs]));
+        let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
+        let mut stale = false;
+        let linked = match direct {
+            Some(linked) if !repeatable => linked,
+            direct => {
+                spi_connect();
+                let linked = direct.unwrap_or_else(|| link(plan.link, &mut values[..nargs], &nulls[..nargs], false));
+                stale = repeatable && {
+                    pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+                    let latest = link(plan.link, &mut values[..nargs], &nulls[..nargs], true);
+                    pg_sys::PopActiveSnapshot();
+                    latest.0 != linked.0
+                };
+                spi_finish();
+                linked
+            }
         };
-        spi_finish();
         pg_sys::AtEOXact_GUC(true, nest_level);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         if stale {
@@ -264,6 +309,127 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
     }
 }
 
+/// The new row's sequence number and hash, from the chain's last row read
+/// through the tail index on the snapshot the link statement would run on
+/// (after a command counter increment, as SPI does, so that rows this
+/// statement inserted are seen); `None` when the chain has no row or its last
+/// row is not chained as the trigger chains (the link statement decides
+/// then).
+///
+/// # Safety
+/// `values` are the chain columns' values and the row; `relation` is the
+/// firing relation, which `plan` was resolved for.
+unsafe fn direct_link(
+    plan: &ChainPlan,
+    encoding: Encoding,
+    relation: pg_sys::Relation,
+    values: &[pg_sys::Datum],
+) -> Option<(i64, pg_sys::Datum)> {
+    // SAFETY: the snapshot pushed is popped before returning (or by the
+    // abort); the row and the chain values are the caller's (the contract).
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        pg_sys::UpdateActiveSnapshotCommandId();
+        let linked =
+            last_row(plan, relation, &values[..plan.nchain], pg_sys::GetActiveSnapshot()).map(|(seq, hash)| {
+                let encoded = encode(encoding, values[plan.nchain], plan.row_type);
+                let digest = Sha256::new().chain_update(hash).chain_update(encoded).finalize();
+                (seq + 1, digest.as_slice().into_datum().unwrap_or_else(|| unreachable!("a byte slice is not NULL")))
+            });
+        pg_sys::PopActiveSnapshot();
+        linked
+    }
+}
+
+/// The sequence number and hash of the chain's last row as `snapshot` sees
+/// it, by the tail index; `None` when there is no row, or the last one has a
+/// NULL sequence number or a hash that is not 32 bytes.
+///
+/// # Safety
+/// `values` are the chain columns' values; `relation` is the firing relation.
+unsafe fn last_row(
+    plan: &ChainPlan,
+    relation: pg_sys::Relation,
+    values: &[pg_sys::Datum],
+    snapshot: pg_sys::Snapshot,
+) -> Option<(i64, [u8; 32])> {
+    // SAFETY: the index was found on this relation for this statement; the
+    // scan keys compare its leading columns with the chain values by the
+    // index's own equality functions and collations; scan, slot and index
+    // are released before returning; the slot's values are read after
+    // slot_getsomeattrs filled them, and the hash is copied out before the
+    // slot lets its buffer go.
+    unsafe {
+        let index = pg_sys::index_open(plan.tail_index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let mut keys: [pg_sys::ScanKeyData; MAX_CHAIN_COLUMNS] = core::mem::zeroed();
+        for (i, key) in keys.iter_mut().enumerate().take(plan.nchain) {
+            pg_sys::ScanKeyEntryInitialize(
+                key,
+                0,
+                (i + 1) as pg_sys::AttrNumber,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::InvalidOid,
+                plan.tail_collations[i],
+                plan.tail_procs[i],
+                values[i],
+            );
+        }
+        let scan = pg_sys::index_beginscan(relation, index, snapshot, plan.nchain as c_int, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), plan.nchain as c_int, core::ptr::null_mut(), 0);
+        let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, pg_sys::table_slot_callbacks(relation));
+        let mut last = None;
+        if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot) {
+            pg_sys::slot_getsomeattrs(slot, c_int::from(plan.seq_att.max(plan.hash_att)));
+            let column = |att: i16| {
+                let i = (att - 1) as usize;
+                (!*(*slot).tts_isnull.add(i)).then(|| *(*slot).tts_values.add(i))
+            };
+            if let (Some(seq), Some(hash)) = (column(plan.seq_att), column(plan.hash_att)) {
+                last = <&[u8]>::from_datum(hash, false)
+                    .and_then(|hash| <[u8; 32]>::try_from(hash).ok())
+                    .map(|hash| (seq.value() as i64, hash));
+            }
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        last
+    }
+}
+
+/// The row's encoding: a bytea in the expression context's per-tuple memory,
+/// valid until the next call.
+///
+/// # Safety
+/// `row` is a datum of the composite type `row_type`, the type the encoding
+/// was compiled for.
+unsafe fn encode<'a>(encoding: Encoding, row: pg_sys::Datum, row_type: pg_sys::Oid) -> &'a [u8] {
+    // SAFETY: the expression was compiled with one parameter of type
+    // row_type, which the parameter list holds; it is evaluated in the
+    // context's per-tuple memory, reset before (not after) so that the
+    // result outlives the evaluation.
+    unsafe {
+        let per_tuple = (*encoding.econtext).ecxt_per_tuple_memory;
+        pg_sys::MemoryContextReset(per_tuple);
+        let param = (*encoding.params).params.as_mut_ptr();
+        (*param).value = row;
+        (*param).isnull = false;
+        (*param).pflags = pg_sys::PARAM_FLAG_CONST as u16;
+        (*param).ptype = row_type;
+        (*encoding.econtext).ecxt_param_list_info = encoding.params;
+        let previous = pg_sys::MemoryContextSwitchTo(per_tuple);
+        let mut is_null = false;
+        let evaluate = (*encoding.state).evalfunc.expect("a compiled expression has its evaluation function");
+        let encoded = evaluate(encoding.state, encoding.econtext, &mut is_null);
+        let bytes = <&[u8]>::from_datum(encoded, is_null);
+        pg_sys::MemoryContextSwitchTo(previous);
+        bytes.unwrap_or_else(|| {
+            Error::UnexpectedResult { what: "the hash chain encoding", result: "NULL".into() }.raise()
+        })
+    }
+}
+
 /// Runs the link statement: the new row's sequence number and hash (in a
 /// chain without rows, linked to its anchor if a purge left one).
 ///
@@ -307,7 +473,8 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
         }
         // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        let (link_sql, chained) = statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
+        let (link_sql, encoding_sql, chained) =
+            statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
         let mut plan = ChainPlan {
             link: core::ptr::null_mut(),
             chained,
@@ -319,6 +486,12 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
             // SAFETY: FmgrInfo is plain data; fmgr_info_cxt fills the ones used.
             chain_hash_procs: unsafe { core::mem::zeroed() },
             chain_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+            tail_index: pg_sys::InvalidOid,
+            tail_procs: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+            tail_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+            encoding: None,
+            // SAFETY: the firing relation is open, and its rd_rel with it.
+            row_type: unsafe { (*(*firing.relation()).rd_rel).reltype },
         };
         let mut arg_types = Vec::with_capacity(plan.nchain + 1);
         for (i, name) in args[2..].iter().enumerate() {
@@ -337,16 +510,144 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
             plan.chain_collations[i] = attribute.attcollation;
             arg_types.push(attribute.atttypid);
         }
-        // SAFETY: the firing relation is open, and its rd_rel with it.
-        arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
+        arg_types.push(plan.row_type);
         plan.link = prepared(firing, &link_sql, &mut arg_types);
+        if relid == chained {
+            // SAFETY: the firing relation, for which the plan's columns were
+            // resolved.
+            unsafe { find_tail_index(firing.relation(), &mut plan) };
+        }
+        if plan.tail_index != pg_sys::InvalidOid {
+            plan.encoding = Some(compiled_encoding(firing.trigger().tgoid, &encoding_sql, plan.row_type));
+        }
         plan
     })
 }
 
-type Statements = (String, pg_sys::Oid);
+/// Sets the plan's tail index: a valid btree index of `relation` on exactly
+/// (chain columns…, seq_column), ascending, without expressions or predicate,
+/// whose operator classes take the chain columns' types as they are.
+///
+/// # Safety
+/// `relation` is open, and the plan's columns were resolved in it.
+unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
+    // SAFETY: the index list is the relcache's copy; each index is opened
+    // (and locked, as the executor locks the indexes it reads) while its
+    // descriptor is read, and closed keeping the lock.
+    unsafe {
+        let indexes = pg_sys::RelationGetIndexList(relation);
+        let count = if indexes.is_null() { 0 } else { (*indexes).length as usize };
+        for i in 0..count {
+            let index = pg_sys::index_open(
+                (*(*indexes).elements.add(i)).oid_value,
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            );
+            let form = &*(*index).rd_index;
+            let keys = form.indkey.values.as_slice(plan.nchain + 1);
+            let suits = (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
+                && form.indisvalid
+                && form.indnkeyatts as usize == plan.nchain + 1
+                && keys[..plan.nchain] == plan.chain_atts[..plan.nchain]
+                && keys[plan.nchain] == plan.seq_att
+                && (0..=plan.nchain).all(|k| *(*index).rd_indoption.add(k) == 0)
+                && pg_sys::heap_attisnull(
+                    (*index).rd_indextuple,
+                    pg_sys::Anum_pg_index_indpred as c_int,
+                    core::ptr::null_mut(),
+                )
+                && (0..plan.nchain).all(|k| {
+                    let column = &*(*(*relation).rd_att).attrs.as_ptr().add((plan.chain_atts[k] - 1) as usize);
+                    pg_sys::IsBinaryCoercible(column.atttypid, *(*index).rd_opcintype.add(k))
+                });
+            if suits {
+                for k in 0..plan.nchain {
+                    let input = *(*index).rd_opcintype.add(k);
+                    let operator = pg_sys::get_opfamily_member(
+                        *(*index).rd_opfamily.add(k),
+                        input,
+                        input,
+                        pg_sys::BTEqualStrategyNumber as i16,
+                    );
+                    plan.tail_procs[k] = pg_sys::get_opcode(operator);
+                    plan.tail_collations[k] = *(*index).rd_indcollation.add(k);
+                }
+                plan.tail_index = (*index).rd_id;
+            }
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            if suits {
+                break;
+            }
+        }
+    }
+}
 
-/// The link statement for a table, and the table its chain is registered on, from
+/// The encoding statement of a trigger's rows (`SELECT <encoding of $1>`),
+/// compiled once per backend (again after a catalog change) into an
+/// expression of its own: its plan's target, parsed and planned under the
+/// settings the link statement runs with, so that nothing on the session's
+/// path takes the place of a type, operator or function it names.
+fn compiled_encoding(tgoid: pg_sys::Oid, sql: &str, row_type: pg_sys::Oid) -> Encoding {
+    let generation = invalidation::generation();
+    if let Some(encoding) = ENCODINGS.with_borrow(|all| {
+        all.get(&tgoid).filter(|(source, at, _)| *at == generation && source == sql).map(|(_, _, e)| *e)
+    }) {
+        return encoding;
+    }
+    let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
+    // SAFETY: closed below (and by the abort if the statement raises).
+    let level = unsafe { statement_settings() };
+    spi_connect();
+    let plan = prepare(&text, &mut [row_type], 0, || format!("statement: {sql}"));
+    // SAFETY: a one-statement plan of this connection: its cached plan is
+    // the generic plan, a Result whose one target is the encoding; it is
+    // copied into a context made under the current transaction's context
+    // (freed by an abort) and moved under TopMemoryContext once compiled,
+    // then the cached plan is released (not saved: no resource owner) before
+    // SPI_finish frees the statement.
+    let encoding = unsafe {
+        let cached = pg_sys::SPI_plan_get_cached_plan(plan);
+        if cached.is_null() {
+            Error::Prepare { what: format!("statement: {sql}") }.raise();
+        }
+        let statement = (*(*(*cached).stmt_list).elements).ptr_value as *mut pg_sys::PlannedStmt;
+        let target = (*(*(*(*statement).planTree).targetlist).elements).ptr_value as *mut pg_sys::TargetEntry;
+        let context = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::CurTransactionContext,
+            c"pg_integrity hash chain encoding".as_ptr(),
+            0,
+            1024,
+            8 * 1024 * 1024,
+        );
+        let previous = pg_sys::MemoryContextSwitchTo(context);
+        let expr = pg_sys::copyObjectImpl((*target).expr.cast()) as *mut pg_sys::Expr;
+        let encoding = Encoding {
+            context,
+            state: pg_sys::ExecInitExpr(expr, core::ptr::null_mut()),
+            econtext: pg_sys::CreateStandaloneExprContext(),
+            params: pg_sys::makeParamList(1),
+        };
+        pg_sys::MemoryContextSwitchTo(previous);
+        pg_sys::ReleaseCachedPlan(cached, core::ptr::null_mut());
+        pg_sys::MemoryContextSetParent(context, pg_sys::TopMemoryContext);
+        encoding
+    };
+    spi_finish();
+    // SAFETY: the level opened above.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    if let Some((_, _, stale)) =
+        ENCODINGS.with_borrow_mut(|all| all.insert(tgoid, (sql.to_string(), generation, encoding)))
+    {
+        // SAFETY: a statement that compiled it may still be running: the
+        // context goes when the transaction does.
+        unsafe { pg_sys::MemoryContextSetParent(stale.context, pg_sys::TopTransactionContext) };
+    }
+    encoding
+}
+
+type Statements = (String, String, pg_sys::Oid);
+
+/// The link statement and the encoding for a table, and the table its chain
+/// is registered on, from
 /// `integrity._chain_statements()` (cached); `None` when no chain is
 /// registered.
 fn statements(relid: pg_sys::Oid) -> Option<Statements> {
@@ -365,7 +666,7 @@ fn statements(relid: pg_sys::Oid) -> Option<Statements> {
 
 fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
-    let query = c"SELECT link, chained::oid FROM integrity._chain_statements($1)";
+    let query = c"SELECT link, encoding, chained::oid FROM integrity._chain_statements($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the hash chain");
     let result = (rows == 1).then(|| {
         let text = |column| {
@@ -373,8 +674,8 @@ fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
                 Error::UnexpectedResult { what: "looking up the hash chain", result: "NULL".into() }.raise()
             })
         };
-        let chained = result_value(0, 2).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32));
-        (text(1), chained)
+        let chained = result_value(0, 3).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32));
+        (text(1), text(2), chained)
     });
     spi_finish();
     result
