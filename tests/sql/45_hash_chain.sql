@@ -285,7 +285,6 @@ SELECT integrity.unprotect('hc_path.hc_direct');
 RESET client_min_messages;
 DROP SCHEMA hc_path CASCADE;
 
-
 SELECT integrity.unprotect(t) FROM unnest(ARRAY['hc_ledger', 'hc_settings', 'hc_monthly', 'hc_old', 'hc_many']::regclass[]) AS t;
 DROP TABLE hc_ledger, hc_settings, hc_monthly, hc_bad, hc_old, hc_many;
 DROP TYPE hc_kind;
