@@ -95,6 +95,8 @@ struct ChainPlan {
     row_type: pg_sys::Oid,
 }
 
+type TailIndex = (u64, pg_sys::Oid, [pg_sys::RegProcedure; MAX_CHAIN_COLUMNS], [pg_sys::Oid; MAX_CHAIN_COLUMNS]);
+
 /// The expression `integrity._chain_statements()` encodes a row with
 /// (parameter `$1`, the row), compiled in a memory context of its own.
 #[derive(Clone, Copy)]
@@ -116,6 +118,9 @@ thread_local! {
     /// The chain locks this transaction took, by table; emptied when it ends.
     static CHAIN_LOCKS: RefCell<HashMap<pg_sys::Oid, u32>> = RefCell::new(HashMap::new());
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Each trigger's tail index with its equality functions and collations
+    /// (`find_tail_index`), by the invalidation generation it was found at.
+    static TAIL_INDEXES: RefCell<HashMap<pg_sys::Oid, TailIndex>> = RefCell::new(HashMap::new());
     /// The encoding of each trigger's rows, with the SQL it was compiled from
     /// and the invalidation generation it was compiled at (a column's type
     /// may have changed since).
@@ -168,7 +173,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             plan.owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
-        let nest_level = statement_settings();
+        let nest_level = pinned_path();
         let direct =
             plan.encoding.and_then(|encoding| direct_link(plan, encoding, firing.relation(), &values[..nargs]));
         let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
@@ -176,6 +181,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         let linked = match direct {
             Some(linked) if !repeatable => linked,
             direct => {
+                planner_settings();
                 spi_connect();
                 let linked = direct.unwrap_or_else(|| link(plan.link, &mut values[..nargs], &nulls[..nargs], false));
                 stale = repeatable && {
@@ -216,26 +222,31 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     Verdict::Allow(pg_sys::Datum::from(chained))
 }
 
-/// The settings the chain's statements run with, until `AtEOXact_GUC(true,
-/// level)` with the level returned.  They run as the table's owner, so they
-/// resolve operators and functions in `pg_catalog` only, whatever the
-/// caller's `search_path`: an operator the caller created could otherwise
-/// run with the owner's rights.  And the chain's last row must be found
-/// through the chain index whatever the table's statistics say: a table
-/// analyzed while empty would otherwise get a plan that scans the whole table
-/// for every row inserted.
+/// The search path the chain's statements and its encoding run with, until
+/// `AtEOXact_GUC(true, level)` with the level returned.  They run as the
+/// table's owner, so they resolve operators and functions in `pg_catalog`
+/// only, whatever the caller's `search_path`: an operator the caller created
+/// could otherwise run with the owner's rights.  (It also fixes how a
+/// `regclass` value is written.)
 ///
 /// # Safety
 /// As for `set_locally`.
-unsafe fn statement_settings() -> c_int {
+unsafe fn pinned_path() -> c_int {
     // SAFETY: the caller closes the level (this function's contract).
-    unsafe {
-        set_locally(&[
-            (c"search_path", c"pg_catalog, pg_temp"),
-            (c"enable_seqscan", c"off"),
-            (c"enable_bitmapscan", c"off"),
-        ])
-    }
+    unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) }
+}
+
+/// The planner settings the link statement runs with, in a level that the
+/// caller's `pinned_path()` level closes: the chain's last row must be found
+/// through the chain index whatever the table's statistics say, or a table
+/// analyzed while empty would get a plan that scans the whole table for
+/// every row inserted.
+///
+/// # Safety
+/// As for `set_locally`, inside a level of `pinned_path()`.
+unsafe fn planner_settings() {
+    // SAFETY: a level closed with the caller's (the contract).
+    unsafe { set_locally(&[(c"enable_seqscan", c"off"), (c"enable_bitmapscan", c"off")]) };
 }
 
 /// Takes the lock of the chain the row belongs to, until the transaction
@@ -513,9 +524,19 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
         arg_types.push(plan.row_type);
         plan.link = prepared(firing, &link_sql, &mut arg_types);
         if relid == chained {
-            // SAFETY: the firing relation, for which the plan's columns were
-            // resolved.
-            unsafe { find_tail_index(firing.relation(), &mut plan) };
+            let generation = invalidation::generation();
+            let tgoid = firing.trigger().tgoid;
+            let cached = TAIL_INDEXES.with_borrow(|all| all.get(&tgoid).filter(|(at, ..)| *at == generation).copied());
+            if let Some((_, index, procs, collations)) = cached {
+                (plan.tail_index, plan.tail_procs, plan.tail_collations) = (index, procs, collations);
+            } else {
+                // SAFETY: the firing relation, for which the plan's columns
+                // were resolved.
+                unsafe { find_tail_index(firing.relation(), &mut plan) };
+                TAIL_INDEXES.with_borrow_mut(|all| {
+                    all.insert(tgoid, (generation, plan.tail_index, plan.tail_procs, plan.tail_collations))
+                });
+            }
         }
         if plan.tail_index != pg_sys::InvalidOid {
             plan.encoding = Some(compiled_encoding(firing.trigger().tgoid, &encoding_sql, plan.row_type));
@@ -595,7 +616,7 @@ fn compiled_encoding(tgoid: pg_sys::Oid, sql: &str, row_type: pg_sys::Oid) -> En
     }
     let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
     // SAFETY: closed below (and by the abort if the statement raises).
-    let level = unsafe { statement_settings() };
+    let level = unsafe { pinned_path() };
     spi_connect();
     let plan = prepare(&text, &mut [row_type], 0, || format!("statement: {sql}"));
     // SAFETY: a one-statement plan of this connection: its cached plan is
