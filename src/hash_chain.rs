@@ -118,6 +118,11 @@ thread_local! {
     /// The chain locks this transaction took, by table; emptied when it ends.
     static CHAIN_LOCKS: RefCell<HashMap<pg_sys::Oid, u32>> = RefCell::new(HashMap::new());
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// A row's encoding is being evaluated: an insert into a chained table
+    /// from inside it (a type's output function could) runs the link
+    /// statement, since the compiled expression is not reentrant.  Cleared
+    /// when the transaction ends, should the evaluation have raised.
+    static ENCODING: Cell<bool> = const { Cell::new(false) };
     /// Each trigger's tail index with its equality functions and collations
     /// (`find_tail_index`), by the invalidation generation it was found at.
     static TAIL_INDEXES: RefCell<HashMap<pg_sys::Oid, TailIndex>> = RefCell::new(HashMap::new());
@@ -283,6 +288,11 @@ unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
     // (a deadlock, a full lock table).
     let lock =
         |tag: pg_sys::LOCKTAG, mode: u32| unsafe { pg_sys::LockAcquire(&tag, mode as pg_sys::LOCKMODE, false, false) };
+    if !CALLBACK_REGISTERED.replace(true) {
+        // SAFETY: the callback only resets thread-local state; registered
+        // once, it stays for the backend.
+        unsafe { pg_sys::RegisterXactCallback(Some(xact_event), core::ptr::null_mut()) };
+    }
     let all_chains = tag(0, TABLE_CHAINS_LOCK_CLASS);
     if CHAIN_LOCKS.with_borrow(|locks| locks.get(&plan.chained).copied().unwrap_or(0)) >= CHAIN_LOCKS_PER_TABLE {
         lock(all_chains, pg_sys::ExclusiveLock);
@@ -297,16 +307,11 @@ unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
     });
     lock(all_chains, pg_sys::RowExclusiveLock);
     if lock(tag(key, CHAIN_LOCK_CLASS), pg_sys::ExclusiveLock) == pg_sys::LockAcquireResult::LOCKACQUIRE_OK {
-        if !CALLBACK_REGISTERED.replace(true) {
-            // SAFETY: the callback only empties a thread-local map;
-            // registered once, it stays for the backend.
-            unsafe { pg_sys::RegisterXactCallback(Some(xact_event), core::ptr::null_mut()) };
-        }
         CHAIN_LOCKS.with_borrow_mut(|locks| *locks.entry(plan.chained).or_default() += 1);
     }
 }
 
-/// The transaction's locks are gone with it.
+/// The transaction's locks are gone with it (and any evaluation).
 unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     if matches!(
         event,
@@ -317,6 +322,7 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
             | pg_sys::XactEvent::XACT_EVENT_PREPARE
     ) {
         CHAIN_LOCKS.with_borrow_mut(HashMap::clear);
+        ENCODING.set(false);
     }
 }
 
@@ -324,8 +330,8 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
 /// through the tail index on the snapshot the link statement would run on
 /// (after a command counter increment, as SPI does, so that rows this
 /// statement inserted are seen); `None` when the chain has no row or its last
-/// row is not chained as the trigger chains (the link statement decides
-/// then).
+/// row is not chained as the trigger chains, or a row's encoding is being
+/// evaluated already (the link statement decides then).
 ///
 /// # Safety
 /// `values` are the chain columns' values and the row; `relation` is the
@@ -336,6 +342,9 @@ unsafe fn direct_link(
     relation: pg_sys::Relation,
     values: &[pg_sys::Datum],
 ) -> Option<(i64, pg_sys::Datum)> {
+    if ENCODING.get() {
+        return None;
+    }
     // SAFETY: the snapshot pushed is popped before returning (or by the
     // abort); the row and the chain values are the caller's (the contract).
     unsafe {
@@ -344,7 +353,9 @@ unsafe fn direct_link(
         pg_sys::UpdateActiveSnapshotCommandId();
         let linked =
             last_row(plan, relation, &values[..plan.nchain], pg_sys::GetActiveSnapshot()).map(|(seq, hash)| {
+                ENCODING.set(true);
                 let encoded = encode(encoding, values[plan.nchain], plan.row_type);
+                ENCODING.set(false);
                 let digest = Sha256::new().chain_update(hash).chain_update(encoded).finalize();
                 (seq + 1, digest.as_slice().into_datum().unwrap_or_else(|| unreachable!("a byte slice is not NULL")))
             });
