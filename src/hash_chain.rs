@@ -3,23 +3,27 @@
 //!
 //! `BEFORE INSERT … FOR EACH ROW` fills in the row's sequence number within its
 //! chain and its hash, SHA-256 of the previous row's hash and of the row's
-//! canonical encoding.  Per row it runs two statements, built by
-//! `integrity._chain_statements()` (which also writes the encoding
-//! `verify_chain()` checks), as the table's owner, as PostgreSQL's foreign-key
-//! checks do (a role that may only INSERT still chains its rows):
+//! canonical encoding:
 //!
-//! 1. `lock_tail` locks the last row of the chain (`FOR UPDATE`): inserts into
-//!    one chain queue on it, inserts into different chains never wait for each
-//!    other, and a row lock takes no room in the lock table however many
-//!    chains a statement extends.  A chain without rows has nothing to lock:
-//!    its first row takes a transaction-level advisory lock on (table, one of
-//!    256 buckets of chains) instead;
-//! 2. `link` reads the last row again and computes the new sequence number and
-//!    hash (in a chain whose rows a retention purged, from the chain's anchor
-//!    in `integrity.chain_anchors`).  Under READ COMMITTED it runs on a new
-//!    snapshot, which sees a row
-//!    that the previous holder of the lock inserted before committing: the
-//!    trigger then locks that row and links again.
+//! 1. the trigger takes the chain's lock, a heavyweight lock held until the
+//!    transaction ends (`LockAcquire`, see `lock_chain`): inserts into one
+//!    chain queue on it, inserts into different chains never wait for each
+//!    other, and a chain without rows (new, or emptied by a retention purge)
+//!    is locked like any other;
+//! 2. it reads the chain's last row through the chain index
+//!    (`<table>_chain`, on the chain columns and the sequence column) and
+//!    hashes the last row's hash with the row's encoding (an expression
+//!    compiled from the SQL that `integrity._chain_statements()` writes, as
+//!    it writes the encoding `verify_chain()` checks).  Without a row to
+//!    link to (a new chain, one a retention purge emptied: the anchor in
+//!    `integrity.chain_anchors`), without the index (a partition, whose chain
+//!    spans the partitioned table) or after a row inserted out of band, the
+//!    statement `link` does all of it in SQL.  Either way it works as the
+//!    table's owner, as PostgreSQL's foreign-key checks do (a role that may
+//!    only INSERT still chains its rows), on a snapshot taken after the lock:
+//!    under READ COMMITTED that one sees the row of the previous holder of
+//!    the lock, which committed (and became visible) before it let the lock
+//!    go.
 //!
 //! A REPEATABLE READ or SERIALIZABLE snapshot may be older than the chain's
 //! last row: `link` runs on the latest snapshot as well, and when the two
@@ -28,26 +32,21 @@
 //! Rows applied by logical replication keep the hashes their origin gave them:
 //! the trigger fires on origin writes only.
 
-use core::ffi::{c_char, c_int, CStr};
-use std::cell::RefCell;
+use core::ffi::{c_char, c_int, c_void, CStr};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
+use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish, KeptPlans,
+    execute_plan, prepare, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
+    KeptPlans,
 };
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
-
-unsafe extern "C-unwind" {
-    /// The C function behind `pg_advisory_xact_lock(int4, int4)`, for
-    /// `DirectFunctionCall2Coll`.
-    #[link_name = "pg_advisory_xact_lock_int4"]
-    fn advisory_xact_lock_int4(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
-}
 
 trigger_entry!(
     /// `BEFORE INSERT FOR EACH ROW`, arguments `(seq_column, hash_column, chain_column…)`.
@@ -58,14 +57,20 @@ trigger_entry!(
 
 /// Chain columns a table can have.
 const MAX_CHAIN_COLUMNS: usize = 8;
-/// Advisory locks that a table's chains without rows share: at most this many
-/// per transaction, whatever the number of new chains.
-const EMPTY_CHAIN_BUCKETS: u32 = 256;
+/// `locktag_field4` (`objsubid` in `pg_locks`) of the lock of one chain, and of
+/// the lock of all chains of a table: the advisory locks of
+/// `pg_advisory_lock()` and its kin have 1 or 2 there, so these never meet a
+/// lock that a user takes.
+const CHAIN_LOCK_CLASS: u16 = 0x4843;
+const TABLE_CHAINS_LOCK_CLASS: u16 = 0x4844;
+/// Chains of one table a transaction locks one by one; past this many it
+/// locks all of the table's chains at once, so that a bulk load takes a
+/// bounded number of entries in the shared lock table.
+const CHAIN_LOCKS_PER_TABLE: u32 = 250;
 
 /// Resolved once per statement (per partition) and kept in `fn_extra`.
 #[repr(C)]
 struct ChainPlan {
-    lock_tail: pg_sys::SPIPlanPtr,
     link: pg_sys::SPIPlanPtr,
     /// The registered table the chain lives in (the root of a partitioned one).
     chained: pg_sys::Oid,
@@ -76,16 +81,55 @@ struct ChainPlan {
     chain_atts: [i16; MAX_CHAIN_COLUMNS],
     chain_hash_procs: [pg_sys::FmgrInfo; MAX_CHAIN_COLUMNS],
     chain_collations: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
+    /// The index the trigger reads a chain's last row by itself: on (chain
+    /// columns…, seq_column) of the table it fires on, when that is the
+    /// chained table (not a partition of it).  `InvalidOid` when there is
+    /// none: the link statement reads the row then.
+    tail_index: pg_sys::Oid,
+    /// The index's equality functions and collations for the chain columns.
+    tail_procs: [pg_sys::RegProcedure; MAX_CHAIN_COLUMNS],
+    tail_collations: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
+    /// The row's encoding, evaluated without a statement when the tail index
+    /// is there.
+    encoding: Option<Encoding>,
+    row_type: pg_sys::Oid,
+}
+
+type TailIndex = (u64, pg_sys::Oid, [pg_sys::RegProcedure; MAX_CHAIN_COLUMNS], [pg_sys::Oid; MAX_CHAIN_COLUMNS]);
+
+/// The expression `integrity._chain_statements()` encodes a row with
+/// (parameter `$1`, the row), compiled in a memory context of its own.
+#[derive(Clone, Copy)]
+struct Encoding {
+    context: pg_sys::MemoryContext,
+    state: *mut pg_sys::ExprState,
+    econtext: *mut pg_sys::ExprContext,
+    params: pg_sys::ParamListInfo,
 }
 
 thread_local! {
-    /// Prepared statements by trigger OID and statement (0 lock_tail, 1 link),
-    /// with the SQL they were prepared from.
-    static PLANS: KeptPlans<(pg_sys::Oid, u8), String> = KeptPlans::default();
+    /// The link statement prepared by trigger OID, with the SQL it was
+    /// prepared from.
+    static PLANS: KeptPlans<pg_sys::Oid, String> = KeptPlans::default();
     /// The statements of a table and the table its chain is registered on, by
     /// table, with the invalidation generation they were read at: reading
     /// them is a catalog query, too slow to run for every INSERT statement.
     static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, Statements)>> = RefCell::new(HashMap::new());
+    /// The chain locks this transaction took, by table; emptied when it ends.
+    static CHAIN_LOCKS: RefCell<HashMap<pg_sys::Oid, u32>> = RefCell::new(HashMap::new());
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// A row's encoding is being evaluated: an insert into a chained table
+    /// from inside it (a type's output function could) runs the link
+    /// statement, since the compiled expression is not reentrant.  Cleared
+    /// when the transaction ends, should the evaluation have raised.
+    static ENCODING: Cell<bool> = const { Cell::new(false) };
+    /// Each trigger's tail index with its equality functions and collations
+    /// (`find_tail_index`), by the invalidation generation it was found at.
+    static TAIL_INDEXES: RefCell<HashMap<pg_sys::Oid, TailIndex>> = RefCell::new(HashMap::new());
+    /// The encoding of each trigger's rows, with the SQL it was compiled from
+    /// and the invalidation generation it was compiled at (a column's type
+    /// may have changed since).
+    static ENCODINGS: RefCell<HashMap<pg_sys::Oid, (String, u64, Encoding)>> = RefCell::new(HashMap::new());
 }
 
 /// # Safety
@@ -113,15 +157,19 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     values[plan.nchain] = unsafe { pg_sys::heap_copy_tuple_as_datum(row.as_ptr(), firing.tupdesc()) };
     let nargs = plan.nchain + 1;
 
-    // The chain's last row locked, and the link to it, as the table's owner.
+    // SAFETY: the chain columns' values, in the plan's order.
+    unsafe { lock_chain(plan, &values[..plan.nchain]) };
+
+    // The link to the chain's last row, as the table's owner: read through
+    // the chain index and hashed here when the table has the index and the
+    // last row is chained, by the link statement otherwise.
     // SAFETY: the user and the settings are put back before the block ends,
     // and by the (sub)transaction's abort if a statement raises; the
-    // statements run inside the SPI connection made here, with the
-    // parameters their plans were prepared with (chain columns, then the
-    // row), and nothing on these frames needs dropping if they raise
-    // (execute_plan's contract: values and nulls are plain arrays).  The
-    // advisory lock function is called the way fmgr would call it, with two
-    // int4 arguments; the snapshot pushed is popped.
+    // statement runs inside the SPI connection made here, with the
+    // parameters its plan was prepared with (chain columns, then the row),
+    // and nothing on these frames needs dropping if it raises (execute_plan's
+    // contract: values and nulls are plain arrays); the snapshots pushed are
+    // popped.
     let (seq, hash) = unsafe {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context: c_int = 0;
@@ -130,34 +178,27 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             plan.owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
-        let nest_level = statement_settings();
-        spi_connect();
-        let mut bucket_locked = false;
-        let linked = loop {
-            let locked = lock_tail(plan.lock_tail, &mut values[..plan.nchain], &nulls[..plan.nchain]);
-            if locked.is_none() && !bucket_locked {
-                pg_sys::DirectFunctionCall2Coll(
-                    Some(advisory_xact_lock_int4),
-                    pg_sys::InvalidOid,
-                    pg_sys::Datum::from(u32::from(plan.chained) as i32),
-                    pg_sys::Datum::from((chain_bucket(plan, &values[..plan.nchain]) % EMPTY_CHAIN_BUCKETS) as i32),
-                );
-                bucket_locked = true;
-            }
-            let linked = link(plan.link, &mut values[..nargs], &nulls[..nargs], false);
-            // The row locked is still the last one (or there is still none):
-            // linked to it.
-            if linked.2.unwrap_or(0) == locked.unwrap_or(0) {
-                break (linked.0, linked.1);
+        let nest_level = pinned_path();
+        let direct =
+            plan.encoding.and_then(|encoding| direct_link(plan, encoding, firing.relation(), &values[..nargs]));
+        let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
+        let mut stale = false;
+        let linked = match direct {
+            Some(linked) if !repeatable => linked,
+            direct => {
+                planner_settings();
+                spi_connect();
+                let linked = direct.unwrap_or_else(|| link(plan.link, &mut values[..nargs], &nulls[..nargs], false));
+                stale = repeatable && {
+                    pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+                    let latest = link(plan.link, &mut values[..nargs], &nulls[..nargs], true);
+                    pg_sys::PopActiveSnapshot();
+                    latest.0 != linked.0
+                };
+                spi_finish();
+                linked
             }
         };
-        let stale = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int && {
-            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
-            let latest = link(plan.link, &mut values[..nargs], &nulls[..nargs], true);
-            pg_sys::PopActiveSnapshot();
-            latest.0 != linked.0
-        };
-        spi_finish();
         pg_sys::AtEOXact_GUC(true, nest_level);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         if stale {
@@ -166,7 +207,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         linked
     };
 
-    // 3. The row with its place in the chain.
+    // The row with its place in the chain.
     let mut columns: [c_int; 2] = [plan.seq_att.into(), plan.hash_att.into()];
     let mut new_values = [pg_sys::Datum::from(seq), hash];
     let mut new_nulls = [false; 2];
@@ -186,61 +227,233 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     Verdict::Allow(pg_sys::Datum::from(chained))
 }
 
-/// The settings the chain's statements run with, until `AtEOXact_GUC(true,
-/// level)` with the level returned.  They run as the table's owner, so they
-/// resolve operators and functions in `pg_catalog` only, whatever the
-/// caller's `search_path`: an operator the caller created could otherwise
-/// run with the owner's rights.  And the chain's last row must be found
-/// through the chain index whatever the table's statistics say: a table
-/// analyzed while empty would otherwise get a plan that scans the whole table
-/// for every row inserted.
+/// The search path the chain's statements and its encoding run with, until
+/// `AtEOXact_GUC(true, level)` with the level returned.  They run as the
+/// table's owner, so they resolve operators and functions in `pg_catalog`
+/// only, whatever the caller's `search_path`: an operator the caller created
+/// could otherwise run with the owner's rights.  (It also fixes how a
+/// `regclass` value is written.)
 ///
 /// # Safety
 /// As for `set_locally`.
-unsafe fn statement_settings() -> c_int {
+unsafe fn pinned_path() -> c_int {
     // SAFETY: the caller closes the level (this function's contract).
-    unsafe {
-        set_locally(&[
-            (c"search_path", c"pg_catalog, pg_temp"),
-            (c"enable_seqscan", c"off"),
-            (c"enable_bitmapscan", c"off"),
-        ])
-    }
+    unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) }
 }
 
-/// A hash of the chain columns' values, for the bucket lock of a chain
-/// without rows (the only time it is needed).
+/// The planner settings the link statement runs with, in a level that the
+/// caller's `pinned_path()` level closes: the chain's last row must be found
+/// through the chain index whatever the table's statistics say, or a table
+/// analyzed while empty would get a plan that scans the whole table for
+/// every row inserted.
+///
+/// # Safety
+/// As for `set_locally`, inside a level of `pinned_path()`.
+unsafe fn planner_settings() {
+    // SAFETY: a level closed with the caller's (the contract).
+    unsafe { set_locally(&[(c"enable_seqscan", c"off"), (c"enable_bitmapscan", c"off")]) };
+}
+
+/// Takes the lock of the chain the row belongs to, until the transaction
+/// ends: an advisory-class lock on (database, the chained table, a 32-bit
+/// hash of the chain columns' values, `CHAIN_LOCK_CLASS`).  Two chains whose
+/// values hash alike share a lock: their inserts wait for each other, and
+/// nothing else changes (each still links to its own last row).
+///
+/// Each lock takes an entry of the shared lock table until the transaction
+/// ends.  So every insert also holds the lock of all the table's chains
+/// (`TABLE_CHAINS_LOCK_CLASS`) in ROW EXCLUSIVE mode, which inserts share, and
+/// a transaction that has locked `CHAIN_LOCKS_PER_TABLE` chains of the table
+/// takes that one in EXCLUSIVE mode instead of locking more chains: from
+/// then on it waits for, and holds off, every other insert into the table's
+/// chains.  (A row lock on the chain's last row would take no entry, but
+/// costs a WAL record and a page write per insert, and a chain without rows
+/// has nothing to lock.)
 ///
 /// # Safety
 /// `values` are the chain columns' values, in the plan's order.
-unsafe fn chain_bucket(plan: &ChainPlan, values: &[pg_sys::Datum]) -> u32 {
-    values.iter().enumerate().fold(0u32, |key, (i, &value)| {
+unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
+    let tag = |key: u32, class: u16| pg_sys::LOCKTAG {
+        // SAFETY: set once at backend start, before any trigger fires.
+        locktag_field1: unsafe { u32::from(pg_sys::MyDatabaseId) },
+        locktag_field2: u32::from(plan.chained),
+        locktag_field3: key,
+        locktag_field4: class,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    };
+    // SAFETY: complete tags of the user lock method, taken as
+    // pg_advisory_xact_lock() takes its locks (until the transaction ends,
+    // waiting); the lock manager raises rather than return without the lock
+    // (a deadlock, a full lock table).
+    let lock =
+        |tag: pg_sys::LOCKTAG, mode: u32| unsafe { pg_sys::LockAcquire(&tag, mode as pg_sys::LOCKMODE, false, false) };
+    if !CALLBACK_REGISTERED.replace(true) {
+        // SAFETY: the callback only resets thread-local state; registered
+        // once, it stays for the backend.
+        unsafe { pg_sys::RegisterXactCallback(Some(xact_event), core::ptr::null_mut()) };
+    }
+    let all_chains = tag(0, TABLE_CHAINS_LOCK_CLASS);
+    if CHAIN_LOCKS.with_borrow(|locks| locks.get(&plan.chained).copied().unwrap_or(0)) >= CHAIN_LOCKS_PER_TABLE {
+        lock(all_chains, pg_sys::ExclusiveLock);
+        return;
+    }
+    let key = values.iter().enumerate().fold(0u32, |key, (i, &value)| {
         // SAFETY: the hash functions were looked up for these columns' types.
         let hash = unsafe {
             pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
         };
         key.rotate_left(5) ^ (hash.value() as u32)
-    })
-}
-
-/// Runs the lock_tail statement: the sequence number of the chain's last row,
-/// now locked, or `None` for a chain without rows.
-///
-/// # Safety
-/// Inside `SPI_connect`; `values` are the chain columns' values.
-unsafe fn lock_tail(plan: pg_sys::SPIPlanPtr, values: &mut [pg_sys::Datum], nulls: &[c_char]) -> Option<i64> {
-    // SAFETY: connected to SPI, with the plan's parameters (the contract).
-    unsafe {
-        if execute_plan(plan, values, nulls, false) == 0 {
-            return None;
-        }
-        Some(result_value(0, 1).map_or(0, |seq| seq.value() as i64))
+    });
+    lock(all_chains, pg_sys::RowExclusiveLock);
+    if lock(tag(key, CHAIN_LOCK_CLASS), pg_sys::ExclusiveLock) == pg_sys::LockAcquireResult::LOCKACQUIRE_OK {
+        CHAIN_LOCKS.with_borrow_mut(|locks| *locks.entry(plan.chained).or_default() += 1);
     }
 }
 
-/// Runs the link statement: the new row's sequence number and hash, and the
-/// sequence number of the last row it found (`None` in a chain without rows,
-/// which links to its anchor, if a purge left one).
+/// The transaction's locks are gone with it (and any evaluation).
+unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    if matches!(
+        event,
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PREPARE
+    ) {
+        CHAIN_LOCKS.with_borrow_mut(HashMap::clear);
+        ENCODING.set(false);
+    }
+}
+
+/// The new row's sequence number and hash, from the chain's last row read
+/// through the tail index on the snapshot the link statement would run on
+/// (after a command counter increment, as SPI does, so that rows this
+/// statement inserted are seen); `None` when the chain has no row or its last
+/// row is not chained as the trigger chains, or a row's encoding is being
+/// evaluated already (the link statement decides then).
+///
+/// # Safety
+/// `values` are the chain columns' values and the row; `relation` is the
+/// firing relation, which `plan` was resolved for.
+unsafe fn direct_link(
+    plan: &ChainPlan,
+    encoding: Encoding,
+    relation: pg_sys::Relation,
+    values: &[pg_sys::Datum],
+) -> Option<(i64, pg_sys::Datum)> {
+    if ENCODING.get() {
+        return None;
+    }
+    // SAFETY: the snapshot pushed is popped before returning (or by the
+    // abort); the row and the chain values are the caller's (the contract).
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        pg_sys::UpdateActiveSnapshotCommandId();
+        let linked =
+            last_row(plan, relation, &values[..plan.nchain], pg_sys::GetActiveSnapshot()).map(|(seq, hash)| {
+                ENCODING.set(true);
+                let encoded = encode(encoding, values[plan.nchain], plan.row_type);
+                ENCODING.set(false);
+                let digest = Sha256::new().chain_update(hash).chain_update(encoded).finalize();
+                (seq + 1, digest.as_slice().into_datum().unwrap_or_else(|| unreachable!("a byte slice is not NULL")))
+            });
+        pg_sys::PopActiveSnapshot();
+        linked
+    }
+}
+
+/// The sequence number and hash of the chain's last row as `snapshot` sees
+/// it, by the tail index; `None` when there is no row, or the last one has a
+/// NULL sequence number or a hash that is not 32 bytes.
+///
+/// # Safety
+/// `values` are the chain columns' values; `relation` is the firing relation.
+unsafe fn last_row(
+    plan: &ChainPlan,
+    relation: pg_sys::Relation,
+    values: &[pg_sys::Datum],
+    snapshot: pg_sys::Snapshot,
+) -> Option<(i64, [u8; 32])> {
+    // SAFETY: the index was found on this relation for this statement; the
+    // scan keys compare its leading columns with the chain values by the
+    // index's own equality functions and collations; scan, slot and index
+    // are released before returning; the slot's values are read after
+    // slot_getsomeattrs filled them, and the hash is copied out before the
+    // slot lets its buffer go.
+    unsafe {
+        let index = pg_sys::index_open(plan.tail_index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let mut keys: [pg_sys::ScanKeyData; MAX_CHAIN_COLUMNS] = core::mem::zeroed();
+        for (i, key) in keys.iter_mut().enumerate().take(plan.nchain) {
+            pg_sys::ScanKeyEntryInitialize(
+                key,
+                0,
+                (i + 1) as pg_sys::AttrNumber,
+                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::InvalidOid,
+                plan.tail_collations[i],
+                plan.tail_procs[i],
+                values[i],
+            );
+        }
+        let scan = pg_sys::index_beginscan(relation, index, snapshot, plan.nchain as c_int, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), plan.nchain as c_int, core::ptr::null_mut(), 0);
+        let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, pg_sys::table_slot_callbacks(relation));
+        let mut last = None;
+        if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot) {
+            pg_sys::slot_getsomeattrs(slot, c_int::from(plan.seq_att.max(plan.hash_att)));
+            let column = |att: i16| {
+                let i = (att - 1) as usize;
+                (!*(*slot).tts_isnull.add(i)).then(|| *(*slot).tts_values.add(i))
+            };
+            if let (Some(seq), Some(hash)) = (column(plan.seq_att), column(plan.hash_att)) {
+                last = <&[u8]>::from_datum(hash, false)
+                    .and_then(|hash| <[u8; 32]>::try_from(hash).ok())
+                    .map(|hash| (seq.value() as i64, hash));
+            }
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        last
+    }
+}
+
+/// The row's encoding: a bytea in the expression context's per-tuple memory,
+/// valid until the next call.
+///
+/// # Safety
+/// `row` is a datum of the composite type `row_type`, the type the encoding
+/// was compiled for.
+unsafe fn encode<'a>(encoding: Encoding, row: pg_sys::Datum, row_type: pg_sys::Oid) -> &'a [u8] {
+    // SAFETY: the expression was compiled with one parameter of type
+    // row_type, which the parameter list holds; it is evaluated in the
+    // context's per-tuple memory, reset before (not after) so that the
+    // result outlives the evaluation.
+    unsafe {
+        let per_tuple = (*encoding.econtext).ecxt_per_tuple_memory;
+        pg_sys::MemoryContextReset(per_tuple);
+        let param = (*encoding.params).params.as_mut_ptr();
+        (*param).value = row;
+        (*param).isnull = false;
+        (*param).pflags = pg_sys::PARAM_FLAG_CONST as u16;
+        (*param).ptype = row_type;
+        (*encoding.econtext).ecxt_param_list_info = encoding.params;
+        let previous = pg_sys::MemoryContextSwitchTo(per_tuple);
+        let mut is_null = false;
+        let evaluate = (*encoding.state).evalfunc.expect("a compiled expression has its evaluation function");
+        let encoded = evaluate(encoding.state, encoding.econtext, &mut is_null);
+        let bytes = <&[u8]>::from_datum(encoded, is_null);
+        pg_sys::MemoryContextSwitchTo(previous);
+        bytes.unwrap_or_else(|| {
+            Error::UnexpectedResult { what: "the hash chain encoding", result: "NULL".into() }.raise()
+        })
+    }
+}
+
+/// Runs the link statement: the new row's sequence number and hash (in a
+/// chain without rows, linked to its anchor if a purge left one).
 ///
 /// # Safety
 /// Inside `SPI_connect`; `values` are the chain columns' values and the row.
@@ -249,7 +462,7 @@ unsafe fn link(
     values: &mut [pg_sys::Datum],
     nulls: &[c_char],
     read_only: bool,
-) -> (i64, pg_sys::Datum, Option<i64>) {
+) -> (i64, pg_sys::Datum) {
     // SAFETY: connected to SPI, with the plan's parameters (the contract);
     // the hash is copied out of SPI's memory while it is still there.
     unsafe {
@@ -259,9 +472,8 @@ unsafe fn link(
         let (Some(seq), Some(hash)) = (result_value(0, 1), result_value(0, 2)) else {
             Error::UnexpectedResult { what: "the hash chain statement", result: "NULL".into() }.raise();
         };
-        let tail = result_value(0, 3);
         // The hash lives in SPI's memory, which SPI_finish frees: copy it out.
-        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1), tail.map(|tail| tail.value() as i64))
+        (seq.value() as i64, pg_sys::SPI_datumTransfer(hash, false, -1))
     }
 }
 
@@ -283,10 +495,9 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
         }
         // SAFETY: the firing relation is open for the whole call.
         let relid = unsafe { (*firing.relation()).rd_id };
-        let (lock_sql, link_sql, chained) =
+        let (link_sql, encoding_sql, chained) =
             statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
         let mut plan = ChainPlan {
-            lock_tail: core::ptr::null_mut(),
             link: core::ptr::null_mut(),
             chained,
             owner: relation_owner(chained),
@@ -297,6 +508,12 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
             // SAFETY: FmgrInfo is plain data; fmgr_info_cxt fills the ones used.
             chain_hash_procs: unsafe { core::mem::zeroed() },
             chain_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+            tail_index: pg_sys::InvalidOid,
+            tail_procs: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+            tail_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+            encoding: None,
+            // SAFETY: the firing relation is open, and its rd_rel with it.
+            row_type: unsafe { (*(*firing.relation()).rd_rel).reltype },
         };
         let mut arg_types = Vec::with_capacity(plan.nchain + 1);
         for (i, name) in args[2..].iter().enumerate() {
@@ -315,17 +532,154 @@ fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
             plan.chain_collations[i] = attribute.attcollation;
             arg_types.push(attribute.atttypid);
         }
-        plan.lock_tail = prepared(firing, 0, &lock_sql, &mut arg_types);
-        // SAFETY: the firing relation is open, and its rd_rel with it.
-        arg_types.push(unsafe { (*(*firing.relation()).rd_rel).reltype });
-        plan.link = prepared(firing, 1, &link_sql, &mut arg_types);
+        arg_types.push(plan.row_type);
+        plan.link = prepared(firing, &link_sql, &mut arg_types);
+        if relid == chained {
+            let generation = invalidation::generation();
+            let tgoid = firing.trigger().tgoid;
+            let cached = TAIL_INDEXES.with_borrow(|all| all.get(&tgoid).filter(|(at, ..)| *at == generation).copied());
+            if let Some((_, index, procs, collations)) = cached {
+                (plan.tail_index, plan.tail_procs, plan.tail_collations) = (index, procs, collations);
+            } else {
+                // SAFETY: the firing relation, for which the plan's columns
+                // were resolved.
+                unsafe { find_tail_index(firing.relation(), &mut plan) };
+                TAIL_INDEXES.with_borrow_mut(|all| {
+                    all.insert(tgoid, (generation, plan.tail_index, plan.tail_procs, plan.tail_collations))
+                });
+            }
+        }
+        if plan.tail_index != pg_sys::InvalidOid {
+            plan.encoding = Some(compiled_encoding(firing.trigger().tgoid, &encoding_sql, plan.row_type));
+        }
         plan
     })
 }
 
+/// Sets the plan's tail index: a valid btree index of `relation` on exactly
+/// (chain columns…, seq_column), ascending, without expressions or predicate,
+/// whose operator classes take the chain columns' types as they are.
+///
+/// # Safety
+/// `relation` is open, and the plan's columns were resolved in it.
+unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
+    // SAFETY: the index list is the relcache's copy; each index is opened
+    // (and locked, as the executor locks the indexes it reads) while its
+    // descriptor is read, and closed keeping the lock.
+    unsafe {
+        let indexes = pg_sys::RelationGetIndexList(relation);
+        let count = if indexes.is_null() { 0 } else { (*indexes).length as usize };
+        for i in 0..count {
+            let index = pg_sys::index_open(
+                (*(*indexes).elements.add(i)).oid_value,
+                pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+            );
+            let form = &*(*index).rd_index;
+            let keys = form.indkey.values.as_slice(plan.nchain + 1);
+            let suits = (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
+                && form.indisvalid
+                && form.indnkeyatts as usize == plan.nchain + 1
+                && keys[..plan.nchain] == plan.chain_atts[..plan.nchain]
+                && keys[plan.nchain] == plan.seq_att
+                && (0..=plan.nchain).all(|k| *(*index).rd_indoption.add(k) == 0)
+                && pg_sys::heap_attisnull(
+                    (*index).rd_indextuple,
+                    pg_sys::Anum_pg_index_indpred as c_int,
+                    core::ptr::null_mut(),
+                )
+                && (0..plan.nchain).all(|k| {
+                    let column = &*(*(*relation).rd_att).attrs.as_ptr().add((plan.chain_atts[k] - 1) as usize);
+                    pg_sys::IsBinaryCoercible(column.atttypid, *(*index).rd_opcintype.add(k))
+                });
+            if suits {
+                for k in 0..plan.nchain {
+                    let input = *(*index).rd_opcintype.add(k);
+                    let operator = pg_sys::get_opfamily_member(
+                        *(*index).rd_opfamily.add(k),
+                        input,
+                        input,
+                        pg_sys::BTEqualStrategyNumber as i16,
+                    );
+                    plan.tail_procs[k] = pg_sys::get_opcode(operator);
+                    plan.tail_collations[k] = *(*index).rd_indcollation.add(k);
+                }
+                plan.tail_index = (*index).rd_id;
+            }
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            if suits {
+                break;
+            }
+        }
+    }
+}
+
+/// The encoding statement of a trigger's rows (`SELECT <encoding of $1>`),
+/// compiled once per backend (again after a catalog change) into an
+/// expression of its own: its plan's target, parsed and planned under the
+/// settings the link statement runs with, so that nothing on the session's
+/// path takes the place of a type, operator or function it names.
+fn compiled_encoding(tgoid: pg_sys::Oid, sql: &str, row_type: pg_sys::Oid) -> Encoding {
+    let generation = invalidation::generation();
+    if let Some(encoding) = ENCODINGS.with_borrow(|all| {
+        all.get(&tgoid).filter(|(source, at, _)| *at == generation && source == sql).map(|(_, _, e)| *e)
+    }) {
+        return encoding;
+    }
+    let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
+    // SAFETY: closed below (and by the abort if the statement raises).
+    let level = unsafe { pinned_path() };
+    spi_connect();
+    let plan = prepare(&text, &mut [row_type], 0, || format!("statement: {sql}"));
+    // SAFETY: a one-statement plan of this connection: its cached plan is
+    // the generic plan, a Result whose one target is the encoding; it is
+    // copied into a context made under the current transaction's context
+    // (freed by an abort) and moved under TopMemoryContext once compiled,
+    // then the cached plan is released (not saved: no resource owner) before
+    // SPI_finish frees the statement.
+    let encoding = unsafe {
+        let cached = pg_sys::SPI_plan_get_cached_plan(plan);
+        if cached.is_null() {
+            Error::Prepare { what: format!("statement: {sql}") }.raise();
+        }
+        let statement = (*(*(*cached).stmt_list).elements).ptr_value as *mut pg_sys::PlannedStmt;
+        let target = (*(*(*(*statement).planTree).targetlist).elements).ptr_value as *mut pg_sys::TargetEntry;
+        let context = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::CurTransactionContext,
+            c"pg_integrity hash chain encoding".as_ptr(),
+            0,
+            1024,
+            8 * 1024 * 1024,
+        );
+        let previous = pg_sys::MemoryContextSwitchTo(context);
+        let expr = pg_sys::copyObjectImpl((*target).expr.cast()) as *mut pg_sys::Expr;
+        let encoding = Encoding {
+            context,
+            state: pg_sys::ExecInitExpr(expr, core::ptr::null_mut()),
+            econtext: pg_sys::CreateStandaloneExprContext(),
+            params: pg_sys::makeParamList(1),
+        };
+        pg_sys::MemoryContextSwitchTo(previous);
+        pg_sys::ReleaseCachedPlan(cached, core::ptr::null_mut());
+        pg_sys::MemoryContextSetParent(context, pg_sys::TopMemoryContext);
+        encoding
+    };
+    spi_finish();
+    // SAFETY: the level opened above.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    if let Some((_, _, stale)) =
+        ENCODINGS.with_borrow_mut(|all| all.insert(tgoid, (sql.to_string(), generation, encoding)))
+    {
+        // SAFETY: a statement that compiled it may still be running: the
+        // context goes when the transaction does.
+        unsafe { pg_sys::MemoryContextSetParent(stale.context, pg_sys::TopTransactionContext) };
+    }
+    encoding
+}
+
 type Statements = (String, String, pg_sys::Oid);
 
-/// The statements for a table, and the table its chain is registered on, from
+/// The link statement and the encoding for a table, and the table its chain
+/// is registered on, from
 /// `integrity._chain_statements()` (cached); `None` when no chain is
 /// registered.
 fn statements(relid: pg_sys::Oid) -> Option<Statements> {
@@ -344,7 +698,7 @@ fn statements(relid: pg_sys::Oid) -> Option<Statements> {
 
 fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     spi_connect();
-    let query = c"SELECT lock_tail, link, chained::oid FROM integrity._chain_statements($1)";
+    let query = c"SELECT link, encoding, chained::oid FROM integrity._chain_statements($1)";
     let rows = select(query, &[(pg_sys::REGCLASSOID, pg_sys::Datum::from(relid))], 1, "looking up the hash chain");
     let result = (rows == 1).then(|| {
         let text = |column| {
@@ -359,9 +713,9 @@ fn read_statements(relid: pg_sys::Oid) -> Option<Statements> {
     result
 }
 
-fn prepared(firing: &Firing, which: u8, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
+fn prepared(firing: &Firing, sql: &str, arg_types: &mut [pg_sys::Oid]) -> pg_sys::SPIPlanPtr {
     PLANS.with(|plans| {
-        plans.get((firing.trigger().tgoid, which), sql.to_string(), || {
+        plans.get(firing.trigger().tgoid, sql.to_string(), || {
             prepare_kept(sql, arg_types, || format!("statement: {sql}"))
         })
     })

@@ -261,6 +261,30 @@ SELECT integrity.unprotect('hc_ledger', 'hash_chain');
 SELECT guard FROM integrity.guards WHERE table_name = 'hc_ledger'::regclass;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'hc_ledger'::regclass AND tgname LIKE 'integrity%' ORDER BY 1;
 
+-- The trigger reads a chain's last row by the chain index and hashes the row
+-- itself, or, without a row or without the index, runs the link statement:
+-- both chain alike, whatever the session's search_path and TimeZone (a
+-- regclass is written as pg_catalog's path would write it).
+CREATE SCHEMA hc_path;
+CREATE TABLE hc_path.hc_direct (id int PRIMARY KEY, account int NOT NULL, ref regclass NOT NULL,
+                                at timestamptz NOT NULL, chain_seq bigint, row_hash bytea);
+SELECT integrity.enable_hash_chain('hc_path.hc_direct', ARRAY['account']);
+SET search_path = hc_path, public;
+SET TimeZone = 'Asia/Tokyo';
+INSERT INTO hc_direct VALUES (1, 1, 'hc_direct', '2026-01-01 10:00+00'), (2, 1, 'hc_direct', '2026-01-02 10:00+00'),
+                             (3, 2, 'hc_direct', '2026-01-03 10:00+00');
+INSERT INTO hc_direct VALUES (4, 1, 'hc_direct', '2026-01-04 10:00+00');
+RESET search_path;
+RESET TimeZone;
+DROP INDEX hc_path.hc_direct_chain;
+INSERT INTO hc_path.hc_direct VALUES (5, 1, 'hc_path.hc_direct', '2026-01-05 10:00+00');
+SELECT id, account, chain_seq FROM hc_path.hc_direct ORDER BY id;
+SELECT count(*) AS problems FROM integrity.verify_chain('hc_path.hc_direct');
+SET client_min_messages = warning;
+SELECT integrity.unprotect('hc_path.hc_direct');
+RESET client_min_messages;
+DROP SCHEMA hc_path CASCADE;
+
 SELECT integrity.unprotect(t) FROM unnest(ARRAY['hc_ledger', 'hc_settings', 'hc_monthly', 'hc_old', 'hc_many']::regclass[]) AS t;
 DROP TABLE hc_ledger, hc_settings, hc_monthly, hc_bad, hc_old, hc_many;
 DROP TYPE hc_kind;
