@@ -6,15 +6,14 @@
 //! records it in `integrity.hold_records` in the same statement:
 //!
 //! ```sql
-//! WITH due AS (SELECT <the row has overdue pending holds>),
-//!      reserved AS (UPDATE t SET reserved = reserved + $2 WHERE <reserve's check> AND NOT <due> RETURNING 1),
-//!      placed AS (INSERT INTO integrity.hold_records … SELECT … FROM reserved ON CONFLICT … DO NOTHING RETURNING hold_id)
-//! SELECT <due>, <reserved>, <hold_id>
+//! WITH reserved AS (UPDATE t SET reserved = reserved + $2
+//!                    WHERE <reserve's check> AND NOT <the row has overdue pending holds> RETURNING 1)
+//! INSERT INTO integrity.hold_records … SELECT … FROM reserved RETURNING 1, hold_id
 //! ```
 //!
-//! A row with overdue holds reserves nothing: they are expired first
+//! A row with overdue holds reserves nothing: they are expired then
 //! (`integrity._expire_overdue`, which locks hold records before rows, as
-//! everything does) and the statement runs again, without the probe.
+//! everything does) and the statement runs again.
 //! Settling updates the hold record first, then the row, with the single-row
 //! operations of `stock_operations`.
 
@@ -64,41 +63,49 @@ guarded_function!(
 );
 
 /// A table's hold statements, with $1 the id (of the key type they were
-/// prepared for), $2 the quantity, $3 the table, $4 the idempotency key, $5
-/// the ttl and $6 whether to look for overdue holds: the placement, the
-/// expiry of the row's overdue holds, and the holds of the idempotency key.
+/// prepared for), $2 the quantity, $3 the table, $4 the idempotency key and
+/// $5 the ttl: the placement without a key and with one (each a row of
+/// whether it reserved and the hold), the expiry of the row's overdue holds
+/// (a row if there were any), and the holds of the idempotency key.
 const PLACE: usize = 0;
-const EXPIRE: usize = 1;
-const KEYED: usize = 2;
+const PLACE_KEYED: usize = 1;
+const EXPIRE: usize = 2;
+const KEYED: usize = 3;
 
 thread_local! {
     /// By table and by the type of the id argument.
-    static HOLD_PLANS: Cache<3> = Default::default();
+    static HOLD_PLANS: Cache<4> = Default::default();
     /// The statements of no table in particular, by what they do.
     static PLANS: KeptPlans<Statement, ()> = KeptPlans::default();
 }
 
-fn prepare_hold(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 3] {
+fn prepare_hold(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
     let held_row = "pg_catalog.to_jsonb($1)";
+    let overdue = format!(
+        "EXISTS (SELECT FROM integrity.hold_records h \
+                  WHERE h.table_name = $3 AND h.status = 'pending' AND h.row_id = {held_row} \
+                    AND h.expires_at <= pg_catalog.now())"
+    );
+    let reserved = format!("reserved AS ({} AND NOT {overdue} RETURNING 1)", reserve_update(target));
+    let insert = format!(
+        "INSERT INTO integrity.hold_records AS h (table_name, kind, row_id, quantity, idempotency_key, expires_at) \
+         SELECT $3, 'stock', {held_row}, $2, $4, pg_catalog.now() + $5 FROM reserved"
+    );
     keep_all(
         [
+            // Without a key there is nothing to conflict with, and no ON
+            // CONFLICT: its speculative insertion costs more WAL and locking.
+            format!("WITH {reserved} {insert} RETURNING 1, h.hold_id"),
             format!(
-                "WITH due AS (SELECT $6 AND EXISTS (SELECT FROM integrity.hold_records h \
-                                WHERE h.table_name = $3 AND h.status = 'pending' AND h.row_id = {held_row} \
-                                  AND h.expires_at <= pg_catalog.now()) AS overdue), \
-                      reserved AS ({reserve} AND NOT (SELECT d.overdue FROM due d) RETURNING 1), \
-                      placed AS (INSERT INTO integrity.hold_records AS h \
-                                        (table_name, kind, row_id, quantity, idempotency_key, expires_at) \
-                                 SELECT $3, 'stock', {held_row}, $2, $4, pg_catalog.now() + $5 FROM reserved \
-                                 ON CONFLICT (table_name, idempotency_key, line) WHERE idempotency_key IS NOT NULL \
-                                 DO NOTHING RETURNING h.hold_id) \
-                 SELECT d.overdue, (SELECT count(*) FROM reserved), (SELECT p.hold_id FROM placed p) FROM due d",
-                reserve = reserve_update(target)
+                "WITH {reserved}, placed AS ({insert} \
+                     ON CONFLICT (table_name, idempotency_key, line) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                     RETURNING h.hold_id) \
+                 SELECT (SELECT count(*) FROM reserved), (SELECT p.hold_id FROM placed p)"
             ),
-            format!("SELECT integrity._expire_overdue($3, ARRAY[{held_row}])"),
+            format!("SELECT integrity._expire_overdue($3, ARRAY[{held_row}]) WHERE {overdue}"),
             format!("SELECT (integrity._holds_of_key($3, $4, ARRAY[{held_row}], ARRAY[$2]))[1]"),
         ],
-        [id_type, pg_sys::NUMERICOID, pg_sys::REGCLASSOID, pg_sys::TEXTOID, pg_sys::INTERVALOID, pg_sys::BOOLOID],
+        [id_type, pg_sys::NUMERICOID, pg_sys::REGCLASSOID, pg_sys::TEXTOID, pg_sys::INTERVALOID],
     )
 }
 
@@ -135,8 +142,8 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     let statements = unsafe { plans(&HOLD_PLANS, rel, id_type, caller, prepare_hold) };
     // SAFETY: as above.
     let lookup = unsafe { plans(&ROW_PLANS, rel, id_type, caller, prepare_row) }[LOOKUP];
-    let mut values = [id.value, qty.value, tbl.value, key.value, ttl.value, pg_sys::Datum::from(true)];
-    let nulls = [b' ' as c_char, flag(qty.isnull), b' ' as c_char, flag(key.isnull), flag(ttl.isnull), b' ' as c_char];
+    let mut values = [id.value, qty.value, tbl.value, key.value, ttl.value];
+    let nulls = [b' ' as c_char, flag(qty.isnull), b' ' as c_char, flag(key.isnull), flag(ttl.isnull)];
     let quantity = (qty.value, qty.isnull);
 
     // SAFETY: the statements run inside the SPI connection made here, with
@@ -149,16 +156,14 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         let outcome = if earlier.is_some() {
             Outcome::Done
         } else {
+            let place = statements[if key.isnull { PLACE } else { PLACE_KEYED }];
             attempt(lookup, id.value, quantity, Operation::Reserve, || {
-                execute_plan(statements[PLACE], &mut values, &nulls, false);
-                if result_value(0, 1).is_some_and(|overdue| overdue.value() != 0) {
-                    execute_plan(statements[EXPIRE], &mut values, &nulls, false);
-                    values[5] = pg_sys::Datum::from(false);
-                    execute_plan(statements[PLACE], &mut values, &nulls, false);
+                let mut placed = place_once(place, &mut values, &nulls);
+                // Nothing reserved: perhaps because the row has overdue holds.
+                if placed.is_none() && execute_plan(statements[EXPIRE], &mut values, &nulls, false) == 1 {
+                    placed = place_once(place, &mut values, &nulls);
                 }
-                values[5] = pg_sys::Datum::from(false);
-                hold = result_value(0, 3);
-                result_value(0, 2).is_some_and(|reserved| reserved.value() == 1)
+                placed.map(|placed| hold = placed).is_some()
             })
         };
         spi_finish();
@@ -195,6 +200,21 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     hold.map_or_else(|| null_result(fcinfo), Verdict::Allow)
 }
 
+/// Runs a placement: None if it reserved nothing, else the hold it
+/// recorded (None if a concurrent placement with the key recorded it).
+///
+/// # Safety
+/// Inside `SPI_connect`; `values` and `nulls` are the hold statements' parameters.
+unsafe fn place_once(
+    place: pg_sys::SPIPlanPtr,
+    values: &mut [pg_sys::Datum; 5],
+    nulls: &[c_char; 5],
+) -> Option<Option<pg_sys::Datum>> {
+    // SAFETY: connected to SPI, with the statement's parameters (the contract).
+    let rows = unsafe { execute_plan(place, values, nulls, false) };
+    (rows == 1 && result_value(0, 1).is_some_and(|reserved| reserved.value() == 1)).then(|| result_value(0, 2))
+}
+
 /// The hold an earlier placement with the idempotency key recorded for the
 /// row, if any (a key used for another row or quantity raises 23505).
 ///
@@ -202,8 +222,8 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
 /// Inside `SPI_connect`; `values` and `nulls` are the hold statements' parameters.
 unsafe fn hold_of_key(
     keyed: pg_sys::SPIPlanPtr,
-    values: &mut [pg_sys::Datum; 6],
-    nulls: &[c_char; 6],
+    values: &mut [pg_sys::Datum; 5],
+    nulls: &[c_char; 5],
 ) -> Option<pg_sys::Datum> {
     // SAFETY: connected to SPI, with the statement's parameters (the contract).
     // Not read-only: after a concurrent placement's commit, a new snapshot sees it.
