@@ -1,6 +1,6 @@
 -- Holds: reservations that are rows.  A hold raises a stock row's reserved
--- quantity (through reserve_stock, the one implementation of a reservation)
--- or an account's used credit, and integrity.hold_records says who holds
+-- quantity (with reserve_stock's statements, the one implementation of a
+-- reservation) or an account's used credit, and integrity.hold_records says who holds
 -- what, since when and until when.  A hold is settled exactly once: committed,
 -- released or expired.
 --

@@ -173,7 +173,8 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         // SAFETY: the relation is open, the id of id_type, the quantity a numeric.
         return match unsafe { conclude(rel, id_type, id.value, quantity, Operation::Reserve, outcome) } {
             // Not enough available.
-            Verdict::Allow(_) => null_result(fcinfo),
+            // SAFETY: the running call's fcinfo (the contract).
+            Verdict::Allow(_) => unsafe { null_result(fcinfo) },
             refused => refused,
         };
     }
@@ -197,7 +198,8 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         spi_finish();
         hold
     };
-    hold.map_or_else(|| null_result(fcinfo), Verdict::Allow)
+    // SAFETY: the running call's fcinfo (the contract).
+    hold.map_or_else(|| unsafe { null_result(fcinfo) }, Verdict::Allow)
 }
 
 /// Runs a placement: None if it reserved nothing, else the hold it
@@ -253,8 +255,11 @@ fn flag(isnull: bool) -> c_char {
 }
 
 /// The function's result is NULL.
-fn null_result(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
-    // SAFETY: the running call's fcinfo (the callers' contract).
+///
+/// # Safety
+/// `fcinfo` is the running call's.
+unsafe fn null_result(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
+    // SAFETY: the running call's fcinfo (the contract).
     unsafe { (*fcinfo).isnull = true };
     Verdict::Allow(pg_sys::Datum::from(0))
 }
@@ -330,9 +335,9 @@ fn plan(statement: Statement) -> pg_sys::SPIPlanPtr {
 /// `fcinfo` is the running call's, declared (bigint, numeric) returning text
 /// for a commit, (bigint) for a release.
 unsafe fn settle(fcinfo: pg_sys::FunctionCallInfo, settlement: Settlement) -> Verdict {
-    let (caller, status, operation) = match settlement {
-        Settlement::Commit => (c"commit_hold", c"committed", Operation::Commit),
-        Settlement::Release => (c"release_hold", c"released", Operation::Release),
+    let (caller, status) = match settlement {
+        Settlement::Commit => (c"commit_hold", c"committed"),
+        Settlement::Release => (c"release_hold", c"released"),
     };
     // SAFETY: the running call's fcinfo, with two arguments for a commit and
     // one for a release (the contract).
@@ -366,7 +371,7 @@ unsafe fn settle(fcinfo: pg_sys::FunctionCallInfo, settlement: Settlement) -> Ve
             let consumed = result_value(0, 4);
             let given_back = result_value(0, 5);
             // The row key as text, cast to the key's type by the statements.
-            let moves = [(consumed, operation), (given_back, Operation::Release)];
+            let moves = [(consumed, Operation::Commit), (given_back, Operation::Release)];
             for (quantity, operation) in moves.into_iter().filter_map(|(q, o)| q.map(|q| (q, o))) {
                 let rel = open(table, operation.name());
                 if let refused @ Verdict::Refuse(_) = on_row(rel, pg_sys::TEXTOID, row, (quantity, false), operation) {
