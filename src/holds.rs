@@ -66,7 +66,8 @@ guarded_function!(
 /// prepared for), $2 the quantity, $3 the table, $4 the idempotency key and
 /// $5 the ttl: the placement without a key and with one (each a row of
 /// whether it reserved and the hold), the expiry of the row's overdue holds
-/// (a row if there were any), and the holds of the idempotency key.
+/// (a row if there were any), and the hold of the idempotency key (no row
+/// if it is unused).
 const PLACE: usize = 0;
 const PLACE_KEYED: usize = 1;
 const EXPIRE: usize = 2;
@@ -103,7 +104,12 @@ fn prepare_hold(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4
                  SELECT (SELECT count(*) FROM reserved), (SELECT p.hold_id FROM placed p)"
             ),
             format!("SELECT integrity._expire_overdue($3, ARRAY[{held_row}]) WHERE {overdue}"),
-            format!("SELECT (integrity._holds_of_key($3, $4, ARRAY[{held_row}], ARRAY[$2]))[1]"),
+            // A new key (the usual case) is found unused by an index probe,
+            // without calling the PL/pgSQL function that checks a used one.
+            format!(
+                "SELECT (integrity._holds_of_key($3, $4, ARRAY[{held_row}], ARRAY[$2]))[1] \
+                  WHERE EXISTS (SELECT FROM integrity.hold_records h WHERE h.table_name = $3 AND h.idempotency_key = $4)"
+            ),
         ],
         [id_type, pg_sys::NUMERICOID, pg_sys::REGCLASSOID, pg_sys::TEXTOID, pg_sys::INTERVALOID],
     )
@@ -229,8 +235,8 @@ unsafe fn hold_of_key(
 ) -> Option<pg_sys::Datum> {
     // SAFETY: connected to SPI, with the statement's parameters (the contract).
     // Not read-only: after a concurrent placement's commit, a new snapshot sees it.
-    unsafe { execute_plan(keyed, values, nulls, false) };
-    result_value(0, 1)
+    let used = unsafe { execute_plan(keyed, values, nulls, false) } == 1;
+    used.then(|| result_value(0, 1)).flatten()
 }
 
 /// Whether the interval is above zero, as `interval > '0'` compares: by its
