@@ -17,7 +17,8 @@ SELECT f.name, f.arguments, f.result, f.symbol,
        concat_ws(' ', format('FUNCTION integrity.%I(%s) RETURNS %s LANGUAGE c', f.name, f.arguments, f.result),
                  f.attributes, format('AS %L, %L', 'MODULE_PATHNAME', f.symbol)),
        CASE WHEN f.description IS NOT NULL
-            THEN format('COMMENT ON FUNCTION integrity.%I(%s) IS %L', f.name, f.arguments, f.description) END
+            THEN format('COMMENT ON FUNCTION integrity.%I(%s) IS %L', f.name,
+                        pg_catalog.regexp_replace(f.arguments, ' DEFAULT [^,]+', '', 'g'), f.description) END
   FROM (VALUES
     -- The guards' triggers.  They run on every guarded row: they take no
     -- search_path setting, and what SQL they run is schema-qualified.
@@ -76,6 +77,17 @@ SELECT f.name, f.arguments, f.result, f.symbol,
     ('_stock_target', 'tbl regclass, caller text, OUT stock_column text, OUT reserved_column text, '
      'OUT key_column text, OUT key_type text, OUT quantity_scale integer', 'record',
      'STABLE SET search_path = pg_catalog, pg_temp', 'integrity_stock_target', NULL),
+
+    -- The hot paths of holds (src/holds.rs), on the stock operations' kept
+    -- statements: a hold placed on one row, and settled.
+    ('place_hold', 'tbl regclass, id anyelement, qty numeric, ttl interval DEFAULT NULL, '
+     'idempotency_key text DEFAULT NULL', 'bigint', 'SET search_path = pg_catalog, pg_temp', 'integrity_place_hold',
+     'Reserves qty of the row as reserve_stock does and records the hold: its id, or NULL when not enough is available. The same idempotency key returns the same hold.'),
+    ('commit_hold', 'hold_id bigint, qty numeric DEFAULT NULL', 'text', 'SET search_path = pg_catalog, pg_temp',
+     'integrity_commit_hold',
+     'Consumes a pending hold (all of it, or qty and releases the rest); returns the hold''s status. A credit hold hands its amount to the DEBIT entry inserted next in the same transaction.'),
+    ('release_hold', 'hold_id bigint', 'text', 'SET search_path = pg_catalog, pg_temp', 'integrity_release_hold',
+     'Gives a pending hold back; returns the hold''s status.'),
 
     -- The ddl_command_start event trigger, and what the other event triggers
     -- ask of a DDL command (src/ddl_commands.rs).

@@ -526,10 +526,10 @@ BEGIN
     END LOOP;
     PERFORM integrity._refuse_totals_ddl();
 
-    -- The holds on a dropped table go with it.
+    -- The holds on a dropped table go with it (a scan: only pending holds
+    -- are indexed by table).
     DELETE FROM integrity.hold_records h
-     WHERE h.status IN ('pending', 'committed', 'released', 'expired')
-       AND h.table_name::pg_catalog.oid IN (SELECT o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o
+     WHERE h.table_name::pg_catalog.oid IN (SELECT o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o
                                              WHERE o.object_type = 'table');
     DELETE FROM integrity.guard_registry r
      WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);

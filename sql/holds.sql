@@ -1,6 +1,6 @@
 -- Holds: reservations that are rows.  A hold raises a stock row's reserved
--- quantity (through reserve_stock, the one implementation of a reservation)
--- or an account's used credit, and integrity.hold_records says who holds
+-- quantity (with reserve_stock's statements, the one implementation of a
+-- reservation) or an account's used credit, and integrity.hold_records says who holds
 -- what, since when and until when.  A hold is settled exactly once: committed,
 -- released or expired.
 --
@@ -44,10 +44,13 @@ CREATE TABLE integrity.hold_records (
 ALTER SEQUENCE integrity.hold_records_hold_id_seq OWNED BY integrity.hold_records.hold_id;
 COMMENT ON TABLE integrity.hold_records IS
     'pg_integrity holds: one row per hold placed with place_hold() or place_credit_hold(); read it through the integrity.holds view.';
--- One index serves every search by status: a row's overdue holds (placing a
--- hold expires them first), all overdue holds (expire_holds), a table's
--- pending holds (violations) and all of a dropped table's holds.
-CREATE INDEX hold_records_status ON integrity.hold_records (status, table_name, row_id, expires_at);
+-- The pending holds, the only ones searched for but by id: a row's overdue
+-- holds (placing a hold expires them first, and finds none without reading
+-- the table), all overdue holds (expire_holds) and a table's pending holds
+-- (violations).  Settled holds leave it: settling a hold writes no entry
+-- into it.  A dropped table's holds are deleted with a scan of the table.
+CREATE INDEX hold_records_pending ON integrity.hold_records (table_name, row_id, expires_at)
+    WHERE status = 'pending';
 CREATE UNIQUE INDEX hold_records_idempotency ON integrity.hold_records (table_name, idempotency_key, line)
     WHERE idempotency_key IS NOT NULL;
 
@@ -277,49 +280,9 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION integrity.place_hold(tbl regclass, id anyelement, qty numeric, ttl interval DEFAULT NULL,
-                                     idempotency_key text DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    held_row jsonb := to_jsonb(id);
-    hold bigint;
-BEGIN
-    IF tbl IS NULL OR ttl <= interval '0' THEN   -- the checks, only when they fail
-        PERFORM integrity._check_hold_arguments(tbl, ttl, 'place_hold');
-    END IF;
-    IF idempotency_key IS NOT NULL THEN
-        hold := (integrity._holds_of_key(tbl, idempotency_key, ARRAY[held_row], ARRAY[qty]))[1];
-        IF hold IS NOT NULL THEN
-            RETURN hold;
-        END IF;
-    END IF;
-    IF EXISTS (SELECT FROM integrity.hold_records h
-                WHERE h.table_name = tbl AND h.status = 'pending' AND h.row_id = held_row
-                  AND h.expires_at <= pg_catalog.now()) THEN
-        PERFORM integrity._expire_overdue(tbl, ARRAY[held_row]);
-    END IF;
-    IF NOT integrity.reserve_stock(tbl, id, qty) THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO integrity.hold_records AS h (table_name, kind, row_id, quantity, idempotency_key, expires_at)
-    VALUES (tbl, 'stock', held_row, qty, idempotency_key, pg_catalog.now() + ttl)
-    ON CONFLICT (table_name, idempotency_key, line) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING h.hold_id INTO hold;
-    IF hold IS NULL THEN
-        -- A concurrent placement with this key committed first: it holds the
-        -- stock, this one gives back what it reserved.
-        PERFORM integrity.release_stock(tbl, id, qty);
-        hold := (integrity._holds_of_key(tbl, idempotency_key, ARRAY[held_row], ARRAY[qty]))[1];
-    END IF;
-    RETURN hold;
-END;
-$$;
-COMMENT ON FUNCTION integrity.place_hold(regclass, anyelement, numeric, interval, text) IS
-    'Reserves qty of the row as reserve_stock does and records the hold: its id, or NULL when not enough is available. The same idempotency key returns the same hold.';
+-- integrity.place_hold of one row is compiled (src/holds.rs, declared in
+-- sql/compiled_functions.sql): the same steps as below, with the expiry probe,
+-- the reservation and the hold record in one statement.
 
 CREATE FUNCTION integrity.place_hold(tbl regclass, ids anyarray, qtys numeric[], ttl interval DEFAULT NULL,
                                      idempotency_key text DEFAULT NULL)
@@ -461,70 +424,11 @@ BEGIN
 END;
 $$;
 
--- Settles pending hold $1 as $2 ('committed': qty of it, all of it when
--- NULL; 'released') unless it has expired, and returns what it held; no row
--- when it cannot be settled so (_settled_status says why).
-CREATE FUNCTION integrity._settle_hold(hold_id bigint, status text, qty numeric, caller text)
-RETURNS TABLE (kind text, table_name regclass, row_id jsonb, quantity numeric, committed_quantity numeric)
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT integrity._require_argument($1, 'hold_id', caller);
-    UPDATE integrity.hold_records r
-       SET status = $2, settled_at = pg_catalog.now(),
-           committed_quantity = CASE WHEN $2 = 'committed' THEN coalesce(qty, r.quantity) END
-     WHERE r.hold_id = $1 AND r.status = 'pending'
-       AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.now())
-       AND (qty IS NULL OR (qty > 0 AND qty <= r.quantity))
-    RETURNING r.kind, r.table_name, r.row_id, r.quantity, r.committed_quantity
-$$;
-
-CREATE FUNCTION integrity.commit_hold(hold_id bigint, qty numeric DEFAULT NULL)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    h record;
-BEGIN
-    SELECT * INTO h FROM integrity._settle_hold(hold_id, 'committed', qty, 'commit_hold');
-    IF NOT FOUND THEN
-        RETURN integrity._settled_status(hold_id, qty, 'commit_hold');
-    END IF;
-    IF h.kind = 'stock' THEN
-        PERFORM integrity.commit_stock(h.table_name, h.row_id #>> '{}', h.committed_quantity);
-        IF h.committed_quantity < h.quantity THEN
-            PERFORM integrity.release_stock(h.table_name, h.row_id #>> '{}', h.quantity - h.committed_quantity);
-        END IF;
-    ELSE
-        -- The DEBIT entry the caller inserts next takes the credit over: it is
-        -- counted once, by the ledger.
-        PERFORM integrity._give_back(h.kind, h.table_name, h.row_id, h.quantity, 'commit_hold');
-    END IF;
-    RETURN 'committed';
-END;
-$$;
-COMMENT ON FUNCTION integrity.commit_hold(bigint, numeric) IS
-    'Consumes a pending hold (all of it, or qty and releases the rest); returns the hold''s status. A credit hold hands its amount to the DEBIT entry inserted next in the same transaction.';
-
-CREATE FUNCTION integrity.release_hold(hold_id bigint)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    h record;
-BEGIN
-    SELECT * INTO h FROM integrity._settle_hold(hold_id, 'released', NULL, 'release_hold');
-    IF NOT FOUND THEN
-        RETURN integrity._settled_status(hold_id, NULL, 'release_hold');
-    END IF;
-    PERFORM integrity._give_back(h.kind, h.table_name, h.row_id, h.quantity, 'release_hold');
-    RETURN 'released';
-END;
-$$;
-COMMENT ON FUNCTION integrity.release_hold(bigint) IS
-    'Gives a pending hold back; returns the hold''s status.';
+-- integrity.commit_hold and release_hold are compiled (src/holds.rs, declared
+-- in sql/compiled_functions.sql): the hold record is settled first, unless it
+-- has expired, then the stock row's reservation moves (commit_stock, then
+-- release_stock of what a partial commit leaves) or the account's credit is
+-- given back (_give_back); _settled_status says why a hold was not settled.
 
 CREATE FUNCTION integrity.expire_holds()
 RETURNS bigint

@@ -21,6 +21,7 @@ mod trigger;
 mod append_only;
 mod frozen_columns;
 mod hash_chain;
+mod holds;
 mod ledger_credit;
 mod lifecycle;
 mod quantities;

@@ -94,7 +94,7 @@ guarded_function!(
 );
 
 #[derive(Clone, Copy, PartialEq)]
-enum Operation {
+pub(crate) enum Operation {
     Reserve,
     Release,
     Commit,
@@ -117,7 +117,7 @@ impl Operation {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Operation::Reserve => "reserve_stock",
             Operation::Release => "release_stock",
@@ -128,7 +128,7 @@ impl Operation {
 
 /// What the statements of one table are built from.
 #[derive(PartialEq, Clone)]
-struct Target {
+pub(crate) struct Target {
     table: String,
     stock: String,
     reserved: String,
@@ -139,7 +139,7 @@ struct Target {
 }
 
 /// A table's kept statements for one key type, with what they were built from.
-struct Plans<const N: usize> {
+pub(crate) struct Plans<const N: usize> {
     target: Target,
     /// The invalidation generation when `target` was last read from the catalogs.
     generation: u64,
@@ -149,16 +149,16 @@ struct Plans<const N: usize> {
 /// One row: the three operations, indexed by `Operation as usize`, then
 /// `SELECT reserved, <reserve's check>, <release's check> FROM t WHERE key = $1`,
 /// to tell "not enough" from "no such row" and from "a trigger skipped it".
-const LOOKUP: usize = 3;
+pub(crate) const LOOKUP: usize = 3;
 /// Several rows: the locking verdict, then the reservation.
 const LOCK_ROWS: usize = 0;
 const RESERVE_ROWS: usize = 1;
 
-type Cache<const N: usize> = RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans<N>>>;
+pub(crate) type Cache<const N: usize> = RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans<N>>>;
 
 thread_local! {
     /// By table and by the type of the id argument (for several rows, of the ids).
-    static ROW_PLANS: Cache<4> = RefCell::new(HashMap::new());
+    pub(crate) static ROW_PLANS: Cache<4> = RefCell::new(HashMap::new());
     static ROWS_PLANS: Cache<2> = RefCell::new(HashMap::new());
 }
 
@@ -179,42 +179,98 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     // the anyelement argument.
     let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
     let rel = open(args[0].value, caller);
-    // SAFETY: the relation is open.
-    let statements = unsafe { plans(&ROW_PLANS, rel, id_type, caller, prepare_row) };
-    let (operate, lookup) = (&statements[..LOOKUP], statements[LOOKUP]);
+    // SAFETY: the relation is open; the id is of id_type, the quantity a
+    // numeric (or NULL, flagged).
+    unsafe { on_row(rel, id_type, args[1].value, (args[2].value, args[2].isnull), operation) }
+}
 
+/// The operation on the row of `rel` whose key is `id` (of `id_type`, not
+/// NULL), with `quantity` (a numeric datum and its null flag): the
+/// operation's result, or its refusal.  Closes the relation unless refused.
+///
+/// # Safety
+/// `rel` is open; `id` is a datum of type `id_type`, `quantity` a numeric.
+pub(crate) unsafe fn on_row(
+    rel: pg_sys::Relation,
+    id_type: pg_sys::Oid,
+    id: pg_sys::Datum,
+    quantity: (pg_sys::Datum, bool),
+    operation: Operation,
+) -> Verdict {
+    // SAFETY: the relation is open (the contract).
+    let statements = unsafe { plans(&ROW_PLANS, rel, id_type, operation.name(), prepare_row) };
+    let statement = statements[operation as usize];
     // The statement checks the quantity too (positive, not more decimals than
     // the columns keep), so the path that succeeds does no other work.
-    let mut values = [args[1].value, args[2].value];
-    let nulls = [b' ' as c_char, if args[2].isnull { b'n' as c_char } else { b' ' as c_char }];
-    // A BEFORE UPDATE trigger that returns NULL leaves the row alone just as
-    // a failed check does; the lookup tells them apart, as the row is there
-    // and passes the check.  A concurrent writer can make the check pass
-    // between the two statements, so the statement runs once more before a
-    // skip is reported.
+    let mut values = [id, quantity.0];
+    let nulls = [b' ' as c_char, if quantity.1 { b'n' as c_char } else { b' ' as c_char }];
     // SAFETY: the statements run inside the SPI connection made here, with
     // the parameters they were prepared with (the key, of the id type they
     // were prepared for, and the quantity); nothing on this frame needs
     // dropping if one raises (execute_plan's contract: plain arrays).
     let outcome = unsafe {
         spi_connect();
-        let mut outcome = Outcome::Skipped;
-        for _ in 0..2 {
-            if execute_plan(operate[operation as usize], &mut values, &nulls, false) == 1 {
-                outcome = Outcome::Done;
-                break;
-            }
-            outcome = look_up(lookup, &mut values, &nulls, operation);
-            if outcome != Outcome::Skipped {
-                break;
-            }
-        }
+        let outcome = attempt(statements[LOOKUP], id, quantity, operation, || {
+            execute_plan(statement, &mut values, &nulls, false) == 1
+        });
         spi_finish();
         outcome
     };
+    // SAFETY: as this function's contract says.
+    unsafe { conclude(rel, id_type, id, quantity, operation, outcome) }
+}
+
+/// Runs `apply` (which says whether it changed the row) on the row, and
+/// when it did not, asks the lookup statement why.  A BEFORE UPDATE trigger
+/// that returns NULL leaves the row alone just as a failed check does; the
+/// lookup tells them apart, as the row is there and passes the check.  A
+/// concurrent writer can make the check pass between the two statements, so
+/// `apply` runs once more before a skip is reported.
+///
+/// # Safety
+/// Inside `SPI_connect`; `lookup` is the row's lookup statement, for `id`
+/// and `quantity` as `on_row` takes them; whatever `apply` runs may raise, so
+/// nothing that needs dropping may be live in it.
+pub(crate) unsafe fn attempt(
+    lookup: pg_sys::SPIPlanPtr,
+    id: pg_sys::Datum,
+    quantity: (pg_sys::Datum, bool),
+    operation: Operation,
+    mut apply: impl FnMut() -> bool,
+) -> Outcome {
+    let mut values = [id, quantity.0];
+    let nulls = [b' ' as c_char, if quantity.1 { b'n' as c_char } else { b' ' as c_char }];
+    let mut outcome = Outcome::Skipped;
+    for _ in 0..2 {
+        if apply() {
+            return Outcome::Done;
+        }
+        // SAFETY: connected to SPI, with the lookup's parameters (the contract).
+        outcome = unsafe { look_up(lookup, &mut values, &nulls, operation) };
+        if outcome != Outcome::Skipped {
+            break;
+        }
+    }
+    outcome
+}
+
+/// What `on_row` returns for the outcome of `attempt`: the operation's
+/// result (the relation closed), or why it was refused.
+///
+/// # Safety
+/// As for `on_row`.
+pub(crate) unsafe fn conclude(
+    rel: pg_sys::Relation,
+    id_type: pg_sys::Oid,
+    id: pg_sys::Datum,
+    quantity: (pg_sys::Datum, bool),
+    operation: Operation,
+    outcome: Outcome,
+) -> Verdict {
+    let caller = operation.name();
     if outcome == Outcome::Done {
         // The lock is kept until the end of the transaction, like the UPDATE's.
-        // SAFETY: the relation opened above, not used after this.
+        // SAFETY: the relation opened by the caller, not used after this.
         unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
         return Verdict::Allow(pg_sys::Datum::from(operation == Operation::Reserve));
     }
@@ -222,14 +278,14 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
     // Refused: say why.
     // SAFETY: the relation is open.
     let target = unsafe { target(rel, caller) };
-    // SAFETY: the third argument is declared numeric; its null flag is passed.
-    let quantity = unsafe { pgrx::AnyNumeric::from_datum(args[2].value, args[2].isnull) };
+    // SAFETY: a numeric datum and its null flag (the contract).
+    let quantity = unsafe { pgrx::AnyNumeric::from_datum(quantity.0, quantity.1) };
     check_quantity(quantity.clone(), caller, || target.scale);
     let quantity = quantity.expect("a NULL quantity is refused above");
     match outcome {
         Outcome::Skipped => {
-            // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
-            let id = unsafe { id_text(id_type, args[1].value) };
+            // SAFETY: the id, of the type id_type (the contract).
+            let id = unsafe { id_text(id_type, id) };
             let verb = operation.verb();
             let refusal = Refusal {
                 code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
@@ -243,18 +299,18 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
             Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) })
         }
         Outcome::NoRow => {
-            // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
-            let id = unsafe { id_text(id_type, args[1].value) };
+            // SAFETY: the id, of the type id_type (the contract).
+            let id = unsafe { id_text(id_type, id) };
             Error::NoSuchRow { caller, table: target.table, key: target.key, id }.raise()
         }
         Outcome::NotEnough(_) if operation == Operation::Reserve => {
-            // SAFETY: the relation opened above, not used after this.
+            // SAFETY: the relation opened by the caller, not used after this.
             unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
             Verdict::Allow(pg_sys::Datum::from(false))
         }
         Outcome::NotEnough(reserved) => {
-            // SAFETY: the id argument, of the type get_fn_expr_argtype gave.
-            let id = unsafe { id_text(id_type, args[1].value) };
+            // SAFETY: the id, of the type id_type (the contract).
+            let id = unsafe { id_text(id_type, id) };
             // SAFETY: the relation is open, and its rd_rel with it.
             let relname = unsafe { pgrx::name_data_to_str(&(*(*rel).rd_rel).relname) }.to_string();
             let refusal = Refusal {
@@ -283,7 +339,7 @@ unsafe fn operate(fcinfo: pg_sys::FunctionCallInfo, operation: Operation) -> Ver
 }
 
 #[derive(PartialEq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Done,
     /// The row exists; the text is its reserved quantity.
     NotEnough(String),
@@ -425,7 +481,7 @@ unsafe fn target(rel: pg_sys::Relation, caller: &str) -> Target {
     Target { table, stock, reserved, key, key_type, scale }
 }
 
-fn quote(ident: &str) -> String {
+pub(crate) fn quote(ident: &str) -> String {
     let c = CString::new(ident).expect("catalog names have no NUL");
     // SAFETY: quote_identifier returns `c` itself or a palloc'd quoted copy,
     // copied out before `c` is dropped.
@@ -434,7 +490,7 @@ fn quote(ident: &str) -> String {
 
 /// Opens (and locks) the relation of the `tbl` argument; opening takes in
 /// pending invalidations, so the guard read from it is current.
-fn open(tbl: pg_sys::Datum, caller: &str) -> pg_sys::Relation {
+pub(crate) fn open(tbl: pg_sys::Datum, caller: &str) -> pg_sys::Relation {
     let relid = pg_sys::Oid::from(tbl.value() as u32);
     // SAFETY: opens the relation by OID (NULL if there is none, checked); it
     // stays open, and locked, until closed by the caller or the transaction ends.
@@ -451,7 +507,7 @@ fn open(tbl: pg_sys::Datum, caller: &str) -> pg_sys::Relation {
 ///
 /// # Safety
 /// `rel` is open.
-unsafe fn plans<const N: usize>(
+pub(crate) unsafe fn plans<const N: usize>(
     cache: &'static LocalKey<Cache<N>>,
     rel: pg_sys::Relation,
     id_type: pg_sys::Oid,
@@ -488,7 +544,10 @@ unsafe fn plans<const N: usize>(
 
 /// Prepares and keeps `statements`, whose parameters are of `arg_types`.
 /// Each finds its rows by key, the best plan for any parameters: generic.
-fn keep_all<const N: usize>(statements: [String; N], arg_types: [pg_sys::Oid; 2]) -> [pg_sys::SPIPlanPtr; N] {
+pub(crate) fn keep_all<const N: usize, const M: usize>(
+    statements: [String; N],
+    arg_types: [pg_sys::Oid; M],
+) -> [pg_sys::SPIPlanPtr; N] {
     let mut arg_types = arg_types;
     spi_connect();
     let prepared = statements.map(|sql| keep_generic_plan(&sql, &mut arg_types, || sql.clone()));
@@ -496,23 +555,32 @@ fn keep_all<const N: usize>(statements: [String; N], arg_types: [pg_sys::Oid; 2]
     prepared
 }
 
+/// The key of the row ($1) and a valid quantity ($2), as a WHERE condition.
+fn row_and_quantity(target: &Target) -> String {
+    let key_match = format!("{} = $1::{}", quote(&target.key), target.key_type);
+    match target.scale {
+        Some(scale) => format!("{key_match} AND $2 > 0 AND $2 = round($2, {scale})"),
+        None => format!("{key_match} AND $2 > 0"),
+    }
+}
+
+/// The reservation of $2 on the row with key $1, without RETURNING: the
+/// holds add to its WHERE clause.
+pub(crate) fn reserve_update(target: &Target) -> String {
+    let (t, s, r) = (&target.table, quote(&target.stock), quote(&target.reserved));
+    format!("UPDATE {t} SET {r} = {r} + $2 WHERE {} AND {s} - {r} >= $2", row_and_quantity(target))
+}
+
 /// The statements of one row, with the key (of `id_type`) and the quantity.
-fn prepare_row(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
+pub(crate) fn prepare_row(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
     let (t, s, r, k) = (&target.table, quote(&target.stock), quote(&target.reserved), quote(&target.key));
     let key_match = format!("{k} = $1::{}", target.key_type);
-    let valid_quantity = match target.scale {
-        Some(scale) => format!("$2 > 0 AND $2 = round($2, {scale})"),
-        None => "$2 > 0".to_string(),
-    };
+    let row = row_and_quantity(target);
     keep_all(
         [
-            format!(
-                "UPDATE {t} SET {r} = {r} + $2 WHERE {key_match} AND {valid_quantity} AND {s} - {r} >= $2 RETURNING 1"
-            ),
-            format!("UPDATE {t} SET {r} = {r} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"),
-            format!(
-                "UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {key_match} AND {valid_quantity} AND {r} >= $2 RETURNING 1"
-            ),
+            format!("{} RETURNING 1", reserve_update(target)),
+            format!("UPDATE {t} SET {r} = {r} - $2 WHERE {row} AND {r} >= $2 RETURNING 1"),
+            format!("UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {row} AND {r} >= $2 RETURNING 1"),
             format!(
                 "SELECT {r}, {s} - {r} >= $2 AND {skippable}, {r} >= $2 AND {skippable} FROM {t} WHERE {key_match}",
                 skippable = format!("integrity._may_skip_updates({t}.tableoid)")
