@@ -1,0 +1,200 @@
+//! `integrity._chain_encoding(VARIADIC "any")`: the canonical encoding a
+//! chained row is hashed with, `convert_to(jsonb_build_array(<values>)::text,
+//! 'UTF8')`, written directly.
+//!
+//! `_chain_encoding_sql()` (sql/hash_chain.sql) puts it in the trigger's
+//! statement and in what `verify_chain()` reads, with the session-independent
+//! forms of the settled types as its arguments: the encoding exists once.
+//! Building a jsonb to print it costs more than the rest of verification.
+//!
+//! Each value is printed as the jsonb element `jsonb_build_array()` would
+//! make of it: the common scalar types as `datum_to_jsonb_internal()` writes
+//! them (integers and numerics by their output function, a numeric that is
+//! not a JSON number, text, dates and timestamps as JSON strings escaped by
+//! `escape_json()`), every other type through `to_jsonb()` itself, so that
+//! arrays, json, enums, ranges and types with a cast to json come out as they
+//! always have.  Tests compare it with the jsonb expression on every type.
+
+use core::ffi::{c_char, CStr};
+
+use pgrx::pg_sys;
+
+use crate::error::Error;
+use crate::fmgr::{guarded_function, Verdict};
+
+unsafe extern "C-unwind" {
+    /// The C functions behind `numeric_out` and `jsonb_out`, for
+    /// `DirectFunctionCall1Coll`.
+    #[link_name = "numeric_out"]
+    fn numeric_out_raw(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    #[link_name = "jsonb_out"]
+    fn jsonb_out_raw(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+guarded_function!(
+    /// `_chain_encoding(VARIADIC "any") RETURNS bytea`.
+    integrity_chain_encoding,
+    pg_finfo_integrity_chain_encoding,
+    chain_encoding
+);
+
+/// How an argument is written.
+#[repr(u8)]
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Int2,
+    Int4,
+    Int8,
+    Numeric,
+    Bool,
+    Text,
+    /// date or timestamp, by `JsonEncodeDateTime()`.
+    DateTime,
+    /// Through `to_jsonb()`.
+    Other,
+}
+
+/// An argument's kind, resolved once per call site and kept in `fn_extra`.
+#[repr(C)]
+struct Argument {
+    kind: Kind,
+    /// The base type (for `DateTime`).
+    base: pg_sys::Oid,
+    /// `to_jsonb()`, called as if on an argument of the argument's type.
+    to_jsonb: pg_sys::FmgrInfo,
+}
+
+/// # Safety
+/// `fcinfo` is the running call's, of a function declared as
+/// `_chain_encoding(VARIADIC "any")`.
+unsafe fn chain_encoding(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
+    // SAFETY: the running call's fcinfo (the contract): its arguments are
+    // `nargs` datums whose types get_fn_expr_argtype() gives; the strings
+    // written are palloc'd in the call's memory context.
+    unsafe {
+        let nargs = (*fcinfo).nargs as usize;
+        let arguments = arguments(fcinfo, nargs);
+        let out = pg_sys::makeStringInfo();
+        pg_sys::appendStringInfoChar(out, b'[' as c_char);
+        for i in 0..nargs {
+            if i > 0 {
+                pg_sys::appendBinaryStringInfo(out, c", ".as_ptr().cast(), 2);
+            }
+            let arg = (*fcinfo).args.as_slice(nargs)[i];
+            if arg.isnull {
+                pg_sys::appendBinaryStringInfo(out, c"null".as_ptr().cast(), 4);
+            } else {
+                write_value(out, &mut *arguments.add(i), arg.value);
+            }
+        }
+        pg_sys::appendStringInfoChar(out, b']' as c_char);
+        let mut bytes = (*out).data;
+        let mut len = (*out).len;
+        // convert_to(…, 'UTF8'): the database's encoding to UTF-8.
+        if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
+            bytes = pg_sys::pg_server_to_any(bytes, len, pg_sys::pg_enc::PG_UTF8 as i32);
+            len = CStr::from_ptr(bytes).count_bytes() as i32;
+        }
+        let result = pg_sys::palloc(len as usize + pg_sys::VARHDRSZ) as *mut pg_sys::varlena;
+        pgrx::set_varsize_4b(result, len + pg_sys::VARHDRSZ as i32);
+        core::ptr::copy_nonoverlapping(bytes, pgrx::vardata_any(result).cast_mut(), len as usize);
+        Verdict::Allow(pg_sys::Datum::from(result))
+    }
+}
+
+/// The arguments' kinds, from `fn_extra` or resolved now.
+///
+/// # Safety
+/// As for `chain_encoding`.
+unsafe fn arguments(fcinfo: pg_sys::FunctionCallInfo, nargs: usize) -> *mut Argument {
+    // SAFETY: the running call's flinfo; fn_extra is this function's, NULL or
+    // the array allocated here, in fn_mcxt, which lives as long as it.
+    unsafe {
+        let flinfo = (*fcinfo).flinfo;
+        if !(*flinfo).fn_extra.is_null() {
+            return (*flinfo).fn_extra.cast();
+        }
+        if pg_sys::get_fn_expr_variadic(flinfo) {
+            Error::UnexpectedResult { what: "_chain_encoding", result: "a VARIADIC array".into() }.raise();
+        }
+        let arguments =
+            pg_sys::MemoryContextAllocZero((*flinfo).fn_mcxt, nargs * size_of::<Argument>()).cast::<Argument>();
+        let previous = pg_sys::MemoryContextSwitchTo((*flinfo).fn_mcxt);
+        for i in 0..nargs {
+            let typ = pg_sys::get_fn_expr_argtype(flinfo, i as i32);
+            if typ == pg_sys::InvalidOid {
+                Error::UnexpectedResult { what: "_chain_encoding", result: "an argument of unknown type".into() }
+                    .raise();
+            }
+            let base = pg_sys::getBaseType(typ);
+            let argument = &mut *arguments.add(i);
+            argument.base = base;
+            argument.kind = match base {
+                pg_sys::INT2OID => Kind::Int2,
+                pg_sys::INT4OID => Kind::Int4,
+                pg_sys::INT8OID => Kind::Int8,
+                pg_sys::NUMERICOID => Kind::Numeric,
+                pg_sys::BOOLOID => Kind::Bool,
+                pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => Kind::Text,
+                pg_sys::DATEOID | pg_sys::TIMESTAMPOID => Kind::DateTime,
+                _ => Kind::Other,
+            };
+            if argument.kind == Kind::Other {
+                pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_TO_JSONB), &mut argument.to_jsonb, (*flinfo).fn_mcxt);
+                let arg = pg_sys::makeNullConst(typ, -1, pg_sys::InvalidOid);
+                argument.to_jsonb.fn_expr = pg_sys::makeFuncExpr(
+                    pg_sys::Oid::from(pg_sys::F_TO_JSONB),
+                    pg_sys::JSONBOID,
+                    pg_sys::lappend(core::ptr::null_mut(), arg.cast()),
+                    pg_sys::InvalidOid,
+                    pg_sys::InvalidOid,
+                    pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+                )
+                .cast();
+            }
+        }
+        pg_sys::MemoryContextSwitchTo(previous);
+        (*flinfo).fn_extra = arguments.cast();
+        arguments
+    }
+}
+
+/// Appends `value` as the element `jsonb_build_array()` makes of it.
+///
+/// # Safety
+/// `value` is a non-NULL datum of the argument's type; `out` a StringInfo.
+unsafe fn write_value(out: pg_sys::StringInfo, argument: &mut Argument, value: pg_sys::Datum) {
+    // SAFETY: a datum of the argument's type (the contract), read as that
+    // type; the output functions return palloc'd NUL-terminated strings.
+    unsafe {
+        let append = |text: &str| pg_sys::appendBinaryStringInfo(out, text.as_ptr().cast(), text.len() as i32);
+        match argument.kind {
+            Kind::Int2 => append(&(value.value() as i16).to_string()),
+            Kind::Int4 => append(&(value.value() as i32).to_string()),
+            Kind::Int8 => append(&(value.value() as i64).to_string()),
+            Kind::Bool => append(if value.value() != 0 { "true" } else { "false" }),
+            Kind::Numeric => {
+                // A JSON number unless it is NaN or ±Infinity (a string then).
+                let text: *mut c_char =
+                    pg_sys::DirectFunctionCall1Coll(Some(numeric_out_raw), pg_sys::InvalidOid, value).cast_mut_ptr();
+                if CStr::from_ptr(text).to_bytes().iter().any(|&b| b == b'N' || b == b'n') {
+                    pg_sys::escape_json(out, text);
+                } else {
+                    pg_sys::appendStringInfoString(out, text);
+                }
+            }
+            Kind::Text => pg_sys::escape_json(out, pg_sys::text_to_cstring(value.cast_mut_ptr())),
+            Kind::DateTime => pg_sys::escape_json(
+                out,
+                pg_sys::JsonEncodeDateTime(core::ptr::null_mut(), value, argument.base, core::ptr::null()),
+            ),
+            Kind::Other => {
+                let jsonb = pg_sys::FunctionCall1Coll(&mut argument.to_jsonb, pg_sys::InvalidOid, value);
+                pg_sys::appendStringInfoString(
+                    out,
+                    pg_sys::DirectFunctionCall1Coll(Some(jsonb_out_raw), pg_sys::InvalidOid, jsonb).cast_mut_ptr(),
+                );
+            }
+        }
+    }
+}
