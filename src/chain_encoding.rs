@@ -69,37 +69,78 @@ struct Argument {
 /// `_chain_encoding(VARIADIC "any")`.
 unsafe fn chain_encoding(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // SAFETY: the running call's fcinfo (the contract): its arguments are
-    // `nargs` datums whose types get_fn_expr_argtype() gives; the strings
-    // written are palloc'd in the call's memory context.
+    // `nargs` datums whose types get_fn_expr_argtype() gives; the result is
+    // a palloc'd bytea of the length written into its header.
     unsafe {
         let nargs = (*fcinfo).nargs as usize;
         let arguments = arguments(fcinfo, nargs);
-        let out = pg_sys::makeStringInfo();
-        pg_sys::appendStringInfoChar(out, b'[' as c_char);
-        for i in 0..nargs {
+        let mut out = Vec::with_capacity(128);
+        out.push(b'[');
+        for (i, arg) in (*fcinfo).args.as_slice(nargs).iter().enumerate() {
             if i > 0 {
-                pg_sys::appendBinaryStringInfo(out, c", ".as_ptr().cast(), 2);
+                out.extend_from_slice(b", ");
             }
-            let arg = (*fcinfo).args.as_slice(nargs)[i];
             if arg.isnull {
-                pg_sys::appendBinaryStringInfo(out, c"null".as_ptr().cast(), 4);
+                out.extend_from_slice(b"null");
             } else {
-                write_value(out, &mut *arguments.add(i), arg.value);
+                write_value(&mut out, &mut *arguments.add(i), arg.value);
             }
         }
-        pg_sys::appendStringInfoChar(out, b']' as c_char);
-        let mut bytes = (*out).data;
-        let mut len = (*out).len;
-        // convert_to(…, 'UTF8'): the database's encoding to UTF-8.
-        if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
-            bytes = pg_sys::pg_server_to_any(bytes, len, pg_sys::pg_enc::PG_UTF8 as i32);
-            len = CStr::from_ptr(bytes).count_bytes() as i32;
-        }
-        let result = pg_sys::palloc(len as usize + pg_sys::VARHDRSZ) as *mut pg_sys::varlena;
-        pgrx::set_varsize_4b(result, len + pg_sys::VARHDRSZ as i32);
-        core::ptr::copy_nonoverlapping(bytes, pgrx::vardata_any(result).cast_mut(), len as usize);
+        out.push(b']');
+        // convert_to(…, 'UTF8'): from the database's encoding to UTF-8.
+        let converted;
+        let bytes = if pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 {
+            &out[..]
+        } else {
+            out.push(0);
+            let text =
+                pg_sys::pg_server_to_any(out.as_ptr().cast(), out.len() as i32 - 1, pg_sys::pg_enc::PG_UTF8 as i32);
+            converted = CStr::from_ptr(text).to_bytes();
+            converted
+        };
+        let result = pg_sys::palloc(bytes.len() + pg_sys::VARHDRSZ) as *mut pg_sys::varlena;
+        pgrx::set_varsize_4b(result, (bytes.len() + pg_sys::VARHDRSZ) as i32);
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), pgrx::vardata_any(result).cast::<u8>().cast_mut(), bytes.len());
         Verdict::Allow(pg_sys::Datum::from(result))
     }
+}
+
+/// The bytes of a varlena value, detoasted (in the current memory context)
+/// only if it is compressed or out of line.
+///
+/// # Safety
+/// `datum` is a varlena, valid for `'a`.
+pub(crate) unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
+    // SAFETY: a varlena (the contract), read in place when its header says
+    // the data follows it uncompressed.
+    unsafe {
+        let mut value = datum.cast_mut_ptr::<pg_sys::varlena>();
+        if pgrx::varatt_is_1b_e(value) || pgrx::varatt_is_4b_c(value) {
+            value = pg_sys::pg_detoast_datum_packed(value);
+        }
+        core::slice::from_raw_parts(pgrx::vardata_any(value).cast::<u8>(), pgrx::varsize_any_exhdr(value))
+    }
+}
+
+/// Appends `text` as a JSON string, as PostgreSQL's `escape_json()` writes
+/// it: `"`, `\` and the control characters escaped (those without a short
+/// form as `\u` and four lowercase hex digits), every other byte as it is.
+fn escape_json(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    for &byte in text {
+        match byte {
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            byte if byte < b' ' => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
+            byte => out.push(byte),
+        }
+    }
+    out.push(b'"');
 }
 
 /// The arguments' kinds, from `fn_extra` or resolved now.
@@ -162,39 +203,45 @@ unsafe fn arguments(fcinfo: pg_sys::FunctionCallInfo, nargs: usize) -> *mut Argu
 /// Appends `value` as the element `jsonb_build_array()` makes of it.
 ///
 /// # Safety
-/// `value` is a non-NULL datum of the argument's type; `out` a StringInfo.
-unsafe fn write_value(out: pg_sys::StringInfo, argument: &mut Argument, value: pg_sys::Datum) {
+/// `value` is a non-NULL datum of the argument's type.
+unsafe fn write_value(out: &mut Vec<u8>, argument: &mut Argument, value: pg_sys::Datum) {
+    use std::io::Write;
     // SAFETY: a datum of the argument's type (the contract), read as that
     // type; the output functions return palloc'd NUL-terminated strings.
     unsafe {
-        let append = |text: &str| pg_sys::appendBinaryStringInfo(out, text.as_ptr().cast(), text.len() as i32);
-        match argument.kind {
-            Kind::Int2 => append(&(value.value() as i16).to_string()),
-            Kind::Int4 => append(&(value.value() as i32).to_string()),
-            Kind::Int8 => append(&(value.value() as i64).to_string()),
-            Kind::Bool => append(if value.value() != 0 { "true" } else { "false" }),
+        // Writing into a Vec does not fail.
+        let _ = match argument.kind {
+            Kind::Int2 => write!(out, "{}", value.value() as i16),
+            Kind::Int4 => write!(out, "{}", value.value() as i32),
+            Kind::Int8 => write!(out, "{}", value.value() as i64),
+            Kind::Bool => out.write_all(if value.value() != 0 { b"true" } else { b"false" }),
             Kind::Numeric => {
                 // A JSON number unless it is NaN or ±Infinity (a string then).
                 let text: *mut c_char =
                     pg_sys::DirectFunctionCall1Coll(Some(numeric_out_raw), pg_sys::InvalidOid, value).cast_mut_ptr();
-                if CStr::from_ptr(text).to_bytes().iter().any(|&b| b == b'N' || b == b'n') {
-                    pg_sys::escape_json(out, text);
+                let text = CStr::from_ptr(text).to_bytes();
+                if text.iter().any(|&b| b == b'N' || b == b'n') {
+                    escape_json(out, text);
                 } else {
-                    pg_sys::appendStringInfoString(out, text);
+                    out.extend_from_slice(text);
                 }
+                Ok(())
             }
-            Kind::Text => pg_sys::escape_json(out, pg_sys::text_to_cstring(value.cast_mut_ptr())),
-            Kind::DateTime => pg_sys::escape_json(
-                out,
-                pg_sys::JsonEncodeDateTime(core::ptr::null_mut(), value, argument.base, core::ptr::null()),
-            ),
+            Kind::Text => {
+                escape_json(out, varlena_bytes(value));
+                Ok(())
+            }
+            Kind::DateTime => {
+                let text = pg_sys::JsonEncodeDateTime(core::ptr::null_mut(), value, argument.base, core::ptr::null());
+                escape_json(out, CStr::from_ptr(text).to_bytes());
+                Ok(())
+            }
             Kind::Other => {
                 let jsonb = pg_sys::FunctionCall1Coll(&mut argument.to_jsonb, pg_sys::InvalidOid, value);
-                pg_sys::appendStringInfoString(
-                    out,
-                    pg_sys::DirectFunctionCall1Coll(Some(jsonb_out_raw), pg_sys::InvalidOid, jsonb).cast_mut_ptr(),
-                );
+                let text: *mut c_char =
+                    pg_sys::DirectFunctionCall1Coll(Some(jsonb_out_raw), pg_sys::InvalidOid, jsonb).cast_mut_ptr();
+                out.write_all(CStr::from_ptr(text).to_bytes())
             }
-        }
+        };
     }
 }

@@ -23,8 +23,9 @@ use sha2::{Digest, Sha256};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::chain_encoding::varlena_bytes;
 use crate::error::Error;
-use crate::fmgr::{getbinval, prepare, result_text, result_value, select, spi_connect, spi_finish};
+use crate::fmgr::{prepare, result_text, result_value, select, spi_connect, spi_finish};
 
 /// Rows fetched from the cursor at a time.
 const BATCH: i64 = 1000;
@@ -322,54 +323,38 @@ fn read_anchors(tbl: pg_sys::Oid) -> HashMap<String, (i64, Vec<u8>)> {
             let chain = result_text(row, 1)?;
             let seq = result_value(row, 2)?.value() as i64;
             // SAFETY: a bytea of the SPI result, copied before the next SPI call.
-            let hash = result_value(row, 3).map(|hash| unsafe { bytes(hash) }.to_vec())?;
+            let hash = result_value(row, 3).map(|hash| unsafe { varlena_bytes(hash) }.to_vec())?;
             Some((chain, (seq, hash)))
         })
         .collect()
 }
 
-/// The bytes of a varlena value (detoasted, in the current memory context,
-/// if it was toasted).
+/// Appends the binary form of a chain column's value to `key`: rows whose
+/// chain columns have the same binary values belong to one chain.
 ///
 /// # Safety
-/// `datum` is a varlena, valid for `'a`.
-unsafe fn bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
-    // SAFETY: a varlena (the contract); the detoasted copy, if one is made,
-    // lives in the current memory context.
-    unsafe {
-        let value = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-        core::slice::from_raw_parts(pgrx::vardata_any(value).cast::<u8>(), pgrx::varsize_any_exhdr(value))
-    }
-}
-
-/// Appends the binary form of column `column` of `tuple` to `key`: rows
-/// whose chain columns have the same binary values belong to one chain.
-///
-/// # Safety
-/// `tuple` is a tuple of `tupdesc`, which has the column.
-unsafe fn push_value(key: &mut Vec<u8>, tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, column: c_int) {
-    // SAFETY: the column's attribute in the descriptor (the contract) says
-    // how its datum holds the value: by value, a varlena, a C string or
-    // `attlen` bytes at the pointer.
-    unsafe {
-        let Some(value) = getbinval(tuple, tupdesc, column) else {
-            key.push(0);
-            return;
-        };
-        let attribute = &*(*tupdesc).attrs.as_ptr().add(column as usize - 1);
-        let data: &[u8] = if attribute.attbyval {
+/// `value` is a datum of the column `attribute` describes.
+unsafe fn push_value(key: &mut Vec<u8>, value: Option<pg_sys::Datum>, attribute: &pg_sys::FormData_pg_attribute) {
+    let Some(value) = value else {
+        key.push(0);
+        return;
+    };
+    // SAFETY: the attribute says how the datum holds the value (the
+    // contract): by value, a varlena, a C string or `attlen` bytes.
+    let data: &[u8] = unsafe {
+        if attribute.attbyval {
             &value.value().to_ne_bytes()[..attribute.attlen as usize]
         } else if attribute.attlen == -1 {
-            bytes(value)
+            varlena_bytes(value)
         } else if attribute.attlen == -2 {
             core::ffi::CStr::from_ptr(value.cast_mut_ptr()).to_bytes()
         } else {
             core::slice::from_raw_parts(value.cast_mut_ptr::<u8>(), attribute.attlen as usize)
-        };
-        key.push(1);
-        key.extend_from_slice(&data.len().to_ne_bytes());
-        key.extend_from_slice(data);
-    }
+        }
+    };
+    key.push(1);
+    key.extend_from_slice(&data.len().to_ne_bytes());
+    key.extend_from_slice(data);
 }
 
 impl Pass {
@@ -427,14 +412,23 @@ impl Pass {
                 }
                 let tupdesc = (*table).tupdesc;
                 // The chain columns come first, then five more.
-                let nchain = (*tupdesc).natts - 5;
+                let natts = (*tupdesc).natts as usize;
+                let nchain = natts - 5;
+                let attributes = (*tupdesc).attrs.as_slice(natts);
+                let mut values = vec![pg_sys::Datum::from(0); natts];
+                let mut nulls = vec![false; natts];
                 let over = batch_memory.switch_to(|_| {
                     for i in 0..count as usize {
-                        let tuple = *(*table).vals.add(i);
-                        let value = |column| getbinval(tuple, tupdesc, nchain + column);
+                        pg_sys::heap_deform_tuple(
+                            *(*table).vals.add(i),
+                            tupdesc,
+                            values.as_mut_ptr(),
+                            nulls.as_mut_ptr(),
+                        );
+                        let value = |column: usize| (!nulls[nchain + column - 1]).then(|| values[nchain + column - 1]);
                         key.clear();
-                        for column in 1..=nchain {
-                            push_value(&mut key, tuple, tupdesc, column);
+                        for column in 0..nchain {
+                            push_value(&mut key, (!nulls[column]).then(|| values[column]), &attributes[column]);
                         }
                         let place = Place {
                             part: value(4).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32)),
@@ -444,8 +438,8 @@ impl Pass {
                         };
                         let row = Row {
                             seq: value(1).map(|seq| seq.value() as i64),
-                            hash: value(2).map(|h| bytes(h)),
-                            encoding: value(3).map_or(&[][..], |e| bytes(e)),
+                            hash: value(2).map(|h| varlena_bytes(h)),
+                            encoding: value(3).map_or(&[][..], |e| varlena_bytes(e)),
                             place,
                         };
                         let id = match self.by_values.get(&key) {
