@@ -117,9 +117,9 @@ SELECT f.name, f.arguments, f.result, f.symbol,
     ('_chain_encoding', 'VARIADIC "any"', 'bytea', 'STABLE', 'integrity_chain_encoding', NULL),
     -- verify_chain()'s pass over a chained table (src/chain_verify.rs): the
     -- problems it found, at most one per chain and one per chain of the
-    -- digest, each with its sequence number and where its row is.
-    ('_chain_problems', 'tbl regclass, scan text, ordered text, chain_of text, digest_chains text[], '
-     'digest_seqs bigint[], digest_hashes bytea[]', 'TABLE (chain text, part oid, row_id tid, seq bigint, problem text)', 'STABLE',
+    -- digest, each with its row's key and sequence number.
+    ('_chain_problems', 'tbl regclass, scan text, ordered text, row_of text, digest_chains text[], '
+     'digest_seqs bigint[], digest_hashes bytea[]', 'TABLE (chain text, row_key text, seq bigint, problem text)', 'STABLE',
      'chain_problems_wrapper', NULL),
 
     -- Refusal counting (src/refusals.rs), in shared memory with pg_integrity

@@ -7735,9 +7735,9 @@ SELECT f.name, f.arguments, f.result, f.symbol,
     ('_chain_encoding', 'VARIADIC "any"', 'bytea', 'STABLE', 'integrity_chain_encoding', NULL),
     -- verify_chain()'s pass over a chained table (src/chain_verify.rs): the
     -- problems it found, at most one per chain and one per chain of the
-    -- digest, each with its sequence number and where its row is.
-    ('_chain_problems', 'tbl regclass, scan text, ordered text, chain_of text, digest_chains text[], '
-     'digest_seqs bigint[], digest_hashes bytea[]', 'TABLE (chain text, part oid, row_id tid, seq bigint, problem text)', 'STABLE',
+    -- digest, each with its row's key and sequence number.
+    ('_chain_problems', 'tbl regclass, scan text, ordered text, row_of text, digest_chains text[], '
+     'digest_seqs bigint[], digest_hashes bytea[]', 'TABLE (chain text, row_key text, seq bigint, problem text)', 'STABLE',
      'chain_problems_wrapper', NULL),
 
     -- Refusal counting (src/refusals.rs), in shared memory with pg_integrity
@@ -7825,22 +7825,21 @@ BEGIN
       INTO digest_chains, digest_seqs, digest_hashes
       FROM pg_catalog.jsonb_to_recordset(digest -> 'chains') AS d(chain jsonb, seq bigint, hash text);
     -- Each row's chain columns, sequence number, hash, the encoding it was
-    -- hashed with, and where it is (for its chain as jsonb and its row key).
+    -- hashed with, and where it is (for its chain as jsonb and its row key,
+    -- which row_of reads).
     rows_sql := format('SELECT %s t.%I, t.%I, %s, t.tableoid, t.ctid FROM %s t',
                        (SELECT string_agg(format('t.%I, ', col), '') FROM unnest(c.chain_columns) AS col),
                        c.seq_column, c.hash_column, integrity._chain_encoding_sql(tbl, c.hashed, 't'), tbl);
-    RETURN QUERY EXECUTE format($query$
-        SELECT DISTINCT ON (p.chain::pg_catalog.jsonb) p.chain::pg_catalog.jsonb, k.row_key, p.problem
-          FROM integrity._chain_problems($1, $2, $3, $4, $5, $6, $7) p
-          LEFT JOIN LATERAL (SELECT %s AS row_key FROM %s t WHERE t.tableoid = p.part AND t.ctid = p.row_id) k ON true
-         ORDER BY p.chain::pg_catalog.jsonb, p.seq NULLS FIRST
-        $query$, integrity._row_key_sql(tbl), tbl)
-    USING tbl, rows_sql,
-          rows_sql || ' ORDER BY ' || (SELECT string_agg(format('t.%I', col), ', ')
-                                         FROM unnest(c.chain_columns || c.seq_column) AS col),
-          format('SELECT %s::pg_catalog.text FROM %s t WHERE t.tableoid = $1 AND t.ctid = $2',
-                 integrity._chain_values_sql(tbl, c.chain_columns, 't'), tbl),
-          digest_chains, digest_seqs, digest_hashes;
+    RETURN QUERY
+        SELECT DISTINCT ON (p.chain::jsonb) p.chain::jsonb, p.row_key::jsonb, p.problem
+          FROM integrity._chain_problems(tbl, rows_sql,
+                   rows_sql || ' ORDER BY ' || (SELECT string_agg(format('t.%I', col), ', ')
+                                                  FROM unnest(c.chain_columns || c.seq_column) AS col),
+                   format('SELECT %s::pg_catalog.text, %s::pg_catalog.text FROM %s t'
+                          ' WHERE t.tableoid = $1 AND t.ctid = $2',
+                          integrity._chain_values_sql(tbl, c.chain_columns, 't'), integrity._row_key_sql(tbl), tbl),
+                   digest_chains, digest_seqs, digest_hashes) AS p
+         ORDER BY p.chain::jsonb, p.seq NULLS FIRST;
 END;
 $$;
 -- ==== end issue 11: verify_chain() in one pass ====

@@ -248,33 +248,43 @@ struct Pass {
 }
 
 /// A problem as chain_problems() returns it.
-type Found = (String, Option<pg_sys::Oid>, Option<pg_sys::ItemPointerData>, Option<i64>, String);
+type Found = (String, Option<String>, Option<i64>, String);
+
+/// Column `column` (text) of what `row_of` says of the row at `place`: its
+/// chain (1) or its row key (2).
+fn row_of_place(row_of: pg_sys::SPIPlanPtr, place: Place, column: c_int) -> String {
+    let mut args = [pg_sys::Datum::from(place.part), pg_sys::Datum::from(&raw const place.ctid)];
+    // SAFETY: inside SPI_connect; the plan takes an oid and a tid, which the
+    // datums hold (the tid by reference, to a local that outlives the call);
+    // the text is copied out of SPI's memory.
+    unsafe {
+        let rc = pg_sys::SPI_execute_plan(row_of, args.as_mut_ptr(), core::ptr::null(), true, 1);
+        if rc != pg_sys::SPI_OK_SELECT as c_int || pg_sys::SPI_processed != 1 {
+            Error::Spi { what: "reading a row of the chain".into(), rc }.raise();
+        }
+    }
+    result_text(0, column).unwrap_or_default()
+}
 
 /// The problems of tbl's chains, at most one per chain from the links and one
 /// per chain of the digest; verify_chain() keeps each chain's first.
 /// `scan` and `ordered` read the chain columns, then the sequence number,
 /// hash, encoding, tableoid and ctid of every row, `ordered` in chain order;
-/// `chain_of` gives the chain (jsonb text) of the row at ($1 tableoid, $2
-/// ctid).
+/// `row_of` gives the chain and the row key (jsonb text) of the row at ($1
+/// tableoid, $2 ctid).
 #[pg_extern(sql = false)]
 #[allow(clippy::too_many_arguments)]
 fn chain_problems(
     tbl: pg_sys::Oid,
     scan: &str,
     ordered: &str,
-    chain_of: &str,
+    row_of: &str,
     digest_chains: Option<Vec<Option<String>>>,
     digest_seqs: Option<Vec<Option<i64>>>,
     digest_hashes: Option<pgrx::Array<'_, &[u8]>>,
 ) -> TableIterator<
     'static,
-    (
-        name!(chain, String),
-        name!(part, Option<pg_sys::Oid>),
-        name!(row_id, Option<pg_sys::ItemPointerData>),
-        name!(seq, Option<i64>),
-        name!(problem, String),
-    ),
+    (name!(chain, String), name!(row_key, Option<String>), name!(seq, Option<i64>), name!(problem, String)),
 > {
     // SAFETY: a GUC variable of the backend, in kilobytes.
     let budget = unsafe { pg_sys::work_mem } as isize * 1024;
@@ -290,18 +300,19 @@ fn chain_problems(
         .collect();
     spi_connect();
     let anchors = read_anchors(tbl);
-    let chain_of = std::ffi::CString::new(chain_of).unwrap_or_else(|_| {
+    let row_of = std::ffi::CString::new(row_of).unwrap_or_else(|_| {
         Error::UnexpectedResult { what: "the verify_chain statement", result: "a NUL byte".into() }.raise()
     });
-    let chain_of = prepare(&chain_of, &mut [pg_sys::OIDOID, pg_sys::TIDOID], 0, || "the chain of a row".into());
+    let row_of = prepare(&row_of, &mut [pg_sys::OIDOID, pg_sys::TIDOID], 0, || "reading a row of the chain".into());
     let mut pass = Pass::new(anchors, digest);
-    if !pass.run(scan, chain_of, Some(budget)) {
+    if !pass.run(scan, row_of, Some(budget)) {
         let Pass { anchors, digest, .. } = pass;
         pass = Pass::new(anchors, digest.into_iter().map(DigestEntry::reset).collect());
-        pass.run(ordered, chain_of, None);
+        pass.run(ordered, row_of, None);
     }
+    let found = pass.found(row_of);
     spi_finish();
-    TableIterator::new(pass.found())
+    TableIterator::new(found)
 }
 
 impl DigestEntry {
@@ -376,7 +387,7 @@ impl Pass {
     /// Reads every row of `query` (`in_order`: without `budget`, in chain
     /// order); false when the chains and waiting rows outgrew `budget` (the
     /// pass is then incomplete).
-    fn run(&mut self, query: &str, chain_of: pg_sys::SPIPlanPtr, budget: Option<isize>) -> bool {
+    fn run(&mut self, query: &str, row_of: pg_sys::SPIPlanPtr, budget: Option<isize>) -> bool {
         let in_order = budget.is_none();
         let query = std::ffi::CString::new(query).unwrap_or_else(|_| {
             Error::UnexpectedResult { what: "the verify_chain statement", result: "a NUL byte".into() }.raise()
@@ -444,7 +455,7 @@ impl Pass {
                         };
                         let id = match self.by_values.get(&key) {
                             Some(&id) => id,
-                            None => self.open(&key, place, chain_of),
+                            None => self.open(&key, place, row_of),
                         };
                         // In chain order, a chain is done when the next begins.
                         if in_order && current != Some(id) {
@@ -493,18 +504,8 @@ impl Pass {
     /// The chain of a row whose chain columns' values were not met yet:
     /// one met already with other binary values of the same jsonb (say,
     /// text that is toasted in one row and not in another), or a new one.
-    fn open(&mut self, key: &[u8], place: Place, chain_of: pg_sys::SPIPlanPtr) -> usize {
-        let mut args = [pg_sys::Datum::from(place.part), pg_sys::Datum::from(&raw const place.ctid)];
-        // SAFETY: inside SPI_connect; the plan takes an oid and a tid, which
-        // the datums hold (the tid by reference, to a local that outlives the
-        // call); the text is copied out of SPI's memory.
-        let text = unsafe {
-            let rc = pg_sys::SPI_execute_plan(chain_of, args.as_mut_ptr(), core::ptr::null(), true, 1);
-            if rc != pg_sys::SPI_OK_SELECT as c_int || pg_sys::SPI_processed != 1 {
-                Error::Spi { what: "the chain of a row".into(), rc }.raise();
-            }
-            result_text(0, 1).unwrap_or_default()
-        };
+    fn open(&mut self, key: &[u8], place: Place, row_of: pg_sys::SPIPlanPtr) -> usize {
+        let text = row_of_place(row_of, place, 1);
         self.memory += (key.len() + CHAIN_OVERHEAD) as isize;
         let id = match self.by_text.get(&text) {
             Some(&id) => id,
@@ -540,8 +541,8 @@ impl Pass {
     }
 
     /// The problems found, and those of the digest (the checks of
-    /// verify_chain(), in their order).
-    fn found(self) -> Vec<Found> {
+    /// verify_chain(), in their order), with the row keys of their rows.
+    fn found(self, row_of: pg_sys::SPIPlanPtr) -> Vec<Found> {
         let anchors = self.anchors;
         let digest = self.digest.into_iter().filter_map(|d| {
             let rows = match d.seq {
@@ -565,7 +566,7 @@ impl Pass {
         self.problems
             .into_iter()
             .chain(digest.collect::<Vec<_>>())
-            .map(|(chain, p)| (chain, p.place.map(|p| p.part), p.place.map(|p| p.ctid), p.seq, p.what))
+            .map(|(chain, p)| (chain, p.place.map(|place| row_of_place(row_of, place, 2)), p.seq, p.what))
             .collect()
     }
 }
