@@ -127,21 +127,34 @@ pub(crate) unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
 /// form as `\u` and four lowercase hex digits), every other byte as it is.
 fn escape_json(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
-    for &byte in text {
-        match byte {
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            byte if byte < b' ' => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
-            byte => out.push(byte),
-        }
+    let mut plain = 0;
+    let mut unicode = *b"\\u0000";
+    for (i, &byte) in text.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            byte if byte < b' ' => {
+                unicode[4] = HEX[usize::from(byte >> 4)];
+                unicode[5] = HEX[usize::from(byte & 15)];
+                &unicode
+            }
+            _ => continue,
+        };
+        // The bytes before it as they are, in one copy.
+        out.extend_from_slice(&text[plain..i]);
+        out.extend_from_slice(escaped);
+        plain = i + 1;
     }
+    out.extend_from_slice(&text[plain..]);
     out.push(b'"');
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The arguments' kinds, from `fn_extra` or resolved now.
 ///
