@@ -87,15 +87,21 @@ unsafe fn chain_encoding(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             }
         }
         out.push(b']');
-        // convert_to(…, 'UTF8'): from the database's encoding to UTF-8.
+        // convert_to(…, 'UTF8'): from the database's encoding to UTF-8, as
+        // pg_convert() converts (none from SQL_ASCII).
         let converted;
-        let bytes = if pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 {
+        let database = pg_sys::GetDatabaseEncoding();
+        let bytes = if database == pg_sys::pg_enc::PG_UTF8 as i32 {
             &out[..]
         } else {
             out.push(0);
-            let text =
-                pg_sys::pg_server_to_any(out.as_ptr().cast(), out.len() as i32 - 1, pg_sys::pg_enc::PG_UTF8 as i32);
-            converted = CStr::from_ptr(text).to_bytes();
+            let text = pg_sys::pg_do_encoding_conversion(
+                out.as_mut_ptr(),
+                out.len() as i32 - 1,
+                database,
+                pg_sys::pg_enc::PG_UTF8 as i32,
+            );
+            converted = CStr::from_ptr(text.cast()).to_bytes();
             converted
         };
         let result = pg_sys::palloc(bytes.len() + pg_sys::VARHDRSZ) as *mut pg_sys::varlena;
