@@ -124,6 +124,16 @@ SELECT f.name, f.arguments, f.result, f.symbol,
     -- '(b = 1) OR (c = 2)'}, whatever the literals hold.
     ('_conjuncts', 'expr pg_node_tree, relation oid', 'text[]', 'STABLE STRICT', 'integrity_conjuncts', NULL),
 
+    -- The canonical encoding of a chained row (src/chain_encoding.rs):
+    -- convert_to(jsonb_build_array(<values>)::text, 'UTF8'), written directly.
+    ('_chain_encoding', 'VARIADIC "any"', 'bytea', 'STABLE', 'integrity_chain_encoding', NULL),
+    -- verify_chain()'s pass over a chained table (src/chain_verify.rs): the
+    -- problems it found, at most one per chain and one per chain of the
+    -- digest, each with its row's key and sequence number.
+    ('_chain_problems', 'tbl regclass, scan text, ordered text, row_of text, digest_chains text[], '
+     'digest_seqs bigint[], digest_hashes bytea[]', 'TABLE (chain text, row_key text, seq bigint, problem text)', 'STABLE',
+     'chain_problems_wrapper', NULL),
+
     -- Refusal counting (src/refusals.rs), in shared memory with pg_integrity
     -- in shared_preload_libraries: the counters, a reset, and the refusals
     -- that found every counter in use (NULL without the preload).

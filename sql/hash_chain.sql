@@ -2,7 +2,8 @@
 -- sequence number (1, 2, 3, … per chain) and the SHA-256 of the previous
 -- row's hash and of the row's canonical encoding; the integrity_hash_chain
 -- trigger (src/hash_chain.rs) fills both in.  The encoding is written once,
--- here, for the trigger's statement and for verify_chain().
+-- by integrity._chain_encoding() (src/chain_encoding.rs) over the values
+-- settled here, for the trigger's statement and for verify_chain().
 
 -- The column types whose text form depends on a session setting (TimeZone,
 -- IntervalStyle, extra_float_digits, lc_monetary, bytea_output), each with
@@ -53,17 +54,15 @@ AS $$
       JOIN pg_catalog.pg_type t ON t.oid = r.type_oid
 $$;
 
--- A jsonb array of columns of the row rowref (`t`, `($3)`), every value
--- written as the session settings cannot change it: the chain key, and, in
--- UTF-8, the encoding a row is hashed with.
-CREATE FUNCTION integrity._chain_values_sql(tbl regclass, columns text[], rowref text)
+-- The columns of the row rowref (`t`, `($3)`), comma-separated, every value
+-- written as the session settings cannot change it.
+CREATE FUNCTION integrity._chain_arguments_sql(tbl regclass, columns text[], rowref text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('pg_catalog.jsonb_build_array(%s)',
-                  coalesce(string_agg(format(coalesce(s.expression, '%s'), format('%s.%I', rowref, u.col)), ', '
-                                      ORDER BY u.n), ''))
+    SELECT coalesce(string_agg(format(coalesce(s.expression, '%s'), format('%s.%I', rowref, u.col)), ', '
+                               ORDER BY u.n), '')
       FROM unnest(columns) WITH ORDINALITY AS u(col, n)
       LEFT JOIN pg_catalog.pg_attribute a
         ON a.attrelid = tbl AND a.attname = u.col AND a.attnum > 0 AND NOT a.attisdropped
@@ -72,12 +71,25 @@ AS $$
         ON s.type_oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
 $$;
 
+-- A jsonb array of those columns: the chain key.
+CREATE FUNCTION integrity._chain_values_sql(tbl regclass, columns text[], rowref text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('pg_catalog.jsonb_build_array(%s)', integrity._chain_arguments_sql(tbl, columns, rowref))
+$$;
+
+-- The encoding a row is hashed with: that jsonb array as text, in UTF-8,
+-- written by integrity._chain_encoding() (src/chain_encoding.rs).
 CREATE FUNCTION integrity._chain_encoding_sql(tbl regclass, columns text[], rowref text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('pg_catalog.convert_to(%s::text, ''UTF8'')', integrity._chain_values_sql(tbl, columns, rowref))
+    SELECT CASE WHEN cardinality(columns) > 0
+                THEN format('integrity._chain_encoding(%s)', integrity._chain_arguments_sql(tbl, columns, rowref))
+                ELSE 'pg_catalog.convert_to(''[]'', ''UTF8'')' END
 $$;
 
 -- The registered chain that tbl (the table, or one of its partitions) belongs to.
@@ -285,8 +297,10 @@ COMMENT ON FUNCTION integrity.enable_hash_chain(regclass, text[], name, name) IS
 -- The rows of tbl's chains that do not hold: for each chain, the first row
 -- that was changed, removed, inserted out of band or re-ordered; with a digest
 -- from chain_digest(), also a removed or re-forged end of a chain.  One pass
--- over the table, in chain order.  A chain that purge_expired() shortened
--- starts at its anchor (integrity.chain_anchors).
+-- over the table, in the order it holds the rows (src/chain_verify.rs), which
+-- starts again in chain order when the rows are too far out of it.  A chain
+-- that purge_expired() shortened starts at its anchor
+-- (integrity.chain_anchors).
 CREATE FUNCTION integrity.verify_chain(tbl regclass, digest jsonb DEFAULT NULL)
 RETURNS TABLE (chain jsonb, row_key jsonb, problem text)
 LANGUAGE plpgsql STABLE
@@ -294,6 +308,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c record;
+    rows_sql text;
+    digest_chains text[];
+    digest_seqs bigint[];
+    digest_hashes bytea[];
 BEGIN
     SELECT * INTO c FROM integrity._registered_chain(tbl, 'verify_chain');
     IF digest IS NOT NULL AND (jsonb_typeof(digest -> 'chains') IS DISTINCT FROM 'array'
@@ -302,65 +320,26 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('Pass what integrity.chain_digest(%L) returned.', tbl::text);
     END IF;
-    RETURN QUERY EXECUTE format($query$
-        WITH links AS (
-            SELECT %1$s AS chain, %2$s AS row_key, t.%3$I AS seq, t.%4$I AS hash,
-                   pg_catalog.sha256(coalesce(pg_catalog.lag(t.%4$I) OVER w, a.hash, '\x'::bytea) || %5$s) AS expected,
-                   coalesce(pg_catalog.lag(t.%3$I) OVER w, a.seq) AS previous
-              FROM %6$s t
-              LEFT JOIN integrity.chain_anchors a ON a.table_name = %9$L::pg_catalog.regclass AND a.chain = %1$s
-            WINDOW w AS (%7$s ORDER BY t.%3$I)
-        ), problems AS (
-            SELECT l.chain, l.row_key, l.seq,
-                   CASE WHEN l.seq IS NULL OR l.hash IS NULL
-                        THEN 'the row is not chained: it was inserted while the chain trigger did not run'
-                        WHEN l.previous IS NULL AND l.seq <> 1
-                        THEN pg_catalog.format('the chain starts at %%s: %%s removed', l.seq,
-                                               CASE WHEN l.seq = 2 THEN 'row 1 was'
-                                                    ELSE pg_catalog.format('rows 1 to %%s were', l.seq - 1) END)
-                        WHEN l.seq = l.previous
-                        THEN pg_catalog.format('sequence number %%s appears twice', l.seq)
-                        WHEN l.seq = l.previous + 2
-                        THEN pg_catalog.format('row %%s was removed', l.seq - 1)
-                        WHEN l.seq <> l.previous + 1
-                        THEN pg_catalog.format('rows %%s to %%s were removed', l.previous + 1, l.seq - 1)
-                        WHEN l.hash <> l.expected
-                        THEN 'the hash does not match: the row was changed, or the row before it'
-                   END AS problem
-              FROM links l
-            %8$s
-        )
-        SELECT DISTINCT ON (p.chain) p.chain, p.row_key, p.problem
-          FROM problems p
-         WHERE p.problem IS NOT NULL
-         ORDER BY p.chain, p.seq NULLS FIRST
-        $query$,
-        integrity._chain_values_sql(tbl, c.chain_columns, 't'), integrity._row_key_sql(tbl),
-        c.seq_column, c.hash_column, integrity._chain_encoding_sql(tbl, c.hashed, 't'), tbl,
-        (SELECT 'PARTITION BY ' || string_agg(format('t.%I', col), ', ') FROM unnest(c.chain_columns) AS col),
-        -- Against a digest: the chains it names, at the rows it names.
-        CASE WHEN digest IS NOT NULL THEN $digest$
-            UNION ALL
-            SELECT d.chain, l.row_key, d.seq,
-                   CASE WHEN an.seq > d.seq OR (an.seq = d.seq AND an.hash = pg_catalog.decode(d.hash, 'hex'))
-                        THEN NULL  -- purged up to the digest's row, or past it
-                        WHEN an.seq = d.seq
-                        THEN pg_catalog.format('row %s differs from the digest: the chain was written again', d.seq)
-                        WHEN k.chain IS NULL
-                        THEN pg_catalog.format('the chain is gone: the digest has %s', d.rows)
-                        WHEN l.seq IS NULL
-                        THEN pg_catalog.format('the end of the chain was removed: the digest has %s', d.rows)
-                        WHEN l.hash IS DISTINCT FROM pg_catalog.decode(d.hash, 'hex')
-                        THEN pg_catalog.format('row %s differs from the digest: the chain was written again', d.seq)
-                   END
-              FROM (SELECT r.*, CASE r.seq WHEN 1 THEN '1 row' ELSE r.seq || ' rows' END AS rows
-                      FROM pg_catalog.jsonb_to_recordset($1 -> 'chains') AS r(chain jsonb, seq bigint, hash text)) AS d
-              LEFT JOIN (SELECT a.chain FROM links a GROUP BY a.chain) AS k ON k.chain = d.chain
-              LEFT JOIN links l ON l.chain = d.chain AND l.seq = d.seq
-              LEFT JOIN integrity.chain_anchors an ON an.table_name = $2 AND an.chain = d.chain
-            $digest$ ELSE '' END,
-        tbl::oid)
-    USING digest, tbl;
+    -- The digest's chains, as three arrays in one order.
+    SELECT array_agg(d.chain::text), array_agg(d.seq), array_agg(pg_catalog.decode(d.hash, 'hex'))
+      INTO digest_chains, digest_seqs, digest_hashes
+      FROM pg_catalog.jsonb_to_recordset(digest -> 'chains') AS d(chain jsonb, seq bigint, hash text);
+    -- Each row's chain columns, sequence number, hash, the encoding it was
+    -- hashed with, and where it is (for its chain as jsonb and its row key,
+    -- which row_of reads).
+    rows_sql := format('SELECT %s t.%I, t.%I, %s, t.tableoid, t.ctid FROM %s t',
+                       (SELECT string_agg(format('t.%I, ', col), '') FROM unnest(c.chain_columns) AS col),
+                       c.seq_column, c.hash_column, integrity._chain_encoding_sql(tbl, c.hashed, 't'), tbl);
+    RETURN QUERY
+        SELECT DISTINCT ON (p.chain::jsonb) p.chain::jsonb, p.row_key::jsonb, p.problem
+          FROM integrity._chain_problems(tbl, rows_sql,
+                   rows_sql || ' ORDER BY ' || (SELECT string_agg(format('t.%I', col), ', ')
+                                                  FROM unnest(c.chain_columns || c.seq_column) AS col),
+                   format('SELECT %s::pg_catalog.text, %s::pg_catalog.text FROM %s t'
+                          ' WHERE t.tableoid = $1 AND t.ctid = $2',
+                          integrity._chain_values_sql(tbl, c.chain_columns, 't'), integrity._row_key_sql(tbl), tbl),
+                   digest_chains, digest_seqs, digest_hashes) AS p
+         ORDER BY p.chain::jsonb, p.seq NULLS FIRST;
 END;
 $$;
 COMMENT ON FUNCTION integrity.verify_chain(regclass, jsonb) IS

@@ -19,6 +19,8 @@ mod sanctioned;
 mod trigger;
 
 mod append_only;
+mod chain_encoding;
+mod chain_verify;
 mod frozen_columns;
 mod hash_chain;
 mod holds;
