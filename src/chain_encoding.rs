@@ -18,6 +18,7 @@
 use core::ffi::{c_char, CStr};
 
 use pgrx::pg_sys;
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::fmgr::{guarded_function, Verdict};
@@ -29,6 +30,14 @@ unsafe extern "C-unwind" {
     fn numeric_out_raw(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
     #[link_name = "jsonb_out"]
     fn jsonb_out_raw(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+/// A row's hash: SHA-256 of the previous row's hash (or its chain's anchor,
+/// or nothing) and the row's encoding, for the trigger and for
+/// `verify_chain()` (PostgreSQL's sha256() makes an OpenSSL context per call,
+/// which costs more than the hashing).
+pub(crate) fn link_hash(previous: &[u8], encoding: &[u8]) -> [u8; 32] {
+    Sha256::new().chain_update(previous).chain_update(encoding).finalize().into()
 }
 
 guarded_function!(

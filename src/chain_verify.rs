@@ -18,12 +18,10 @@
 use core::ffi::c_int;
 use std::collections::{BTreeMap, HashMap};
 
-use sha2::{Digest, Sha256};
-
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::chain_encoding::varlena_bytes;
+use crate::chain_encoding::{link_hash, varlena_bytes};
 use crate::error::Error;
 use crate::fmgr::{prepare, result_text, result_value, select, spi_connect, spi_finish};
 
@@ -33,16 +31,6 @@ const BATCH: i64 = 1000;
 const CHAIN_OVERHEAD: usize = 192;
 /// What a waiting row takes beyond its encoding, likewise.
 const WAITING_OVERHEAD: usize = 96;
-
-/// SHA-256 of the previous row's hash and a row's encoding, as the trigger's
-/// `sha256(previous || encoding)` computes it (PostgreSQL's sha256() makes an
-/// OpenSSL context per call, which costs more than the hashing).
-fn link_hash(previous: &[u8], encoding: &[u8]) -> [u8; 32] {
-    let mut sha = Sha256::new();
-    sha.update(previous);
-    sha.update(encoding);
-    sha.finalize().into()
-}
 
 /// Where a row is: its partition (or table) and its ctid, for its row key.
 #[derive(Clone, Copy)]

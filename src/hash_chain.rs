@@ -38,8 +38,8 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys;
 use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
-use sha2::{Digest, Sha256};
 
+use crate::chain_encoding::link_hash;
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
     execute_plan, prepare, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
@@ -356,7 +356,7 @@ unsafe fn direct_link(
                 ENCODING.set(true);
                 let encoded = encode(encoding, values[plan.nchain], plan.row_type);
                 ENCODING.set(false);
-                let digest = Sha256::new().chain_update(hash).chain_update(encoded).finalize();
+                let digest = link_hash(&hash, encoded);
                 (seq + 1, digest.as_slice().into_datum().unwrap_or_else(|| unreachable!("a byte slice is not NULL")))
             });
         pg_sys::PopActiveSnapshot();
