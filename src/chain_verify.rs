@@ -309,7 +309,7 @@ impl DigestEntry {
     }
 }
 
-/// The anchors of tbl's chains, by chain (as jsonb text).
+/// The anchors of tbl's chains, by chain key (`chain_key`).
 fn read_anchors(tbl: pg_sys::Oid) -> HashMap<String, (i64, Vec<u8>)> {
     let rows = select(
         c"SELECT a.chain::pg_catalog.text, a.seq, a.hash FROM integrity.chain_anchors a WHERE a.table_name = $1",
@@ -323,9 +323,56 @@ fn read_anchors(tbl: pg_sys::Oid) -> HashMap<String, (i64, Vec<u8>)> {
             let seq = result_value(row, 2)?.value() as i64;
             // SAFETY: a bytea of the SPI result, copied before the next SPI call.
             let hash = result_value(row, 3).map(|hash| unsafe { varlena_bytes(hash) }.to_vec())?;
-            Some((chain, (seq, hash)))
+            Some((chain_key(&chain), (seq, hash)))
         })
         .collect()
+}
+
+/// The key of a chain given as jsonb text, by which rows, anchors and digest
+/// entries are matched: the text with every number's trailing fractional
+/// zeros removed.  jsonb compares numbers by value, as the trigger finds a
+/// chain (by the chain columns' equality), so `[1.0]` and `[1.00]` are one
+/// chain whose rows print differently; strings compare by their bytes.
+fn chain_key(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut key = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // A string, with its escapes, as it is.
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(bytes.len());
+                key.extend_from_slice(&bytes[start..i]);
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len() && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let mut number = &bytes[start..i];
+                if number.contains(&b'.') && !number.iter().any(|b| matches!(b, b'e' | b'E')) {
+                    while let [rest @ .., b'0'] = number {
+                        number = rest;
+                    }
+                    if let [rest @ .., b'.'] = number {
+                        number = rest;
+                    }
+                }
+                key.extend_from_slice(number);
+            }
+            other => {
+                key.push(other);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII digits and points were left out of valid UTF-8.
+    String::from_utf8(key).unwrap_or_else(|_| text.to_string())
 }
 
 /// Appends the binary form of a chain column's value to `key`: rows whose
@@ -358,7 +405,7 @@ unsafe fn push_value(key: &mut Vec<u8>, value: Option<pg_sys::Datum>, attribute:
 
 impl Pass {
     fn new(anchors: HashMap<String, (i64, Vec<u8>)>, digest: Vec<DigestEntry>) -> Self {
-        let digest_index = digest.iter().enumerate().map(|(i, d)| (d.chain.clone(), i)).collect();
+        let digest_index = digest.iter().enumerate().map(|(i, d)| (chain_key(&d.chain), i)).collect();
         Pass {
             chains: HashMap::new(),
             by_values: HashMap::new(),
@@ -491,24 +538,26 @@ impl Pass {
 
     /// The chain of a row whose chain columns' values were not met yet:
     /// one met already with other binary values of the same jsonb (say,
-    /// text that is toasted in one row and not in another), or a new one.
+    /// text that is toasted in one row and not in another, or a numeric of
+    /// another scale), or a new one.
     fn open(&mut self, key: &[u8], place: Place, row_of: pg_sys::SPIPlanPtr) -> usize {
         let text = row_of_place(row_of, place, 1);
         self.memory += (key.len() + CHAIN_OVERHEAD) as isize;
-        let id = match self.by_text.get(&text) {
+        let canonical = chain_key(&text);
+        let id = match self.by_text.get(&canonical) {
             Some(&id) => id,
             None => {
                 let id = self.chains_met;
                 self.chains_met += 1;
-                self.memory += text.len() as isize;
+                self.memory += (text.len() + canonical.len()) as isize;
                 let state = Chain {
-                    anchor: self.anchors.get(&text).cloned(),
-                    digest: self.digest_index.get(&text).copied(),
-                    text: text.clone(),
+                    anchor: self.anchors.get(&canonical).cloned(),
+                    digest: self.digest_index.get(&canonical).copied(),
+                    text,
                     ..Chain::default()
                 };
                 self.chains.insert(id, state);
-                self.by_text.insert(text, id);
+                self.by_text.insert(canonical, id);
                 id
             }
         };
@@ -539,7 +588,7 @@ impl Pass {
                 None => String::new(),
             };
             let seq = d.seq?;
-            let anchor = anchors.get(&d.chain);
+            let anchor = anchors.get(&chain_key(&d.chain));
             let written_again = format!("row {seq} differs from the digest: the chain was written again");
             let (place, what) = match anchor {
                 Some((a, hash)) if *a > seq || (*a == seq && Some(hash) == d.hash.as_ref()) => return None,
