@@ -24,6 +24,7 @@ use pgrx::prelude::*;
 use crate::chain_encoding::{link_hash, varlena_bytes};
 use crate::error::Error;
 use crate::fmgr::{prepare, result_text, result_value, select, spi_connect, spi_finish};
+use crate::trigger::tuple_desc_attr;
 
 /// Rows fetched from the cursor at a time.
 const BATCH: i64 = 1000;
@@ -460,7 +461,6 @@ impl Pass {
                 // The chain columns come first, then five more.
                 let natts = (*tupdesc).natts as usize;
                 let nchain = natts - 5;
-                let attributes = (*tupdesc).attrs.as_slice(natts);
                 let mut values = vec![pg_sys::Datum::from(0); natts];
                 let mut nulls = vec![false; natts];
                 let over = batch_memory.switch_to(|_| {
@@ -474,7 +474,11 @@ impl Pass {
                         let value = |column: usize| (!nulls[nchain + column - 1]).then(|| values[nchain + column - 1]);
                         key.clear();
                         for column in 0..nchain {
-                            push_value(&mut key, (!nulls[column]).then(|| values[column]), &attributes[column]);
+                            push_value(
+                                &mut key,
+                                (!nulls[column]).then(|| values[column]),
+                                tuple_desc_attr(tupdesc, column as i16 + 1),
+                            );
                         }
                         let place = Place {
                             part: value(4).map_or(pg_sys::InvalidOid, |oid| pg_sys::Oid::from(oid.value() as u32)),

@@ -46,7 +46,7 @@ use crate::fmgr::{
     KeptPlans,
 };
 use crate::invalidation;
-use crate::trigger::{relation_owner, trigger_entry, Firing, Verdict};
+use crate::trigger::{relation_owner, trigger_entry, tuple_desc_attr, Firing, Verdict};
 
 trigger_entry!(
     /// `BEFORE INSERT FOR EACH ROW`, arguments `(seq_column, hash_column, chain_column…)`.
@@ -397,7 +397,10 @@ unsafe fn last_row(
                 values[i],
             );
         }
+        #[cfg(not(feature = "pg18"))]
         let scan = pg_sys::index_beginscan(relation, index, snapshot, plan.nchain as c_int, 0);
+        #[cfg(feature = "pg18")]
+        let scan = pg_sys::index_beginscan(relation, index, snapshot, core::ptr::null_mut(), plan.nchain as c_int, 0);
         pg_sys::index_rescan(scan, keys.as_mut_ptr(), plan.nchain as c_int, core::ptr::null_mut(), 0);
         let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, pg_sys::table_slot_callbacks(relation));
         let mut last = None;
@@ -588,7 +591,7 @@ unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
                     core::ptr::null_mut(),
                 )
                 && (0..plan.nchain).all(|k| {
-                    let column = &*(*(*relation).rd_att).attrs.as_ptr().add((plan.chain_atts[k] - 1) as usize);
+                    let column = tuple_desc_attr((*relation).rd_att, plan.chain_atts[k]);
                     pg_sys::IsBinaryCoercible(column.atttypid, *(*index).rd_opcintype.add(k))
                 });
             if suits {
