@@ -7915,7 +7915,9 @@ $$;
 -- ==== issue 13: holds performance ====
 -- place_hold of one row, commit_hold and release_hold are compiled
 -- (src/holds.rs) on the stock operations' kept statements, and declared in
--- the list of compiled functions; the PL/pgSQL versions and their
+-- the list of compiled functions (here the whole list of this release, with
+-- the hash chain's functions, which the verify_chain() section below
+-- creates); the PL/pgSQL versions and their
 -- _settle_hold go.  The pending holds have an index of their own, which a
 -- settled hold leaves; a dropped table's holds are deleted with a scan.
 DROP FUNCTION integrity.place_hold(regclass, anyelement, numeric, interval, text);
@@ -7923,215 +7925,6 @@ DROP FUNCTION integrity.commit_hold(bigint, numeric);
 DROP FUNCTION integrity.release_hold(bigint);
 DROP FUNCTION integrity._settle_hold(bigint, text, numeric, text);
 
-CREATE OR REPLACE FUNCTION integrity._compiled_functions()
-RETURNS TABLE (name text, arguments text, result text, symbol text, declaration text, comment_sql text)
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT f.name, f.arguments, f.result, f.symbol,
-       concat_ws(' ', format('FUNCTION integrity.%I(%s) RETURNS %s LANGUAGE c', f.name, f.arguments, f.result),
-                 f.attributes, format('AS %L, %L', 'MODULE_PATHNAME', f.symbol)),
-       CASE WHEN f.description IS NOT NULL
-            THEN format('COMMENT ON FUNCTION integrity.%I(%s) IS %L', f.name,
-                        pg_catalog.regexp_replace(f.arguments, ' DEFAULT [^,]+', '', 'g'), f.description) END
-  FROM (VALUES
-    -- The guards' triggers.  They run on every guarded row: they take no
-    -- search_path setting, and what SQL they run is schema-qualified.
-    ('append_only_guard', '', 'trigger', NULL, 'integrity_append_only_guard',
-     'Trigger: refuses UPDATE and DELETE of rows of an append-only table (23001).'),
-    ('append_only_truncate_guard', '', 'trigger', NULL, 'integrity_append_only_truncate_guard',
-     'Trigger: refuses TRUNCATE of an append-only table (23001).'),
-    ('immutable_guard', '', 'trigger', NULL, 'integrity_immutable_guard',
-     'Trigger: refuses a change of the immutable columns named in its arguments (23001).'),
-    ('write_once_guard', '', 'trigger', NULL, 'integrity_write_once_guard',
-     'Trigger: refuses a change of the write-once columns named in its arguments once set (23001).'),
-    ('version_bump', '', 'trigger', NULL, 'integrity_version_bump',
-     'Trigger: sets the version column to OLD + 1; in strict mode refuses stale versions (40001).'),
-    ('version_check', '', 'trigger', NULL, 'integrity_version_check',
-     'Trigger: refuses a row whose version a later BEFORE trigger moved off OLD + 1 (23001).'),
-    ('stock_guard', '', 'trigger', NULL, 'integrity_stock_guard',
-     'Trigger: refuses a row whose stock is negative or whose reserved stock is negative or above stock (23514).'),
-    ('credit_guard', '', 'trigger', NULL, 'integrity_credit_guard',
-     'Trigger: refuses a row whose credit limit is negative or whose used credit is negative or above the limit (23514).'),
-    ('ledger_credit_guard', '', 'trigger', NULL, 'integrity_ledger_credit_guard',
-     'Trigger: applies each ledger entry to its account''s used credit, refusing to leave it above the limit or below zero (23514).'),
-    ('hash_chain_guard', '', 'trigger', NULL, 'integrity_hash_chain_guard',
-     'Trigger: numbers each inserted row within its chain and sets its hash from the chain''s last row.'),
-    ('lifecycle_guard', '', 'trigger', NULL, 'integrity_lifecycle_guard',
-     'Trigger: AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with transition tables; writes the statement''s lifecycle events.'),
-    ('lifecycle_events_guard', '', 'trigger', NULL, 'integrity_lifecycle_events_guard',
-     'Trigger: refuses UPDATE, DELETE and TRUNCATE of integrity.lifecycle_events (23001), except the deletes of purge_lifecycle_events().'),
-    ('soft_delete_guard', '', 'trigger', NULL, 'integrity_soft_delete_guard',
-     'Trigger: turns the DELETE of a row into setting its deleted column to now() (and its flag column to true).'),
-    ('total_source', '', 'trigger', NULL, 'integrity_total_source',
-     'Trigger: collects the contribution of each source row to its target row''s maintained total.'),
-    ('total_apply', '', 'trigger', NULL, 'integrity_total_apply',
-     'Trigger: applies what a statement on a source table collected, one update per target row, in key order.'),
-    ('total_start', '', 'trigger', NULL, 'integrity_total_start',
-     'Trigger: starts a new target row''s maintained totals at the total of the source rows that already reference it.'),
-    ('total_guard', '', 'trigger', NULL, 'integrity_total_guard',
-     'Trigger: refuses a direct change of a maintained total or of its row''s key (23001).'),
-
-    -- The stock operations (src/stock_operations.rs): they are called once
-    -- per order line, and keep their prepared statements per table.
-    ('reserve_stock', 'tbl regclass, id anyelement, qty numeric', 'boolean', 'SET search_path = pg_catalog, pg_temp',
-     'integrity_reserve_stock',
-     'Reserves qty of the row''s available stock (stock - reserved): true when reserved, false when not enough is available.'),
-    ('reserve_stock', 'tbl regclass, ids anyarray, qtys numeric[]', 'boolean', 'SET search_path = pg_catalog, pg_temp',
-     'integrity_reserve_stock_rows',
-     'Reserves qtys[i] of row ids[i] for every i, or nothing: true when all were reserved, false when any lacks stock. Locks rows in key order.'),
-    ('release_stock', 'tbl regclass, id anyelement, qty numeric', 'void', 'SET search_path = pg_catalog, pg_temp',
-     'integrity_release_stock',
-     'Gives back qty of the row''s reservation (reserved goes down); more than is reserved raises 23514.'),
-    ('commit_stock', 'tbl regclass, id anyelement, qty numeric', 'void', 'SET search_path = pg_catalog, pg_temp',
-     'integrity_commit_stock',
-     'Consumes qty of the row''s reservation (stock and reserved both go down); more than is reserved raises 23514.'),
-    -- The stock guard of tbl, read as the operations read it (from its
-    -- trigger): its columns, its single-column primary key, and the scale a
-    -- quantity must fit (0 for integer columns, NULL for unconstrained numeric).
-    ('_stock_target', 'tbl regclass, caller text, OUT stock_column text, OUT reserved_column text, '
-     'OUT key_column text, OUT key_type text, OUT quantity_scale integer', 'record',
-     'STABLE SET search_path = pg_catalog, pg_temp', 'integrity_stock_target', NULL),
-
-    -- The hot paths of holds (src/holds.rs), on the stock operations' kept
-    -- statements: a hold placed on one row, and settled.
-    ('place_hold', 'tbl regclass, id anyelement, qty numeric, ttl interval DEFAULT NULL, '
-     'idempotency_key text DEFAULT NULL', 'bigint', 'SET search_path = pg_catalog, pg_temp', 'integrity_place_hold',
-     'Reserves qty of the row as reserve_stock does and records the hold: its id, or NULL when not enough is available. The same idempotency key returns the same hold.'),
-    ('commit_hold', 'hold_id bigint, qty numeric DEFAULT NULL', 'text', 'SET search_path = pg_catalog, pg_temp',
-     'integrity_commit_hold',
-     'Consumes a pending hold (all of it, or qty and releases the rest); returns the hold''s status. A credit hold hands its amount to the DEBIT entry inserted next in the same transaction.'),
-    ('release_hold', 'hold_id bigint', 'text', 'SET search_path = pg_catalog, pg_temp', 'integrity_release_hold',
-     'Gives a pending hold back; returns the hold''s status.'),
-
-    -- The ddl_command_start event trigger, and what the other event triggers
-    -- ask of a DDL command (src/ddl_commands.rs).
-    ('_on_ddl_command_start', '', 'event_trigger', NULL, 'integrity_on_ddl_command_start', NULL),
-    ('_attaches_partition', 'pg_catalog.pg_ddl_command', 'boolean', 'STRICT', 'integrity_attaches_partition', NULL),
-    ('_renames', 'pg_catalog.pg_ddl_command', 'boolean', 'STRICT', 'integrity_renames', NULL),
-    ('_drops_expired_partition', 'pg_catalog.oid', 'boolean', 'STRICT', 'integrity_drops_expired_partition', NULL),
-
-    -- Runs a statement that the extension built to delete guarded rows for
-    -- good (src/sanctioned.rs): only for the owner of tbl, and only the guards
-    -- of the relations _cascade_reach(tbl) lists let its deletes through.
-    ('_execute_sanctioned', 'tbl regclass, statement text', 'bigint', 'STRICT', 'integrity_execute_sanctioned', NULL),
-    -- Runs a statement with the maintained totals of tbl writable (src/sanctioned.rs).
-    ('_execute_total_writes', 'tbl regclass, statement text', 'bigint', 'STRICT', 'integrity_execute_total_writes', NULL),
-
-    -- One row's lifecycle events, in order, for a caller who may read the
-    -- table (src/lifecycle.rs checks the privilege and reads the events as
-    -- their table's owner).
-    ('_lifecycle_events_of', 'tbl regclass, row_key jsonb', 'integrity.lifecycle_events[]', 'STABLE STRICT',
-     'integrity_lifecycle_events_of', NULL),
-
-    -- A maintained total's filter, analyzed as a boolean, immutable expression
-    -- over its source's columns and written back by PostgreSQL's deparser;
-    -- and the source columns it reads (src/totals.rs).
-    ('_total_filter', 'source regclass, filter text', 'text', 'STRICT STABLE', 'integrity_total_filter', NULL),
-    ('_total_filter_columns', 'source regclass, filter text', 'text[]', 'STRICT STABLE',
-     'integrity_total_filter_columns', NULL),
-
-    -- The top-level AND-ed terms of a stored expression over relation's
-    -- columns (pg_index.indpred, say), read from its node tree
-    -- (src/predicates.rs): nested ANDs flattened, each term deparsed as
-    -- pg_get_expr does (on one line) and without the parentheses that enclose
-    -- it: '(a IS NULL) AND ((b = 1) OR (c = 2))' gives {'a IS NULL',
-    -- '(b = 1) OR (c = 2)'}, whatever the literals hold.
-    ('_conjuncts', 'expr pg_node_tree, relation oid', 'text[]', 'STABLE STRICT', 'integrity_conjuncts', NULL),
-
-    -- Refusal counting (src/refusals.rs), in shared memory with pg_integrity
-    -- in shared_preload_libraries: the counters, a reset, and the refusals
-    -- that found every counter in use (NULL without the preload).
-    ('_refusal_counters', '',
-     'TABLE (table_oid oid, guard text, sqlstate text, refusals bigint, first_at timestamptz, '
-     'last_at timestamptz, last_role text, last_detail text)',
-     NULL, 'refusal_counters_wrapper', NULL),
-    ('reset_refusals', '', 'void', NULL, 'reset_refusal_counters_wrapper',
-     'Forgets every refusal counter (of every database). Superusers, and roles granted EXECUTE on it.'),
-    ('_refusals_dropped', '', 'bigint', NULL, 'refusals_dropped_wrapper', NULL)
-  ) AS f(name, arguments, result, attributes, symbol, description)
-$$;
-
-DO $$
-DECLARE
-    f record;
-BEGIN
-    FOR f IN SELECT * FROM integrity._compiled_functions()
-              WHERE name IN ('place_hold', 'commit_hold', 'release_hold') LOOP
-        EXECUTE 'CREATE ' || f.declaration;
-        EXECUTE f.comment_sql;
-    END LOOP;
-END
-$$;
-
-DROP INDEX integrity.hold_records_status;
-CREATE INDEX hold_records_pending ON integrity.hold_records (table_name, row_id, expires_at)
-    WHERE status = 'pending';
-
-CREATE OR REPLACE FUNCTION integrity._on_sql_drop()
-RETURNS event_trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    dropped record;
-BEGIN
-    FOR dropped IN
-        SELECT o.rel, o.tgname, needed.guarded_table, needed.guard
-          FROM (SELECT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel,
-                       address_names[3]::name AS tgname
-                  FROM pg_catalog.pg_event_trigger_dropped_objects()
-                 WHERE object_type = 'trigger' AND address_names[3] LIKE 'integrity\_%') o
-         CROSS JOIN LATERAL integrity._guard_needing(o.rel, o.tgname) needed
-         WHERE o.rel IS NOT NULL
-    LOOP
-        PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
-    END LOOP;
-
-    -- A trigger that fired after a guard's is gone: its recheck may go too.
-    PERFORM integrity._sync_rechecks(o.rel)
-       FROM (SELECT DISTINCT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel
-               FROM pg_catalog.pg_event_trigger_dropped_objects()
-              WHERE object_type = 'trigger') o
-      WHERE o.rel IS NOT NULL;
-
-    PERFORM integrity._refuse_history_drop();
-    PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
-        SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
-
-    -- The totals of a dropped target go with it, their sources' triggers too
-    -- (registry row first: dropping those triggers runs this again).
-    FOR dropped IN
-        DELETE FROM integrity.guard_registry r
-         WHERE r.guard = 'total' AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
-        RETURNING r.options
-    LOOP
-        PERFORM integrity._drop_total_triggers(dropped.options);
-    END LOOP;
-    PERFORM integrity._refuse_totals_ddl();
-
-    -- The holds on a dropped table go with it (a scan: only pending holds
-    -- are indexed by table).
-    DELETE FROM integrity.hold_records h
-     WHERE h.table_name::pg_catalog.oid IN (SELECT o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o
-                                             WHERE o.object_type = 'table');
-    DELETE FROM integrity.guard_registry r
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
-    DELETE FROM integrity.chain_anchors a
-     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = a.table_name);
-END;
-$$;
-
--- ==== end issue 13: holds performance ====
-
--- ==== issue 11: verify_chain() in one pass over the table ====
--- The encoding a chained row is hashed with is written by a compiled
--- function, integrity._chain_encoding() (src/chain_encoding.rs), which the
--- trigger's statements and verify_chain() both call through
--- _chain_encoding_sql(); its bytes are those of the jsonb expression it
--- replaces.  verify_chain() links the rows in a compiled pass
--- (integrity._chain_problems, src/chain_verify.rs) over the table in the
--- order it holds them, instead of a window over the chain order.
 CREATE OR REPLACE FUNCTION integrity._compiled_functions()
 RETURNS TABLE (name text, arguments text, result text, symbol text, declaration text, comment_sql text)
 LANGUAGE sql IMMUTABLE
@@ -8270,6 +8063,88 @@ SELECT f.name, f.arguments, f.result, f.symbol,
     ('_refusals_dropped', '', 'bigint', NULL, 'refusals_dropped_wrapper', NULL)
   ) AS f(name, arguments, result, attributes, symbol, description)
 $$;
+
+DO $$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN SELECT * FROM integrity._compiled_functions()
+              WHERE name IN ('place_hold', 'commit_hold', 'release_hold') LOOP
+        EXECUTE 'CREATE ' || f.declaration;
+        EXECUTE f.comment_sql;
+    END LOOP;
+END
+$$;
+
+DROP INDEX integrity.hold_records_status;
+CREATE INDEX hold_records_pending ON integrity.hold_records (table_name, row_id, expires_at)
+    WHERE status = 'pending';
+
+CREATE OR REPLACE FUNCTION integrity._on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dropped record;
+BEGIN
+    FOR dropped IN
+        SELECT o.rel, o.tgname, needed.guarded_table, needed.guard
+          FROM (SELECT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel,
+                       address_names[3]::name AS tgname
+                  FROM pg_catalog.pg_event_trigger_dropped_objects()
+                 WHERE object_type = 'trigger' AND address_names[3] LIKE 'integrity\_%') o
+         CROSS JOIN LATERAL integrity._guard_needing(o.rel, o.tgname) needed
+         WHERE o.rel IS NOT NULL
+    LOOP
+        PERFORM integrity._refuse_guard_ddl('drop', dropped.tgname, dropped.rel, dropped.guarded_table, dropped.guard);
+    END LOOP;
+
+    -- A trigger that fired after a guard's is gone: its recheck may go too.
+    PERFORM integrity._sync_rechecks(o.rel)
+       FROM (SELECT DISTINCT integrity._relation(format('%I.%I', address_names[1], address_names[2])) AS rel
+               FROM pg_catalog.pg_event_trigger_dropped_objects()
+              WHERE object_type = 'trigger') o
+      WHERE o.rel IS NOT NULL;
+
+    PERFORM integrity._refuse_history_drop();
+    PERFORM integrity._refuse_accounts_ddl(NULL, ARRAY(
+        SELECT o.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table'));
+
+    -- The totals of a dropped target go with it, their sources' triggers too
+    -- (registry row first: dropping those triggers runs this again).
+    FOR dropped IN
+        DELETE FROM integrity.guard_registry r
+         WHERE r.guard = 'total' AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name)
+        RETURNING r.options
+    LOOP
+        PERFORM integrity._drop_total_triggers(dropped.options);
+    END LOOP;
+    PERFORM integrity._refuse_totals_ddl();
+
+    -- The holds on a dropped table go with it (a scan: only pending holds
+    -- are indexed by table).
+    DELETE FROM integrity.hold_records h
+     WHERE h.table_name::pg_catalog.oid IN (SELECT o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o
+                                             WHERE o.object_type = 'table');
+    DELETE FROM integrity.guard_registry r
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = r.table_name);
+    DELETE FROM integrity.chain_anchors a
+     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = a.table_name);
+END;
+$$;
+
+-- ==== end issue 13: holds performance ====
+
+-- ==== issue 11: verify_chain() in one pass over the table ====
+-- The encoding a chained row is hashed with is written by a compiled
+-- function, integrity._chain_encoding() (src/chain_encoding.rs), which the
+-- trigger's statements and verify_chain() both call through
+-- _chain_encoding_sql(); its bytes are those of the jsonb expression it
+-- replaces.  verify_chain() links the rows in a compiled pass
+-- (integrity._chain_problems, src/chain_verify.rs) over the table in the
+-- order it holds them, instead of a window over the chain order.  Both are
+-- in the list of compiled functions that the holds section above replaced.
 
 DO $$
 DECLARE
