@@ -58,7 +58,7 @@ trigger_entry!(
 /// Chain columns a table can have.
 const MAX_CHAIN_COLUMNS: usize = 8;
 /// `locktag_field4` (`objsubid` in `pg_locks`) of the lock of one chain, and of
-/// the lock of all chains of a table: the advisory locks of
+/// the lock of all chains of a partitioned table: the advisory locks of
 /// `pg_advisory_lock()` and its kin have 1 or 2 there, so these never meet a
 /// lock that a user takes.
 const CHAIN_LOCK_CLASS: u16 = 0x4843;
@@ -68,8 +68,11 @@ const TABLE_CHAINS_LOCK_CLASS: u16 = 0x4844;
 /// bounded number of entries in the shared lock table.
 const CHAIN_LOCKS_PER_TABLE: u32 = 250;
 
-/// Resolved once per statement (per partition) and kept in `fn_extra`.
+/// Resolved once per trigger (and catalog generation) and kept in `PLANS_BY_TRIGGER`;
+/// each statement (per partition) copies it into `fn_extra`, with its hash
+/// functions looked up in the statement's memory.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct ChainPlan {
     link: pg_sys::SPIPlanPtr,
     /// The registered table the chain lives in (the root of a partitioned one).
@@ -79,6 +82,9 @@ struct ChainPlan {
     hash_att: i16,
     nchain: usize,
     chain_atts: [i16; MAX_CHAIN_COLUMNS],
+    /// The chain columns' hash functions, and the statement's lookups of
+    /// them (zeroed in the kept plan: they live in the statement's memory).
+    chain_hash_oids: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
     chain_hash_procs: [pg_sys::FmgrInfo; MAX_CHAIN_COLUMNS],
     chain_collations: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
     /// The index the trigger reads a chain's last row by itself: on (chain
@@ -93,9 +99,10 @@ struct ChainPlan {
     /// is there.
     encoding: Option<Encoding>,
     row_type: pg_sys::Oid,
+    /// The trigger fires on a partition of the chained table (or of one of its
+    /// partitions), whose inserts need not lock the chained table itself.
+    on_partition: bool,
 }
-
-type TailIndex = (u64, pg_sys::Oid, [pg_sys::RegProcedure; MAX_CHAIN_COLUMNS], [pg_sys::Oid; MAX_CHAIN_COLUMNS]);
 
 /// The expression `integrity._chain_statements()` encodes a row with
 /// (parameter `$1`, the row), compiled in a memory context of its own.
@@ -123,9 +130,10 @@ thread_local! {
     /// statement, since the compiled expression is not reentrant.  Cleared
     /// when the transaction ends, should the evaluation have raised.
     static ENCODING: Cell<bool> = const { Cell::new(false) };
-    /// Each trigger's tail index with its equality functions and collations
-    /// (`find_tail_index`), by the invalidation generation it was found at.
-    static TAIL_INDEXES: RefCell<HashMap<pg_sys::Oid, TailIndex>> = RefCell::new(HashMap::new());
+    /// Each trigger's plan, by the invalidation generation it was made at:
+    /// resolving it is catalog lookups, too slow to run for every INSERT
+    /// statement (most insert one row).
+    static PLANS_BY_TRIGGER: RefCell<HashMap<pg_sys::Oid, (u64, ChainPlan)>> = RefCell::new(HashMap::new());
     /// The encoding of each trigger's rows, with the SQL it was compiled from
     /// and the invalidation generation it was compiled at (a column's type
     /// may have changed since).
@@ -261,14 +269,18 @@ unsafe fn planner_settings() {
 /// nothing else changes (each still links to its own last row).
 ///
 /// Each lock takes an entry of the shared lock table until the transaction
-/// ends.  So every insert also holds the lock of all the table's chains
-/// (`TABLE_CHAINS_LOCK_CLASS`) in ROW EXCLUSIVE mode, which inserts share, and
-/// a transaction that has locked `CHAIN_LOCKS_PER_TABLE` chains of the table
-/// takes that one in EXCLUSIVE mode instead of locking more chains: from
-/// then on it waits for, and holds off, every other insert into the table's
-/// chains.  (A row lock on the chain's last row would take no entry, but
-/// costs a WAL record and a page write per insert, and a chain without rows
-/// has nothing to lock.)
+/// ends.  So a transaction that has locked `CHAIN_LOCKS_PER_TABLE` chains of
+/// the table locks all of them at once instead of locking more: from then on
+/// it waits for, and holds off, every other insert into the table's chains.
+/// On a table that is not partitioned, that lock is the table's own SHARE ROW
+/// EXCLUSIVE lock, which conflicts with the ROW EXCLUSIVE lock every insert
+/// into the table holds (so an insert pays for no lock beyond its chain's);
+/// inserts into a partition hold that lock on the partition only, so there
+/// every insert also holds the lock of all the table's chains
+/// (`TABLE_CHAINS_LOCK_CLASS`) in ROW EXCLUSIVE mode, and the bulk load takes
+/// it in EXCLUSIVE mode.  (A row lock on the chain's last row would take no
+/// entry, but costs a WAL record and a page write per insert, and a chain
+/// without rows has nothing to lock.)
 ///
 /// # Safety
 /// `values` are the chain columns' values, in the plan's order.
@@ -295,7 +307,13 @@ unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
     }
     let all_chains = tag(0, TABLE_CHAINS_LOCK_CLASS);
     if CHAIN_LOCKS.with_borrow(|locks| locks.get(&plan.chained).copied().unwrap_or(0)) >= CHAIN_LOCKS_PER_TABLE {
-        lock(all_chains, pg_sys::ExclusiveLock);
+        if plan.on_partition {
+            lock(all_chains, pg_sys::ExclusiveLock);
+        } else {
+            // SAFETY: the firing relation, open (and locked) by the insert;
+            // the lock manager raises rather than return without the lock.
+            unsafe { pg_sys::LockRelationOid(plan.chained, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE) };
+        }
         return;
     }
     let key = values.iter().enumerate().fold(0u32, |key, (i, &value)| {
@@ -305,7 +323,9 @@ unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
         };
         key.rotate_left(5) ^ (hash.value() as u32)
     });
-    lock(all_chains, pg_sys::RowExclusiveLock);
+    if plan.on_partition {
+        lock(all_chains, pg_sys::RowExclusiveLock);
+    }
     if lock(tag(key, CHAIN_LOCK_CLASS), pg_sys::ExclusiveLock) == pg_sys::LockAcquireResult::LOCKACQUIRE_OK {
         CHAIN_LOCKS.with_borrow_mut(|locks| *locks.entry(plan.chained).or_default() += 1);
     }
@@ -480,83 +500,100 @@ unsafe fn link(
     }
 }
 
-/// The chain's plan for this statement (and partition).
+/// The chain's plan for this statement (and partition): the trigger's kept
+/// plan, with the chain columns' hash functions looked up for the statement.
 fn chain_plan<'f>(firing: &'f Firing) -> &'f ChainPlan {
     firing.statement_plan(|| {
-        let args: Vec<&CStr> = firing.args().collect();
-        if args.len() < 2 || args.len() > 2 + MAX_CHAIN_COLUMNS {
-            firing.misuse();
-        }
-        let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
-        let seq_att = attnum(args[0]);
-        let hash_att = attnum(args[1]);
-        if firing.attribute(seq_att).atttypid != pg_sys::INT8OID {
-            firing.wrong_column_type(seq_att, "bigint");
-        }
-        if firing.attribute(hash_att).atttypid != pg_sys::BYTEAOID {
-            firing.wrong_column_type(hash_att, "bytea");
-        }
-        // SAFETY: the firing relation is open for the whole call.
-        let relid = unsafe { (*firing.relation()).rd_id };
-        let (link_sql, encoding_sql, chained) =
-            statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
-        let mut plan = ChainPlan {
-            link: core::ptr::null_mut(),
-            chained,
-            owner: relation_owner(chained),
-            seq_att,
-            hash_att,
-            nchain: args.len() - 2,
-            chain_atts: [0; MAX_CHAIN_COLUMNS],
-            // SAFETY: FmgrInfo is plain data; fmgr_info_cxt fills the ones used.
-            chain_hash_procs: unsafe { core::mem::zeroed() },
-            chain_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
-            tail_index: pg_sys::InvalidOid,
-            tail_procs: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
-            tail_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
-            encoding: None,
-            // SAFETY: the firing relation is open, and its rd_rel with it.
-            row_type: unsafe { (*(*firing.relation()).rd_rel).reltype },
-        };
-        let mut arg_types = Vec::with_capacity(plan.nchain + 1);
-        for (i, name) in args[2..].iter().enumerate() {
-            let att = attnum(name);
-            let attribute = firing.attribute(att);
-            // SAFETY: the type cache entry outlives the statement; the hash
-            // function is copied into the plan's memory context.
+        let tgoid = firing.trigger().tgoid;
+        let generation = invalidation::generation();
+        let kept =
+            PLANS_BY_TRIGGER.with_borrow(|all| all.get(&tgoid).filter(|(at, _)| *at == generation).map(|(_, p)| *p));
+        let mut plan = kept.unwrap_or_else(|| {
+            let plan = resolve_plan(firing);
+            PLANS_BY_TRIGGER.with_borrow_mut(|all| all.insert(tgoid, (generation, plan)));
+            plan
+        });
+        for i in 0..plan.nchain {
+            // SAFETY: a hash function found for the column's type; its lookup
+            // lives in the statement's memory, as long as the plan it fills.
             unsafe {
-                let entry = pg_sys::lookup_type_cache(attribute.atttypid, pg_sys::TYPECACHE_HASH_PROC as c_int);
-                if (*entry).hash_proc == pg_sys::InvalidOid {
-                    firing.wrong_column_type(att, "a type with a hash function");
-                }
-                pg_sys::fmgr_info_cxt((*entry).hash_proc, &mut plan.chain_hash_procs[i], firing.plan_memory_context());
-            }
-            plan.chain_atts[i] = att;
-            plan.chain_collations[i] = attribute.attcollation;
-            arg_types.push(attribute.atttypid);
-        }
-        arg_types.push(plan.row_type);
-        plan.link = prepared(firing, &link_sql, &mut arg_types);
-        if relid == chained {
-            let generation = invalidation::generation();
-            let tgoid = firing.trigger().tgoid;
-            let cached = TAIL_INDEXES.with_borrow(|all| all.get(&tgoid).filter(|(at, ..)| *at == generation).copied());
-            if let Some((_, index, procs, collations)) = cached {
-                (plan.tail_index, plan.tail_procs, plan.tail_collations) = (index, procs, collations);
-            } else {
-                // SAFETY: the firing relation, for which the plan's columns
-                // were resolved.
-                unsafe { find_tail_index(firing.relation(), &mut plan) };
-                TAIL_INDEXES.with_borrow_mut(|all| {
-                    all.insert(tgoid, (generation, plan.tail_index, plan.tail_procs, plan.tail_collations))
-                });
-            }
-        }
-        if plan.tail_index != pg_sys::InvalidOid {
-            plan.encoding = Some(compiled_encoding(firing.trigger().tgoid, &encoding_sql, plan.row_type));
+                pg_sys::fmgr_info_cxt(
+                    plan.chain_hash_oids[i],
+                    &mut plan.chain_hash_procs[i],
+                    firing.plan_memory_context(),
+                )
+            };
         }
         plan
     })
+}
+
+/// The trigger's plan, resolved from the catalogs (without the lookups of
+/// its hash functions).
+fn resolve_plan(firing: &Firing) -> ChainPlan {
+    let args: Vec<&CStr> = firing.args().collect();
+    if args.len() < 2 || args.len() > 2 + MAX_CHAIN_COLUMNS {
+        firing.misuse();
+    }
+    let attnum = |name: &CStr| firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
+    let seq_att = attnum(args[0]);
+    let hash_att = attnum(args[1]);
+    if firing.attribute(seq_att).atttypid != pg_sys::INT8OID {
+        firing.wrong_column_type(seq_att, "bigint");
+    }
+    if firing.attribute(hash_att).atttypid != pg_sys::BYTEAOID {
+        firing.wrong_column_type(hash_att, "bytea");
+    }
+    // SAFETY: the firing relation is open for the whole call.
+    let relid = unsafe { (*firing.relation()).rd_id };
+    let (link_sql, encoding_sql, chained) =
+        statements(relid).unwrap_or_else(|| firing.not_registered(Registration::HashChain));
+    let mut plan = ChainPlan {
+        link: core::ptr::null_mut(),
+        chained,
+        owner: relation_owner(chained),
+        seq_att,
+        hash_att,
+        nchain: args.len() - 2,
+        chain_atts: [0; MAX_CHAIN_COLUMNS],
+        chain_hash_oids: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+        // SAFETY: FmgrInfo is plain data; each statement fills the ones used.
+        chain_hash_procs: unsafe { core::mem::zeroed() },
+        chain_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+        tail_index: pg_sys::InvalidOid,
+        tail_procs: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+        tail_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+        encoding: None,
+        // SAFETY: the firing relation is open, and its rd_rel with it.
+        row_type: unsafe { (*(*firing.relation()).rd_rel).reltype },
+        on_partition: relid != chained,
+    };
+    let mut arg_types = Vec::with_capacity(plan.nchain + 1);
+    for (i, name) in args[2..].iter().enumerate() {
+        let att = attnum(name);
+        let attribute = firing.attribute(att);
+        // SAFETY: a type cache lookup, which raises rather than return NULL.
+        let hash_proc =
+            unsafe { (*pg_sys::lookup_type_cache(attribute.atttypid, pg_sys::TYPECACHE_HASH_PROC as c_int)).hash_proc };
+        if hash_proc == pg_sys::InvalidOid {
+            firing.wrong_column_type(att, "a type with a hash function");
+        }
+        plan.chain_hash_oids[i] = hash_proc;
+        plan.chain_atts[i] = att;
+        plan.chain_collations[i] = attribute.attcollation;
+        arg_types.push(attribute.atttypid);
+    }
+    arg_types.push(plan.row_type);
+    plan.link = prepared(firing, &link_sql, &mut arg_types);
+    if relid == chained {
+        // SAFETY: the firing relation, for which the plan's columns were
+        // resolved.
+        unsafe { find_tail_index(firing.relation(), &mut plan) };
+    }
+    if plan.tail_index != pg_sys::InvalidOid {
+        plan.encoding = Some(compiled_encoding(firing.trigger().tgoid, &encoding_sql, plan.row_type));
+    }
+    plan
 }
 
 /// Sets the plan's tail index: a valid btree index of `relation` on exactly
