@@ -126,8 +126,9 @@ $$;
 
 -- What the trigger runs for each row of tbl, holding the lock of the row's
 -- chain (src/hash_chain.rs).  link: the row's sequence number and hash, from
--- the chain's last row or, in a chain whose rows were all purged, from its
--- anchor; $1 … $k are the values of the chain columns, $k+1 is the row.
+-- the chain's last row with a sequence number (a row inserted out of band has
+-- none) or, in a chain whose rows were all purged, from its anchor; $1 … $k
+-- are the values of the chain columns, $k+1 is the row.
 -- encoding: the row's encoding alone ($1 is the row), which the trigger
 -- hashes with the last row's hash itself when it reads that row by the chain
 -- index.
@@ -141,7 +142,8 @@ AS $$
                   ' pg_catalog.sha256(coalesce(tail.hash, (SELECT a.hash FROM integrity.chain_anchors a WHERE %6$s),'
                   ' ''\x''::bytea) || %1$s)'
                   ' FROM (SELECT) AS here LEFT JOIN LATERAL'
-                  ' (SELECT t.%2$I AS seq, t.%3$I AS hash FROM %4$s t%5$s ORDER BY t.%2$I DESC LIMIT 1) AS tail ON true',
+                  ' (SELECT t.%2$I AS seq, t.%3$I AS hash FROM %4$s t WHERE t.%2$I IS NOT NULL%5$s ORDER BY t.%2$I DESC LIMIT 1)'
+                  ' AS tail ON true',
                   integrity._chain_encoding_sql(c.chained, c.hashed, format('($%s)', cardinality(c.chain_columns) + 1)),
                   c.seq_column, c.hash_column, c.chained, w.clause,
                   format('a.table_name = %s::pg_catalog.regclass AND a.chain = %s', c.chained::oid,
@@ -149,7 +151,7 @@ AS $$
                                                      format('($%s)', cardinality(c.chain_columns) + 1)))),
            'SELECT ' || integrity._chain_encoding_sql(c.chained, c.hashed, '($1)')
       FROM integrity._chain_of(tbl) c
-     CROSS JOIN LATERAL (SELECT ' WHERE ' || string_agg(format('t.%I = $%s', col, n), ' AND ' ORDER BY n)
+     CROSS JOIN LATERAL (SELECT string_agg(format(' AND t.%I = $%s', col, n), '' ORDER BY n)
                            FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)) AS w(clause)
 $$;
 

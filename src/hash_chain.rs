@@ -67,6 +67,8 @@ const TABLE_CHAINS_LOCK_CLASS: u16 = 0x4844;
 /// locks all of the table's chains at once, so that a bulk load takes a
 /// bounded number of entries in the shared lock table.
 const CHAIN_LOCKS_PER_TABLE: u32 = 250;
+/// Chain tails a backend remembers (`TAIL_HINTS`).
+const TAIL_HINTS: usize = 4096;
 
 /// Resolved once per trigger (and catalog generation) and kept in `PLANS_BY_TRIGGER`;
 /// each statement (per partition) copies it into `fn_extra`, with its hash
@@ -95,6 +97,8 @@ struct ChainPlan {
     /// The index's equality functions and collations for the chain columns.
     tail_procs: [pg_sys::RegProcedure; MAX_CHAIN_COLUMNS],
     tail_collations: [pg_sys::Oid; MAX_CHAIN_COLUMNS],
+    /// The index's `>=` function for the sequence column.
+    tail_seq_ge: pg_sys::RegProcedure,
     /// The row's encoding, evaluated without a statement when the tail index
     /// is there.
     encoding: Option<Encoding>,
@@ -138,6 +142,11 @@ thread_local! {
     /// and the invalidation generation it was compiled at (a column's type
     /// may have changed since).
     static ENCODINGS: RefCell<HashMap<pg_sys::Oid, (String, u64, Encoding)>> = RefCell::new(HashMap::new());
+    /// The last sequence number this backend found in a chain, by chained
+    /// table and chain lock key, in `TAIL_HINTS` slots (a chain takes the
+    /// place of another whose slot it shares): where the next read of the
+    /// chain's last row starts (`last_row`).  Only a hint, never trusted.
+    static HINTS: RefCell<Vec<(pg_sys::Oid, u32, i64)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// # Safety
@@ -166,7 +175,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     let nargs = plan.nchain + 1;
 
     // SAFETY: the chain columns' values, in the plan's order.
-    unsafe { lock_chain(plan, &values[..plan.nchain]) };
+    let key = unsafe { lock_chain(plan, &values[..plan.nchain]) };
 
     // The link to the chain's last row, as the table's owner: read through
     // the chain index and hashed here when the table has the index and the
@@ -188,7 +197,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
         );
         let nest_level = pinned_path();
         let direct =
-            plan.encoding.and_then(|encoding| direct_link(plan, encoding, firing.relation(), &values[..nargs]));
+            plan.encoding.and_then(|encoding| direct_link(plan, encoding, firing.relation(), key, &values[..nargs]));
         let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
         let mut stale = false;
         let linked = match direct {
@@ -282,9 +291,11 @@ unsafe fn planner_settings() {
 /// entry, but costs a WAL record and a page write per insert, and a chain
 /// without rows has nothing to lock.)
 ///
+/// Returns the chain's key (the lock's `objid`).
+///
 /// # Safety
 /// `values` are the chain columns' values, in the plan's order.
-unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
+unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) -> u32 {
     let tag = |key: u32, class: u16| pg_sys::LOCKTAG {
         // SAFETY: set once at backend start, before any trigger fires.
         locktag_field1: unsafe { u32::from(pg_sys::MyDatabaseId) },
@@ -305,6 +316,13 @@ unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
         // once, it stays for the backend.
         unsafe { pg_sys::RegisterXactCallback(Some(xact_event), core::ptr::null_mut()) };
     }
+    let key = values.iter().enumerate().fold(0u32, |key, (i, &value)| {
+        // SAFETY: the hash functions were looked up for these columns' types.
+        let hash = unsafe {
+            pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
+        };
+        key.rotate_left(5) ^ (hash.value() as u32)
+    });
     let all_chains = tag(0, TABLE_CHAINS_LOCK_CLASS);
     if CHAIN_LOCKS.with_borrow(|locks| locks.get(&plan.chained).copied().unwrap_or(0)) >= CHAIN_LOCKS_PER_TABLE {
         if plan.on_partition {
@@ -314,21 +332,15 @@ unsafe fn lock_chain(plan: &ChainPlan, values: &[pg_sys::Datum]) {
             // the lock manager raises rather than return without the lock.
             unsafe { pg_sys::LockRelationOid(plan.chained, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE) };
         }
-        return;
+        return key;
     }
-    let key = values.iter().enumerate().fold(0u32, |key, (i, &value)| {
-        // SAFETY: the hash functions were looked up for these columns' types.
-        let hash = unsafe {
-            pg_sys::FunctionCall1Coll((&raw const plan.chain_hash_procs[i]).cast_mut(), plan.chain_collations[i], value)
-        };
-        key.rotate_left(5) ^ (hash.value() as u32)
-    });
     if plan.on_partition {
         lock(all_chains, pg_sys::RowExclusiveLock);
     }
     if lock(tag(key, CHAIN_LOCK_CLASS), pg_sys::ExclusiveLock) == pg_sys::LockAcquireResult::LOCKACQUIRE_OK {
         CHAIN_LOCKS.with_borrow_mut(|locks| *locks.entry(plan.chained).or_default() += 1);
     }
+    key
 }
 
 /// The transaction's locks are gone with it (and any evaluation).
@@ -354,12 +366,13 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
 /// evaluated already (the link statement decides then).
 ///
 /// # Safety
-/// `values` are the chain columns' values and the row; `relation` is the
-/// firing relation, which `plan` was resolved for.
+/// `values` are the chain columns' values and the row, `key` the chain's
+/// key; `relation` is the firing relation, which `plan` was resolved for.
 unsafe fn direct_link(
     plan: &ChainPlan,
     encoding: Encoding,
     relation: pg_sys::Relation,
+    key: u32,
     values: &[pg_sys::Datum],
 ) -> Option<(i64, pg_sys::Datum)> {
     if ENCODING.get() {
@@ -372,7 +385,7 @@ unsafe fn direct_link(
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         pg_sys::UpdateActiveSnapshotCommandId();
         let linked =
-            last_row(plan, relation, &values[..plan.nchain], pg_sys::GetActiveSnapshot()).map(|(seq, hash)| {
+            last_row(plan, relation, key, &values[..plan.nchain], pg_sys::GetActiveSnapshot()).map(|(seq, hash)| {
                 ENCODING.set(true);
                 let encoded = encode(encoding, values[plan.nchain], plan.row_type);
                 ENCODING.set(false);
@@ -385,17 +398,31 @@ unsafe fn direct_link(
 }
 
 /// The sequence number and hash of the chain's last row as `snapshot` sees
-/// it, by the tail index; `None` when there is no row, or the last one has a
-/// NULL sequence number or a hash that is not 32 bytes.
+/// it, by the tail index, passing over rows without a sequence number (as the
+/// link statement does); `None` when there is no row, or the last one has a
+/// hash that is not 32 bytes.
+///
+/// A btree scan reads every entry of the chain on the index page it starts
+/// on: so the scan starts at the last sequence number this backend found in
+/// the chain (`HINTS`), which the chain's last row has reached or passed,
+/// and reads only the chain's entries from there.  When no row is there (the
+/// chain was emptied, or the hint was another chain's) it reads the chain
+/// from its end again.
 ///
 /// # Safety
-/// `values` are the chain columns' values; `relation` is the firing relation.
+/// `values` are the chain columns' values and `key` the chain's key;
+/// `relation` is the firing relation.
 unsafe fn last_row(
     plan: &ChainPlan,
     relation: pg_sys::Relation,
+    key: u32,
     values: &[pg_sys::Datum],
     snapshot: pg_sys::Snapshot,
 ) -> Option<(i64, [u8; 32])> {
+    let slot_of = ((key ^ u32::from(plan.chained)) as usize) % TAIL_HINTS;
+    let hint = HINTS.with_borrow(|hints| {
+        hints.get(slot_of).filter(|(table, k, _)| *table == plan.chained && *k == key).map(|(_, _, seq)| *seq)
+    });
     // SAFETY: the index was found on this relation for this statement; the
     // scan keys compare its leading columns with the chain values by the
     // index's own equality functions and collations; scan, slot and index
@@ -404,7 +431,7 @@ unsafe fn last_row(
     // slot lets its buffer go.
     unsafe {
         let index = pg_sys::index_open(plan.tail_index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let mut keys: [pg_sys::ScanKeyData; MAX_CHAIN_COLUMNS] = core::mem::zeroed();
+        let mut keys: [pg_sys::ScanKeyData; MAX_CHAIN_COLUMNS + 1] = core::mem::zeroed();
         for (i, key) in keys.iter_mut().enumerate().take(plan.nchain) {
             pg_sys::ScanKeyEntryInitialize(
                 key,
@@ -417,14 +444,45 @@ unsafe fn last_row(
                 values[i],
             );
         }
+        // The sequence column: from the hint on, or not NULL.
+        let seq_key = |key: &mut pg_sys::ScanKeyData, from: Option<i64>| match from {
+            Some(seq) => pg_sys::ScanKeyEntryInitialize(
+                key,
+                0,
+                (plan.nchain + 1) as pg_sys::AttrNumber,
+                pg_sys::BTGreaterEqualStrategyNumber as pg_sys::StrategyNumber,
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                plan.tail_seq_ge,
+                pg_sys::Datum::from(seq),
+            ),
+            None => pg_sys::ScanKeyEntryInitialize(
+                key,
+                (pg_sys::SK_ISNULL | pg_sys::SK_SEARCHNOTNULL) as c_int,
+                (plan.nchain + 1) as pg_sys::AttrNumber,
+                0, // no strategy: a NULL test
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::Datum::from(0),
+            ),
+        };
+        let nkeys = plan.nchain + 1;
+        seq_key(&mut keys[plan.nchain], hint);
         #[cfg(not(feature = "pg18"))]
-        let scan = pg_sys::index_beginscan(relation, index, snapshot, plan.nchain as c_int, 0);
+        let scan = pg_sys::index_beginscan(relation, index, snapshot, nkeys as c_int, 0);
         #[cfg(feature = "pg18")]
-        let scan = pg_sys::index_beginscan(relation, index, snapshot, core::ptr::null_mut(), plan.nchain as c_int, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), plan.nchain as c_int, core::ptr::null_mut(), 0);
+        let scan = pg_sys::index_beginscan(relation, index, snapshot, core::ptr::null_mut(), nkeys as c_int, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), nkeys as c_int, core::ptr::null_mut(), 0);
         let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, pg_sys::table_slot_callbacks(relation));
+        let mut found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot);
+        if !found && hint.is_some() {
+            seq_key(&mut keys[plan.nchain], None);
+            pg_sys::index_rescan(scan, keys.as_mut_ptr(), nkeys as c_int, core::ptr::null_mut(), 0);
+            found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot);
+        }
         let mut last = None;
-        if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot) {
+        if found {
             pg_sys::slot_getsomeattrs(slot, c_int::from(plan.seq_att.max(plan.hash_att)));
             let column = |att: i16| {
                 let i = (att - 1) as usize;
@@ -439,6 +497,14 @@ unsafe fn last_row(
         pg_sys::ExecDropSingleTupleTableSlot(slot);
         pg_sys::index_endscan(scan);
         pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if let Some((seq, _)) = last {
+            HINTS.with_borrow_mut(|hints| {
+                if hints.is_empty() {
+                    hints.resize(TAIL_HINTS, (pg_sys::InvalidOid, 0, 0));
+                }
+                hints[slot_of] = (plan.chained, key, seq);
+            });
+        }
         last
     }
 }
@@ -563,6 +629,7 @@ fn resolve_plan(firing: &Firing) -> ChainPlan {
         tail_index: pg_sys::InvalidOid,
         tail_procs: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
         tail_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
+        tail_seq_ge: pg_sys::InvalidOid,
         encoding: None,
         // SAFETY: the firing relation is open, and its rd_rel with it.
         row_type: unsafe { (*(*firing.relation()).rd_rel).reltype },
@@ -621,6 +688,7 @@ unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
                 && form.indnkeyatts as usize == plan.nchain + 1
                 && keys[..plan.nchain] == plan.chain_atts[..plan.nchain]
                 && keys[plan.nchain] == plan.seq_att
+                && *(*index).rd_opcintype.add(plan.nchain) == pg_sys::INT8OID
                 && (0..=plan.nchain).all(|k| *(*index).rd_indoption.add(k) == 0)
                 && pg_sys::heap_attisnull(
                     (*index).rd_indextuple,
@@ -643,6 +711,12 @@ unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
                     plan.tail_procs[k] = pg_sys::get_opcode(operator);
                     plan.tail_collations[k] = *(*index).rd_indcollation.add(k);
                 }
+                plan.tail_seq_ge = pg_sys::get_opcode(pg_sys::get_opfamily_member(
+                    *(*index).rd_opfamily.add(plan.nchain),
+                    pg_sys::INT8OID,
+                    pg_sys::INT8OID,
+                    pg_sys::BTGreaterEqualStrategyNumber as i16,
+                ));
                 plan.tail_index = (*index).rd_id;
             }
             pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
