@@ -683,6 +683,16 @@ unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
             );
             let form = &*(*index).rd_index;
             let keys = form.indkey.values.as_slice(plan.nchain + 1);
+            // The `>=` of the sequence column's operator family, which reads
+            // a chain from a sequence number on.
+            let seq_ge = || {
+                pg_sys::get_opcode(pg_sys::get_opfamily_member(
+                    *(*index).rd_opfamily.add(plan.nchain),
+                    pg_sys::INT8OID,
+                    pg_sys::INT8OID,
+                    pg_sys::BTGreaterEqualStrategyNumber as i16,
+                ))
+            };
             let suits = (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
                 && form.indisvalid
                 && form.indnkeyatts as usize == plan.nchain + 1
@@ -698,7 +708,8 @@ unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
                 && (0..plan.nchain).all(|k| {
                     let column = tuple_desc_attr((*relation).rd_att, plan.chain_atts[k]);
                     pg_sys::IsBinaryCoercible(column.atttypid, *(*index).rd_opcintype.add(k))
-                });
+                })
+                && seq_ge() != pg_sys::InvalidOid;
             if suits {
                 for k in 0..plan.nchain {
                     let input = *(*index).rd_opcintype.add(k);
@@ -711,12 +722,7 @@ unsafe fn find_tail_index(relation: pg_sys::Relation, plan: &mut ChainPlan) {
                     plan.tail_procs[k] = pg_sys::get_opcode(operator);
                     plan.tail_collations[k] = *(*index).rd_indcollation.add(k);
                 }
-                plan.tail_seq_ge = pg_sys::get_opcode(pg_sys::get_opfamily_member(
-                    *(*index).rd_opfamily.add(plan.nchain),
-                    pg_sys::INT8OID,
-                    pg_sys::INT8OID,
-                    pg_sys::BTGreaterEqualStrategyNumber as i16,
-                ));
+                plan.tail_seq_ge = seq_ge();
                 plan.tail_index = (*index).rd_id;
             }
             pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
