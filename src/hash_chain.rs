@@ -67,7 +67,7 @@ const TABLE_CHAINS_LOCK_CLASS: u16 = 0x4844;
 /// locks all of the table's chains at once, so that a bulk load takes a
 /// bounded number of entries in the shared lock table.
 const CHAIN_LOCKS_PER_TABLE: u32 = 250;
-/// Chain tails a backend remembers (`TAIL_HINTS`).
+/// Chain tails a backend remembers (`HINTS`).
 const TAIL_HINTS: usize = 4096;
 
 /// Resolved once per trigger (and catalog generation) and kept in `PLANS_BY_TRIGGER`;

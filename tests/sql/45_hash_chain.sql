@@ -232,6 +232,11 @@ INSERT INTO hc_many SELECT g, g, 1 FROM generate_series(1, 20000) AS g;
 INSERT INTO hc_many SELECT 20000 + g, g, 2 FROM generate_series(1, 20000) AS g;
 SELECT count(*) FILTER (WHERE locktype = 'advisory') <= 256 AS few_advisory_locks
   FROM pg_locks WHERE pid = pg_backend_pid();
+-- Past 250 chains it holds the table in SHARE ROW EXCLUSIVE mode (every
+-- insert's ROW EXCLUSIVE lock conflicts with it), with no all-chains lock.
+SELECT bool_or(mode = 'ShareRowExclusiveLock') FILTER (WHERE relation = 'hc_many'::regclass) AS table_locked,
+       count(*) FILTER (WHERE locktype = 'advisory' AND objsubid = 18500) AS all_chains_locks
+  FROM pg_locks WHERE pid = pg_backend_pid();
 SELECT pg_stat_get_xact_numscans('hc_many'::regclass) - :scans_before AS sequential_scans;
 COMMIT;
 SELECT chain_seq, count(*) FROM hc_many GROUP BY 1 ORDER BY 1;
