@@ -19,6 +19,7 @@ mod sanctioned;
 mod trigger;
 
 mod append_only;
+mod direct_total;
 mod frozen_columns;
 mod hash_chain;
 mod ledger_credit;
@@ -46,6 +47,7 @@ pub extern "C-unwind" fn _PG_init() {
     // when the library loads.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     soft_delete::init();
+    direct_total::init();
     // SAFETY: a backend-global flag, set by the postmaster while it loads
     // shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
