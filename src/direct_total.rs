@@ -226,7 +226,7 @@ pub unsafe fn open(target: pg_sys::Oid, total_att: i16, key_atts: &[i16]) -> Opt
         let rel = raw::table_open(target, pg_sys::RowExclusiveLock as i32);
         let form = &*(*rel).rd_rel;
         let user = raw::GetUserId();
-        let attribute = *(*(*rel).rd_att).attrs.as_ptr().add(total_att as usize - 1);
+        let attribute = *crate::trigger::tuple_desc_attr((*rel).rd_att, total_att);
         let constr = (*(*rel).rd_att).constr;
         let plain = form.relkind == pg_sys::RELKIND_RELATION as core::ffi::c_char
             && (*rel).rd_rules.is_null()
