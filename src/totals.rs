@@ -21,6 +21,11 @@
 //! writers never lose each other's deltas (READ COMMITTED re-reads the row;
 //! REPEATABLE READ and SERIALIZABLE raise 40001, as for any concurrent update).
 //!
+//! Where the target allows it, `direct_total` applies the same update without
+//! SPI (found by the primary key, locked, written by the executor's
+//! `ExecSimpleRelationUpdate`): the same locks, triggers, constraints and
+//! errors, without a planned statement's executor start and end.
+//!
 //! The total belongs to the database: `total_guard`, `BEFORE UPDATE` on the
 //! target, refuses a change of the column (or of the row's key) unless the
 //! extension itself is writing it (`sanctioned`: the statement trigger here and
@@ -38,6 +43,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::{pg_guard, PgSqlErrorCode};
 
+use crate::direct_total;
 use crate::error::{message_of_error, Error, Refusal};
 use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
@@ -157,6 +163,7 @@ struct ApplyPlan {
 
 #[derive(Clone, Copy)]
 struct KeyType {
+    attnum: i16,
     typid: pg_sys::Oid,
     collation: pg_sys::Oid,
     /// The type's btree comparison function, in the type cache (which lives
@@ -605,12 +612,38 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         entries
     };
     drop(merged);
+    let mut key_atts = [0i16; MAX_KEYS];
+    for (att, key) in key_atts.iter_mut().zip(&keys) {
+        *att = key.attnum;
+    }
     drop(keys);
-    spi_connect();
+    let mut skipped = None;
     sanctioned::begin_total_writes();
+    // SAFETY: in the statement trigger's transaction and memory context,
+    // which outlive the loop; nothing on this frame needs dropping (above).
+    if let Some(direct) = unsafe { direct_total::open(target, column, &key_atts[..nkeys]) } {
+        for i in 0..count {
+            // SAFETY: i < count, the array's length.
+            let entry = unsafe { *entries.add(i) };
+            let Some(delta) = numeric_delta(entry.delta) else { continue };
+            // SAFETY: the keys have the key columns' types, the delta is a
+            // numeric; nothing here needs dropping if the update raises.
+            if let direct_total::Outcome::Skipped = unsafe { direct_total::add(&direct, &entry.key[..nkeys], delta) } {
+                skipped = Some(entry);
+                break;
+            }
+        }
+        // SAFETY: opened above, closed once.
+        unsafe { direct_total::close(direct) };
+        sanctioned::end_total_writes();
+        return match skipped {
+            None => Verdict::Allow(pg_sys::Datum::from(0)),
+            Some(entry) => firing.refuse(skipped_update(firing, target, &entry)),
+        };
+    }
+    spi_connect();
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
     let nulls = [b' ' as c_char; MAX_KEYS + 1];
-    let mut skipped = None;
     for i in 0..count {
         // SAFETY: i < count, the array's length.
         let entry = unsafe { *entries.add(i) };
@@ -744,7 +777,7 @@ fn apply_plan(
             }
             &mut (*entry).cmp_proc_finfo as *mut pg_sys::FmgrInfo
         };
-        keys.push(KeyType { typid, collation, cmp });
+        keys.push(KeyType { attnum: att, typid, collation, cmp });
     }
     let quote = |name: &CStr| {
         // SAFETY: quote_identifier returns its argument or a palloc'd copy.
