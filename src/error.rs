@@ -47,6 +47,10 @@ pub enum Error {
     /// since the snapshot (PostgreSQL's own message for an UPDATE).
     #[error("could not serialize access due to concurrent {}", if *.deleted { "delete" } else { "update" })]
     ConcurrentUpdate { deleted: bool },
+    /// Integer arithmetic of a direct update overflowed (PostgreSQL's own
+    /// message for the statement's arithmetic).
+    #[error("{type_name} out of range")]
+    IntegerOutOfRange { type_name: &'static str },
     /// The pending deltas of maintained totals that no statement trigger
     /// applied (a source statement fired its row triggers only).
     #[error("pg_integrity: {left} maintained total(s) were not applied before commit")]
@@ -163,7 +167,7 @@ impl Error {
             Error::WrongColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
             Error::MissingColumn { .. } | Error::MissingTotalColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             Error::NotRegistered { .. } | Error::NoStockGuard { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            Error::VersionOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            Error::VersionOutOfRange { .. } | Error::IntegerOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             Error::NullArgument { .. } | Error::NullElement { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Error::NoSuchRelation { .. } => ERRCODE_UNDEFINED_TABLE,
             Error::QuantityNotPositive { .. }

@@ -21,7 +21,7 @@ mod trigger;
 mod append_only;
 mod chain_encoding;
 mod chain_verify;
-mod direct_total;
+mod direct_update;
 mod frozen_columns;
 mod hash_chain;
 mod holds;
@@ -50,7 +50,6 @@ pub extern "C-unwind" fn _PG_init() {
     // when the library loads.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     soft_delete::init();
-    direct_total::init();
     // SAFETY: a backend-global flag, set by the postmaster while it loads
     // shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

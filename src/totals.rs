@@ -21,10 +21,11 @@
 //! writers never lose each other's deltas (READ COMMITTED re-reads the row;
 //! REPEATABLE READ and SERIALIZABLE raise 40001, as for any concurrent update).
 //!
-//! Where the target allows it, `direct_total` applies the same update without
+//! Where the target allows it, `direct_update` applies the same update without
 //! SPI (found by the primary key, locked, written by the executor's
 //! `ExecSimpleRelationUpdate`): the same locks, triggers, constraints and
-//! errors, without a planned statement's executor start and end.
+//! errors, without a planned statement's executor start and end; the SPI
+//! statement does it for the targets and rows it leaves (see there).
 //!
 //! The total belongs to the database: `total_guard`, `BEFORE UPDATE` on the
 //! target, refuses a change of the column (or of the row's key) unless the
@@ -43,7 +44,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::{pg_guard, PgSqlErrorCode};
 
-use crate::direct_total;
+use crate::direct_update;
 use crate::error::{message_of_error, Error, Refusal};
 use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
@@ -621,33 +622,30 @@ unsafe fn apply(firing: &Firing) -> Verdict {
     sanctioned::begin_total_writes();
     // SAFETY: in the statement trigger's transaction and memory context,
     // which outlive the loop; nothing on this frame needs dropping (above).
-    if let Some(direct) = unsafe { direct_total::open(target, column, &key_atts[..nkeys]) } {
-        for i in 0..count {
-            // SAFETY: i < count, the array's length.
-            let entry = unsafe { *entries.add(i) };
-            let Some(delta) = numeric_delta(entry.delta) else { continue };
-            // SAFETY: the keys have the key columns' types, the delta is a
-            // numeric; nothing here needs dropping if the update raises.
-            if let direct_total::Outcome::Skipped = unsafe { direct_total::add(&direct, &entry.key[..nkeys], delta) } {
-                skipped = Some(entry);
-                break;
-            }
-        }
-        // SAFETY: opened above, closed once.
-        unsafe { direct_total::close(direct) };
-        sanctioned::end_total_writes();
-        return match skipped {
-            None => Verdict::Allow(pg_sys::Datum::from(0)),
-            Some(entry) => firing.refuse(skipped_update(firing, target, &entry)),
-        };
-    }
-    spi_connect();
+    let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], pg_sys::NUMERICOID, None) };
+    let mut connected = false;
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
     let nulls = [b' ' as c_char; MAX_KEYS + 1];
     for i in 0..count {
         // SAFETY: i < count, the array's length.
         let entry = unsafe { *entries.add(i) };
         let Some(delta) = numeric_delta(entry.delta) else { continue };
+        if let Some(direct) = &direct {
+            // SAFETY: the keys have the key columns' types, the delta is a
+            // numeric; nothing here needs dropping if the update raises.
+            match unsafe { direct_update::add(direct, &entry.key[..nkeys], &[(1, delta)]) } {
+                direct_update::Outcome::Skipped => {
+                    skipped = Some(entry);
+                    break;
+                }
+                direct_update::Outcome::Fallback => {}
+                _ => continue,
+            }
+        }
+        if !connected {
+            spi_connect();
+            connected = true;
+        }
         values[0] = delta;
         values[1..=nkeys].copy_from_slice(&entry.key[..nkeys]);
         // SAFETY: the plans take a numeric and the key columns' types, and
@@ -664,8 +662,14 @@ unsafe fn apply(firing: &Firing) -> Verdict {
             }
         }
     }
+    if let Some(direct) = direct {
+        // SAFETY: opened above, closed once.
+        unsafe { direct_update::close(direct) };
+    }
     sanctioned::end_total_writes();
-    spi_finish();
+    if connected {
+        spi_finish();
+    }
     match skipped {
         None => Verdict::Allow(pg_sys::Datum::from(0)),
         Some(entry) => firing.refuse(skipped_update(firing, target, &entry)),
