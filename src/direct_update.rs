@@ -32,6 +32,9 @@
 //! handle as the UPDATE would (the row changed by this very command, an
 //! invisible version) is left to the SPI statement too (`Outcome::Fallback`).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use pgrx::pg_sys;
 
 use crate::error::Error;
@@ -176,6 +179,31 @@ mod raw {
 /// Key columns a target can have (as the callers' `MAX_KEYS`).
 pub const MAX_KEYS: usize = 8;
 
+/// What `open` finds out about a target from its catalog entries, cached per
+/// backend until the next invalidation (`invalidation::generation`): `None`
+/// when the direct path would not do what the SQL statement does.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// The unique index on the key columns.
+    index: pg_sys::Oid,
+    /// Per index column: the position of its value among the caller's keys,
+    /// the equality procedure, collation and input type of its operator class.
+    position: [usize; MAX_KEYS],
+    eq: [pg_sys::RegProcedure; MAX_KEYS],
+    collation: [pg_sys::Oid; MAX_KEYS],
+    subtype: [pg_sys::Oid; MAX_KEYS],
+    column_type: pg_sys::Oid,
+    column_typmod: i32,
+    lock_mode: pg_sys::LockTupleMode::Type,
+}
+
+/// Target table, column, key columns (and their number), bound column.
+type ShapeKey = (pg_sys::Oid, i16, [i16; MAX_KEYS], usize, i16);
+
+thread_local! {
+    static SHAPES: RefCell<HashMap<ShapeKey, (u64, Option<Shape>)>> = RefCell::new(HashMap::new());
+}
+
 /// An open target: plain pointers into executor memory of the current
 /// context, released by `close` or, when an update fails, by the abort.
 #[derive(Clone, Copy)]
@@ -188,21 +216,12 @@ pub struct Target {
     found: *mut pg_sys::TupleTableSlot,
     new: *mut pg_sys::TupleTableSlot,
     nkeys: usize,
-    /// Per index column: the position of its value among the caller's keys,
-    /// the equality procedure, collation and input type of its operator class.
-    position: [usize; MAX_KEYS],
-    eq: [pg_sys::RegProcedure; MAX_KEYS],
-    collation: [pg_sys::Oid; MAX_KEYS],
-    subtype: [pg_sys::Oid; MAX_KEYS],
     /// The key columns, in the caller's order.
     key_atts: [i16; MAX_KEYS],
     column: i16,
-    column_type: pg_sys::Oid,
-    column_typmod: i32,
-    amount_type: pg_sys::Oid,
     /// The column holding the upper bound (of the column's type), or 0.
     bound: i16,
-    lock_mode: pg_sys::LockTupleMode::Type,
+    shape: Shape,
 }
 
 pub enum Outcome {
@@ -234,104 +253,90 @@ enum Value {
     Numeric(pg_sys::Datum),
 }
 
+/// The type of the amounts, and each amount with its sign.
+type Amounts<'a> = (pg_sys::Oid, &'a [(i32, pg_sys::Datum)]);
+
 fn is_integer(typid: pg_sys::Oid) -> bool {
     matches!(typid, pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID)
 }
 
-/// Opens `target` to add amounts of type `amount_type` (an integer type or
-/// numeric) to column `column` of the row whose `key_atts` equal the given
-/// key, refusing to take it out of `0 ..= bound` when `bound` (a column of the
-/// same type) is given; `None` when the SPI statement must do it.
+/// Opens `target` to add amounts to column `column` (an integer type or
+/// numeric) of the row whose `key_atts` equal the given key, refusing to take
+/// it out of `0 ..= bound` when `bound` (a column of the same type) is given;
+/// `None` when the SPI statement must do it.
 ///
 /// # Safety
 /// Inside a transaction, in a memory context that lives until `close`.
-pub unsafe fn open(
-    target: pg_sys::Oid,
-    column: i16,
-    key_atts: &[i16],
-    amount_type: pg_sys::Oid,
-    bound: Option<i16>,
-) -> Option<Target> {
+pub unsafe fn open(target: pg_sys::Oid, column: i16, key_atts: &[i16], bound: Option<i16>) -> Option<Target> {
     if key_atts.is_empty() || key_atts.len() > MAX_KEYS {
         return None;
     }
+    let mut keys = [0; MAX_KEYS];
+    keys[..key_atts.len()].copy_from_slice(key_atts);
+    let shape_key = (target, column, keys, key_atts.len(), bound.unwrap_or(0));
     // SAFETY: the relation is opened with the lock an UPDATE takes and kept
-    // locked until the transaction ends (as the UPDATE would); every catalog
-    // structure read belongs to the open relation.
+    // locked until the transaction ends (as the UPDATE would), which takes in
+    // pending invalidations before the cache is read; every catalog structure
+    // read belongs to the open relation.
     unsafe {
         let rel = raw::table_open(target, pg_sys::RowExclusiveLock as i32);
-        let form = &*(*rel).rd_rel;
+        let generation = crate::invalidation::generation();
+        let cached = SHAPES.with_borrow(|shapes| shapes.get(&shape_key).copied());
+        let cached = cached.filter(|(at, _)| *at == generation).map(|(_, shape)| shape);
+        // Privileges are checked for each statement: the user, and the roles
+        // it is a member of, change without an invalidation of the table.
         let user = raw::GetUserId();
-        let attribute = *crate::trigger::tuple_desc_attr((*rel).rd_att, column);
-        let constr = (*(*rel).rd_att).constr;
-        let plain = form.relkind == pg_sys::RELKIND_RELATION as core::ffi::c_char
-            && (*rel).rd_rules.is_null()
-            && !form.relrowsecurity
+        let allowed = !matches!(cached, Some(None))
             && raw::pg_class_aclcheck(target, user, pg_sys::ACL_SELECT as pg_sys::AclMode)
                 == pg_sys::AclResult::ACLCHECK_OK
             && raw::pg_class_aclcheck(target, user, pg_sys::ACL_UPDATE as pg_sys::AclMode)
-                == pg_sys::AclResult::ACLCHECK_OK
-            && (constr.is_null() || !(*constr).has_generated_stored)
-            && (is_integer(attribute.atttypid) || attribute.atttypid == pg_sys::NUMERICOID)
-            && (is_integer(amount_type) || amount_type == pg_sys::NUMERICOID)
-            && triggers_allow((*rel).trigdesc);
-        if !plain {
+                == pg_sys::AclResult::ACLCHECK_OK;
+        if !allowed {
             raw::table_close(rel, pg_sys::NoLock as i32);
             return None;
         }
-        let keys = raw::RelationGetIndexAttrBitmap(rel, pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_KEY);
-        let lock_mode = if raw::bms_is_member(i32::from(column) - pg_sys::FirstLowInvalidHeapAttributeNumber, keys) {
-            pg_sys::LockTupleMode::LockTupleExclusive
-        } else {
-            pg_sys::LockTupleMode::LockTupleNoKeyExclusive
-        };
 
         let estate = raw::CreateExecutorState();
         (*estate).es_output_cid = raw::GetCurrentCommandId(true);
         let result = raw::palloc0(size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
         // Range table index 0: no updated-columns set, which only
-        // column-specific triggers (refused above) and generated columns
-        // (refused above) would read.
+        // column-specific triggers and generated columns (both refused) would
+        // read.
         raw::InitResultRelInfo(result, rel, 0, core::ptr::null_mut(), 0);
         // Registered as the statement's result relation, so that the AFTER
         // trigger events it queues find it instead of opening the table again.
         (*estate).es_opened_result_relations = raw::lappend(core::ptr::null_mut(), result.cast());
         raw::ExecOpenIndices(result, false);
+        let indexes = core::slice::from_raw_parts((*result).ri_IndexRelationDescs, (*result).ri_NumIndices as usize);
+        let shape = match cached {
+            Some(shape) => shape,
+            None => {
+                let shape = shape_of(rel, column, key_atts, bound, indexes);
+                SHAPES.with_borrow_mut(|shapes| shapes.insert(shape_key, (generation, shape)));
+                shape
+            }
+        };
+        let index = shape.and_then(|shape| indexes.iter().copied().find(|&i| (*i).rd_id == shape.index));
+        let (Some(shape), Some(index)) = (shape, index) else {
+            raw::ExecCloseResultRelations(estate);
+            raw::FreeExecutorState(estate);
+            raw::table_close(rel, pg_sys::NoLock as i32);
+            return None;
+        };
         let mut direct = Target {
             rel,
-            index: core::ptr::null_mut(),
+            index,
             estate,
             result,
             epq: core::ptr::null_mut(),
             found: core::ptr::null_mut(),
             new: core::ptr::null_mut(),
             nkeys: key_atts.len(),
-            position: [0; MAX_KEYS],
-            eq: [pg_sys::InvalidOid; MAX_KEYS],
-            collation: [pg_sys::InvalidOid; MAX_KEYS],
-            subtype: [pg_sys::InvalidOid; MAX_KEYS],
-            key_atts: [0; MAX_KEYS],
+            key_atts: keys,
             column,
-            column_type: attribute.atttypid,
-            column_typmod: attribute.atttypmod,
-            amount_type,
             bound: bound.unwrap_or(0),
-            lock_mode,
+            shape,
         };
-        direct.key_atts[..key_atts.len()].copy_from_slice(key_atts);
-        for i in 0..(*result).ri_NumIndices as usize {
-            let candidate = *(*result).ri_IndexRelationDescs.add(i);
-            if key_index(&mut direct, candidate) {
-                direct.index = candidate;
-                break;
-            }
-        }
-        if direct.index.is_null() {
-            raw::ExecCloseResultRelations(estate);
-            raw::FreeExecutorState(estate);
-            raw::table_close(rel, pg_sys::NoLock as i32);
-            return None;
-        }
         direct.epq = raw::palloc0(size_of::<pg_sys::EPQState>()) as *mut pg_sys::EPQState;
         #[cfg(any(feature = "pg14", feature = "pg15"))]
         raw::EvalPlanQualInit(direct.epq, estate, core::ptr::null_mut(), core::ptr::null_mut(), -1);
@@ -351,19 +356,66 @@ pub unsafe fn open(
     }
 }
 
-/// Whether `index` is a valid, immediately enforced unique index on exactly
-/// the key columns (no expression, no predicate), which finds at most one
-/// row per key; fills the per-column scan data of `direct` if so.
+/// The shape of an open target, from its catalog entries and open indexes.
 ///
 /// # Safety
-/// `index` is an open index of `direct.rel`.
-unsafe fn key_index(direct: &mut Target, index: pg_sys::Relation) -> bool {
+/// `rel` is open, `indexes` are its open indexes.
+unsafe fn shape_of(
+    rel: pg_sys::Relation,
+    column: i16,
+    key_atts: &[i16],
+    bound: Option<i16>,
+    indexes: &[pg_sys::Relation],
+) -> Option<Shape> {
+    // SAFETY: catalog structures of the open relation and its indexes.
+    unsafe {
+        let form = &*(*rel).rd_rel;
+        let attribute = *crate::trigger::tuple_desc_attr((*rel).rd_att, column);
+        let constr = (*(*rel).rd_att).constr;
+        let bound_type = bound.map(|b| crate::trigger::tuple_desc_attr((*rel).rd_att, b).atttypid);
+        let plain = form.relkind == pg_sys::RELKIND_RELATION as core::ffi::c_char
+            && (*rel).rd_rules.is_null()
+            && !form.relrowsecurity
+            && (constr.is_null() || !(*constr).has_generated_stored)
+            && (is_integer(attribute.atttypid) || attribute.atttypid == pg_sys::NUMERICOID)
+            && bound_type.is_none_or(|typid| typid == attribute.atttypid)
+            && triggers_allow((*rel).trigdesc);
+        if !plain {
+            return None;
+        }
+        let keys = raw::RelationGetIndexAttrBitmap(rel, pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_KEY);
+        let lock_mode = if raw::bms_is_member(i32::from(column) - pg_sys::FirstLowInvalidHeapAttributeNumber, keys) {
+            pg_sys::LockTupleMode::LockTupleExclusive
+        } else {
+            pg_sys::LockTupleMode::LockTupleNoKeyExclusive
+        };
+        let mut shape = Shape {
+            index: pg_sys::InvalidOid,
+            position: [0; MAX_KEYS],
+            eq: [pg_sys::InvalidOid; MAX_KEYS],
+            collation: [pg_sys::InvalidOid; MAX_KEYS],
+            subtype: [pg_sys::InvalidOid; MAX_KEYS],
+            column_type: attribute.atttypid,
+            column_typmod: attribute.atttypmod,
+            lock_mode,
+        };
+        indexes.iter().any(|&index| key_index(&mut shape, key_atts, index)).then_some(shape)
+    }
+}
+
+/// Whether `index` is a valid, immediately enforced unique index on exactly
+/// the key columns (no expression, no predicate), which finds at most one
+/// row per key; fills the per-column scan data of `shape` if so.
+///
+/// # Safety
+/// `index` is an open index.
+unsafe fn key_index(shape: &mut Shape, key_atts: &[i16], index: pg_sys::Relation) -> bool {
     // SAFETY: the open index's catalog row and operator class data,
     // `indnkeyatts` entries each.
     unsafe {
         let form = &*(*index).rd_index;
         let nkeys = form.indnkeyatts as usize;
-        if !form.indisunique || !form.indimmediate || !form.indisvalid || !form.indislive || nkeys != direct.nkeys {
+        if !form.indisunique || !form.indimmediate || !form.indisvalid || !form.indislive || nkeys != key_atts.len() {
             return false;
         }
         if !raw::heap_attisnull((*index).rd_indextuple, pg_sys::Anum_pg_index_indpred as i32, core::ptr::null_mut()) {
@@ -371,7 +423,7 @@ unsafe fn key_index(direct: &mut Target, index: pg_sys::Relation) -> bool {
         }
         let indkey = form.indkey.values.as_slice(form.indnatts as usize);
         for (i, attnum) in indkey[..nkeys].iter().enumerate() {
-            let Some(position) = direct.key_atts[..nkeys].iter().position(|a| a == attnum) else {
+            let Some(position) = key_atts.iter().position(|a| a == attnum) else {
                 return false;
             };
             let family = *(*index).rd_opfamily.add(i);
@@ -380,11 +432,12 @@ unsafe fn key_index(direct: &mut Target, index: pg_sys::Relation) -> bool {
             if op == pg_sys::InvalidOid {
                 return false;
             }
-            direct.position[i] = position;
-            direct.eq[i] = raw::get_opcode(op);
-            direct.collation[i] = *(*index).rd_indcollation.add(i);
-            direct.subtype[i] = input;
+            shape.position[i] = position;
+            shape.eq[i] = raw::get_opcode(op);
+            shape.collation[i] = *(*index).rd_indcollation.add(i);
+            shape.subtype[i] = input;
         }
+        shape.index = (*index).rd_id;
         true
     }
 }
@@ -423,7 +476,8 @@ unsafe fn triggers_allow(trigdesc: *mut pg_sys::TriggerDesc) -> bool {
     }
 }
 
-/// Adds `terms` (each a sign, +1 or -1, and an amount of the target's amount
+/// Adds `terms` (each a sign, +1 or -1, and an amount of type `amount_type`,
+/// an integer type or numeric)
 /// type), in order, to the column of the row with `key` (values of the key
 /// columns' types, in the order `open` was given them).
 ///
@@ -431,7 +485,12 @@ unsafe fn triggers_allow(trigdesc: *mut pg_sys::TriggerDesc) -> bool {
 /// `target` is open.  Errors (a constraint, a trigger, a lock timeout, an
 /// overflow) longjmp over the callers' frames, which must hold nothing that
 /// needs dropping.
-pub unsafe fn add(target: &Target, key: &[pg_sys::Datum], terms: &[(i32, pg_sys::Datum)]) -> Outcome {
+pub unsafe fn add(
+    target: &Target,
+    key: &[pg_sys::Datum],
+    amount_type: pg_sys::Oid,
+    terms: &[(i32, pg_sys::Datum)],
+) -> Outcome {
     // SAFETY: the open target's executor state, slots and index; the snapshot
     // pushed here is popped before returning (or by the abort).
     unsafe {
@@ -444,7 +503,7 @@ pub unsafe fn add(target: &Target, key: &[pg_sys::Datum], terms: &[(i32, pg_sys:
         let snapshot = raw::GetActiveSnapshot();
         (*target.estate).es_snapshot = snapshot;
         (*target.estate).es_output_cid = raw::GetCurrentCommandId(true);
-        let outcome = update(target, key, terms, snapshot);
+        let outcome = update(target, key, (amount_type, terms), snapshot);
         raw::PopActiveSnapshot();
         raw::CommandCounterIncrement();
         outcome
@@ -459,18 +518,13 @@ pub unsafe fn add(target: &Target, key: &[pg_sys::Datum], terms: &[(i32, pg_sys:
 ///
 /// # Safety
 /// As for `add`.
-unsafe fn update(
-    target: &Target,
-    key: &[pg_sys::Datum],
-    terms: &[(i32, pg_sys::Datum)],
-    snapshot: pg_sys::Snapshot,
-) -> Outcome {
+unsafe fn update(target: &Target, key: &[pg_sys::Datum], amounts: Amounts, snapshot: pg_sys::Snapshot) -> Outcome {
     // SAFETY: the contract; the slot holds the row found, then the locked one.
     unsafe {
         if !locate(target, key, snapshot) {
             return Outcome::Missing;
         }
-        let mut value = computed(target, terms);
+        let mut value = computed(target, amounts);
         if let Some(bounds) = out_of_bounds(target, value) {
             return Outcome::OutOfBounds(bounds);
         }
@@ -478,7 +532,7 @@ unsafe fn update(
             Locked::Same => {}
             Locked::Later if !same_key(target, key) => return Outcome::Missing,
             Locked::Later => {
-                value = computed(target, terms);
+                value = computed(target, amounts);
                 if let Some(bounds) = out_of_bounds(target, value) {
                     return Outcome::OutOfBounds(bounds);
                 }
@@ -504,10 +558,10 @@ unsafe fn locate(target: &Target, key: &[pg_sys::Datum], snapshot: pg_sys::Snaps
                 0,
                 (i + 1) as i16,
                 pg_sys::BTEqualStrategyNumber as u16,
-                target.subtype[i],
-                target.collation[i],
-                target.eq[i],
-                key[target.position[i]],
+                target.shape.subtype[i],
+                target.shape.collation[i],
+                target.shape.eq[i],
+                key[target.shape.position[i]],
             );
         }
         #[cfg(not(feature = "pg18"))]
@@ -549,7 +603,7 @@ unsafe fn lock(target: &Target, snapshot: pg_sys::Snapshot) -> Locked {
             snapshot,
             target.found,
             (*target.estate).es_output_cid,
-            target.lock_mode,
+            target.shape.lock_mode,
             pg_sys::LockWaitPolicy::LockWaitBlock,
             flags,
             &mut tmfd,
@@ -579,25 +633,28 @@ unsafe fn same_key(target: &Target, key: &[pg_sys::Datum]) -> bool {
     // equality procedures.
     unsafe {
         (0..target.nkeys).all(|i| {
-            let position = target.position[i];
+            let position = target.shape.position[i];
             let mut is_null = false;
             let value = pg_sys::slot_getattr(target.found, i32::from(target.key_atts[position]), &mut is_null);
-            !is_null && raw::OidFunctionCall2Coll(target.eq[i], target.collation[i], value, key[position]).value() != 0
+            !is_null
+                && raw::OidFunctionCall2Coll(target.shape.eq[i], target.shape.collation[i], value, key[position])
+                    .value()
+                    != 0
         })
     }
 }
 
-/// The row's new value in `target.found` with `terms` added (`None` for
+/// The row's new value in `target.found` with the amounts added (`None` for
 /// NULL: NULL + amount is NULL, the UPDATE leaves a NULL column NULL).
 ///
 /// # Safety
 /// As for `add`, with `target.found` holding a row.
-unsafe fn computed(target: &Target, terms: &[(i32, pg_sys::Datum)]) -> Option<Value> {
+unsafe fn computed(target: &Target, amounts: Amounts) -> Option<Value> {
     // SAFETY: the slot's column, of the column's type.
     unsafe {
         let mut is_null = false;
         let old = pg_sys::slot_getattr(target.found, i32::from(target.column), &mut is_null);
-        (!is_null).then(|| new_value(target, old, terms))
+        (!is_null).then(|| new_value(target, old, amounts))
     }
 }
 
@@ -641,14 +698,14 @@ unsafe fn write(target: &Target, value: Option<Value>) -> Outcome {
 ///
 /// # Safety
 /// `old` is a value of the column's type, the amounts of the amount type.
-unsafe fn new_value(target: &Target, old: pg_sys::Datum, terms: &[(i32, pg_sys::Datum)]) -> Value {
+unsafe fn new_value(target: &Target, old: pg_sys::Datum, (amount_type, terms): Amounts) -> Value {
     // SAFETY: values of the types the contract gives them.
     unsafe {
-        if is_integer(target.column_type) && is_integer(target.amount_type) {
-            let wide = target.column_type == pg_sys::INT8OID || target.amount_type == pg_sys::INT8OID;
-            let mut value = integer(target.column_type, old);
+        if is_integer(target.shape.column_type) && is_integer(amount_type) {
+            let wide = target.shape.column_type == pg_sys::INT8OID || amount_type == pg_sys::INT8OID;
+            let mut value = integer(target.shape.column_type, old);
             for &(sign, amount) in terms {
-                value += i128::from(sign) * integer(target.amount_type, amount);
+                value += i128::from(sign) * integer(amount_type, amount);
                 let fits = if wide { i64::try_from(value).is_ok() } else { i32::try_from(value).is_ok() };
                 if !fits {
                     Error::IntegerOutOfRange { type_name: if wide { "bigint" } else { "integer" } }.raise();
@@ -656,9 +713,9 @@ unsafe fn new_value(target: &Target, old: pg_sys::Datum, terms: &[(i32, pg_sys::
             }
             return Value::Int(value);
         }
-        let mut value = to_numeric(target.column_type, old);
+        let mut value = to_numeric(target.shape.column_type, old);
         for &(sign, amount) in terms {
-            let amount = to_numeric(target.amount_type, amount);
+            let amount = to_numeric(amount_type, amount);
             // -1 * a keeps a's scale, as numeric_uminus does.
             let amount = if sign < 0 { call1(raw::numeric_uminus, amount) } else { amount };
             value = call2(raw::numeric_add, value, amount);
@@ -676,7 +733,7 @@ unsafe fn assigned(target: &Target, value: Value) -> pg_sys::Datum {
     unsafe {
         match value {
             Value::Int(value) => {
-                let (fits, name) = match target.column_type {
+                let (fits, name) = match target.shape.column_type {
                     pg_sys::INT2OID => (i16::try_from(value).is_ok(), "smallint"),
                     pg_sys::INT4OID => (i32::try_from(value).is_ok(), "integer"),
                     _ => (i64::try_from(value).is_ok(), "bigint"),
@@ -686,15 +743,15 @@ unsafe fn assigned(target: &Target, value: Value) -> pg_sys::Datum {
                 }
                 pg_sys::Datum::from(value as i64)
             }
-            Value::Numeric(sum) => match target.column_type {
+            Value::Numeric(sum) => match target.shape.column_type {
                 pg_sys::INT2OID => call1(raw::numeric_int2, sum),
                 pg_sys::INT4OID => call1(raw::numeric_int4, sum),
                 pg_sys::INT8OID => call1(raw::numeric_int8, sum),
-                _ if target.column_typmod >= 0 => raw::DirectFunctionCall2Coll(
+                _ if target.shape.column_typmod >= 0 => raw::DirectFunctionCall2Coll(
                     Some(raw::numeric),
                     pg_sys::InvalidOid,
                     sum,
-                    pg_sys::Datum::from(target.column_typmod),
+                    pg_sys::Datum::from(target.shape.column_typmod),
                 ),
                 _ => sum,
             },
@@ -719,11 +776,11 @@ unsafe fn out_of_bounds(target: &Target, value: Option<Value>) -> Option<Bounds>
         let bound = (!is_null).then_some(bound);
         let (below_zero, above_bound) = match value {
             None => (None, None),
-            Some(Value::Int(v)) => (Some(v < 0), bound.map(|b| v > integer(target.column_type, b))),
+            Some(Value::Int(v)) => (Some(v < 0), bound.map(|b| v > integer(target.shape.column_type, b))),
             Some(Value::Numeric(v)) => {
                 let zero = call1(raw::int4_numeric, pg_sys::Datum::from(0));
                 let cmp = |a, b| call2(raw::numeric_cmp, a, b).value() as i32;
-                (Some(cmp(v, zero) < 0), bound.map(|b| cmp(v, to_numeric(target.column_type, b)) > 0))
+                (Some(cmp(v, zero) < 0), bound.map(|b| cmp(v, to_numeric(target.shape.column_type, b)) > 0))
             }
         };
         if below_zero == Some(false) && above_bound == Some(false) {
@@ -733,7 +790,7 @@ unsafe fn out_of_bounds(target: &Target, value: Option<Value>) -> Option<Bounds>
             Value::Int(v) => v.to_string(),
             Value::Numeric(v) => numeric_text(v),
         };
-        let bound_text = bound.map(|b| match target.column_type {
+        let bound_text = bound.map(|b| match target.shape.column_type {
             pg_sys::NUMERICOID => numeric_text(b),
             typid => integer(typid, b).to_string(),
         });

@@ -413,10 +413,9 @@ unsafe fn apply_directly(
             account.table,
             account.used_att,
             &account.key_atts[..plan.nkeys],
-            plan.amount_type,
             Some(account.limit_att),
         )?;
-        let outcome = direct_update::add(&target, &key[..plan.nkeys], &terms[..nterms]);
+        let outcome = direct_update::add(&target, &key[..plan.nkeys], plan.amount_type, &terms[..nterms]);
         direct_update::close(target);
         match outcome {
             direct_update::Outcome::Fallback => None,
