@@ -171,6 +171,7 @@ mod raw {
         pub fn numeric_cmp(fcinfo: FunctionCallInfo) -> Datum;
         pub fn numeric_out(fcinfo: FunctionCallInfo) -> Datum;
         pub fn get_func_namespace(funcid: Oid) -> Oid;
+        pub fn get_func_name(funcid: Oid) -> *mut core::ffi::c_char;
         pub fn get_namespace_oid(nspname: *const core::ffi::c_char, missing_ok: bool) -> Oid;
         pub fn heap_attisnull(tup: HeapTuple, attnum: core::ffi::c_int, tupleDesc: TupleDesc) -> bool;
     }
@@ -195,6 +196,10 @@ struct Shape {
     column_type: pg_sys::Oid,
     column_typmod: i32,
     lock_mode: pg_sys::LockTupleMode::Type,
+    /// The target's `integrity_total` trigger (or invalid): a no-op for the
+    /// writes of maintained totals, which are sanctioned, so not fired for
+    /// them.
+    total_guard: pg_sys::Oid,
 }
 
 /// Target table, column, key columns (and their number), bound column.
@@ -267,7 +272,16 @@ fn is_integer(typid: pg_sys::Oid) -> bool {
 ///
 /// # Safety
 /// Inside a transaction, in a memory context that lives until `close`.
-pub unsafe fn open(target: pg_sys::Oid, column: i16, key_atts: &[i16], bound: Option<i16>) -> Option<Target> {
+/// `sanctioned_total` says that the caller writes a maintained total (inside
+/// `sanctioned::begin_total_writes`), which the target's total guard lets
+/// through without looking: the guard is then not fired.
+pub unsafe fn open(
+    target: pg_sys::Oid,
+    column: i16,
+    key_atts: &[i16],
+    bound: Option<i16>,
+    sanctioned_total: bool,
+) -> Option<Target> {
     if key_atts.is_empty() || key_atts.len() > MAX_KEYS {
         return None;
     }
@@ -323,6 +337,9 @@ pub unsafe fn open(target: pg_sys::Oid, column: i16, key_atts: &[i16], bound: Op
             raw::table_close(rel, pg_sys::NoLock as i32);
             return None;
         };
+        if sanctioned_total && shape.total_guard != pg_sys::InvalidOid {
+            without_trigger(result, shape.total_guard);
+        }
         let mut direct = Target {
             rel,
             index,
@@ -398,8 +415,68 @@ unsafe fn shape_of(
             column_type: attribute.atttypid,
             column_typmod: attribute.atttypmod,
             lock_mode,
+            total_guard: total_guard((*rel).trigdesc),
         };
         indexes.iter().any(|&index| key_index(&mut shape, key_atts, index)).then_some(shape)
+    }
+}
+
+/// The OID of the target's maintained-total guard trigger, or invalid.
+///
+/// # Safety
+/// `trigdesc` is an open relation's (or NULL).
+unsafe fn total_guard(trigdesc: *mut pg_sys::TriggerDesc) -> pg_sys::Oid {
+    if trigdesc.is_null() {
+        return pg_sys::InvalidOid;
+    }
+    // SAFETY: the relation's trigger descriptor, `numtriggers` entries; the
+    // function of each trigger exists while the relation is open.
+    unsafe {
+        let t = &*trigdesc;
+        let integrity = raw::get_namespace_oid(c"integrity".as_ptr(), true);
+        (0..t.numtriggers as usize)
+            .map(|i| &*t.triggers.add(i))
+            .find(|trigger| {
+                let name = raw::get_func_name(trigger.tgfoid);
+                raw::get_func_namespace(trigger.tgfoid) == integrity
+                    && !name.is_null()
+                    && core::ffi::CStr::from_ptr(name) == c"total_guard"
+            })
+            .map_or(pg_sys::InvalidOid, |trigger| trigger.tgoid)
+    }
+}
+
+/// Leaves trigger `tgoid` out of the result relation's copy of the trigger
+/// descriptor (the executor fires what that copy lists).
+///
+/// # Safety
+/// `result` was set up by `InitResultRelInfo`, whose trigger descriptor
+/// holds `tgoid`, a BEFORE UPDATE row trigger.
+unsafe fn without_trigger(result: *mut pg_sys::ResultRelInfo, tgoid: pg_sys::Oid) {
+    // SAFETY: the descriptor is the result relation's own palloc'd copy; the
+    // new one is a shallow copy of it in the same memory, with one trigger
+    // fewer and the BEFORE UPDATE row flag recomputed (the per-trigger arrays
+    // of the result relation have room for the original number).
+    unsafe {
+        let old = (*result).ri_TrigDesc;
+        let new = raw::palloc0(size_of::<pg_sys::TriggerDesc>()) as *mut pg_sys::TriggerDesc;
+        new.write(*old);
+        let triggers = raw::palloc0(size_of::<pg_sys::Trigger>() * (*old).numtriggers as usize) as *mut pg_sys::Trigger;
+        let mut n = 0;
+        let before_row_update =
+            (pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_UPDATE) as i16;
+        (*new).trig_update_before_row = false;
+        for i in 0..(*old).numtriggers as usize {
+            let trigger = *(*old).triggers.add(i);
+            if trigger.tgoid != tgoid {
+                (*new).trig_update_before_row |= trigger.tgtype & before_row_update == before_row_update;
+                triggers.add(n).write(trigger);
+                n += 1;
+            }
+        }
+        (*new).triggers = triggers;
+        (*new).numtriggers = n as i32;
+        (*result).ri_TrigDesc = new;
     }
 }
 

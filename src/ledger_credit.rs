@@ -414,6 +414,7 @@ unsafe fn apply_directly(
             account.used_att,
             &account.key_atts[..plan.nkeys],
             Some(account.limit_att),
+            false,
         )?;
         let outcome = direct_update::add(&target, &key[..plan.nkeys], plan.amount_type, &terms[..nterms]);
         direct_update::close(target);

@@ -622,7 +622,7 @@ unsafe fn apply(firing: &Firing) -> Verdict {
     sanctioned::begin_total_writes();
     // SAFETY: in the statement trigger's transaction and memory context,
     // which outlive the loop; nothing on this frame needs dropping (above).
-    let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], None) };
+    let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], None, true) };
     let mut connected = false;
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
     let nulls = [b' ' as c_char; MAX_KEYS + 1];
