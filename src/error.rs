@@ -43,6 +43,14 @@ pub enum Error {
     /// A statement of the extension's own returned what it never returns.
     #[error("pg_integrity: {what} returned {result}")]
     UnexpectedResult { what: &'static str, result: String },
+    /// REPEATABLE READ or SERIALIZABLE: a maintained total's row changed
+    /// since the snapshot (PostgreSQL's own message for an UPDATE).
+    #[error("could not serialize access due to concurrent {}", if *.deleted { "delete" } else { "update" })]
+    ConcurrentUpdate { deleted: bool },
+    /// Integer arithmetic of a direct update overflowed (PostgreSQL's own
+    /// message for the statement's arithmetic).
+    #[error("{type_name} out of range")]
+    IntegerOutOfRange { type_name: &'static str },
     /// The pending deltas of maintained totals that no statement trigger
     /// applied (a source statement fired its row triggers only).
     #[error("pg_integrity: {left} maintained total(s) were not applied before commit")]
@@ -152,13 +160,14 @@ impl Error {
             | Error::NoBtreeOrdering { .. }
             | Error::CacheLookup(_)
             | Error::EventsTableMissing => ERRCODE_INTERNAL_ERROR,
+            Error::ConcurrentUpdate { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Error::NotCalledAsTrigger | Error::UnhandledEvents { .. } => ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Error::NotCalledAsEventTrigger { .. } => ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
             Error::NotDeclaredAsRecord { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             Error::WrongColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
             Error::MissingColumn { .. } | Error::MissingTotalColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             Error::NotRegistered { .. } | Error::NoStockGuard { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            Error::VersionOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            Error::VersionOutOfRange { .. } | Error::IntegerOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             Error::NullArgument { .. } | Error::NullElement { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Error::NoSuchRelation { .. } => ERRCODE_UNDEFINED_TABLE,
             Error::QuantityNotPositive { .. }

@@ -17,11 +17,18 @@
 //! update, whatever the number of sessions.  A DELETE takes its entry back, an
 //! UPDATE takes the old entry back and applies the new one.
 //!
-//! The statement is prepared once per backend and trigger (`SPI_keepplan`) and
-//! found again once per statement through `fn_extra`.  Rows applied by logical
+//! Where the accounts table allows it, `direct_update` makes that update
+//! without SPI (the account found through its unique key, locked, checked and
+//! written by the executor's `ExecSimpleRelationUpdate`): the same locks,
+//! re-check, triggers, constraints and errors, without a planned statement's
+//! executor start and end.  The SPI statement does it for the tables and rows
+//! `direct_update` leaves; it is prepared once per backend and trigger
+//! (`SPI_keepplan`), when first needed, and found again once per statement
+//! through `fn_extra`.  Rows applied by logical
 //! replication (`session_replication_role = replica`) are not applied again:
 //! the trigger fires on origin writes only, as the account rows replicate too.
 
+use core::cell::Cell;
 use core::cmp::Ordering;
 use core::ffi::{c_char, CStr};
 use std::ffi::CString;
@@ -29,6 +36,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
+use crate::direct_update;
 use crate::error::{Error, Refusal};
 use crate::fmgr::{execute_plan, getvalue, prepare_kept, result_text, spi_connect, spi_finish, KeptPlans};
 use crate::quantities::{is_nan, quantity_type, sign};
@@ -58,14 +66,27 @@ struct Args<'a> {
     keys: Vec<&'a CStr>,
 }
 
-/// Per statement (in `fn_extra`): the prepared plan and the ledger's attributes.
+/// Per statement (in `fn_extra`): the prepared plan (null until the SPI
+/// statement is first needed), the ledger's attributes and the accounts'.
 #[repr(C)]
 struct EntryPlan {
-    plan: pg_sys::SPIPlanPtr,
+    plan: Cell<pg_sys::SPIPlanPtr>,
     amount_att: i16,
     amount_type: pg_sys::Oid,
     entry_type_att: i16,
     nkeys: usize,
+    key_atts: [i16; MAX_KEYS],
+    account: AccountTable,
+}
+
+/// The accounts table and its columns, for `direct_update`; `table` is
+/// invalid when a column is missing (the SPI statement then reports it).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AccountTable {
+    table: pg_sys::Oid,
+    used_att: i16,
+    limit_att: i16,
     key_atts: [i16; MAX_KEYS],
 }
 
@@ -201,17 +222,61 @@ fn entry_plan<'f>(firing: &'f Firing) -> &'f EntryPlan {
         for (i, key) in args.keys.iter().enumerate() {
             key_atts[i] = attnum(key);
         }
-        let mut arg_types = argument_types(firing, amount_type, &key_atts[..args.keys.len()]);
-        let plan = prepared(firing, &apply_statement(&args), &mut arg_types);
         EntryPlan {
-            plan,
+            plan: Cell::new(core::ptr::null_mut()),
             amount_att,
             amount_type,
             entry_type_att: attnum(args.entry_type),
             nkeys: args.keys.len(),
             key_atts,
+            account: account(&args),
         }
     })
+}
+
+unsafe extern "C-unwind" {
+    // The fmgr entry point itself, for DirectFunctionCall1Coll.
+    fn regclassin(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+/// The accounts table (named as the SPI statement names it, so found the same
+/// way) and the attribute numbers of its columns.
+fn account(args: &Args) -> AccountTable {
+    // SAFETY: regclassin takes a NUL-terminated name and returns an OID (or
+    // raises, as the SPI statement would); get_attnum reads the syscache.
+    unsafe {
+        let table = pg_sys::Oid::from(
+            pg_sys::DirectFunctionCall1Coll(
+                Some(regclassin),
+                pg_sys::InvalidOid,
+                pg_sys::Datum::from(args.accounts.as_ptr()),
+            )
+            .value() as u32,
+        );
+        let attnum = |name: &CStr| pg_sys::get_attnum(table, name.as_ptr());
+        let mut account =
+            AccountTable { table, used_att: attnum(args.used), limit_att: attnum(args.limit), key_atts: [0; MAX_KEYS] };
+        for (i, key) in args.keys.iter().enumerate() {
+            account.key_atts[i] = attnum(key);
+        }
+        if account.used_att <= 0
+            || account.limit_att <= 0
+            || account.key_atts[..args.keys.len()].iter().any(|&a| a <= 0)
+        {
+            account.table = pg_sys::InvalidOid;
+        }
+        account
+    }
+}
+
+/// The SPI statement's plan, prepared the first time a statement needs it.
+fn spi_plan(firing: &Firing, plan: &EntryPlan) -> pg_sys::SPIPlanPtr {
+    if plan.plan.get().is_null() {
+        let args = args(firing);
+        let mut arg_types = argument_types(firing, plan.amount_type, &plan.key_atts[..plan.nkeys]);
+        plan.plan.set(prepared(firing, &apply_statement(&args), &mut arg_types));
+    }
+    plan.plan.get()
 }
 
 fn argument_types(firing: &Firing, amount_type: pg_sys::Oid, key_atts: &[i16]) -> Vec<pg_sys::Oid> {
@@ -246,6 +311,27 @@ unsafe fn apply(
         Some(netted) => signed_amount(firing, plan, netted)?,
         None => (0, amount),
     };
+    let terms = [(direction, amount), (netted_direction, netted_amount)];
+    // SAFETY: the account's key values have its key columns' types (checked at
+    // registration), the amounts the amount type; nothing here needs dropping
+    // if the update raises (this function's contract).
+    if let Some(outcome) = unsafe { apply_directly(firing, plan, entry.0, terms) } {
+        let args = args(firing);
+        return match outcome {
+            direct_update::Outcome::Updated => Ok(()),
+            direct_update::Outcome::Missing => Err(no_account(firing, entry.0, &args)),
+            direct_update::Outcome::Skipped => Err(skipped(firing, entry.0, &args)),
+            direct_update::Outcome::OutOfBounds(bounds) => Err(over_limit(
+                firing,
+                entry.0,
+                &args,
+                bounds.below_zero,
+                bounds.value.unwrap_or_else(|| "NULL".to_string()),
+                bounds.bound.unwrap_or_else(|| "NULL".to_string()),
+            )),
+            direct_update::Outcome::Fallback => unreachable!("apply_directly leaves a fallback to the SPI statement"),
+        };
+    }
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + KEY_PARAM - 1];
     let mut nulls = [b' ' as c_char; MAX_KEYS + KEY_PARAM - 1];
     values[..4].copy_from_slice(&[
@@ -271,7 +357,7 @@ unsafe fn apply(
     let account = loop {
         // SAFETY: connected just above; the plan's parameters, in plain
         // arrays; the callers hold nothing to drop (this function's contract).
-        if unsafe { execute_plan(plan.plan, &mut values, &nulls, false) } == 1 {
+        if unsafe { execute_plan(spi_plan(firing, plan), &mut values, &nulls, false) } == 1 {
             spi_finish();
             return Ok(());
         }
@@ -291,6 +377,52 @@ unsafe fn apply(
         Some(Account { within_bounds: true, .. }) => skipped(firing, entry.0, &args),
         Some(Account { used, limit, below_zero, .. }) => over_limit(firing, entry.0, &args, below_zero, used, limit),
     })
+}
+
+/// Applies the entry's signed amounts (a sign of 0 adds nothing) to its
+/// account without SPI; `None` when the SPI statement must do it (see
+/// `direct_update`; a NULL key, which no account has, is left to it too).
+///
+/// # Safety
+/// As for `apply`.
+unsafe fn apply_directly(
+    firing: &Firing,
+    plan: &EntryPlan,
+    entry: Row,
+    terms: [(i32, pg_sys::Datum); 2],
+) -> Option<direct_update::Outcome> {
+    let account = &plan.account;
+    if account.table == pg_sys::InvalidOid {
+        return None;
+    }
+    let mut key = [pg_sys::Datum::from(0); MAX_KEYS];
+    for (value, &attnum) in key.iter_mut().zip(&plan.key_atts[..plan.nkeys]) {
+        let (datum, is_null) = firing.value(entry, attnum);
+        if is_null {
+            return None;
+        }
+        *value = datum;
+    }
+    let nterms = if terms[1].0 == 0 { 1 } else { 2 };
+    // SAFETY: in the trigger's transaction and memory context, which outlive
+    // the update; the target is closed once.  An entry refused out of bounds
+    // changed nothing, so `close` has no event of it to fire (and nothing to
+    // raise) while the refusal's strings are held.
+    unsafe {
+        let target = direct_update::open(
+            account.table,
+            account.used_att,
+            &account.key_atts[..plan.nkeys],
+            Some(account.limit_att),
+            false,
+        )?;
+        let outcome = direct_update::add(&target, &key[..plan.nkeys], plan.amount_type, &terms[..nterms]);
+        direct_update::close(target);
+        match outcome {
+            direct_update::Outcome::Fallback => None,
+            outcome => Some(outcome),
+        }
+    }
 }
 
 /// The account an entry was refused for, as `explain_statement` reads it.

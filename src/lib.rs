@@ -21,6 +21,7 @@ mod trigger;
 mod append_only;
 mod chain_encoding;
 mod chain_verify;
+mod direct_update;
 mod frozen_columns;
 mod hash_chain;
 mod holds;

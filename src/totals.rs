@@ -21,6 +21,12 @@
 //! writers never lose each other's deltas (READ COMMITTED re-reads the row;
 //! REPEATABLE READ and SERIALIZABLE raise 40001, as for any concurrent update).
 //!
+//! Where the target allows it, `direct_update` applies the same update without
+//! SPI (found by the primary key, locked, written by the executor's
+//! `ExecSimpleRelationUpdate`): the same locks, triggers, constraints and
+//! errors, without a planned statement's executor start and end; the SPI
+//! statement does it for the targets and rows it leaves (see there).
+//!
 //! The total belongs to the database: `total_guard`, `BEFORE UPDATE` on the
 //! target, refuses a change of the column (or of the row's key) unless the
 //! extension itself is writing it (`sanctioned`: the statement trigger here and
@@ -38,6 +44,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::{pg_guard, PgSqlErrorCode};
 
+use crate::direct_update;
 use crate::error::{message_of_error, Error, Refusal};
 use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
@@ -157,6 +164,7 @@ struct ApplyPlan {
 
 #[derive(Clone, Copy)]
 struct KeyType {
+    attnum: i16,
     typid: pg_sys::Oid,
     collation: pg_sys::Oid,
     /// The type's btree comparison function, in the type cache (which lives
@@ -605,15 +613,50 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         entries
     };
     drop(merged);
+    let mut key_atts = [0i16; MAX_KEYS];
+    for (att, key) in key_atts.iter_mut().zip(&keys) {
+        *att = key.attnum;
+    }
     drop(keys);
-    spi_connect();
+    let mut skipped = None;
     sanctioned::begin_total_writes();
+    // SAFETY: in the statement trigger's transaction and memory context,
+    // which outlive the loop; nothing on this frame needs dropping (above).
+    let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], None, true) };
+    let mut connected = false;
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
     let nulls = [b' ' as c_char; MAX_KEYS + 1];
-    let mut skipped = None;
     for i in 0..count {
         // SAFETY: i < count, the array's length.
         let entry = unsafe { *entries.add(i) };
+        // An integer delta within integer's range is added as a bigint: the
+        // statement's numeric addition and cast give the same (bigint
+        // arithmetic cannot overflow before the cast does), integer
+        // arithmetic gives it faster.
+        let (amount_type, amount) = match entry.delta {
+            Delta::Int(0) => continue,
+            Delta::Int(n) if i32::try_from(n).is_ok() => (pg_sys::INT8OID, pg_sys::Datum::from(n as i64)),
+            delta => match numeric_delta(delta) {
+                Some(amount) => (pg_sys::NUMERICOID, amount),
+                None => continue,
+            },
+        };
+        if let Some(direct) = &direct {
+            // SAFETY: the keys have the key columns' types, the amount the
+            // type given; nothing here needs dropping if the update raises.
+            match unsafe { direct_update::add(direct, &entry.key[..nkeys], amount_type, &[(1, amount)]) } {
+                direct_update::Outcome::Skipped => {
+                    skipped = Some(entry);
+                    break;
+                }
+                direct_update::Outcome::Fallback => {}
+                _ => continue,
+            }
+        }
+        if !connected {
+            spi_connect();
+            connected = true;
+        }
         let Some(delta) = numeric_delta(entry.delta) else { continue };
         values[0] = delta;
         values[1..=nkeys].copy_from_slice(&entry.key[..nkeys]);
@@ -631,8 +674,14 @@ unsafe fn apply(firing: &Firing) -> Verdict {
             }
         }
     }
+    if let Some(direct) = direct {
+        // SAFETY: opened above, closed once.
+        unsafe { direct_update::close(direct) };
+    }
     sanctioned::end_total_writes();
-    spi_finish();
+    if connected {
+        spi_finish();
+    }
     match skipped {
         None => Verdict::Allow(pg_sys::Datum::from(0)),
         Some(entry) => firing.refuse(skipped_update(firing, target, &entry)),
@@ -744,7 +793,7 @@ fn apply_plan(
             }
             &mut (*entry).cmp_proc_finfo as *mut pg_sys::FmgrInfo
         };
-        keys.push(KeyType { typid, collation, cmp });
+        keys.push(KeyType { attnum: att, typid, collation, cmp });
     }
     let quote = |name: &CStr| {
         // SAFETY: quote_identifier returns its argument or a palloc'd copy.
