@@ -33,12 +33,12 @@ use std::thread::LocalKey;
 use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
+use crate::direct_update;
 use crate::error::{Error, Refusal};
 use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish,
     Verdict,
 };
-use crate::direct_update;
 use crate::invalidation;
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
@@ -264,8 +264,7 @@ thread_local! {
 /// because the table or the arguments are not ones the direct update does
 /// exactly as the statement (see `direct_update::open`), or because it did
 /// not update the row: the statements then decide again, and say why (not
-/// enough, no such row, a trigger skipped it).  `commit_stock`, which
-/// writes two columns, always runs its statement.
+/// enough, no such row, a trigger skipped it).
 ///
 /// # Safety
 /// As for `on_row`.
@@ -276,11 +275,6 @@ unsafe fn directly(
     quantity: (pg_sys::Datum, bool),
     operation: Operation,
 ) -> Option<Verdict> {
-    let (sign, bound) = match operation {
-        Operation::Reserve => (1, true),
-        Operation::Release => (-1, true),
-        Operation::Commit => return None,
-    };
     // SAFETY: the relation is open (the contract).
     let columns = unsafe { columns(rel, id_type, operation.name()) }?;
     // SAFETY: a numeric datum and its null flag (the contract).
@@ -291,13 +285,19 @@ unsafe fn directly(
     // outlive the target, closed once; the id is of the key's type.  An
     // update that changed nothing has no event for `close` to fire.
     let outcome = unsafe {
-        let target = direct_update::open(
+        // The reserved quantity moves within 0 ..= stock (the statements'
+        // condition where the guard holds; out of it, they decide); a
+        // commit takes it off the stock too.
+        let second = if operation == Operation::Commit { columns.stock } else { 0 };
+        let target = direct_update::open_with_second(
             (*rel).rd_id,
             columns.reserved,
+            second,
             &[columns.key],
-            bound.then_some(columns.stock),
+            Some(columns.stock),
             false,
         )?;
+        let sign = if operation == Operation::Reserve { 1 } else { -1 };
         let outcome = direct_update::add(&target, &[id], pg_sys::NUMERICOID, &[(sign, quantity.0)]);
         direct_update::close(target);
         outcome
@@ -332,8 +332,12 @@ unsafe fn columns(rel: pg_sys::Relation, id_type: pg_sys::Oid, caller: &str) -> 
         match (attnum(&target.key), attnum(&target.stock), attnum(&target.reserved)) {
             (Some(key), Some(stock), Some(reserved)) => {
                 let key_attribute = tuple_desc_attr((*rel).rd_att, key);
-                (key_attribute.atttypid == id_type && key_attribute.atttypmod < 0)
-                    .then_some(Columns { key, stock, reserved, scale: target.scale })
+                (key_attribute.atttypid == id_type && key_attribute.atttypmod < 0).then_some(Columns {
+                    key,
+                    stock,
+                    reserved,
+                    scale: target.scale,
+                })
             }
             _ => None,
         }
