@@ -252,11 +252,12 @@ struct Columns {
     scale: Option<i32>,
 }
 
+/// By table and id type, with the invalidation generation they were read
+/// at: `None` when an id of that type is not the key's own type.
+type ColumnsCache = RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), (u64, Option<Columns>)>>;
+
 thread_local! {
-    /// By table and id type, with the invalidation generation it was read
-    /// at: `None` when an id of that type is not the key's own type.
-    static COLUMNS: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), (u64, Option<Columns>)>> =
-        RefCell::new(HashMap::new());
+    static COLUMNS: ColumnsCache = RefCell::new(HashMap::new());
 }
 
 /// The operation on one row without SPI (`direct_update`): `Some` with its
