@@ -22,6 +22,12 @@
 //! table again; the plans are prepared again only if its name, guard columns
 //! or key changed.  `integrity._stock_target` gives the same reading to the
 //! SQL functions that need it (the holds).
+//!
+//! One row is first updated without SPI (`direct_update`, as the ledger
+//! credit guard updates its account), which saves the statement's executor
+//! start and end; the statements run where the table has what the direct
+//! update does not reproduce, and for every row it did not update, so that
+//! they decide and explain every refusal.
 
 use core::ffi::{c_char, c_int, CStr};
 use std::borrow::Cow;
