@@ -202,8 +202,9 @@ struct Shape {
     total_guard: pg_sys::Oid,
 }
 
-/// Target table, column, key columns (and their number), bound column.
-type ShapeKey = (pg_sys::Oid, i16, [i16; MAX_KEYS], usize, i16);
+/// Target table, column, key columns (and their number), bound column,
+/// second column (`open_with_second`, or 0).
+type ShapeKey = (pg_sys::Oid, i16, [i16; MAX_KEYS], usize, i16, i16);
 
 thread_local! {
     static SHAPES: RefCell<HashMap<ShapeKey, (u64, Option<Shape>)>> = RefCell::new(HashMap::new());
@@ -226,6 +227,8 @@ pub struct Target {
     column: i16,
     /// The column holding the upper bound (of the column's type), or 0.
     bound: i16,
+    /// A second column that the same amounts are added to, or 0.
+    second: i16,
     shape: Shape,
 }
 
@@ -282,12 +285,31 @@ pub unsafe fn open(
     bound: Option<i16>,
     sanctioned_total: bool,
 ) -> Option<Target> {
+    // SAFETY: the contract.
+    unsafe { open_with_second(target, column, 0, key_atts, bound, sanctioned_total) }
+}
+
+/// As `open`, with a second column `second` (0 for none, else of the
+/// column's type and typmod) that the same amounts are added to, as
+/// `SET col = col - $q, second = second - $q` does (`commit_stock`); the
+/// bound is checked on the first column only.
+///
+/// # Safety
+/// As for `open`.
+pub unsafe fn open_with_second(
+    target: pg_sys::Oid,
+    column: i16,
+    second: i16,
+    key_atts: &[i16],
+    bound: Option<i16>,
+    sanctioned_total: bool,
+) -> Option<Target> {
     if key_atts.is_empty() || key_atts.len() > MAX_KEYS {
         return None;
     }
     let mut keys = [0; MAX_KEYS];
     keys[..key_atts.len()].copy_from_slice(key_atts);
-    let shape_key = (target, column, keys, key_atts.len(), bound.unwrap_or(0));
+    let shape_key = (target, column, keys, key_atts.len(), bound.unwrap_or(0), second);
     // SAFETY: the relation is opened with the lock an UPDATE takes and kept
     // locked until the transaction ends (as the UPDATE would), which takes in
     // pending invalidations before the cache is read; every catalog structure
@@ -325,7 +347,7 @@ pub unsafe fn open(
         let shape = match cached {
             Some(shape) => shape,
             None => {
-                let shape = shape_of(rel, column, key_atts, bound, indexes);
+                let shape = shape_of(rel, column, second, key_atts, bound, indexes);
                 SHAPES.with_borrow_mut(|shapes| shapes.insert(shape_key, (generation, shape)));
                 shape
             }
@@ -352,6 +374,7 @@ pub unsafe fn open(
             key_atts: keys,
             column,
             bound: bound.unwrap_or(0),
+            second,
             shape,
         };
         direct.epq = raw::palloc0(size_of::<pg_sys::EPQState>()) as *mut pg_sys::EPQState;
@@ -380,6 +403,7 @@ pub unsafe fn open(
 unsafe fn shape_of(
     rel: pg_sys::Relation,
     column: i16,
+    second: i16,
     key_atts: &[i16],
     bound: Option<i16>,
     indexes: &[pg_sys::Relation],
@@ -396,12 +420,18 @@ unsafe fn shape_of(
             && (constr.is_null() || !(*constr).has_generated_stored)
             && (is_integer(attribute.atttypid) || attribute.atttypid == pg_sys::NUMERICOID)
             && bound_type.is_none_or(|typid| typid == attribute.atttypid)
+            && (second == 0 || {
+                let second = crate::trigger::tuple_desc_attr((*rel).rd_att, second);
+                (second.atttypid, second.atttypmod) == (attribute.atttypid, attribute.atttypmod)
+            })
             && triggers_allow((*rel).trigdesc);
         if !plain {
             return None;
         }
         let keys = raw::RelationGetIndexAttrBitmap(rel, pg_sys::IndexAttrBitmapKind::INDEX_ATTR_BITMAP_KEY);
-        let lock_mode = if raw::bms_is_member(i32::from(column) - pg_sys::FirstLowInvalidHeapAttributeNumber, keys) {
+        let in_key =
+            |attnum: i16| raw::bms_is_member(i32::from(attnum) - pg_sys::FirstLowInvalidHeapAttributeNumber, keys);
+        let lock_mode = if in_key(column) || (second != 0 && in_key(second)) {
             pg_sys::LockTupleMode::LockTupleExclusive
         } else {
             pg_sys::LockTupleMode::LockTupleNoKeyExclusive
@@ -616,7 +646,8 @@ unsafe fn update(target: &Target, key: &[pg_sys::Datum], amounts: Amounts, snaps
             }
             Locked::Not(outcome) => return outcome,
         }
-        write(target, value)
+        let second = if target.second == 0 { None } else { computed_of(target, target.second, amounts) };
+        write(target, value, second)
     }
 }
 
@@ -727,21 +758,32 @@ unsafe fn same_key(target: &Target, key: &[pg_sys::Datum]) -> bool {
 /// # Safety
 /// As for `add`, with `target.found` holding a row.
 unsafe fn computed(target: &Target, amounts: Amounts) -> Option<Value> {
+    // SAFETY: the contract.
+    unsafe { computed_of(target, target.column, amounts) }
+}
+
+/// As `computed`, for `column` (the column or the second column, of the
+/// same type).
+///
+/// # Safety
+/// As for `computed`.
+unsafe fn computed_of(target: &Target, column: i16, amounts: Amounts) -> Option<Value> {
     // SAFETY: the slot's column, of the column's type.
     unsafe {
         let mut is_null = false;
-        let old = pg_sys::slot_getattr(target.found, i32::from(target.column), &mut is_null);
+        let old = pg_sys::slot_getattr(target.found, i32::from(column), &mut is_null);
         (!is_null).then(|| new_value(target, old, amounts))
     }
 }
 
-/// Writes the locked row in `target.found` with `value` as its column.
+/// Writes the locked row in `target.found` with `value` as its column (and
+/// `second` as its second column, if any).
 ///
 /// # Safety
 /// As for `add`, with the row locked.
-unsafe fn write(target: &Target, value: Option<Value>) -> Outcome {
+unsafe fn write(target: &Target, value: Option<Value>, second: Option<Value>) -> Outcome {
     // SAFETY: the new slot has the relation's descriptor; its values are the
-    // locked row's (materialized in the slot) with the column replaced.
+    // locked row's (materialized in the slot) with the columns replaced.
     unsafe {
         let natts = (*(*target.rel).rd_att).natts as usize;
         if ((*target.found).tts_nvalid as usize) < natts {
@@ -756,6 +798,9 @@ unsafe fn write(target: &Target, value: Option<Value>) -> Outcome {
         nulls.copy_from_nonoverlapping(old_nulls, natts);
         if let Some(value) = value {
             *values.add(c) = assigned(target, value);
+        }
+        if let Some(second) = second {
+            *values.add(target.second as usize - 1) = assigned(target, second);
         }
         raw::ExecStoreVirtualTuple(target.new);
         ExecSimpleRelationUpdate(target.result, target.estate, target.epq, target.found, target.new);

@@ -22,6 +22,12 @@
 //! table again; the plans are prepared again only if its name, guard columns
 //! or key changed.  `integrity._stock_target` gives the same reading to the
 //! SQL functions that need it (the holds).
+//!
+//! One row is first updated without SPI (`direct_update`, as the ledger
+//! credit guard updates its account), which saves the statement's executor
+//! start and end; the statements run where the table has what the direct
+//! update does not reproduce, and for every row it did not update, so that
+//! they decide and explain every refusal.
 
 use core::ffi::{c_char, c_int, CStr};
 use std::borrow::Cow;
@@ -33,6 +39,7 @@ use std::thread::LocalKey;
 use pgrx::pg_sys;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
+use crate::direct_update;
 use crate::error::{Error, Refusal};
 use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish,
@@ -197,6 +204,10 @@ pub(crate) unsafe fn on_row(
     quantity: (pg_sys::Datum, bool),
     operation: Operation,
 ) -> Verdict {
+    // SAFETY: the relation is open, the id and quantity as the contract says.
+    if let Some(done) = unsafe { directly(rel, id_type, id, quantity, operation) } {
+        return done;
+    }
     // SAFETY: the relation is open (the contract).
     let statements = unsafe { plans(&ROW_PLANS, rel, id_type, operation.name(), prepare_row) };
     let statement = statements[operation as usize];
@@ -218,6 +229,158 @@ pub(crate) unsafe fn on_row(
     };
     // SAFETY: as this function's contract says.
     unsafe { conclude(rel, id_type, id, quantity, operation, outcome) }
+}
+
+/// Built-ins the quantity check calls per row, declared without pgrx's error
+/// trap (a `sigsetjmp` per call), as `direct_update` declares its own: on a
+/// finite numeric none of them raises.
+mod raw {
+    use pgrx::pg_sys::{Datum, FunctionCallInfo, Numeric, Oid, PGFunction};
+    unsafe extern "C-unwind" {
+        pub fn pg_detoast_datum(datum: *mut pgrx::pg_sys::varlena) -> *mut pgrx::pg_sys::varlena;
+        pub fn numeric_is_nan(num: Numeric) -> bool;
+        pub fn numeric_is_inf(num: Numeric) -> bool;
+        pub fn DirectFunctionCall1Coll(func: PGFunction, collation: Oid, arg1: Datum) -> Datum;
+        pub fn DirectFunctionCall2Coll(func: PGFunction, collation: Oid, arg1: Datum, arg2: Datum) -> Datum;
+        pub fn int4_numeric(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn numeric_gt(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn numeric_min_scale(fcinfo: FunctionCallInfo) -> Datum;
+    }
+}
+
+/// The attribute numbers and quantity scale a direct update of one row
+/// needs (`Target` names them for the statements).
+#[derive(Clone, Copy)]
+struct Columns {
+    key: i16,
+    stock: i16,
+    reserved: i16,
+    scale: Option<i32>,
+}
+
+/// By table and id type, with the invalidation generation they were read
+/// at: `None` when an id of that type is not the key's own type.
+type ColumnsCache = RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), (u64, Option<Columns>)>>;
+
+thread_local! {
+    static COLUMNS: ColumnsCache = RefCell::new(HashMap::new());
+}
+
+/// The operation on one row without SPI (`direct_update`): `Some` with its
+/// result when the row was updated, `None` when the statements must run,
+/// because the table or the arguments are not ones the direct update does
+/// exactly as the statement (see `direct_update::open`), or because it did
+/// not update the row: the statements then decide again, and say why (not
+/// enough, no such row, a trigger skipped it).
+///
+/// # Safety
+/// As for `on_row`.
+unsafe fn directly(
+    rel: pg_sys::Relation,
+    id_type: pg_sys::Oid,
+    id: pg_sys::Datum,
+    quantity: (pg_sys::Datum, bool),
+    operation: Operation,
+) -> Option<Verdict> {
+    // SAFETY: the relation is open (the contract).
+    let columns = unsafe { columns(rel, id_type, operation.name()) }?;
+    // SAFETY: a numeric datum and its null flag (the contract).
+    if !unsafe { valid_quantity(quantity, columns.scale) } {
+        return None;
+    }
+    // SAFETY: inside the call's transaction and memory context, which
+    // outlive the target, closed once; the id is of the key's type.  An
+    // update that changed nothing has no event for `close` to fire.
+    let outcome = unsafe {
+        // The reserved quantity moves within 0 ..= stock (the statements'
+        // condition where the guard holds; out of it, they decide); a
+        // commit takes it off the stock too.
+        let second = if operation == Operation::Commit { columns.stock } else { 0 };
+        let target = direct_update::open_with_second(
+            (*rel).rd_id,
+            columns.reserved,
+            second,
+            &[columns.key],
+            Some(columns.stock),
+            false,
+        )?;
+        let sign = if operation == Operation::Reserve { 1 } else { -1 };
+        let outcome = direct_update::add(&target, &[id], pg_sys::NUMERICOID, &[(sign, quantity.0)]);
+        direct_update::close(target);
+        outcome
+    };
+    matches!(outcome, direct_update::Outcome::Updated).then(|| {
+        // The lock is kept until the end of the transaction, like the UPDATE's.
+        // SAFETY: the relation opened by the caller, not used after this.
+        unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+        Verdict::Allow(pg_sys::Datum::from(operation == Operation::Reserve))
+    })
+}
+
+/// The table's columns for the direct update, cached until the next
+/// invalidation; `None` unless the id's type is the key's own (the
+/// statements cast the id to the key's type, which may change it).  Raises
+/// as `target` does for a table the statements cannot be made for.
+///
+/// # Safety
+/// `rel` is open.
+unsafe fn columns(rel: pg_sys::Relation, id_type: pg_sys::Oid, caller: &str) -> Option<Columns> {
+    // SAFETY: the relation is open (the contract).
+    let key = (unsafe { (*rel).rd_id }, id_type);
+    let generation = invalidation::generation();
+    let cached = COLUMNS.with_borrow(|all| all.get(&key).copied());
+    if let Some((_, columns)) = cached.filter(|(at, _)| *at == generation) {
+        return columns;
+    }
+    // SAFETY: the relation is open (the contract), and so is its descriptor.
+    let columns = unsafe {
+        let target = target(rel, caller);
+        let attnum = |name: &str| reserved_attnum(rel, name);
+        match (attnum(&target.key), attnum(&target.stock), attnum(&target.reserved)) {
+            (Some(key), Some(stock), Some(reserved)) => {
+                let key_attribute = tuple_desc_attr((*rel).rd_att, key);
+                (key_attribute.atttypid == id_type && key_attribute.atttypmod < 0).then_some(Columns {
+                    key,
+                    stock,
+                    reserved,
+                    scale: target.scale,
+                })
+            }
+            _ => None,
+        }
+    };
+    COLUMNS.with_borrow_mut(|all| all.insert(key, (generation, columns)));
+    columns
+}
+
+/// Whether the statements' own check of the quantity passes: not NULL,
+/// finite, positive and with at most `scale` decimals (`$2 > 0 AND $2 =
+/// round($2, scale)`; NaN and infinity, which pass that, leave the row
+/// unchanged through the availability check, so they go to the statements).
+///
+/// # Safety
+/// `quantity` is a numeric datum and its null flag.
+unsafe fn valid_quantity(quantity: (pg_sys::Datum, bool), scale: Option<i32>) -> bool {
+    if quantity.1 {
+        return false;
+    }
+    // SAFETY: a numeric, detoasted (a copy in the current memory context
+    // if it was toasted or packed) before its header is read.
+    unsafe {
+        let numeric = raw::pg_detoast_datum(quantity.0.cast_mut_ptr()) as pg_sys::Numeric;
+        if raw::numeric_is_nan(numeric) || raw::numeric_is_inf(numeric) {
+            return false;
+        }
+        let value = pg_sys::Datum::from(numeric);
+        let zero = raw::DirectFunctionCall1Coll(Some(raw::int4_numeric), pg_sys::InvalidOid, 0.into());
+        if raw::DirectFunctionCall2Coll(Some(raw::numeric_gt), pg_sys::InvalidOid, value, zero).value() == 0 {
+            return false;
+        }
+        scale.is_none_or(|scale| {
+            let needed = raw::DirectFunctionCall1Coll(Some(raw::numeric_min_scale), pg_sys::InvalidOid, value);
+            needed.value() as i32 <= scale
+        })
+    }
 }
 
 /// Runs `apply` (which says whether it changed the row) on the row, and

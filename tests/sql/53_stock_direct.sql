@@ -1,0 +1,180 @@
+-- 53_stock_direct: reserve_stock, release_stock and commit_stock of one row
+-- update it without SPI (direct_update.rs) where the table allows it, and
+-- give what their SQL statements give: the same results (reserve: false
+-- when not enough is available), the same refusals (SQLSTATE, message,
+-- DETAIL, HINT, constraint, column), the same rows and the same AFTER
+-- trigger events.  Each case runs on four twin tables: 'direct' takes the
+-- direct path; 'spi' has a statement-level UPDATE trigger, 'rls' row-level
+-- security, 'before' a user's BEFORE UPDATE row trigger, all of which the
+-- direct path leaves to the statements.  An error raised inside the
+-- statement's UPDATE carries its "SQL statement" context, which tells the
+-- paths apart: the CHECK violation below shows 'direct' took the direct path.
+\ir common/setup.sql
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+CREATE SCHEMA stock_direct;
+SET search_path = stock_direct, public;
+
+CREATE TABLE events (tbl text, id bigint, old_reserved numeric, new_reserved numeric, old_stock numeric,
+                     new_stock numeric, n serial);
+CREATE FUNCTION log_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO stock_direct.events (tbl, id, old_reserved, new_reserved, old_stock, new_stock)
+    VALUES (TG_TABLE_NAME, NEW.id, OLD.reserved, NEW.reserved, OLD.stock, NEW.stock);
+    RETURN NULL;
+END $$;
+CREATE FUNCTION statement_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+-- The user's BEFORE trigger skips the rows named 'skip'.
+CREATE FUNCTION skip_named() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN CASE WHEN NEW.name = 'skip' THEN NULL ELSE NEW END;
+END $$;
+
+CREATE FUNCTION make_twin(kind text, typ text, suffix text) RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE
+    t text := 'st_' || kind || suffix;
+BEGIN
+    EXECUTE format('CREATE TABLE %I (id bigint PRIMARY KEY, name text, stock %s, reserved %2$s NOT NULL DEFAULT 0,'
+                   ' CONSTRAINT reserved_not_13 CHECK (reserved <> 13))', t, typ);
+    -- 1-2 fine, 3-4 legacy rows that break the rule (the guard is NOT
+    -- VALID), 5 one short of the CHECK's 13, 6 a NULL stock, 7 skipped by
+    -- the 'before' twin's trigger.
+    EXECUTE format('INSERT INTO %I VALUES (1, ''a'', 10, 0), (2, ''b'', 5, 2), (3, ''over-held'', 4, 6),'
+                   ' (4, ''negative reservation'', 8, -1), (5, ''twelve'', 20, 12), (6, ''no stock'', NULL, 0),'
+                   ' (7, ''skip'', 10, 1)', t);
+    PERFORM integrity.guard_stock(t::regclass, 'stock', 'reserved');
+    EXECUTE format('CREATE TRIGGER log AFTER UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION log_update()', t);
+    IF kind = 'spi' THEN
+        EXECUTE format('CREATE TRIGGER sql_path AFTER UPDATE ON %I FOR EACH STATEMENT'
+                       ' EXECUTE FUNCTION statement_noop()', t);
+    ELSIF kind = 'rls' THEN
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY everything ON %I USING (true)', t);
+    ELSIF kind = 'before' THEN
+        EXECUTE format('CREATE TRIGGER skip BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION skip_named()', t);
+    END IF;
+END $f$;
+SELECT make_twin(kind, 'integer', ''), make_twin(kind, 'numeric(10,2)', '_n')
+  FROM unnest(ARRAY['direct', 'spi', 'rls', 'before']) kind;
+
+-- Rows and AFTER trigger events (in order) of each twin that differ from
+-- the direct twin's, the row the 'before' twin's trigger skips left out.
+CREATE FUNCTION twin_differences(suffix text) RETURNS TABLE (twin text, rows bigint, events bigint)
+LANGUAGE plpgsql AS $f$
+BEGIN
+    FOREACH twin IN ARRAY ARRAY['spi', 'rls', 'before'] LOOP
+        EXECUTE format('SELECT count(*) FROM stock_direct.%I d FULL JOIN stock_direct.%I t USING (id)'
+                       ' WHERE (d.stock, d.reserved) IS DISTINCT FROM (t.stock, t.reserved) AND NOT (%L AND id = 7)',
+                       'st_direct' || suffix, 'st_' || twin || suffix, twin = 'before') INTO rows;
+        SELECT count(*) INTO events FROM
+          (SELECT row_number() OVER (ORDER BY n) AS i, id, old_reserved, new_reserved, old_stock, new_stock
+             FROM stock_direct.events WHERE tbl = 'st_direct' || suffix AND NOT (twin = 'before' AND id = 7)) d
+          FULL JOIN
+          (SELECT row_number() OVER (ORDER BY n) AS i, id, old_reserved, new_reserved, old_stock, new_stock
+             FROM stock_direct.events WHERE tbl = 'st_' || twin || suffix) t USING (i)
+         WHERE (d.id, d.old_reserved, d.new_reserved, d.old_stock, d.new_stock)
+               IS DISTINCT FROM (t.id, t.old_reserved, t.new_reserved, t.old_stock, t.new_stock);
+        RETURN NEXT;
+    END LOOP;
+END $f$;
+
+-- The statement on each twin ($t is the table): its result, or the error's
+-- fields; "(in UPDATE)" when the error came from inside the SQL UPDATE.
+CREATE FUNCTION on_twins(statement text, suffix text DEFAULT '') RETURNS SETOF text LANGUAGE plpgsql AS $f$
+DECLARE
+    t text;
+    result text;
+    state text;
+    message text;
+    detail text;
+    hint text;
+    constraint_name text;
+    column_name text;
+    context text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['direct', 'spi', 'rls', 'before'] LOOP
+        BEGIN
+            EXECUTE replace(statement, '$t', 'stock_direct.st_' || t || suffix) INTO result;
+            RETURN NEXT t || ': ' || coalesce(nullif(result, ''), 'ok');
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                    hint = PG_EXCEPTION_HINT, constraint_name = CONSTRAINT_NAME,
+                                    column_name = COLUMN_NAME, context = PG_EXCEPTION_CONTEXT;
+            RETURN NEXT t || ': ' || state || ' ' || replace(message, 'st_' || t, 'st_*')
+                        || coalesce(' | ' || replace(nullif(detail, ''), 'st_' || t, 'st_*'), '')
+                        || coalesce(' | ' || replace(nullif(hint, ''), 'st_' || t, 'st_*'), '')
+                        || coalesce(' [' || nullif(constraint_name, '') || ']', '')
+                        || coalesce(' (column ' || nullif(column_name, '') || ')', '')
+                        || CASE WHEN context LIKE '%SQL statement "UPDATE%' THEN ' (in UPDATE)' ELSE '' END;
+        END;
+    END LOOP;
+END $f$;
+
+-- Reserve: enough, exactly what is left, not enough (false), on legacy
+-- rows, a NULL stock, no such row, and the quantities the statements refuse.
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 4)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 6)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 3::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 4::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 6::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 99::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2::bigint, q)$$ || ' FROM (VALUES (' || q || ')) v(q)')
+  FROM unnest(ARRAY['0', '-1', 'NULL::numeric', '''NaN''::numeric', '''Infinity''::numeric', '1.5', '1.0']) q;
+-- An id of another type than the key's: the statements cast it.
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2, 1)$$);
+-- The table's CHECK constraint refuses the new row.
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 5::bigint, 1)$$);
+-- A statement trigger created on the direct twin sends it to the statement
+-- (the path is read again after the invalidation), and back once dropped.
+CREATE TRIGGER sql_path AFTER UPDATE ON st_direct FOR EACH STATEMENT EXECUTE FUNCTION statement_noop();
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 5::bigint, 1)$$);
+DROP TRIGGER sql_path ON st_direct;
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 5::bigint, 1)$$);
+-- A BEFORE trigger that skips the row (only the 'before' twin has one).
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 7::bigint, 1)$$);
+
+-- Release and commit: within what is reserved, more than that, legacy rows
+-- (an over-held row must end valid), a NULL stock, no such row.
+SELECT on_twins($$SELECT integrity.release_stock('$t', 1::bigint, 2)$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 1::bigint, 9)$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 3::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 3::bigint, 2)$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 3::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 6::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 99::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 7::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 3)$$);
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 9)$$);
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 2::bigint, 2)$$);
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 3::bigint, 4)$$);
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 6::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 99::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 0.5)$$);
+
+-- numeric(10,2) columns: the quantity's decimals are checked against the
+-- columns' scale.
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 2.25)$$, '_n');
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 2.255)$$, '_n');
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 2.250)$$, '_n');
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 5.51)$$, '_n');
+SELECT on_twins($$SELECT integrity.release_stock('$t', 1::bigint, 0.5)$$, '_n');
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 1.75)$$, '_n');
+SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 99.99)$$, '_n');
+
+-- Several calls in one transaction: each sees the previous one's write.
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2::bigint, 1)::text || integrity.reserve_stock('$t', 2::bigint, 1)::text$$);
+
+-- The same rows and the same AFTER trigger events on every twin (the
+-- 'before' twin's skipped row 7 apart).
+SELECT 'direct' AS twin, id, name, stock, reserved FROM st_direct
+UNION ALL SELECT 'direct_n', id, name, stock, reserved FROM st_direct_n
+ORDER BY twin, id;
+SELECT * FROM twin_differences('');
+SELECT * FROM twin_differences('_n');
+SELECT tbl, count(*) AS events FROM events GROUP BY 1 ORDER BY 1;
+
+RESET search_path;
+DROP SCHEMA stock_direct CASCADE;
+\ir common/teardown.sql
