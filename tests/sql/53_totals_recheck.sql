@@ -107,7 +107,7 @@ END $$;
 SELECT sqlstate, message, detail FROM expect_error($$INSERT INTO sprinkler_spare_pieces (id, stock_id, piece_count) VALUES (13, 1, 4)$$);
 -- Both again on the SPI path (a statement-level UPDATE trigger keeps the
 -- direct update off), where the trigger fires while the write is sanctioned.
-CREATE FUNCTION statement_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE OR REPLACE FUNCTION statement_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 CREATE TRIGGER sql_path AFTER UPDATE ON inventory_stock FOR EACH STATEMENT EXECUTE FUNCTION statement_noop();
 SELECT sqlstate, message, detail FROM expect_error($$INSERT INTO sprinkler_spare_pieces (id, stock_id, piece_count) VALUES (13, 1, 4)$$);
 CREATE OR REPLACE FUNCTION mirror() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -165,6 +165,6 @@ DROP ROLE stock_trigger_maker;
 INSERT INTO sprinkler_spare_pieces (id, stock_id, piece_count) VALUES (13, 1, 4);
 UPDATE sprinkler_spare_pieces SET status = 'SOLD_OUT' WHERE id = 12;
 SELECT * FROM stock;
-SELECT count(*) AS drifted FROM integrity.violations() WHERE guard = 'total';
+SELECT count(*) AS drifted FROM integrity.violations('inventory_stock');
 
 \ir common/teardown.sql
