@@ -1038,10 +1038,11 @@ fn actual_total(firing: &Firing, column: &StartColumn, row: Row) -> (pg_sys::Dat
         Error::Spi { what: "computing the starting total".into(), rc }.raise();
     }
     let total = match result_value(0, 1) {
-        // SAFETY: a value of the column's type, copied out of SPI's memory
-        // before SPI_finish.
         Some(value) => {
-            (unsafe { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) }, false)
+            // SAFETY: a value of the column's type, copied out of SPI's
+            // memory before SPI_finish.
+            let value = unsafe { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) };
+            (value, false)
         }
         None => (pg_sys::Datum::from(0), true),
     };
