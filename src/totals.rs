@@ -28,9 +28,14 @@
 //! statement does it for the targets and rows it leaves (see there).
 //!
 //! The total belongs to the database: `total_guard`, `BEFORE UPDATE` on the
-//! target, refuses a change of the column (or of the row's key) unless the
-//! extension itself is writing it (`sanctioned`: the statement trigger here and
-//! `recompute_totals`).
+//! target, refuses a change of the column (or of the row's key) unless it is
+//! exactly the write the extension is making (`sanctioned`): the statement
+//! trigger's amount added to the row it updates through SPI, let through once,
+//! or `recompute_totals` setting the row's actual total.  The direct update
+//! does not fire the guard: no other BEFORE UPDATE trigger can change its row.
+//! While a BEFORE UPDATE trigger sorts after the guard's, the same function
+//! runs as `integrity_total_recheck`, `AFTER UPDATE … WHEN (total or key
+//! changed)`, on the final row.
 //!
 //! Entries carry the subtransaction that made them, so a statement that fails
 //! inside a savepoint takes its deltas with it; none may survive to COMMIT.
