@@ -177,7 +177,7 @@ mod raw {
     }
 }
 
-/// Key columns a target can have (as the callers' `MAX_KEYS`).
+/// Key columns a target can have (registration refuses more).
 pub const MAX_KEYS: usize = 8;
 
 /// What `open` finds out about a target from its catalog entries, cached per

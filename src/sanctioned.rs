@@ -21,6 +21,7 @@ use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 
+use crate::direct_update::MAX_KEYS;
 use crate::error::Error;
 
 use crate::fmgr::{execute, guarded_function, select_oids, spi_connect, spi_finish, Verdict};
@@ -35,8 +36,6 @@ enum Sanction {
     /// Set the maintained totals of this relation's rows to their actual totals.
     TotalRecompute(pg_sys::Oid),
 }
-
-use crate::direct_update::MAX_KEYS;
 
 /// One write of a maintained total by the statement trigger: the target row,
 /// by the values of its key columns (compared with their types' btree

@@ -49,7 +49,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::{pg_guard, PgSqlErrorCode};
 
-use crate::direct_update;
+use crate::direct_update::{self, MAX_KEYS};
 use crate::error::{message_of_error, Error, Refusal};
 use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
@@ -90,9 +90,6 @@ trigger_entry!(
     pg_finfo_integrity_total_start,
     start_totals
 );
-
-/// Key columns a target can have (registration refuses more).
-use crate::direct_update::MAX_KEYS;
 
 /// A contribution to a total: exact for the integer types, numeric otherwise.
 #[derive(Clone, Copy)]
