@@ -8273,3 +8273,103 @@ AS $$
                            FROM unnest(c.chain_columns) WITH ORDINALITY AS u(col, n)) AS w(clause)
 $$;
 -- ==== end issue 11: the chain's last row ====
+
+-- ==== issue 17: a maintained total cannot be changed by a trigger that fires after its guard ====
+-- The guard lets through exactly the write the extension makes (src/totals.rs,
+-- src/sanctioned.rs); integrity_total_recheck, AFTER UPDATE, checks the final
+-- row while a BEFORE UPDATE trigger of the target sorts after the guard's.
+-- (Totals are new in 0.2.0: no registered target predates this section.)
+CREATE OR REPLACE FUNCTION integrity._guard_triggers(guard text)
+RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
+               guard text, has_when boolean, recheck boolean)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.trigger_name::name, t.function_name::name, t.tgtype::smallint, t.mode::"char", t.per_partition,
+           t.guard, t.has_when, t.recheck
+      FROM (VALUES -- tgtype: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
+            ('append_only',   'integrity_append_only',             'append_only_guard',          27, 'A', false, false, false),
+            ('append_only',   'integrity_append_only_truncate',    'append_only_truncate_guard', 34, 'A', true,  false, false),
+            ('immutable',     'integrity_immutable',               'immutable_guard',            19, 'A', false, false, false),
+            ('immutable',     'integrity_immutable_recheck',       'immutable_guard',            17, 'A', false, true,  true),
+            ('write_once',    'integrity_write_once',              'write_once_guard',           19, 'A', false, false, false),
+            ('write_once',    'integrity_write_once_recheck',      'write_once_guard',           17, 'A', false, true,  true),
+            ('versioning',    'integrity_version_bump',            'version_bump',               19, 'O', false, false, false),
+            ('versioning',    'integrity_version_check',           'version_check',              17, 'O', false, true,  true),
+            ('stock',         'integrity_stock',                   'stock_guard',                23, 'A', false, false, false),
+            ('stock',         'integrity_stock_recheck',           'stock_guard',                21, 'A', false, true,  true),
+            ('credit',        'integrity_credit',                  'credit_guard',               23, 'A', false, false, false),
+            ('credit',        'integrity_credit_recheck',          'credit_guard',               21, 'A', false, true,  true),
+            ('ledger_credit', 'integrity_ledger_credit',           'ledger_credit_guard',        29, 'O', false, false, false),
+            ('hash_chain',    'integrity_hash_chain',              'hash_chain_guard',            7, 'O', false, false, false),
+            ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
+            -- on the target of maintained totals (their sources' triggers: sql/totals.sql)
+            ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
+            ('total',         'integrity_total_recheck',           'total_guard',                17, 'O', false, true,  true),
+            ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
+            -- AFTER … FOR EACH STATEMENT with transition tables, one event each
+            ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
+            ('lifecycle',     'integrity_lifecycle_delete',        'lifecycle_guard',             8, 'O', true,  false, false)
+           ) AS t(guard, trigger_name, function_name, tgtype, mode, per_partition, has_when, recheck)
+     WHERE $1 IS NULL OR t.guard = $1
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._trigger_arguments(trigger_name name, columns text[], options jsonb)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN trigger_name IN ('integrity_immutable', 'integrity_immutable_recheck',
+                              'integrity_write_once', 'integrity_write_once_recheck',
+                              'integrity_soft_delete') THEN columns
+        WHEN trigger_name = 'integrity_version_bump' THEN
+            ARRAY[columns[1], CASE WHEN coalesce((options ->> 'strict')::boolean, true) THEN 'strict' ELSE 'lenient' END]
+        WHEN trigger_name = 'integrity_version_check' THEN columns[1:1]
+        WHEN trigger_name IN ('integrity_stock', 'integrity_stock_recheck',
+                              'integrity_credit', 'integrity_credit_recheck') THEN columns[1:2]
+        -- the accounts by name, which pg_dump keeps
+        WHEN trigger_name = 'integrity_ledger_credit' THEN
+            ARRAY[(SELECT format('%I.%I', n.nspname, c.relname)
+                     FROM pg_catalog.pg_class c
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.oid = integrity._relation(options ->> 'accounts')),
+                  options ->> 'amount_column', options ->> 'entry_type_column',
+                  options ->> 'debit_value', options ->> 'credit_value',
+                  options ->> 'limit_column', options ->> 'used_column'] || columns
+        WHEN trigger_name = 'integrity_hash_chain' THEN
+            ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
+        -- the maintained columns, an empty string, the target's key columns
+        WHEN trigger_name IN ('integrity_total', 'integrity_total_recheck') THEN
+            columns || ARRAY[''] || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))
+        ELSE '{}'::text[] END
+$$;
+
+CREATE OR REPLACE FUNCTION integrity._place_total_guard(target regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    registered record;
+BEGIN
+    SELECT r.columns, r.options INTO registered
+      FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
+    PERFORM integrity._place_recheck(target, 'total',
+        format('CREATE OR REPLACE TRIGGER integrity_total_recheck AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+               ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
+               (SELECT string_agg(integrity._changed_sql(target, col), ' OR ' ORDER BY n)
+                  FROM unnest(registered.columns || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(registered.options -> 'key')))
+                       WITH ORDINALITY AS c(col, n)),
+               integrity._arguments_sql(integrity._trigger_arguments('integrity_total_recheck', registered.columns,
+                                                                     registered.options))));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total BEFORE UPDATE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
+                   integrity._arguments_sql(integrity._trigger_arguments('integrity_total', registered.columns,
+                                                                         registered.options)));
+    EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total_start BEFORE INSERT ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION integrity.total_start()', target);
+END;
+$$;
+-- ==== end issue 17: a maintained total cannot be changed by a trigger that fires after its guard ====

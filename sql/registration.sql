@@ -38,6 +38,7 @@ AS $$
             ('soft_delete',   'integrity_soft_delete',             'soft_delete_guard',          11, 'O', false, false, false),
             -- on the target of maintained totals (their sources' triggers: sql/totals.sql)
             ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
+            ('total',         'integrity_total_recheck',           'total_guard',                17, 'O', false, true,  true),
             ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
             ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
@@ -312,7 +313,7 @@ AS $$
         WHEN trigger_name = 'integrity_hash_chain' THEN
             ARRAY[options ->> 'seq_column', options ->> 'hash_column'] || columns
         -- the maintained columns, an empty string, the target's key columns
-        WHEN trigger_name = 'integrity_total' THEN
+        WHEN trigger_name IN ('integrity_total', 'integrity_total_recheck') THEN
             columns || ARRAY[''] || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(options -> 'key'))
         ELSE '{}'::text[] END
 $$;

@@ -263,7 +263,9 @@ AS $$
                                    options)
 $$;
 
--- (Re)creates the target's triggers from its registry row.
+-- (Re)creates the target's triggers from its registry row.  The recheck
+-- fires for a row whose total or key a trigger after the guard's may have
+-- changed.
 CREATE FUNCTION integrity._place_total_guard(target regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -274,6 +276,14 @@ DECLARE
 BEGIN
     SELECT r.columns, r.options INTO registered
       FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
+    PERFORM integrity._place_recheck(target, 'total',
+        format('CREATE OR REPLACE TRIGGER integrity_total_recheck AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
+               ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
+               (SELECT string_agg(integrity._changed_sql(target, col), ' OR ' ORDER BY n)
+                  FROM unnest(registered.columns || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(registered.options -> 'key')))
+                       WITH ORDINALITY AS c(col, n)),
+               integrity._arguments_sql(integrity._trigger_arguments('integrity_total_recheck', registered.columns,
+                                                                     registered.options))));
     EXECUTE format('CREATE OR REPLACE TRIGGER integrity_total BEFORE UPDATE ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
                    integrity._arguments_sql(integrity._trigger_arguments('integrity_total', registered.columns,

@@ -177,7 +177,7 @@ mod raw {
     }
 }
 
-/// Key columns a target can have (as the callers' `MAX_KEYS`).
+/// Key columns a target can have (registration refuses more).
 pub const MAX_KEYS: usize = 8;
 
 /// What `open` finds out about a target from its catalog entries, cached per
@@ -275,9 +275,10 @@ fn is_integer(typid: pg_sys::Oid) -> bool {
 ///
 /// # Safety
 /// Inside a transaction, in a memory context that lives until `close`.
-/// `sanctioned_total` says that the caller writes a maintained total (inside
-/// `sanctioned::begin_total_writes`), which the target's total guard lets
-/// through without looking: the guard is then not fired.
+/// `sanctioned_total` says that the caller writes a maintained total by the
+/// amount it applies, which is what the target's total guard lets through
+/// (no other BEFORE UPDATE trigger can change it on this path): the guard is
+/// then not fired.
 pub unsafe fn open(
     target: pg_sys::Oid,
     column: i16,

@@ -3,9 +3,12 @@
 //! `purge_lifecycle_events` removes old events.  While such a statement runs,
 //! the guards of the relations it may reach (the table, its partitions and
 //! the tables its `ON DELETE CASCADE` foreign keys reach) let deletes through.
-//! Likewise maintained totals change only while the extension writes them
-//! (`totals.rs`, `recompute_totals`).  Nothing else turns either on: a session
-//! cannot set it, and the statements run only for the owner of the table.
+//! Likewise a maintained total changes only as the extension writes it, and
+//! only to what it writes: one target row (by its key) by the amount the
+//! statement trigger applies (`totals.rs`; the guard and its recheck each let
+//! that through once), or, while `recompute_totals` runs, to the row's actual
+//! total.  Nothing else turns either on: a session cannot set it, and the
+//! statements run only for the owner of the table.
 //!
 //! The statement runs without pgrx's error trap, so that its errors reach the
 //! client with every field PostgreSQL gave them (a foreign key's constraint
@@ -18,6 +21,7 @@ use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 
+use crate::direct_update::MAX_KEYS;
 use crate::error::Error;
 
 use crate::fmgr::{execute, guarded_function, select_oids, spi_connect, spi_finish, Verdict};
@@ -27,8 +31,29 @@ use crate::trigger::{qualified_name, relation_owner};
 enum Sanction {
     /// Delete rows of these relations.
     Deletes(Vec<pg_sys::Oid>),
-    /// Write maintained totals.
-    TotalWrites,
+    /// Add an amount to one maintained total of one row.
+    TotalWrite(TotalWrite),
+    /// Set the maintained totals of this relation's rows to their actual totals.
+    TotalRecompute(pg_sys::Oid),
+}
+
+/// One write of a maintained total by the statement trigger: the target row,
+/// by the values of its key columns (compared with their types' btree
+/// comparison functions, which live in the type cache), and the numeric amount
+/// added to the column.  Plain data: the datums live at least as long as the
+/// write.
+#[derive(Clone, Copy)]
+pub struct TotalWrite {
+    pub target: pg_sys::Oid,
+    pub column: i16,
+    pub nkeys: usize,
+    pub key_atts: [i16; MAX_KEYS],
+    pub key: [pg_sys::Datum; MAX_KEYS],
+    pub cmp: [*mut pg_sys::FmgrInfo; MAX_KEYS],
+    pub collation: [pg_sys::Oid; MAX_KEYS],
+    pub amount: pg_sys::Datum,
+    /// Whether the guard (0) and its recheck (1) let it through already.
+    pub passed: [bool; 2],
 }
 
 thread_local! {
@@ -52,18 +77,47 @@ pub fn deletes_running() -> bool {
     SANCTIONED.with_borrow(|running| running.iter().any(|(_, sanction)| matches!(sanction, Sanction::Deletes(_))))
 }
 
-/// Whether the extension is writing maintained totals.
-pub fn allows_total_writes() -> bool {
-    SANCTIONED.with_borrow(|running| running.iter().any(|(_, sanction)| matches!(sanction, Sanction::TotalWrites)))
+/// Whether `recompute_totals` is correcting the totals of `relid`.
+pub fn recomputes(relid: pg_sys::Oid) -> bool {
+    SANCTIONED.with_borrow(|running| {
+        running.iter().any(|(_, sanction)| matches!(sanction, Sanction::TotalRecompute(r) if *r == relid))
+    })
 }
 
-/// Until `end`: the statements run now write maintained totals.
-pub fn begin_total_writes() {
-    begin(Sanction::TotalWrites);
+/// Until `end_total_write`: the statement run now adds `write.amount` to one
+/// total of one row.
+pub fn begin_total_write(write: TotalWrite) {
+    begin(Sanction::TotalWrite(write));
 }
 
-pub fn end_total_writes() {
+pub fn end_total_write() {
     SANCTIONED.with_borrow_mut(|running| running.pop());
+}
+
+/// Whether a running write of total `column` of `relid` that check `pass`
+/// (0 the guard, 1 its recheck) has not let through yet is the change
+/// `matches` sees; it is then let through, once.  `matches` may raise: it runs
+/// on a copy, outside the list's borrow.
+pub fn take_total_write(relid: pg_sys::Oid, column: i16, pass: usize, matches: impl Fn(&TotalWrite) -> bool) -> bool {
+    let candidates: Vec<(usize, TotalWrite)> = SANCTIONED.with_borrow(|running| {
+        running
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, sanction))| match sanction {
+                Sanction::TotalWrite(w) if w.target == relid && w.column == column && !w.passed[pass] => Some((i, *w)),
+                _ => None,
+            })
+            .collect()
+    });
+    let Some(&(i, _)) = candidates.iter().find(|(_, write)| matches(write)) else {
+        return false;
+    };
+    SANCTIONED.with_borrow_mut(|running| {
+        if let Some((_, Sanction::TotalWrite(w))) = running.get_mut(i) {
+            w.passed[pass] = true;
+        }
+    });
+    true
 }
 
 fn begin(sanction: Sanction) {
@@ -110,8 +164,8 @@ guarded_function!(
 
 guarded_function!(
     /// `integrity._execute_total_writes(tbl regclass, statement text) RETURNS
-    /// bigint`: runs `statement` with the maintained totals of `tbl` writable;
-    /// the rows the statement processed.
+    /// bigint`: runs `statement` with the maintained totals of `tbl` writable
+    /// to their actual totals; the rows the statement processed.
     integrity_execute_total_writes,
     pg_finfo_integrity_execute_total_writes,
     execute_total_writes
@@ -142,7 +196,7 @@ unsafe fn execute_total_writes(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     require_owner(relid, "correct its maintained totals");
     spi_connect();
     // SAFETY: as for this function (its contract), connected to SPI.
-    unsafe { execute_as(fcinfo, Sanction::TotalWrites) }
+    unsafe { execute_as(fcinfo, Sanction::TotalRecompute(relid)) }
 }
 
 /// Runs the statement of a `(regclass, text)` call under `sanction`, inside

@@ -28,9 +28,14 @@
 //! statement does it for the targets and rows it leaves (see there).
 //!
 //! The total belongs to the database: `total_guard`, `BEFORE UPDATE` on the
-//! target, refuses a change of the column (or of the row's key) unless the
-//! extension itself is writing it (`sanctioned`: the statement trigger here and
-//! `recompute_totals`).
+//! target, refuses a change of the column (or of the row's key) unless it is
+//! exactly the write the extension is making (`sanctioned`): the statement
+//! trigger's amount added to the row it updates through SPI, let through once,
+//! or `recompute_totals` setting the row's actual total.  The direct update
+//! does not fire the guard: no other BEFORE UPDATE trigger can change its row.
+//! While a BEFORE UPDATE trigger sorts after the guard's, the same function
+//! runs as `integrity_total_recheck`, `AFTER UPDATE … WHEN (total or key
+//! changed)`, on the final row.
 //!
 //! Entries carry the subtransaction that made them, so a statement that fails
 //! inside a savepoint takes its deltas with it; none may survive to COMMIT.
@@ -44,7 +49,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::{pg_guard, PgSqlErrorCode};
 
-use crate::direct_update;
+use crate::direct_update::{self, MAX_KEYS};
 use crate::error::{message_of_error, Error, Refusal};
 use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
@@ -85,9 +90,6 @@ trigger_entry!(
     pg_finfo_integrity_total_start,
     start_totals
 );
-
-/// Key columns a target can have (registration refuses more).
-const MAX_KEYS: usize = 8;
 
 /// A contribution to a total: exact for the integer types, numeric otherwise.
 #[derive(Clone, Copy)]
@@ -613,13 +615,23 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         entries
     };
     drop(merged);
-    let mut key_atts = [0i16; MAX_KEYS];
-    for (att, key) in key_atts.iter_mut().zip(&keys) {
-        *att = key.attnum;
+    let mut write = sanctioned::TotalWrite {
+        target,
+        column,
+        nkeys,
+        key_atts: [0; MAX_KEYS],
+        key: [pg_sys::Datum::from(0); MAX_KEYS],
+        cmp: [core::ptr::null_mut(); MAX_KEYS],
+        collation: [pg_sys::InvalidOid; MAX_KEYS],
+        amount: pg_sys::Datum::from(0),
+        passed: [false; 2],
+    };
+    for (i, key) in keys.iter().enumerate() {
+        (write.key_atts[i], write.cmp[i], write.collation[i]) = (key.attnum, key.cmp, key.collation);
     }
+    let key_atts = write.key_atts;
     drop(keys);
     let mut skipped = None;
-    sanctioned::begin_total_writes();
     // SAFETY: in the statement trigger's transaction and memory context,
     // which outlive the loop; nothing on this frame needs dropping (above).
     let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], None, true) };
@@ -660,25 +672,27 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         let Some(delta) = numeric_delta(entry.delta) else { continue };
         values[0] = delta;
         values[1..=nkeys].copy_from_slice(&entry.key[..nkeys]);
+        // The guard (and its recheck) let exactly this change of this row through.
+        write.key = entry.key;
+        write.amount = delta;
+        sanctioned::begin_total_write(write);
         // SAFETY: the plans take a numeric and the key columns' types, and
         // the key columns' types; no Rust value on this frame (see above) or
         // the callers' (this function's contract) needs dropping.  A target
         // row that is not there has nothing to keep (the existence check
         // reads past this statement's own deletes, of a cascade's parent).
-        unsafe {
-            if execute_plan(plan, &mut values[..=nkeys], &nulls[..=nkeys], false) == 0
-                && execute_plan(exists, &mut values[1..=nkeys], &nulls[1..=nkeys], false) == 1
-            {
-                skipped = Some(entry);
-                break;
-            }
+        let updated = unsafe { execute_plan(plan, &mut values[..=nkeys], &nulls[..=nkeys], false) };
+        sanctioned::end_total_write();
+        // SAFETY: as for the update.
+        if updated == 0 && unsafe { execute_plan(exists, &mut values[1..=nkeys], &nulls[1..=nkeys], false) } == 1 {
+            skipped = Some(entry);
+            break;
         }
     }
     if let Some(direct) = direct {
         // SAFETY: opened above, closed once.
         unsafe { direct_update::close(direct) };
     }
-    sanctioned::end_total_writes();
     if connected {
         spi_finish();
     }
@@ -830,14 +844,15 @@ fn apply_plan(
     (plan, exists, keys)
 }
 
+/// The guard, `BEFORE UPDATE`, and its recheck, `AFTER UPDATE` (when a
+/// trigger that fires after the guard's could change the row it saw): a
+/// changed total must be the extension's own write, the other columns of the
+/// row's key must not change.
 fn refuse_direct_write(firing: &Firing) -> Verdict {
-    if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() || !firing.is_before() {
+    if firing.event() != pg_sys::TRIGGER_EVENT_UPDATE || !firing.is_row() {
         firing.misuse();
     }
     let (old, new) = (firing.trigtuple(), firing.newtuple());
-    if sanctioned::allows_total_writes() {
-        return Verdict::Allow(new.datum());
-    }
     let mut is_key = false;
     for name in firing.args() {
         if name.is_empty() {
@@ -845,11 +860,80 @@ fn refuse_direct_write(firing: &Firing) -> Verdict {
             continue;
         }
         let att = firing.attnum(name).unwrap_or_else(|| firing.missing_column(name));
-        if !firing.same_value(old, new, att) {
+        if !firing.same_value(old, new, att) && (is_key || !sanctioned_change(firing, att, old, new)) {
             return firing.refuse(refusal(firing, att, is_key));
         }
     }
-    Verdict::Allow(new.datum())
+    if firing.is_before() {
+        Verdict::Allow(new.datum())
+    } else {
+        Verdict::Allow(pg_sys::Datum::from(0))
+    }
+}
+
+/// Whether the change of total `att` from `old` to `new` is exactly a write
+/// the extension is making: the statement trigger's amount added to this row
+/// (let through once by the guard, once by the recheck), or
+/// `recompute_totals` setting it to the row's actual total.
+fn sanctioned_change(firing: &Firing, att: i16, old: Row, new: Row) -> bool {
+    // SAFETY: the firing relation's descriptor outlives the firing.
+    let relid = unsafe { (*firing.relation()).rd_id };
+    let ((old_value, old_null), (new_value, new_null)) = (firing.value(old, att), firing.value(new, att));
+    if new_null {
+        return false;
+    }
+    let typid = firing.attribute(att).atttypid;
+    let new_total = as_numeric(typid, new_value);
+    let pass = usize::from(!firing.is_before());
+    let written = !old_null
+        && sanctioned::take_total_write(relid, att, pass, |write| {
+            write.key_atts[..write.nkeys].iter().enumerate().all(|(i, &key_att)| {
+                let (value, is_null) = firing.value(old, key_att);
+                // SAFETY: the comparison function of the key's type, on two
+                // values of that type.
+                !is_null
+                    && unsafe { pg_sys::FunctionCall2Coll(write.cmp[i], write.collation[i], value, write.key[i]) }
+                        .value() as i32
+                        == 0
+            }) && numeric_equal(numeric_add(as_numeric(typid, old_value), write.amount), new_total)
+        });
+    written
+        || (sanctioned::recomputes(relid)
+            && start_plan(firing).columns().iter().any(|column| {
+                column.attnum == att && {
+                    let (actual, is_null) = actual_total(firing, column, old);
+                    !is_null && numeric_equal(as_numeric(typid, actual), new_total)
+                }
+            }))
+}
+
+/// A value of a total's type (an integer type or numeric) as a numeric.
+fn as_numeric(typid: pg_sys::Oid, value: pg_sys::Datum) -> pg_sys::Datum {
+    let n = match typid {
+        pg_sys::INT2OID => i64::from(value.value() as i16),
+        pg_sys::INT4OID => i64::from(value.value() as i32),
+        pg_sys::INT8OID => value.value() as i64,
+        _ => return value,
+    };
+    // SAFETY: int64_to_numeric makes a numeric of any int8.
+    pg_sys::Datum::from(unsafe { pg_sys::int64_to_numeric(n) })
+}
+
+fn numeric_add(a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum {
+    // SAFETY: numeric_add of two numeric datums.
+    unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_add, &[Some(a), Some(b)])
+            .expect("numeric_add of two numbers is not NULL")
+    }
+}
+
+fn numeric_equal(a: pg_sys::Datum, b: pg_sys::Datum) -> bool {
+    // SAFETY: numeric_cmp of two numeric datums.
+    let c = unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_cmp, &[Some(a), Some(b)])
+            .expect("numeric_cmp of two numbers is not NULL")
+    };
+    c.value() as i32 == 0
 }
 
 fn refusal(firing: &Firing, attnum: i16, is_key: bool) -> Refusal {
@@ -897,57 +981,17 @@ fn start_totals(firing: &Firing) -> Verdict {
     if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
         firing.misuse();
     }
-    let plan = start_plan(firing);
-    // SAFETY: the array holds ncolumns entries, in fn_mcxt for the statement.
-    let columns = unsafe { core::slice::from_raw_parts(plan.columns, plan.ncolumns) };
+    let columns = start_plan(firing).columns();
     let row = firing.trigtuple();
     let mut attnums = Vec::with_capacity(columns.len());
     let mut values = Vec::with_capacity(columns.len());
     let mut nulls = Vec::with_capacity(columns.len());
-    spi_connect();
     for column in columns {
-        let mut types = [pg_sys::InvalidOid; MAX_KEYS];
-        let mut keys = [pg_sys::Datum::from(0); MAX_KEYS];
-        let mut key_nulls = [b' ' as c_char; MAX_KEYS];
-        for i in 0..column.nkeys {
-            let (value, is_null) = firing.value(row, column.key_atts[i]);
-            types[i] = firing.attribute(column.key_atts[i]).atttypid;
-            keys[i] = value;
-            key_nulls[i] = if is_null { b'n' as c_char } else { b' ' as c_char };
-        }
-        let attribute = firing.attribute(column.attnum);
-        // SAFETY: the query is the extension's own (NUL-terminated, in
-        // fn_mcxt), with one parameter per key column of the types given;
-        // SPI_processed is read right after the call that set it.
-        let (rc, processed) = unsafe {
-            let rc = pg_sys::SPI_execute_with_args(
-                column.sql,
-                column.nkeys as i32,
-                types.as_mut_ptr(),
-                keys.as_mut_ptr(),
-                key_nulls.as_ptr(),
-                true,
-                1,
-            );
-            (rc, pg_sys::SPI_processed)
-        };
-        if rc != pg_sys::SPI_OK_SELECT as i32 || processed != 1 {
-            Error::Spi { what: "computing the starting total".into(), rc }.raise();
-        }
-        let (value, is_null) = match result_value(0, 1) {
-            Some(value) => {
-                // SAFETY: a value of the column's type, copied out of SPI's
-                // memory before SPI_finish.
-                let value = unsafe { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) };
-                (value, false)
-            }
-            None => (pg_sys::Datum::from(0), true),
-        };
+        let (value, is_null) = actual_total(firing, column, row);
         attnums.push(i32::from(column.attnum));
         values.push(value);
         nulls.push(is_null);
     }
-    spi_finish();
     // SAFETY: the firing's new row and its relation's descriptor; one value
     // per listed attribute, of its column's type.
     let started = unsafe {
@@ -961,6 +1005,58 @@ fn start_totals(firing: &Firing) -> Verdict {
         )
     };
     Verdict::Allow(pg_sys::Datum::from(started))
+}
+
+/// The actual total of `column` for the row with the key of `row`, of the
+/// column's type (copied out of SPI's memory).
+fn actual_total(firing: &Firing, column: &StartColumn, row: Row) -> (pg_sys::Datum, bool) {
+    let mut types = [pg_sys::InvalidOid; MAX_KEYS];
+    let mut keys = [pg_sys::Datum::from(0); MAX_KEYS];
+    let mut key_nulls = [b' ' as c_char; MAX_KEYS];
+    for i in 0..column.nkeys {
+        let (value, is_null) = firing.value(row, column.key_atts[i]);
+        types[i] = firing.attribute(column.key_atts[i]).atttypid;
+        keys[i] = value;
+        key_nulls[i] = if is_null { b'n' as c_char } else { b' ' as c_char };
+    }
+    let attribute = firing.attribute(column.attnum);
+    spi_connect();
+    // SAFETY: the query is the extension's own (NUL-terminated, in fn_mcxt),
+    // with one parameter per key column of the types given; SPI_processed is
+    // read right after the call that set it.
+    let (rc, processed) = unsafe {
+        let rc = pg_sys::SPI_execute_with_args(
+            column.sql,
+            column.nkeys as i32,
+            types.as_mut_ptr(),
+            keys.as_mut_ptr(),
+            key_nulls.as_ptr(),
+            true,
+            1,
+        );
+        (rc, pg_sys::SPI_processed)
+    };
+    if rc != pg_sys::SPI_OK_SELECT as i32 || processed != 1 {
+        Error::Spi { what: "computing the starting total".into(), rc }.raise();
+    }
+    let total = match result_value(0, 1) {
+        Some(value) => {
+            // SAFETY: a value of the column's type, copied out of SPI's
+            // memory before SPI_finish.
+            let value = unsafe { pg_sys::SPI_datumTransfer(value, attribute.attbyval, attribute.attlen.into()) };
+            (value, false)
+        }
+        None => (pg_sys::Datum::from(0), true),
+    };
+    spi_finish();
+    total
+}
+
+impl StartPlan {
+    fn columns(&self) -> &[StartColumn] {
+        // SAFETY: the array holds ncolumns entries, in fn_mcxt for the statement.
+        unsafe { core::slice::from_raw_parts(self.columns, self.ncolumns) }
+    }
 }
 
 fn start_plan<'f>(firing: &'f Firing) -> &'f StartPlan {
