@@ -82,6 +82,9 @@ mod raw {
         pub fn lappend(list: *mut List, datum: *mut core::ffi::c_void) -> *mut List;
         pub fn get_opfamily_member(opfamily: Oid, lefttype: Oid, righttype: Oid, strategy: int16) -> Oid;
         pub fn get_opcode(opno: Oid) -> RegProcedure;
+        pub fn GetDefaultOpClass(type_id: Oid, am_id: Oid) -> Oid;
+        pub fn MemoryContextReset(context: MemoryContext);
+        pub fn get_opclass_family(opclass: Oid) -> Oid;
         #[cfg(any(feature = "pg14", feature = "pg15"))]
         pub fn EvalPlanQualInit(
             epqstate: *mut EPQState,
@@ -204,7 +207,7 @@ struct Shape {
 
 /// Target table, column, key columns (and their number), bound column,
 /// second column (`open_with_second`, or 0).
-type ShapeKey = (pg_sys::Oid, i16, [i16; MAX_KEYS], usize, i16, i16);
+type ShapeKey = (pg_sys::Oid, i16, [i16; MAX_KEYS], [pg_sys::Oid; MAX_KEYS], usize, i16, i16);
 
 thread_local! {
     static SHAPES: RefCell<HashMap<ShapeKey, (u64, Option<Shape>)>> = RefCell::new(HashMap::new());
@@ -283,11 +286,12 @@ pub unsafe fn open(
     target: pg_sys::Oid,
     column: i16,
     key_atts: &[i16],
+    key_types: &[pg_sys::Oid],
     bound: Option<i16>,
     sanctioned_total: bool,
 ) -> Option<Target> {
     // SAFETY: the contract.
-    unsafe { open_with_second(target, column, 0, key_atts, bound, sanctioned_total) }
+    unsafe { open_with_second(target, column, 0, key_atts, key_types, bound, sanctioned_total) }
 }
 
 /// As `open`, with a second column `second` (0 for none, else of the
@@ -302,15 +306,29 @@ pub unsafe fn open_with_second(
     column: i16,
     second: i16,
     key_atts: &[i16],
+    key_types: &[pg_sys::Oid],
     bound: Option<i16>,
     sanctioned_total: bool,
 ) -> Option<Target> {
-    if key_atts.is_empty() || key_atts.len() > MAX_KEYS {
+    if key_atts.is_empty() || key_atts.len() > MAX_KEYS || key_types.len() != key_atts.len() {
+        return None;
+    }
+    // Neither in a read-only transaction nor in parallel mode: the UPDATE's
+    // executor start refuses those (25006, or raises), which the statement
+    // then does with its own error.  Nor under a hook that checks the
+    // permissions of every statement (sepgsql, audit extensions): it would
+    // not see a write made without one.
+    // SAFETY: reads of backend globals, by value.
+    let (read_only, permission_hook) = unsafe { (pg_sys::XactReadOnly, pg_sys::ExecutorCheckPerms_hook) };
+    // SAFETY: plain function call.
+    if read_only || permission_hook.is_some() || unsafe { pg_sys::IsInParallelMode() } {
         return None;
     }
     let mut keys = [0; MAX_KEYS];
     keys[..key_atts.len()].copy_from_slice(key_atts);
-    let shape_key = (target, column, keys, key_atts.len(), bound.unwrap_or(0), second);
+    let mut types = [pg_sys::InvalidOid; MAX_KEYS];
+    types[..key_types.len()].copy_from_slice(key_types);
+    let shape_key = (target, column, keys, types, key_atts.len(), bound.unwrap_or(0), second);
     // SAFETY: the relation is opened with the lock an UPDATE takes and kept
     // locked until the transaction ends (as the UPDATE would), which takes in
     // pending invalidations before the cache is read; every catalog structure
@@ -348,7 +366,7 @@ pub unsafe fn open_with_second(
         let shape = match cached {
             Some(shape) => shape,
             None => {
-                let shape = shape_of(rel, column, second, key_atts, bound, indexes);
+                let shape = shape_of(rel, column, second, key_atts, key_types, bound, indexes);
                 SHAPES.with_borrow_mut(|shapes| shapes.insert(shape_key, (generation, shape)));
                 shape
             }
@@ -406,6 +424,7 @@ unsafe fn shape_of(
     column: i16,
     second: i16,
     key_atts: &[i16],
+    key_types: &[pg_sys::Oid],
     bound: Option<i16>,
     indexes: &[pg_sys::Relation],
 ) -> Option<Shape> {
@@ -415,7 +434,10 @@ unsafe fn shape_of(
         let attribute = *crate::trigger::tuple_desc_attr((*rel).rd_att, column);
         let constr = (*(*rel).rd_att).constr;
         let bound_type = bound.map(|b| crate::trigger::tuple_desc_attr((*rel).rd_att, b).atttypid);
+        // Inheritance children: the statement (no ONLY) updates their rows
+        // too, which the parent's unique index does not find.
         let plain = form.relkind == pg_sys::RELKIND_RELATION as core::ffi::c_char
+            && !form.relhassubclass
             && (*rel).rd_rules.is_null()
             && !form.relrowsecurity
             && (constr.is_null() || !(*constr).has_generated_stored)
@@ -448,7 +470,7 @@ unsafe fn shape_of(
             lock_mode,
             total_guard: total_guard((*rel).trigdesc),
         };
-        indexes.iter().any(|&index| key_index(&mut shape, key_atts, index)).then_some(shape)
+        indexes.iter().any(|&index| key_index(&mut shape, rel, key_atts, key_types, index)).then_some(shape)
     }
 }
 
@@ -517,7 +539,13 @@ unsafe fn without_trigger(result: *mut pg_sys::ResultRelInfo, tgoid: pg_sys::Oid
 ///
 /// # Safety
 /// `index` is an open index.
-unsafe fn key_index(shape: &mut Shape, key_atts: &[i16], index: pg_sys::Relation) -> bool {
+unsafe fn key_index(
+    shape: &mut Shape,
+    rel: pg_sys::Relation,
+    key_atts: &[i16],
+    key_types: &[pg_sys::Oid],
+    index: pg_sys::Relation,
+) -> bool {
     // SAFETY: the open index's catalog row and operator class data,
     // `indnkeyatts` entries each.
     unsafe {
@@ -534,8 +562,23 @@ unsafe fn key_index(shape: &mut Shape, key_atts: &[i16], index: pg_sys::Relation
             let Some(position) = key_atts.iter().position(|a| a == attnum) else {
                 return false;
             };
+            // The statement's `key = $k` compares a value of the caller's
+            // type by the column type's default equality and the column's
+            // collation: the index must compare the same way, and the value
+            // must be of the column's type (its equality function reads it
+            // as such; a column whose type changed since registration is
+            // left to the statement, which raises).
+            let attribute = crate::trigger::tuple_desc_attr((*rel).rd_att, *attnum);
             let family = *(*index).rd_opfamily.add(i);
             let input = *(*index).rd_opcintype.add(i);
+            let default_class = raw::GetDefaultOpClass(attribute.atttypid, pg_sys::BTREE_AM_OID);
+            if key_types[position] != attribute.atttypid
+                || *(*index).rd_indcollation.add(i) != attribute.attcollation
+                || default_class == pg_sys::InvalidOid
+                || raw::get_opclass_family(default_class) != family
+            {
+                return false;
+            }
             let op = raw::get_opfamily_member(family, input, input, pg_sys::BTEqualStrategyNumber as i16);
             if op == pg_sys::InvalidOid {
                 return false;
@@ -602,6 +645,13 @@ pub unsafe fn add(
     // SAFETY: the open target's executor state, slots and index; the snapshot
     // pushed here is popped before returning (or by the abort).
     unsafe {
+        // What the previous row's constraints, triggers and index entries
+        // allocated per tuple goes, as the executor frees it for each row
+        // (a statement's totals may write many rows through one target).
+        let per_tuple = (*target.estate).es_per_tuple_exprcontext;
+        if !per_tuple.is_null() {
+            raw::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
+        }
         // As SPI does for each statement that may write: see the writes made
         // so far (the source statement's, the previous rows'), with a new
         // snapshot under READ COMMITTED.
@@ -613,6 +663,7 @@ pub unsafe fn add(
         (*target.estate).es_output_cid = raw::GetCurrentCommandId(true);
         let outcome = update(target, key, (amount_type, terms), snapshot);
         raw::PopActiveSnapshot();
+        (*target.estate).es_snapshot = core::ptr::null_mut();
         raw::CommandCounterIncrement();
         outcome
     }

@@ -396,12 +396,14 @@ unsafe fn apply_directly(
         return None;
     }
     let mut key = [pg_sys::Datum::from(0); MAX_KEYS];
-    for (value, &attnum) in key.iter_mut().zip(&plan.key_atts[..plan.nkeys]) {
+    let mut key_types = [pg_sys::InvalidOid; MAX_KEYS];
+    for (i, &attnum) in plan.key_atts[..plan.nkeys].iter().enumerate() {
         let (datum, is_null) = firing.value(entry, attnum);
         if is_null {
             return None;
         }
-        *value = datum;
+        key[i] = datum;
+        key_types[i] = firing.attribute(attnum).atttypid;
     }
     let nterms = if terms[1].0 == 0 { 1 } else { 2 };
     // SAFETY: in the trigger's transaction and memory context, which outlive
@@ -413,6 +415,7 @@ unsafe fn apply_directly(
             account.table,
             account.used_att,
             &account.key_atts[..plan.nkeys],
+            &key_types[..plan.nkeys],
             Some(account.limit_att),
             false,
         )?;

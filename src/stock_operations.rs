@@ -301,6 +301,7 @@ unsafe fn directly(
             columns.reserved,
             second,
             &[columns.key],
+            &[id_type],
             Some(columns.stock),
             false,
         )?;

@@ -630,11 +630,17 @@ unsafe fn apply(firing: &Firing) -> Verdict {
         (write.key_atts[i], write.cmp[i], write.collation[i]) = (key.attnum, key.cmp, key.collation);
     }
     let key_atts = write.key_atts;
+    // The entries hold values of the sources' key columns, which
+    // registration gave the target's key types.
+    let mut key_types = [pg_sys::InvalidOid; MAX_KEYS];
+    for (typid, key) in key_types.iter_mut().zip(&keys) {
+        *typid = key.typid;
+    }
     drop(keys);
     let mut skipped = None;
     // SAFETY: in the statement trigger's transaction and memory context,
     // which outlive the loop; nothing on this frame needs dropping (above).
-    let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], None, true) };
+    let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], &key_types[..nkeys], None, true) };
     let mut connected = false;
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
     let nulls = [b' ' as c_char; MAX_KEYS + 1];
@@ -661,7 +667,10 @@ unsafe fn apply(firing: &Firing) -> Verdict {
                     skipped = Some(entry);
                     break;
                 }
-                direct_update::Outcome::Fallback => {}
+                // No row: the statement decides, as without the direct path
+                // (a row deleted and inserted again under the same key while
+                // this one waited is found by it).
+                direct_update::Outcome::Fallback | direct_update::Outcome::Missing => {}
                 _ => continue,
             }
         }

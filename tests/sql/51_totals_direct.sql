@@ -142,3 +142,5 @@ ALTER TABLE stock_direct ENABLE ROW LEVEL SECURITY;
 SELECT run_both($$INSERT INTO $t (region, stock_id, k, amount) VALUES ('north', 1, 1, 0)$$);
 SELECT count(*) AS differences FROM stock_direct s FULL JOIN stock_spi t USING (region, id)
  WHERE (s.n8, s.n4, s.n2, s.total, s.maybe) IS DISTINCT FROM (t.n8, t.n4, t.n2, t.total, t.maybe);
+
+\ir common/teardown.sql
