@@ -46,6 +46,7 @@ use crate::fmgr::{
     Verdict,
 };
 use crate::invalidation;
+use crate::quantities;
 use crate::trigger::{qualified_name, tuple_desc_attr};
 
 guarded_function!(
@@ -231,23 +232,6 @@ pub(crate) unsafe fn on_row(
     unsafe { conclude(rel, id_type, id, quantity, operation, outcome) }
 }
 
-/// Built-ins the quantity check calls per row, declared without pgrx's error
-/// trap (a `sigsetjmp` per call), as `direct_update` declares its own: on a
-/// finite numeric none of them raises.
-mod raw {
-    use pgrx::pg_sys::{Datum, FunctionCallInfo, Numeric, Oid, PGFunction};
-    unsafe extern "C-unwind" {
-        pub fn pg_detoast_datum(datum: *mut pgrx::pg_sys::varlena) -> *mut pgrx::pg_sys::varlena;
-        pub fn numeric_is_nan(num: Numeric) -> bool;
-        pub fn numeric_is_inf(num: Numeric) -> bool;
-        pub fn DirectFunctionCall1Coll(func: PGFunction, collation: Oid, arg1: Datum) -> Datum;
-        pub fn DirectFunctionCall2Coll(func: PGFunction, collation: Oid, arg1: Datum, arg2: Datum) -> Datum;
-        pub fn int4_numeric(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn numeric_gt(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn numeric_min_scale(fcinfo: FunctionCallInfo) -> Datum;
-    }
-}
-
 /// The attribute numbers and quantity scale a direct update of one row
 /// needs (`Target` names them for the statements).
 #[derive(Clone, Copy)]
@@ -354,6 +338,11 @@ unsafe fn columns(rel: pg_sys::Relation, id_type: pg_sys::Oid, caller: &str) -> 
     columns
 }
 
+unsafe extern "C-unwind" {
+    // The fmgr entry point itself, for DirectFunctionCall1Coll.
+    fn numeric_min_scale(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
 /// Whether the statements' own check of the quantity passes: not NULL,
 /// finite, positive and with at most `scale` decimals (`$2 > 0 AND $2 =
 /// round($2, scale)`; NaN and infinity, which pass that, leave the row
@@ -362,26 +351,21 @@ unsafe fn columns(rel: pg_sys::Relation, id_type: pg_sys::Oid, caller: &str) -> 
 /// # Safety
 /// `quantity` is a numeric datum and its null flag.
 unsafe fn valid_quantity(quantity: (pg_sys::Datum, bool), scale: Option<i32>) -> bool {
-    if quantity.1 {
+    let (value, isnull) = quantity;
+    if isnull || quantities::is_nan(pg_sys::NUMERICOID, value) {
         return false;
     }
-    // SAFETY: a numeric, detoasted (a copy in the current memory context
-    // if it was toasted or packed) before its header is read.
-    unsafe {
-        let numeric = raw::pg_detoast_datum(quantity.0.cast_mut_ptr()) as pg_sys::Numeric;
-        if raw::numeric_is_nan(numeric) || raw::numeric_is_inf(numeric) {
-            return false;
-        }
-        let value = pg_sys::Datum::from(numeric);
-        let zero = raw::DirectFunctionCall1Coll(Some(raw::int4_numeric), pg_sys::InvalidOid, 0.into());
-        if raw::DirectFunctionCall2Coll(Some(raw::numeric_gt), pg_sys::InvalidOid, value, zero).value() == 0 {
-            return false;
-        }
-        scale.is_none_or(|scale| {
-            let needed = raw::DirectFunctionCall1Coll(Some(raw::numeric_min_scale), pg_sys::InvalidOid, value);
+    // SAFETY: a numeric, detoasted (a copy in the current memory context if
+    // it was toasted or packed) before its header is read.
+    if unsafe { pg_sys::numeric_is_inf(pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as pg_sys::Numeric) } {
+        return false;
+    }
+    quantities::sign(pg_sys::NUMERICOID, value) == core::cmp::Ordering::Greater
+        && scale.is_none_or(|scale| {
+            // SAFETY: numeric_min_scale of a finite numeric, which raises nothing.
+            let needed = unsafe { pg_sys::DirectFunctionCall1Coll(Some(numeric_min_scale), pg_sys::InvalidOid, value) };
             needed.value() as i32 <= scale
         })
-    }
 }
 
 /// Runs `apply` (which says whether it changed the row) on the row, and
