@@ -994,7 +994,7 @@ unsafe fn integer(typid: pg_sys::Oid, value: pg_sys::Datum) -> i128 {
 
 /// # Safety
 /// `value` is a datum of type `typid`, an integer type or numeric.
-unsafe fn to_numeric(typid: pg_sys::Oid, value: pg_sys::Datum) -> pg_sys::Datum {
+pub unsafe fn to_numeric(typid: pg_sys::Oid, value: pg_sys::Datum) -> pg_sys::Datum {
     // SAFETY: the cast functions of the value's type.
     unsafe {
         match typid {

@@ -885,6 +885,9 @@ fn refuse_direct_write(firing: &Firing) -> Verdict {
 /// (let through once by the guard, once by the recheck), or
 /// `recompute_totals` setting it to the row's actual total.
 fn sanctioned_change(firing: &Firing, att: i16, old: Row, new: Row) -> bool {
+    // SAFETY: values of the total's column, whose type is an integer type or
+    // numeric (checked at registration).
+    let as_numeric = |typid, value| unsafe { direct_update::to_numeric(typid, value) };
     // SAFETY: the firing relation's descriptor outlives the firing.
     let relid = unsafe { (*firing.relation()).rd_id };
     let ((old_value, old_null), (new_value, new_null)) = (firing.value(old, att), firing.value(new, att));
@@ -916,18 +919,6 @@ fn sanctioned_change(firing: &Firing, att: i16, old: Row, new: Row) -> bool {
             }))
 }
 
-/// A value of a total's type (an integer type or numeric) as a numeric.
-fn as_numeric(typid: pg_sys::Oid, value: pg_sys::Datum) -> pg_sys::Datum {
-    let n = match typid {
-        pg_sys::INT2OID => i64::from(value.value() as i16),
-        pg_sys::INT4OID => i64::from(value.value() as i32),
-        pg_sys::INT8OID => value.value() as i64,
-        _ => return value,
-    };
-    // SAFETY: int64_to_numeric makes a numeric of any int8.
-    pg_sys::Datum::from(unsafe { pg_sys::int64_to_numeric(n) })
-}
-
 fn numeric_add(a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum {
     // SAFETY: numeric_add of two numeric datums.
     unsafe {
@@ -936,13 +927,9 @@ fn numeric_add(a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum {
     }
 }
 
+/// Whether two numerics are equal, as numeric's `=` says (1.0 = 1.00).
 fn numeric_equal(a: pg_sys::Datum, b: pg_sys::Datum) -> bool {
-    // SAFETY: numeric_cmp of two numeric datums.
-    let c = unsafe {
-        pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_cmp, &[Some(a), Some(b)])
-            .expect("numeric_cmp of two numbers is not NULL")
-    };
-    c.value() as i32 == 0
+    crate::quantities::compare(pg_sys::NUMERICOID, a, b) == Ordering::Equal
 }
 
 fn refusal(firing: &Firing, attnum: i16, is_key: bool) -> Refusal {
