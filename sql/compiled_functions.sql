@@ -34,6 +34,16 @@ SELECT f.name, f.arguments, f.result, f.symbol,
      'Trigger: sets the version column to OLD + 1; in strict mode refuses stale versions (40001).'),
     ('version_check', '', 'trigger', NULL, 'integrity_version_check',
      'Trigger: refuses a row whose version a later BEFORE trigger moved off OLD + 1 (23001).'),
+    -- The version an UPDATE that does not assign it gives each row, in the
+    -- target list the planner hook adds it to (src/update_plans.rs): what
+    -- version_bump would set.  Every role may run it (the statement calls it
+    -- with the privileges of whoever updates).
+    ('_next_version', 'version smallint, tbl regclass, version_column name', 'smallint', 'STABLE PARALLEL SAFE',
+     'integrity_next_version_int2', NULL),
+    ('_next_version', 'version integer, tbl regclass, version_column name', 'integer', 'STABLE PARALLEL SAFE',
+     'integrity_next_version_int4', NULL),
+    ('_next_version', 'version bigint, tbl regclass, version_column name', 'bigint', 'STABLE PARALLEL SAFE',
+     'integrity_next_version_int8', NULL),
     ('stock_guard', '', 'trigger', NULL, 'integrity_stock_guard',
      'Trigger: refuses a row whose stock is negative or whose reserved stock is negative or above stock (23514).'),
     ('credit_guard', '', 'trigger', NULL, 'integrity_credit_guard',

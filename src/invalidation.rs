@@ -1,6 +1,6 @@
 //! When the backend-local caches of SQL built from the catalogs must be built
 //! again: a counter that every relcache invalidation and every change of a
-//! schema bumps.  The callbacks only bump it, so that they never touch a plan
+//! schema or a function bumps.  The callbacks only bump it, so that they never touch a plan
 //! that may be executing; a cache keeps the value it was built at.
 
 use core::ffi::c_int;
@@ -24,6 +24,12 @@ unsafe extern "C-unwind" fn namespace_invalidated(_arg: pg_sys::Datum, _cacheid:
     GENERATION.set(GENERATION.get() + 1);
 }
 
+/// A function was replaced (`CREATE OR REPLACE` keeps its OID): what it runs
+/// must be looked up again (`trigger::function_address`).
+unsafe extern "C-unwind" fn function_invalidated(_arg: pg_sys::Datum, _cacheid: c_int, _hashvalue: u32) {
+    GENERATION.set(GENERATION.get() + 1);
+}
+
 /// The current generation.  Read it after the relation the cache is about
 /// was opened or locked (which takes in pending invalidations).
 pub fn generation() -> u64 {
@@ -35,6 +41,11 @@ pub fn generation() -> u64 {
             pg_sys::CacheRegisterSyscacheCallback(
                 pg_sys::SysCacheIdentifier::NAMESPACEOID as c_int,
                 Some(namespace_invalidated),
+                pg_sys::Datum::from(0),
+            );
+            pg_sys::CacheRegisterSyscacheCallback(
+                pg_sys::SysCacheIdentifier::PROCOID as c_int,
+                Some(function_invalidated),
                 pg_sys::Datum::from(0),
             );
         }

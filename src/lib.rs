@@ -10,6 +10,7 @@
 
 mod ddl_commands;
 mod error;
+mod executor_hooks;
 mod fmgr;
 mod invalidation;
 mod notifier;
@@ -31,6 +32,7 @@ mod quantities;
 mod soft_delete;
 mod stock_operations;
 mod totals;
+mod update_plans;
 mod versioning;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -49,7 +51,7 @@ pub extern "C-unwind" fn _PG_init() {
     // A backend is single-threaded, and nothing has captured a backtrace yet
     // when the library loads.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
-    soft_delete::init();
+    executor_hooks::init();
     // SAFETY: a backend-global flag, set by the postmaster while it loads
     // shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

@@ -16,9 +16,9 @@
 //! was deleted for good (keeping the child would leave it without its
 //! parent); the statement reports the latter.  A sanctioned statement does
 //! not even fire the trigger: PostgreSQL locks every row before it calls a
-//! BEFORE DELETE row trigger, which would double the cost of a purge, so the
-//! executor start-up hook takes the trigger out of the statement's copy of
-//! the relation's triggers.
+//! BEFORE DELETE row trigger, which would double the cost of a purge, so at
+//! executor start-up `skip_sanctioned` takes the trigger out of the
+//! statement's copy of the relation's triggers.
 
 use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
@@ -34,7 +34,7 @@ use crate::fmgr::{
 };
 use crate::invalidation;
 use crate::sanctioned;
-use crate::trigger::{trigger_entry, Firing, Verdict};
+use crate::trigger::{function_address, leave_out_of_statement, trigger_entry, Firing, Verdict};
 
 trigger_entry!(
     /// `BEFORE DELETE FOR EACH ROW`, arguments `(deleted_column [, flag_column])`.
@@ -43,80 +43,38 @@ trigger_entry!(
     soft_delete_row
 );
 
-static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
-
-/// Called by `_PG_init`: installs the executor start-up hook.
-pub fn init() {
-    // SAFETY: _PG_init runs once per process, before any statement of the
-    // process starts; the previous hook is chained.
-    unsafe {
-        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
-        pg_sys::ExecutorStart_hook = Some(executor_start);
-    }
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
-    // SAFETY: the executor's own call, passed on unchanged; once it returns,
-    // the statement's result relations are open, with their trigger
-    // descriptors copied for this statement alone (InitResultRelInfo), and
-    // no trigger of theirs has fired yet.
-    unsafe {
-        match PREV_EXECUTOR_START {
-            Some(previous) => previous(query_desc, eflags),
-            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
-        }
-        if sanctioned::deletes_running() {
-            let opened = (*(*query_desc).estate).es_opened_result_relations;
-            for i in 0..pg_sys::list_length(opened) {
-                skip_guard(pg_sys::list_nth(opened, i).cast());
-            }
-        }
-    }
-}
-
-/// Takes this guard's trigger out of `relation`'s triggers for the statement
-/// when its deletes are sanctioned: the trigger would let them through.
+/// Called at executor start-up (`executor_hooks`): while the extension's own
+/// deletes run, takes this guard's trigger out of the statement's copy of
+/// each result relation's triggers; the trigger would let them through.
 ///
 /// # Safety
-/// `relation` is a result relation of a statement that started and whose
-/// triggers have not fired yet.
-unsafe fn skip_guard(relation: *mut pg_sys::ResultRelInfo) {
+/// `query_desc` is a statement that started and whose triggers have not
+/// fired yet.
+pub unsafe fn skip_sanctioned(query_desc: *mut pg_sys::QueryDesc) {
+    if !sanctioned::deletes_running() {
+        return;
+    }
     const BEFORE_DELETE_ROW: u32 = pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_DELETE;
     const TIMING: u32 = BEFORE_DELETE_ROW | pg_sys::TRIGGER_TYPE_INSTEAD;
-    let is_before_delete_row = |trigger: &pg_sys::Trigger| trigger.tgtype as u32 & TIMING == BEFORE_DELETE_ROW;
-    // SAFETY: an open result relation (the contract); its trigger descriptor
-    // is the statement's own copy, whose arrays of functions and WHEN
-    // clauses, indexed like its triggers, are still empty (filled at the
-    // first firing), so triggers may move down in it.
+    let guard = integrity_soft_delete_guard as *const () as usize;
+    // SAFETY: the statement's open result relations (the contract), each
+    // with the statement's own copy of its triggers.
     unsafe {
-        let triggers = (*relation).ri_TrigDesc;
-        if triggers.is_null()
-            || !(*triggers).trig_delete_before_row
-            || !sanctioned::allows((*(*relation).ri_RelationDesc).rd_id)
-        {
-            return;
+        let opened = (*(*query_desc).estate).es_opened_result_relations;
+        for i in 0..pg_sys::list_length(opened) {
+            let relation: *mut pg_sys::ResultRelInfo = pg_sys::list_nth(opened, i).cast();
+            let triggers = (*relation).ri_TrigDesc;
+            if triggers.is_null()
+                || !(*triggers).trig_delete_before_row
+                || !sanctioned::allows((*(*relation).ri_RelationDesc).rd_id)
+            {
+                continue;
+            }
+            leave_out_of_statement(relation, |trigger| {
+                trigger.tgtype as u32 & TIMING == BEFORE_DELETE_ROW && function_address(trigger.tgfoid) == guard
+            });
         }
-        let all = core::slice::from_raw_parts_mut((*triggers).triggers, (*triggers).numtriggers as usize);
-        let kept: Vec<pg_sys::Trigger> = all
-            .iter()
-            .filter(|trigger| !(is_before_delete_row(trigger) && runs_guard(trigger.tgfoid)))
-            .copied()
-            .collect();
-        all[..kept.len()].copy_from_slice(&kept);
-        (*triggers).numtriggers = kept.len() as c_int;
-        (*triggers).trig_delete_before_row = kept.iter().any(is_before_delete_row);
     }
-}
-
-/// Whether function `function` is this guard's trigger function, whatever
-/// its name.
-fn runs_guard(function: pg_sys::Oid) -> bool {
-    let mut info = pg_sys::FmgrInfo::default();
-    // SAFETY: looks the function up (raising if it is gone) into a local
-    // FmgrInfo, of which only the address is read.
-    unsafe { pg_sys::fmgr_info(function, &mut info) };
-    info.fn_addr.map(|address| address as *const ()) == Some(integrity_soft_delete_guard as *const ())
 }
 
 /// Resolved once per statement (per partition) and kept in `fn_extra`.

@@ -3,6 +3,7 @@
 
 use core::ffi::{c_char, c_int, CStr};
 use core::marker::PhantomData;
+use std::cell::RefCell;
 
 use pgrx::pg_sys;
 
@@ -490,4 +491,83 @@ pub unsafe fn tuple_desc_attr<'a>(tupdesc: pg_sys::TupleDesc, attnum: i16) -> &'
     };
     // SAFETY: index < natts (the contract), and the descriptor outlives 'a.
     unsafe { &*attrs.add(index) }
+}
+
+/// Takes the row triggers for which `leave_out` holds out of `relation`'s
+/// triggers for one statement, and clears the descriptor's row-level flags
+/// that no remaining trigger sets (statement-level triggers are kept).
+///
+/// # Safety
+/// `relation` is a result relation of a statement that started (its trigger
+/// descriptor is the statement's own copy, `InitResultRelInfo`) and whose
+/// triggers have not fired yet: the descriptor's arrays of functions and
+/// WHEN clauses, indexed like its triggers, are still empty, so triggers may
+/// move down in it.
+pub unsafe fn leave_out_of_statement(
+    relation: *mut pg_sys::ResultRelInfo,
+    leave_out: impl Fn(&pg_sys::Trigger) -> bool,
+) {
+    // SAFETY: an open result relation with the statement's own descriptor
+    // (the contract), whose array holds numtriggers triggers.
+    unsafe {
+        let desc = (*relation).ri_TrigDesc;
+        if desc.is_null() {
+            return;
+        }
+        let all = core::slice::from_raw_parts_mut((*desc).triggers, (*desc).numtriggers as usize);
+        let kept: Vec<pg_sys::Trigger> =
+            all.iter().filter(|t| t.tgtype as u32 & pg_sys::TRIGGER_TYPE_ROW == 0 || !leave_out(t)).copied().collect();
+        if kept.len() == all.len() {
+            return;
+        }
+        all[..kept.len()].copy_from_slice(&kept);
+        (*desc).numtriggers = kept.len() as c_int;
+        // As SetTriggerFlags sets them, for the row triggers left.
+        let any = |timing: u32, event: u32| {
+            kept.iter().any(|t| {
+                let tgtype = t.tgtype as u32;
+                tgtype & pg_sys::TRIGGER_TYPE_ROW != 0
+                    && tgtype & (pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_INSTEAD) == timing
+                    && tgtype & event != 0
+            })
+        };
+        let (before, after, instead) = (pg_sys::TRIGGER_TYPE_BEFORE, 0, pg_sys::TRIGGER_TYPE_INSTEAD);
+        let (insert, update, delete) =
+            (pg_sys::TRIGGER_TYPE_INSERT, pg_sys::TRIGGER_TYPE_UPDATE, pg_sys::TRIGGER_TYPE_DELETE);
+        (*desc).trig_insert_before_row = any(before, insert);
+        (*desc).trig_insert_after_row = any(after, insert);
+        (*desc).trig_insert_instead_row = any(instead, insert);
+        (*desc).trig_update_before_row = any(before, update);
+        (*desc).trig_update_after_row = any(after, update);
+        (*desc).trig_update_instead_row = any(instead, update);
+        (*desc).trig_delete_before_row = any(before, delete);
+        (*desc).trig_delete_after_row = any(after, delete);
+        (*desc).trig_delete_instead_row = any(instead, delete);
+    }
+}
+
+/// The address of the C function that function `foid` runs (for a function
+/// in SQL or a procedural language, its language's handler), found once per
+/// backend and catalog change: guards recognize their trigger functions by
+/// it, whatever their names.
+pub fn function_address(foid: pg_sys::Oid) -> usize {
+    thread_local! {
+        static ADDRESSES: RefCell<Vec<(pg_sys::Oid, u64, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+    let generation = crate::invalidation::generation();
+    if let Some(address) = ADDRESSES.with_borrow(|addresses| {
+        addresses.iter().find(|&&(oid, at, _)| oid == foid && at == generation).map(|&(_, _, address)| address)
+    }) {
+        return address;
+    }
+    let mut info = pg_sys::FmgrInfo::default();
+    // SAFETY: looks the function up (raising if it is gone) into a local
+    // FmgrInfo, of which only the address is read.
+    unsafe { pg_sys::fmgr_info(foid, &mut info) };
+    let address = info.fn_addr.map_or(0, |address| address as usize);
+    ADDRESSES.with_borrow_mut(|addresses| {
+        addresses.retain(|&(oid, at, _)| oid != foid && at == generation);
+        addresses.push((foid, generation, address));
+    });
+    address
 }

@@ -12,6 +12,11 @@
 //! replication (`session_replication_role = replica`) already carry the version
 //! their origin gave them and must not be bumped twice.
 //!
+//! An UPDATE that does not assign the version gets it from its own plan
+//! instead (`update_plans`): `integrity._next_version(version, tbl, column)`
+//! in its target list computes what the bump would, and the statement runs
+//! without the triggers.
+//!
 //! The bump runs on every updated row, so its plan (attribute number, integer
 //! width, mode) is resolved once per statement and kept in `fn_extra`; per row it
 //! reads two attributes and returns a copy of the new row with the version
@@ -23,6 +28,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal};
+use crate::fmgr::guarded_function;
 use crate::trigger::{trigger_entry, ColumnChange, Firing, Row, Verdict};
 
 trigger_entry!(
@@ -39,6 +45,74 @@ trigger_entry!(
     pg_finfo_integrity_version_check,
     refuse_rewritten_version
 );
+
+guarded_function!(
+    /// `integrity._next_version(version smallint, tbl regclass, column name) RETURNS smallint`
+    integrity_next_version_int2,
+    pg_finfo_integrity_next_version_int2,
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { next_version(fcinfo, i16::MAX as i64) }
+    }
+);
+
+guarded_function!(
+    /// `integrity._next_version(version integer, tbl regclass, column name) RETURNS integer`
+    integrity_next_version_int4,
+    pg_finfo_integrity_next_version_int4,
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { next_version(fcinfo, i32::MAX as i64) }
+    }
+);
+
+guarded_function!(
+    /// `integrity._next_version(version bigint, tbl regclass, column name) RETURNS bigint`
+    integrity_next_version_int8,
+    pg_finfo_integrity_next_version_int8,
+    |fcinfo| {
+        // SAFETY: fcinfo is the running call's (the body's contract).
+        unsafe { next_version(fcinfo, i64::MAX) }
+    }
+);
+
+/// The version the bump would give a row at `version`: one more (1 for a
+/// row without one); the row's own where the bump would not fire, in a
+/// session that applies replicated rows.
+///
+/// # Safety
+/// `fcinfo` is a call of one of the `_next_version` declarations, whose
+/// version is an integer of `max`'s width.
+unsafe fn next_version(fcinfo: pg_sys::FunctionCallInfo, max: i64) -> Verdict {
+    // SAFETY: three arguments (the declaration); the table and column are
+    // constants the planner put there, not NULL.
+    unsafe {
+        let args = (*fcinfo).args.as_slice(3);
+        if pg_sys::SessionReplicationRole == pg_sys::SESSION_REPLICATION_ROLE_REPLICA as i32 {
+            (*fcinfo).isnull = args[0].isnull;
+            return Verdict::Allow(args[0].value);
+        }
+        if args[0].isnull {
+            return Verdict::Allow(pg_sys::Datum::from(1));
+        }
+        let version = datum_to_i64(args[0].value, max);
+        if version >= max {
+            let relid = pg_sys::Oid::from(args[1].value.value() as u32);
+            let column = &*(args[2].value.cast_mut_ptr::<pg_sys::NameData>());
+            let table = pg_sys::get_rel_name(relid);
+            Error::VersionOutOfRange {
+                column: pgrx::name_data_to_str(column).to_string(),
+                table: if table.is_null() {
+                    relid.to_u32().to_string()
+                } else {
+                    CStr::from_ptr(table).to_string_lossy().into_owned()
+                },
+            }
+            .raise()
+        }
+        Verdict::Allow(pg_sys::Datum::from(version + 1))
+    }
+}
 
 /// Resolved once per statement.
 struct VersionPlan {

@@ -79,6 +79,27 @@ LANGUAGE sql STABLE AS $$
      ORDER BY t.tgrelid::regclass::text, t.tgname
 $$;
 
+-- integrity_calls(sql): runs sql and returns how many times it called each
+-- function of the extension (track_functions = all for the transaction; the
+-- counts of earlier transactions that are not flushed yet are subtracted).
+CREATE OR REPLACE FUNCTION public.integrity_calls(sql text)
+RETURNS TABLE (funcname name, calls bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    before jsonb;
+BEGIN
+    PERFORM set_config('track_functions', 'all', true);
+    SELECT coalesce(jsonb_object_agg(f.funcname, f.calls), '{}') INTO before
+      FROM pg_stat_xact_user_functions f WHERE f.schemaname = 'integrity';
+    EXECUTE sql;
+    RETURN QUERY
+        SELECT f.funcname, f.calls - coalesce((before ->> f.funcname)::bigint, 0)
+          FROM pg_stat_xact_user_functions f
+         WHERE f.schemaname = 'integrity' AND f.calls > coalesce((before ->> f.funcname)::bigint, 0)
+         ORDER BY f.funcname;
+END
+$$;
+
 RESET client_min_messages;
 \set QUIET :common_quiet
 \unset common_quiet
