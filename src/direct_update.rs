@@ -33,9 +33,10 @@
 //! invisible version) is left to the SPI statement too (`Outcome::Fallback`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use pgrx::pg_sys;
+
+use crate::backend_map::Map;
 
 use crate::error::Error;
 
@@ -210,7 +211,7 @@ struct Shape {
 type ShapeKey = (pg_sys::Oid, i16, [i16; MAX_KEYS], [pg_sys::Oid; MAX_KEYS], usize, i16, i16);
 
 thread_local! {
-    static SHAPES: RefCell<HashMap<ShapeKey, (u64, Option<Shape>)>> = RefCell::new(HashMap::new());
+    static SHAPES: RefCell<Map<ShapeKey, (u64, Option<Shape>)>> = RefCell::new(Map::default());
 }
 
 /// An open target: plain pointers into executor memory of the current

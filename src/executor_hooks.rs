@@ -31,13 +31,20 @@ unsafe extern "C-unwind" fn plan(
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     // SAFETY: the planner's own call, whose query's relations are locked,
-    // passed on after the guards' additions.
+    // passed on after the guards' additions; the plan it returns is the
+    // caller's to keep.
     unsafe {
-        update_plans::add_version(parse);
-        match PREV_PLANNER {
+        let added_version = update_plans::add_version(parse);
+        let planned = match PREV_PLANNER {
             Some(previous) => previous(parse, query_string, cursor_options, bound_params),
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        if added_version {
+            // Planned for a role that may run _next_version: another role
+            // plans again (a kept plan is checked against its role).
+            (*planned).dependsOnRole = true;
         }
+        planned
     }
 }
 

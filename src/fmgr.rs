@@ -3,10 +3,11 @@
 //! and a function that refuses must raise its error from its outermost frame.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::hash::Hash;
 
 use pgrx::pg_sys;
+
+use crate::backend_map::Map;
 
 use crate::error::{Error, Violation};
 
@@ -347,11 +348,11 @@ pub fn free_plan(plan: pg_sys::SPIPlanPtr) {
 /// Kept plans by key (a trigger, say), each with what it was prepared from
 /// (its SQL, say): a re-registration that changes the source gets a new plan,
 /// and the stale one is freed.  A backend's cache lives in a `thread_local!`.
-pub struct KeptPlans<K, S>(RefCell<HashMap<K, (S, pg_sys::SPIPlanPtr)>>);
+pub struct KeptPlans<K, S>(RefCell<Map<K, (S, pg_sys::SPIPlanPtr)>>);
 
 impl<K, S> Default for KeptPlans<K, S> {
     fn default() -> Self {
-        KeptPlans(RefCell::new(HashMap::new()))
+        KeptPlans(RefCell::new(Map::default()))
     }
 }
 

@@ -34,9 +34,10 @@
 
 use core::ffi::{c_char, c_int, c_void, CStr};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 
 use pgrx::pg_sys;
+
+use crate::backend_map::Map;
 use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 
 use crate::chain_encoding::link_hash;
@@ -125,9 +126,9 @@ thread_local! {
     /// The statements of a table and the table its chain is registered on, by
     /// table, with the invalidation generation they were read at: reading
     /// them is a catalog query, too slow to run for every INSERT statement.
-    static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, Statements)>> = RefCell::new(HashMap::new());
+    static STATEMENTS: RefCell<Map<pg_sys::Oid, (u64, Statements)>> = RefCell::new(Map::default());
     /// The chain locks this transaction took, by table; emptied when it ends.
-    static CHAIN_LOCKS: RefCell<HashMap<pg_sys::Oid, u32>> = RefCell::new(HashMap::new());
+    static CHAIN_LOCKS: RefCell<Map<pg_sys::Oid, u32>> = RefCell::new(Map::default());
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// A row's encoding is being evaluated: an insert into a chained table
     /// from inside it (a type's output function could) runs the link
@@ -137,11 +138,11 @@ thread_local! {
     /// Each trigger's plan, by the invalidation generation it was made at:
     /// resolving it is catalog lookups, too slow to run for every INSERT
     /// statement (most insert one row).
-    static PLANS_BY_TRIGGER: RefCell<HashMap<pg_sys::Oid, (u64, ChainPlan)>> = RefCell::new(HashMap::new());
+    static PLANS_BY_TRIGGER: RefCell<Map<pg_sys::Oid, (u64, ChainPlan)>> = RefCell::new(Map::default());
     /// The encoding of each trigger's rows, with the SQL it was compiled from
     /// and the invalidation generation it was compiled at (a column's type
     /// may have changed since).
-    static ENCODINGS: RefCell<HashMap<pg_sys::Oid, (String, u64, Encoding)>> = RefCell::new(HashMap::new());
+    static ENCODINGS: RefCell<Map<pg_sys::Oid, (String, u64, Encoding)>> = RefCell::new(Map::default());
     /// The last sequence number this backend found in a chain, by chained
     /// table and chain lock key, in `TAIL_HINTS` slots (a chain takes the
     /// place of another whose slot it shares): where the next read of the
@@ -353,7 +354,7 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
             | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
             | pg_sys::XactEvent::XACT_EVENT_PREPARE
     ) {
-        CHAIN_LOCKS.with_borrow_mut(HashMap::clear);
+        CHAIN_LOCKS.with_borrow_mut(Map::clear);
         ENCODING.set(false);
     }
 }

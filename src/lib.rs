@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod backend_map;
 mod ddl_commands;
 mod error;
 mod executor_hooks;

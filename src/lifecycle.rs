@@ -18,10 +18,11 @@
 
 use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::CString;
 
 use pgrx::pg_sys;
+
+use crate::backend_map::Map;
 use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal, Registration};
@@ -67,7 +68,7 @@ thread_local! {
     static PLANS: KeptPlans<pg_sys::Oid, String> = KeptPlans::default();
     /// The statement of each table and operation, with the invalidation
     /// generation it was built at: building it is a catalog query.
-    static STATEMENTS: RefCell<HashMap<(pg_sys::Oid, u32), (u64, Statement)>> = RefCell::new(HashMap::new());
+    static STATEMENTS: RefCell<Map<(pg_sys::Oid, u32), (u64, Statement)>> = RefCell::new(Map::default());
 }
 
 /// # Safety

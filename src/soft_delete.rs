@@ -22,9 +22,10 @@
 
 use core::ffi::{c_char, c_int};
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use pgrx::pg_sys;
+
+use crate::backend_map::Map;
 
 use crate::error::{Error, Registration};
 
@@ -92,8 +93,8 @@ const PINNED_SEARCH_PATH: &[(&core::ffi::CStr, &core::ffi::CStr)] = &[(c"search_
 thread_local! {
     /// The statement of each relation, with the invalidation generation it was
     /// built at, and its plan, prepared once per backend.
-    static STATEMENTS: RefCell<HashMap<pg_sys::Oid, (u64, String, pg_sys::SPIPlanPtr)>> =
-        RefCell::new(HashMap::new());
+    static STATEMENTS: RefCell<Map<pg_sys::Oid, (u64, String, pg_sys::SPIPlanPtr)>> =
+        RefCell::new(Map::default());
 }
 
 /// # Safety

@@ -32,11 +32,12 @@
 use core::ffi::{c_char, c_int, CStr};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::thread::LocalKey;
 
 use pgrx::pg_sys;
+
+use crate::backend_map::Map;
 use pgrx::{FromDatum, PgSqlErrorCode};
 
 use crate::direct_update;
@@ -162,12 +163,12 @@ pub(crate) const LOOKUP: usize = 3;
 const LOCK_ROWS: usize = 0;
 const RESERVE_ROWS: usize = 1;
 
-pub(crate) type Cache<const N: usize> = RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Plans<N>>>;
+pub(crate) type Cache<const N: usize> = RefCell<Map<(pg_sys::Oid, pg_sys::Oid), Plans<N>>>;
 
 thread_local! {
     /// By table and by the type of the id argument (for several rows, of the ids).
-    pub(crate) static ROW_PLANS: Cache<4> = RefCell::new(HashMap::new());
-    static ROWS_PLANS: Cache<2> = RefCell::new(HashMap::new());
+    pub(crate) static ROW_PLANS: Cache<4> = RefCell::new(Map::default());
+    static ROWS_PLANS: Cache<2> = RefCell::new(Map::default());
 }
 
 /// # Safety
@@ -244,10 +245,10 @@ struct Columns {
 
 /// By table and id type, with the invalidation generation they were read
 /// at: `None` when an id of that type is not the key's own type.
-type ColumnsCache = RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), (u64, Option<Columns>)>>;
+type ColumnsCache = RefCell<Map<(pg_sys::Oid, pg_sys::Oid), (u64, Option<Columns>)>>;
 
 thread_local! {
-    static COLUMNS: ColumnsCache = RefCell::new(HashMap::new());
+    static COLUMNS: ColumnsCache = RefCell::new(Map::default());
 }
 
 /// The operation on one row without SPI (`direct_update`): `Some` with its

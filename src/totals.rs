@@ -43,10 +43,11 @@
 use core::cmp::Ordering;
 use core::ffi::{c_char, c_void, CStr};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::ffi::CString;
 
 use pgrx::pg_sys;
+
+use crate::backend_map::Map;
 use pgrx::{pg_guard, PgSqlErrorCode};
 
 use crate::direct_update::{self, MAX_KEYS};
@@ -114,12 +115,12 @@ thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// Prepared UPDATEs by target and column.
-    static PLANS: RefCell<HashMap<(pg_sys::Oid, i16), ApplyPlan>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<Map<(pg_sys::Oid, i16), ApplyPlan>> = RefCell::new(Map::default());
     /// The target and column a source trigger names, by trigger OID, with the
     /// invalidation generation they were looked up at.
-    static TARGETS: RefCell<HashMap<pg_sys::Oid, (u64, pg_sys::Oid, i16)>> = RefCell::new(HashMap::new());
+    static TARGETS: RefCell<Map<pg_sys::Oid, (u64, pg_sys::Oid, i16)>> = RefCell::new(Map::default());
     /// Compiled filters by trigger OID.
-    static FILTERS: RefCell<HashMap<pg_sys::Oid, Filter>> = RefCell::new(HashMap::new());
+    static FILTERS: RefCell<Map<pg_sys::Oid, Filter>> = RefCell::new(Map::default());
     /// Memory of filters compiled again: a statement still running may
     /// evaluate the old one, so it is freed when the transaction ends.
     static STALE_FILTERS: RefCell<Vec<pg_sys::MemoryContext>> = const { RefCell::new(Vec::new()) };

@@ -515,13 +515,18 @@ pub unsafe fn leave_out_of_statement(
             return;
         }
         let all = core::slice::from_raw_parts_mut((*desc).triggers, (*desc).numtriggers as usize);
-        let kept: Vec<pg_sys::Trigger> =
-            all.iter().filter(|t| t.tgtype as u32 & pg_sys::TRIGGER_TYPE_ROW == 0 || !leave_out(t)).copied().collect();
-        if kept.len() == all.len() {
+        let mut kept = 0;
+        for i in 0..all.len() {
+            if all[i].tgtype as u32 & pg_sys::TRIGGER_TYPE_ROW == 0 || !leave_out(&all[i]) {
+                all[kept] = all[i];
+                kept += 1;
+            }
+        }
+        if kept == all.len() {
             return;
         }
-        all[..kept.len()].copy_from_slice(&kept);
-        (*desc).numtriggers = kept.len() as c_int;
+        (*desc).numtriggers = kept as c_int;
+        let kept = &all[..kept];
         // As SetTriggerFlags sets them, for the row triggers left.
         let any = |timing: u32, event: u32| {
             kept.iter().any(|t| {

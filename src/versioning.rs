@@ -84,13 +84,18 @@ guarded_function!(
 /// `fcinfo` is a call of one of the `_next_version` declarations, whose
 /// version is an integer of `max`'s width.
 unsafe fn next_version(fcinfo: pg_sys::FunctionCallInfo, max: i64) -> Verdict {
-    // SAFETY: three arguments (the declaration); the table and column are
-    // constants the planner put there, not NULL.
+    // SAFETY: three arguments (the declaration); the column name, once
+    // checked not NULL, is a NameData.
     unsafe {
         let args = (*fcinfo).args.as_slice(3);
         if pg_sys::SessionReplicationRole == pg_sys::SESSION_REPLICATION_ROLE_REPLICA as i32 {
             (*fcinfo).isnull = args[0].isnull;
             return Verdict::Allow(args[0].value);
+        }
+        for (argument, name) in [(&args[1], "tbl"), (&args[2], "version_column")] {
+            if argument.isnull {
+                Error::NullArgument { caller: "_next_version".into(), argument: name }.raise();
+            }
         }
         if args[0].isnull {
             return Verdict::Allow(pg_sys::Datum::from(1));

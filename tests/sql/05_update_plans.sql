@@ -38,6 +38,21 @@ SELECT * FROM expect_error($$UPDATE pieces SET status = 'x', version = 99 WHERE 
 UPDATE pieces SET status = 'IN_STOCK', version = version WHERE id = 2;
 SELECT id, created_by_transaction_id, finished_at, status, version FROM pieces ORDER BY id;
 
+-- A multiple assignment from a sub-SELECT keeps its hidden entry last.
+UPDATE pieces SET (status, finished_at) = (SELECT 'IN_STOCK', NULL::date) WHERE id = 2 RETURNING id, status, version;
+
+-- Only the call the planner writes takes the bump out: the same call by
+-- hand assigns the version exactly as the bump would, any other call of
+-- _next_version is an explicit version the bump checks (strict).
+UPDATE pieces SET version = integrity._next_version(version, 'pieces', 'version') WHERE id = 2 RETURNING id, version;
+SELECT * FROM expect_error($$UPDATE pieces SET version = integrity._next_version(999, 'pieces', 'version') WHERE id = 2$$);
+SELECT * FROM expect_error($$UPDATE pieces SET version = integrity._next_version(NULL::int, 'pieces', 'version')$$);
+SELECT * FROM expect_error($$UPDATE pieces SET version = integrity._next_version(id, 'pieces', 'version') WHERE id = 2$$);
+-- Called directly, its table and column may not be NULL.
+SELECT * FROM expect_error($$SELECT integrity._next_version(32767::smallint, 'pieces', NULL)$$);
+SELECT * FROM expect_error($$SELECT integrity._next_version(1, NULL, 'version')$$);
+SELECT integrity._next_version(NULL::bigint, 'pieces', 'version'), integrity._next_version(41, 'pieces', 'version');
+
 -- A version at the top of its type is refused as the bump refuses it.
 INSERT INTO pieces VALUES (4, 'tx4', NULL, 'IN_STOCK', 2147483647);
 SELECT * FROM expect_error($$UPDATE pieces SET status = 'SOLD_OUT' WHERE id = 4$$);
@@ -77,6 +92,15 @@ SET session_replication_role = replica;
 EXECUTE sell(2);
 UPDATE pieces SET status = 'IN_STOCK' WHERE id = 2 RETURNING id, version;
 RESET session_replication_role;
+
+-- Another BEFORE UPDATE trigger, even one that fires before the guards,
+-- keeps the plan without the version: it sees the row as the UPDATE wrote
+-- it (suppress_redundant_updates_trigger skips an UPDATE that changes
+-- nothing, before the bump would change the version).
+CREATE TRIGGER a_skip_unchanged BEFORE UPDATE ON pieces FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+EXPLAIN (VERBOSE, COSTS OFF) UPDATE pieces SET status = status WHERE id = 1;
+UPDATE pieces SET status = status WHERE id = 1 RETURNING id, version;
+DROP TRIGGER a_skip_unchanged ON pieces;
 
 -- Another BEFORE UPDATE trigger keeps every guard's trigger: a trigger that
 -- sorts after the guards and rewrites a protected column or the version is
