@@ -8377,6 +8377,7 @@ $$;
 -- ==== issue 12: an UPDATE that assigns neither the version nor a protected column runs without their triggers ====
 -- The planner gives such an UPDATE its next version with _next_version
 -- (src/update_plans.rs); the function list gains its three declarations.
+-- The single-row stock operations pin search_path only where they run SQL.
 CREATE OR REPLACE FUNCTION integrity._compiled_functions()
 RETURNS TABLE (name text, arguments text, result text, symbol text, declaration text, comment_sql text)
 LANGUAGE sql IMMUTABLE
@@ -8437,17 +8438,19 @@ SELECT f.name, f.arguments, f.result, f.symbol,
      'Trigger: refuses a direct change of a maintained total or of its row''s key (23001).'),
 
     -- The stock operations (src/stock_operations.rs): they are called once
-    -- per order line, and keep their prepared statements per table.
-    ('reserve_stock', 'tbl regclass, id anyelement, qty numeric', 'boolean', 'SET search_path = pg_catalog, pg_temp',
+    -- per order line, and keep their prepared statements per table.  The
+    -- single-row ones pin search_path only where they run SQL (when the row
+    -- is not updated directly): a SET clause costs every call a GUC level.
+    ('reserve_stock', 'tbl regclass, id anyelement, qty numeric', 'boolean', NULL,
      'integrity_reserve_stock',
      'Reserves qty of the row''s available stock (stock - reserved): true when reserved, false when not enough is available.'),
     ('reserve_stock', 'tbl regclass, ids anyarray, qtys numeric[]', 'boolean', 'SET search_path = pg_catalog, pg_temp',
      'integrity_reserve_stock_rows',
      'Reserves qtys[i] of row ids[i] for every i, or nothing: true when all were reserved, false when any lacks stock. Locks rows in key order.'),
-    ('release_stock', 'tbl regclass, id anyelement, qty numeric', 'void', 'SET search_path = pg_catalog, pg_temp',
+    ('release_stock', 'tbl regclass, id anyelement, qty numeric', 'void', NULL,
      'integrity_release_stock',
      'Gives back qty of the row''s reservation (reserved goes down); more than is reserved raises 23514.'),
-    ('commit_stock', 'tbl regclass, id anyelement, qty numeric', 'void', 'SET search_path = pg_catalog, pg_temp',
+    ('commit_stock', 'tbl regclass, id anyelement, qty numeric', 'void', NULL,
      'integrity_commit_stock',
      'Consumes qty of the row''s reservation (stock and reserved both go down); more than is reserved raises 23514.'),
     -- The stock guard of tbl, read as the operations read it (from its
@@ -8535,4 +8538,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+ALTER FUNCTION integrity.reserve_stock(regclass, anyelement, numeric) RESET search_path;
+ALTER FUNCTION integrity.release_stock(regclass, anyelement, numeric) RESET search_path;
+ALTER FUNCTION integrity.commit_stock(regclass, anyelement, numeric) RESET search_path;
 -- ==== end issue 12: an UPDATE that assigns neither the version nor a protected column runs without their triggers ====

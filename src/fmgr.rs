@@ -378,6 +378,19 @@ pub fn spi_result(rc: core::ffi::c_int) -> String {
     unsafe { core::ffi::CStr::from_ptr(pg_sys::SPI_result_code_string(rc)) }.to_string_lossy().into_owned()
 }
 
+/// `SET search_path = pg_catalog, pg_temp` until `AtEOXact_GUC(true, level)`
+/// with the level returned: SQL the extension runs resolves operators and
+/// functions in `pg_catalog` only, whatever the caller's `search_path` (an
+/// operator the caller created could otherwise run with another role's
+/// rights, or change a result).  Also fixes how a `regclass` is written.
+///
+/// # Safety
+/// As for `set_locally`.
+pub unsafe fn pin_search_path() -> core::ffi::c_int {
+    // SAFETY: the caller closes the level (this function's contract).
+    unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) }
+}
+
 /// Sets each `(name, value)` until `AtEOXact_GUC(true, level)` with the level
 /// returned, as a function's `SET` clause would.
 ///

@@ -43,8 +43,8 @@ use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 use crate::chain_encoding::link_hash;
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, prepare, prepare_kept, result_text, result_value, select, set_locally, spi_connect, spi_finish,
-    KeptPlans,
+    execute_plan, pin_search_path, prepare, prepare_kept, result_text, result_value, select, set_locally, spi_connect,
+    spi_finish, KeptPlans,
 };
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, tuple_desc_attr, Firing, Verdict};
@@ -196,7 +196,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             plan.owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
-        let nest_level = pinned_path();
+        let nest_level = pin_search_path();
         let direct =
             plan.encoding.and_then(|encoding| direct_link(plan, encoding, firing.relation(), key, &values[..nargs]));
         let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
@@ -245,28 +245,14 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
     Verdict::Allow(pg_sys::Datum::from(chained))
 }
 
-/// The search path the chain's statements and its encoding run with, until
-/// `AtEOXact_GUC(true, level)` with the level returned.  They run as the
-/// table's owner, so they resolve operators and functions in `pg_catalog`
-/// only, whatever the caller's `search_path`: an operator the caller created
-/// could otherwise run with the owner's rights.  (It also fixes how a
-/// `regclass` value is written.)
-///
-/// # Safety
-/// As for `set_locally`.
-unsafe fn pinned_path() -> c_int {
-    // SAFETY: the caller closes the level (this function's contract).
-    unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) }
-}
-
 /// The planner settings the link statement runs with, in a level that the
-/// caller's `pinned_path()` level closes: the chain's last row must be found
+/// caller's `pin_search_path()` level closes: the chain's last row must be found
 /// through the chain index whatever the table's statistics say, or a table
 /// analyzed while empty would get a plan that scans the whole table for
 /// every row inserted.
 ///
 /// # Safety
-/// As for `set_locally`, inside a level of `pinned_path()`.
+/// As for `set_locally`, inside a level of `pin_search_path()`.
 unsafe fn planner_settings() {
     // SAFETY: a level closed with the caller's (the contract).
     unsafe { set_locally(&[(c"enable_seqscan", c"off"), (c"enable_bitmapscan", c"off")]) };
@@ -748,7 +734,7 @@ fn compiled_encoding(tgoid: pg_sys::Oid, sql: &str, row_type: pg_sys::Oid) -> En
     }
     let text = std::ffi::CString::new(sql).expect("identifiers are quoted");
     // SAFETY: closed below (and by the abort if the statement raises).
-    let level = unsafe { pinned_path() };
+    let level = unsafe { pin_search_path() };
     spi_connect();
     let plan = prepare(&text, &mut [row_type], 0, || format!("statement: {sql}"));
     // SAFETY: a one-statement plan of this connection: its cached plan is

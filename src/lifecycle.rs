@@ -27,8 +27,8 @@ use pgrx::PgSqlErrorCode;
 
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, guarded_function, keep_plan, result_text, result_value, select, set_locally, spi_connect, spi_finish,
-    KeptPlans, Verdict,
+    execute_plan, guarded_function, keep_plan, pin_search_path, result_text, result_value, select, spi_connect,
+    spi_finish, KeptPlans, Verdict,
 };
 use crate::invalidation;
 use crate::sanctioned;
@@ -106,7 +106,7 @@ unsafe fn record_events(firing: &Firing) -> Verdict {
     // path: the operators of IS DISTINCT FROM are looked up by name, and a
     // role's own "=" must not run as the events table's owner.
     // SAFETY: restored below; an error restores it with the transaction.
-    let nest_level = unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) };
+    let nest_level = unsafe { pin_search_path() };
     // Nothing that needs dropping is held past this block: the statement
     // below may raise, which longjmps over this frame.
     let (plan, owner) = {

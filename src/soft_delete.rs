@@ -30,7 +30,7 @@ use crate::backend_map::Map;
 use crate::error::{Error, Registration};
 
 use crate::fmgr::{
-    execute_plan, free_plan, has_result, prepare_kept, result_text, result_value, select, set_locally, spi_connect,
+    execute_plan, free_plan, has_result, pin_search_path, prepare_kept, result_text, result_value, select, spi_connect,
     spi_finish,
 };
 use crate::invalidation;
@@ -82,13 +82,11 @@ pub unsafe fn skip_sanctioned(query_desc: *mut pg_sys::QueryDesc) {
 #[repr(C)]
 struct SoftDeletePlan {
     statement: pg_sys::SPIPlanPtr,
-    /// Whether the statement runs with `PINNED_SEARCH_PATH`.
+    /// Whether the statement runs with `search_path` pinned (`pin_search_path`).
     pins_search_path: bool,
     owner: pg_sys::Oid,
     deleted_att: i16,
 }
-
-const PINNED_SEARCH_PATH: &[(&core::ffi::CStr, &core::ffi::CStr)] = &[(c"search_path", c"pg_catalog, pg_temp")];
 
 thread_local! {
     /// The statement of each relation, with the invalidation generation it was
@@ -122,7 +120,7 @@ unsafe fn soft_delete_row(firing: &Firing) -> Verdict {
     // their types, runs with search_path = pg_catalog; the plain UPDATE
     // names pg_catalog's function and operator itself.
     // SAFETY: restored below, or by the abort of an error in between.
-    let nest_level = plan.pins_search_path.then(|| unsafe { set_locally(PINNED_SEARCH_PATH) });
+    let nest_level = plan.pins_search_path.then(|| unsafe { pin_search_path() });
     // SAFETY: the row's TID is passed by reference and outlives the call; the
     // user is restored before returning, and by the abort if the statement
     // fails (nothing on these frames needs dropping).
@@ -185,7 +183,7 @@ fn statement(firing: &Firing, relid: pg_sys::Oid) -> (pg_sys::SPIPlanPtr, bool) 
     let plan = plan.unwrap_or_else(|| {
         // SAFETY: closed right after the statement is prepared, or by the
         // abort if preparing it fails.
-        let nest_level = unsafe { set_locally(PINNED_SEARCH_PATH) };
+        let nest_level = unsafe { pin_search_path() };
         let plan = prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}"));
         // SAFETY: closes the level opened above.
         unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };

@@ -43,8 +43,8 @@ use pgrx::{FromDatum, PgSqlErrorCode};
 use crate::direct_update;
 use crate::error::{Error, Refusal};
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish,
-    Verdict,
+    execute_plan, free_plan, guarded_function, keep_generic_plan, pin_search_path, result_text, result_value,
+    spi_connect, spi_finish, Verdict,
 };
 use crate::invalidation;
 use crate::quantities;
@@ -210,6 +210,10 @@ pub(crate) unsafe fn on_row(
     if let Some(done) = unsafe { directly(rel, id_type, id, quantity, operation) } {
         return done;
     }
+    // The statements' SQL resolves names: the function's own SET clause
+    // would cost the direct path (which resolves none) a GUC level per call.
+    // SAFETY: closed below, and by the abort if a statement raises.
+    let level = unsafe { pin_search_path() };
     // SAFETY: the relation is open (the contract).
     let statements = unsafe { plans(&ROW_PLANS, rel, id_type, operation.name(), prepare_row) };
     let statement = statements[operation as usize];
@@ -229,8 +233,12 @@ pub(crate) unsafe fn on_row(
         spi_finish();
         outcome
     };
-    // SAFETY: as this function's contract says.
-    unsafe { conclude(rel, id_type, id, quantity, operation, outcome) }
+    // SAFETY: as this function's contract says; the level opened above.
+    unsafe {
+        let verdict = conclude(rel, id_type, id, quantity, operation, outcome);
+        pg_sys::AtEOXact_GUC(true, level);
+        verdict
+    }
 }
 
 /// The attribute numbers and quantity scale a direct update of one row

@@ -321,7 +321,7 @@ fn compiled_filter(firing: &Firing, text: &CStr) -> Filter {
             8 * 1024 * 1024,
         );
         let previous = pg_sys::MemoryContextSwitchTo(context);
-        let level = crate::fmgr::set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]);
+        let level = crate::fmgr::pin_search_path();
         let expr = match analyze((*firing.relation()).rd_id, text) {
             Ok(expr) => expr,
             Err(problem) => invalid_filter(text, &problem),
@@ -1217,7 +1217,7 @@ unsafe fn filter_sql(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // search_path at pg_catalog it qualifies every name outside it.  The
     // setting is restored before returning (an error restores it by abort).
     unsafe {
-        let level = crate::fmgr::set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]);
+        let level = crate::fmgr::pin_search_path();
         let context = pg_sys::deparse_context_for(pg_sys::get_rel_name(source), source);
         let text = pg_sys::deparse_expression(expr, context, false, false);
         pg_sys::AtEOXact_GUC(true, level);

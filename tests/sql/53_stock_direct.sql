@@ -181,6 +181,31 @@ BEGIN TRANSACTION READ ONLY;
 SELECT on_twins($$SELECT integrity.reserve_stock('$t', 1::bigint, 1)$$);
 ROLLBACK;
 
+-- The statements resolve their operators in pg_catalog whatever the
+-- caller's search_path (the direct path resolves none): operators that
+-- would shadow theirs in a schema the caller puts first are not called.
+CREATE SCHEMA trap;
+CREATE FUNCTION trap.fire_bn(a bigint, b numeric) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'trap operator called';
+END $$;
+CREATE FUNCTION trap.fire_nn(a numeric, b numeric) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'trap operator called';
+END $$;
+CREATE FUNCTION trap.fire_sum(a bigint, b numeric) RETURNS numeric LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'trap operator called';
+END $$;
+CREATE OPERATOR trap.>= (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = trap.fire_bn);
+CREATE OPERATOR trap.>= (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = trap.fire_nn);
+CREATE OPERATOR trap.+ (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = trap.fire_sum);
+SET search_path = trap, pg_catalog, stock_direct;
+SELECT sqlstate, message FROM public.expect_error($$SELECT 2::bigint >= 1::numeric$$);
+SELECT on_twins($$SELECT integrity.release_stock('$t', 2::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2::bigint, 1)$$);
+DROP SCHEMA trap CASCADE;
+
 RESET search_path;
 DROP SCHEMA stock_direct CASCADE;
 \ir common/teardown.sql
