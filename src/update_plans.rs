@@ -96,8 +96,12 @@ struct TableGuards {
     frozen: Vec<(pg_sys::Oid, Option<Vec<i16>>)>,
 }
 
+/// A table's guards (`None`: a table the hooks leave alone) with the catalog
+/// generation they were found at.
+type CachedGuards = (u64, Option<std::rc::Rc<TableGuards>>);
+
 thread_local! {
-    static TABLES: RefCell<Map<pg_sys::Oid, (u64, Option<std::rc::Rc<TableGuards>>)>> = RefCell::new(Map::default());
+    static TABLES: RefCell<Map<pg_sys::Oid, CachedGuards>> = RefCell::new(Map::default());
 }
 
 /// The guards of `relation` these hooks decide, found once per catalog
