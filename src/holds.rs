@@ -27,8 +27,8 @@ use crate::fmgr::{
     Verdict,
 };
 use crate::stock_operations::{
-    attempt, conclude, keep_all, on_row, open, plans, prepare_row, reserve_update, Cache, Operation, Outcome, Target,
-    LOOKUP, ROW_PLANS,
+    attempt, conclude, keep_all, on_row, on_row_keyed_by_text, open, plans, prepare_row, reserve_update, Cache,
+    Operation, Outcome, Target, LOOKUP, ROW_PLANS,
 };
 
 guarded_function!(
@@ -384,7 +384,7 @@ unsafe fn settle(fcinfo: pg_sys::FunctionCallInfo, settlement: Settlement) -> Ve
             let moves = [(consumed, Operation::Commit), (given_back, Operation::Release)];
             for (quantity, operation) in moves.into_iter().filter_map(|(q, o)| q.map(|q| (q, o))) {
                 let rel = open(table, operation.name());
-                if let refused @ Verdict::Refuse(_) = on_row(rel, pg_sys::TEXTOID, row, (quantity, false), operation) {
+                if let refused @ Verdict::Refuse(_) = on_row_keyed_by_text(rel, row, (quantity, false), operation) {
                     spi_finish();
                     return refused;
                 }

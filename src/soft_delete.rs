@@ -35,7 +35,7 @@ use crate::fmgr::{
 };
 use crate::invalidation;
 use crate::sanctioned;
-use crate::trigger::{function_address, leave_out_of_statement, trigger_entry, Firing, Verdict};
+use crate::trigger::{address_of, function_address, leave_out_of_statement, trigger_entry, Firing, Verdict};
 
 trigger_entry!(
     /// `BEFORE DELETE FOR EACH ROW`, arguments `(deleted_column [, flag_column])`.
@@ -57,7 +57,7 @@ pub unsafe fn skip_sanctioned(query_desc: *mut pg_sys::QueryDesc) {
     }
     const BEFORE_DELETE_ROW: u32 = pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_DELETE;
     const TIMING: u32 = BEFORE_DELETE_ROW | pg_sys::TRIGGER_TYPE_INSTEAD;
-    let guard = integrity_soft_delete_guard as *const () as usize;
+    let guard = address_of(integrity_soft_delete_guard);
     // SAFETY: the statement's open result relations (the contract), each
     // with the statement's own copy of its triggers.
     unsafe {

@@ -48,7 +48,7 @@ use crate::fmgr::{
 };
 use crate::invalidation;
 use crate::quantities;
-use crate::trigger::{qualified_name, tuple_desc_attr};
+use crate::trigger::{column_attnum, qualified_name, tuple_desc_attr};
 
 guarded_function!(
     /// `integrity.reserve_stock(tbl regclass, id anyelement, qty numeric) RETURNS boolean`
@@ -239,6 +239,86 @@ pub(crate) unsafe fn on_row(
         pg_sys::AtEOXact_GUC(true, level);
         verdict
     }
+}
+
+/// `on_row` with the row's key in its text form, as a hold records it.
+/// Where the statements' cast `$1::key_type` of a text runs the key type's
+/// input function, the key is converted here, so that the direct update can
+/// take the row; otherwise the statements get the text.
+///
+/// # Safety
+/// As for `on_row`, with `key` a non-NULL text datum.
+pub(crate) unsafe fn on_row_keyed_by_text(
+    rel: pg_sys::Relation,
+    key: pg_sys::Datum,
+    quantity: (pg_sys::Datum, bool),
+    operation: Operation,
+) -> Verdict {
+    // SAFETY: the relation is open (the contract).
+    match unsafe { key_input(rel, operation.name()) } {
+        // SAFETY: a text datum (the contract) turned into a C string, read by
+        // the input function of the key's type, which raises on bad input
+        // as the cast would; the relation is open.
+        Some(input) => unsafe {
+            let text = pg_sys::text_to_cstring(key.cast_mut_ptr());
+            let id = pg_sys::OidInputFunctionCall(input.function, text, input.ioparam, -1);
+            on_row(rel, input.key_type, id, quantity, operation)
+        },
+        // SAFETY: as for this function.
+        None => unsafe { on_row(rel, pg_sys::TEXTOID, key, quantity, operation) },
+    }
+}
+
+/// The key type's input function, when it is what a cast from text runs.
+#[derive(Clone, Copy)]
+struct KeyInput {
+    key_type: pg_sys::Oid,
+    function: pg_sys::Oid,
+    ioparam: pg_sys::Oid,
+}
+
+thread_local! {
+    /// By table, with the invalidation generation it was read at: `None`
+    /// for a text key (nothing to convert) and for a key type whose cast
+    /// from text is not its input function.
+    static KEY_INPUTS: RefCell<Map<pg_sys::Oid, (u64, Option<KeyInput>)>> = RefCell::new(Map::default());
+}
+
+/// # Safety
+/// `rel` is open.
+unsafe fn key_input(rel: pg_sys::Relation, caller: &str) -> Option<KeyInput> {
+    // SAFETY: the relation is open (the contract).
+    let relid = unsafe { (*rel).rd_id };
+    let generation = invalidation::generation();
+    if let Some((_, input)) = KEY_INPUTS.with_borrow(|all| all.get(&relid).copied()).filter(|(at, _)| *at == generation)
+    {
+        return input;
+    }
+    // SAFETY: the relation is open (the contract), and so is its descriptor;
+    // catalog lookups of the key's type, which exists while its column does.
+    let input = unsafe {
+        let key = CString::new(target(rel, caller).key).ok();
+        let key_type = key
+            .and_then(|key| column_attnum((*rel).rd_att, &key))
+            .map_or(pg_sys::InvalidOid, |attnum| tuple_desc_attr((*rel).rd_att, attnum).atttypid);
+        let mut cast = pg_sys::InvalidOid;
+        let by_input = key_type != pg_sys::InvalidOid
+            && key_type != pg_sys::TEXTOID
+            && pg_sys::get_typtype(key_type) == pg_sys::TYPTYPE_BASE as c_char
+            && pg_sys::find_coercion_pathway(
+                key_type,
+                pg_sys::TEXTOID,
+                pg_sys::CoercionContext::COERCION_EXPLICIT,
+                &mut cast,
+            ) == pg_sys::CoercionPathType::COERCION_PATH_COERCEVIAIO;
+        by_input.then(|| {
+            let mut input = KeyInput { key_type, function: pg_sys::InvalidOid, ioparam: pg_sys::InvalidOid };
+            pg_sys::getTypeInputInfo(key_type, &mut input.function, &mut input.ioparam);
+            input
+        })
+    };
+    KEY_INPUTS.with_borrow_mut(|all| all.insert(relid, (generation, input)));
+    input
 }
 
 /// The attribute numbers and quantity scale a direct update of one row
@@ -554,10 +634,8 @@ unsafe fn id_text(id_type: pg_sys::Oid, id: pg_sys::Datum) -> String {
 /// `rel` is open.
 unsafe fn reserved_attnum(rel: pg_sys::Relation, column: &str) -> Option<i16> {
     let name = CString::new(column).ok()?;
-    // SAFETY: the open relation's descriptor (the contract) and a
-    // NUL-terminated name; an unknown name is a negative result.
-    let attnum = unsafe { pg_sys::SPI_fnumber((*rel).rd_att, name.as_ptr()) };
-    (attnum > 0).then_some(attnum as i16)
+    // SAFETY: the open relation's descriptor (the contract).
+    unsafe { column_attnum((*rel).rd_att, &name) }
 }
 
 /// The table's stock guard, read from its `integrity_stock` trigger.

@@ -159,12 +159,7 @@ impl<'a> Firing<'a> {
 
     /// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
     pub fn args(&self) -> impl Iterator<Item = &'a CStr> + 'a {
-        let trigger = self.trigger();
-        (0..trigger.tgnargs as usize).map(move |i| {
-            // SAFETY: tgargs holds tgnargs NUL-terminated strings, which live
-            // as long as the Trigger ('a).
-            unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) }
-        })
+        trigger_args(self.trigger())
     }
 
     /// The plan `make` resolves at the trigger's first firing in a statement,
@@ -259,10 +254,8 @@ impl<'a> Firing<'a> {
 
     /// Attribute number of `name` in the firing relation, if it is a live column.
     pub fn attnum(&self, name: &CStr) -> Option<i16> {
-        // SAFETY: the relation's descriptor and a NUL-terminated name; an
-        // unknown name is a negative result, not an error.
-        let attnum = unsafe { pg_sys::SPI_fnumber(self.tupdesc(), name.as_ptr()) };
-        (attnum > 0).then_some(attnum as i16)
+        // SAFETY: the relation's descriptor, valid for the call.
+        unsafe { column_attnum(self.tupdesc(), name) }
     }
 
     /// Raises unless `attnum` is one of the firing relation's attribute
@@ -549,6 +542,33 @@ pub unsafe fn leave_out_of_statement(
         (*desc).trig_delete_after_row = any(after, delete);
         (*desc).trig_delete_instead_row = any(instead, delete);
     }
+}
+
+/// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
+pub fn trigger_args(trigger: &pg_sys::Trigger) -> impl Iterator<Item = &CStr> {
+    (0..trigger.tgnargs as usize).map(move |i| {
+        // SAFETY: tgargs holds tgnargs NUL-terminated strings, which live as
+        // long as the Trigger.
+        unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) }
+    })
+}
+
+/// Attribute number of the live (not dropped) user column `name` of
+/// `tupdesc`, if there is one.
+///
+/// # Safety
+/// `tupdesc` is a valid descriptor.
+pub unsafe fn column_attnum(tupdesc: pg_sys::TupleDesc, name: &CStr) -> Option<i16> {
+    // SAFETY: a valid descriptor (the contract) and a NUL-terminated name; an
+    // unknown name is a negative result (system columns too), not an error.
+    let attnum = unsafe { pg_sys::SPI_fnumber(tupdesc, name.as_ptr()) };
+    (attnum > 0).then_some(attnum as i16)
+}
+
+/// The address of one of this library's trigger functions, to compare with
+/// `function_address`.
+pub fn address_of(function: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum) -> usize {
+    function as *const () as usize
 }
 
 /// The address of the C function that function `foid` runs (for a function

@@ -38,7 +38,9 @@ use pgrx::pg_sys;
 
 use crate::backend_map::Map;
 use crate::frozen_columns::{integrity_immutable_guard, integrity_write_once_guard};
-use crate::trigger::{function_address, leave_out_of_statement, tuple_desc_attr};
+use crate::trigger::{
+    address_of, column_attnum, function_address, leave_out_of_statement, trigger_args, tuple_desc_attr,
+};
 use crate::versioning::{
     integrity_next_version_int2, integrity_next_version_int4, integrity_next_version_int8, integrity_version_bump,
     integrity_version_check,
@@ -49,19 +51,6 @@ const ROW_TIMING: u32 = pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE |
 fn is_update_row(trigger: &pg_sys::Trigger, timing: u32) -> bool {
     let tgtype = trigger.tgtype as u32;
     tgtype & ROW_TIMING == pg_sys::TRIGGER_TYPE_ROW | timing && tgtype & pg_sys::TRIGGER_TYPE_UPDATE != 0
-}
-
-fn address_of(function: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum) -> usize {
-    function as *const () as usize
-}
-
-/// The arguments of `CREATE TRIGGER … EXECUTE FUNCTION f(args)`.
-fn trigger_args(trigger: &pg_sys::Trigger) -> impl Iterator<Item = &CStr> {
-    (0..trigger.tgnargs as usize).map(move |i| {
-        // SAFETY: tgargs holds tgnargs NUL-terminated strings, as long-lived
-        // as the Trigger.
-        unsafe { CStr::from_ptr(*trigger.tgargs.add(i)) }
-    })
 }
 
 /// The version column a bump or check trigger keeps (`versioning::version_plan`'s default).
@@ -194,17 +183,15 @@ unsafe fn summarize(relation: pg_sys::Relation) -> Option<TableGuards> {
     }
 }
 
-/// The attribute of `relation` named `name`, if it has one.
+/// The live column of `relation` named `name`, if it has one.
 ///
 /// # Safety
 /// `relation` is open.
 unsafe fn attribute_named<'r>(relation: pg_sys::Relation, name: &CStr) -> Option<&'r pg_sys::FormData_pg_attribute> {
-    // SAFETY: an open relation's descriptor, and attribute numbers within it.
+    // SAFETY: an open relation's descriptor, and an attribute number within it.
     unsafe {
         let tupdesc = (*relation).rd_att;
-        (1..=(*tupdesc).natts as i16)
-            .map(|attnum| tuple_desc_attr(tupdesc, attnum))
-            .find(|attribute| !attribute.attisdropped && CStr::from_ptr(attribute.attname.data.as_ptr()) == name)
+        column_attnum(tupdesc, name).map(|attnum| tuple_desc_attr(tupdesc, attnum))
     }
 }
 

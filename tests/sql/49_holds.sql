@@ -271,6 +271,50 @@ SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('credit_accounts
 SELECT * FROM expect_error($$SELECT integrity.place_credit_hold('wholesaler_products', '{"id": 1}', 1)$$);
 
 ------------------------------------------------------------------------------
+-- Key types: a hold records its row's key as jsonb, and settling finds the
+-- row again by it, through the key type's input function (uuid, numeric),
+-- as text (text) or through text's own cast (varchar).
+CREATE TABLE keyed_shelves (
+    kind           text,
+    uuid_key       uuid,
+    numeric_key    numeric,
+    text_key       text,
+    varchar_key    varchar(20),
+    stock          integer NOT NULL,
+    reserved_stock integer NOT NULL DEFAULT 0
+);
+CREATE TABLE shelf_uuid (LIKE keyed_shelves INCLUDING DEFAULTS, PRIMARY KEY (uuid_key));
+CREATE TABLE shelf_numeric (LIKE keyed_shelves INCLUDING DEFAULTS, PRIMARY KEY (numeric_key));
+CREATE TABLE shelf_text (LIKE keyed_shelves INCLUDING DEFAULTS, PRIMARY KEY (text_key));
+CREATE TABLE shelf_varchar (LIKE keyed_shelves INCLUDING DEFAULTS, PRIMARY KEY (varchar_key));
+INSERT INTO shelf_uuid (kind, uuid_key, stock) VALUES ('uuid', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 10);
+INSERT INTO shelf_numeric (kind, numeric_key, stock) VALUES ('numeric', 1.50, 10);
+INSERT INTO shelf_text (kind, text_key, stock) VALUES ('text', 'PVC "1/2"', 10);
+INSERT INTO shelf_varchar (kind, varchar_key, stock) VALUES ('varchar', 'SKU-7', 10);
+SELECT integrity.guard_stock(t) FROM unnest('{shelf_uuid,shelf_numeric,shelf_text,shelf_varchar}'::regclass[]) t;
+SELECT integrity.place_hold('shelf_uuid', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, 3) AS uuid_commit,
+       integrity.place_hold('shelf_uuid', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, 2) AS uuid_release,
+       integrity.place_hold('shelf_numeric', 1.5, 3) AS numeric_commit,
+       integrity.place_hold('shelf_numeric', 1.500, 2) AS numeric_release,
+       integrity.place_hold('shelf_text', 'PVC "1/2"'::text, 3) AS text_commit,
+       integrity.place_hold('shelf_text', 'PVC "1/2"'::text, 2) AS text_release,
+       integrity.place_hold('shelf_varchar', 'SKU-7'::varchar, 3) AS varchar_commit,
+       integrity.place_hold('shelf_varchar', 'SKU-7'::varchar, 2) AS varchar_release \gset
+SELECT kind, stock, reserved_stock FROM shelf_uuid UNION ALL SELECT kind, stock, reserved_stock FROM shelf_numeric
+ UNION ALL SELECT kind, stock, reserved_stock FROM shelf_text UNION ALL SELECT kind, stock, reserved_stock FROM shelf_varchar;
+SELECT integrity.commit_hold(:uuid_commit, 1), integrity.release_hold(:uuid_release),
+       integrity.commit_hold(:numeric_commit, 1), integrity.release_hold(:numeric_release),
+       integrity.commit_hold(:text_commit, 1), integrity.release_hold(:text_release),
+       integrity.commit_hold(:varchar_commit, 1), integrity.release_hold(:varchar_release);
+-- Each row: one unit consumed, nothing reserved any more.
+SELECT kind, stock, reserved_stock FROM shelf_uuid UNION ALL SELECT kind, stock, reserved_stock FROM shelf_numeric
+ UNION ALL SELECT kind, stock, reserved_stock FROM shelf_text UNION ALL SELECT kind, stock, reserved_stock FROM shelf_varchar;
+SELECT row_key, status, quantity, committed_quantity FROM integrity.holds
+ WHERE table_name IN ('shelf_uuid'::regclass, 'shelf_numeric', 'shelf_text', 'shelf_varchar') ORDER BY hold_id;
+SELECT integrity.unprotect(t) FROM unnest('{shelf_uuid,shelf_numeric,shelf_text,shelf_varchar}'::regclass[]) t;
+DROP TABLE shelf_uuid, shelf_numeric, shelf_text, shelf_varchar, keyed_shelves;
+
+------------------------------------------------------------------------------
 -- A dropped table takes its holds with it; a renamed one keeps them.
 ALTER TABLE wholesaler_products RENAME TO products;
 SELECT DISTINCT table_name FROM integrity.holds WHERE table_name::text LIKE 'checkout.%' ORDER BY 1;
