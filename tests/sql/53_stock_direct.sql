@@ -166,6 +166,30 @@ SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 99.99)$$, '_n')
 -- Several calls in one transaction: each sees the previous one's write.
 SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2::bigint, 1)::text || integrity.reserve_stock('$t', 2::bigint, 1)::text$$);
 
+-- Several rows, all or nothing: updated directly in key order inside a
+-- subtransaction, which a row that is not updated rolls back (the
+-- statements then decide), as does an error (raised again).  Rows 11-12
+-- have room, 13 is one short of the CHECK's 13.
+SELECT on_twins($$INSERT INTO $t VALUES (11, 'k', 10, 0), (12, 'l', 10, 0), (13, 'twelve too', 20, 12) RETURNING 'inserted'$$);
+SELECT on_twins($$INSERT INTO $t VALUES (11, 'k', 10, 0), (12, 'l', 10, 0), (13, 'twelve too', 20, 12) RETURNING 'inserted'$$, '_n');
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[12, 11, 12]::bigint[], ARRAY[1, 1, 1])$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[4, 11]::bigint[], ARRAY[1, 2])$$);
+-- Row 13 has 8 available: false, and row 11 keeps what it had.
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[11, 13]::bigint[], ARRAY[1, 9])$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[11, 99]::bigint[], ARRAY[1, 1])$$);
+-- Row 13 would reach the CHECK's 13: the error, and row 11 keeps what it had.
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[13, 11]::bigint[], ARRAY[1, 1])$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[11, 12]::bigint[], ARRAY[0.25, 0.5])$$, '_n');
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[11, 12]::bigint[], ARRAY[0.25, 0.125])$$, '_n');
+-- The transaction goes on after an error caught in it.
+BEGIN;
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[11, 13]::bigint[], ARRAY[1, 1])$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[11]::bigint[], ARRAY[1])$$);
+COMMIT;
+SELECT 'direct' AS twin, id, stock, reserved FROM st_direct WHERE id > 10
+UNION ALL SELECT 'direct_n', id, stock, reserved FROM st_direct_n WHERE id > 10
+ORDER BY twin, id;
+
 -- The same rows and the same AFTER trigger events on every twin (the
 -- 'before' twin's skipped row 7 apart).
 SELECT 'direct' AS twin, id, name, stock, reserved FROM st_direct
