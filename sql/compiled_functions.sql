@@ -68,13 +68,13 @@ SELECT f.name, f.arguments, f.result, f.symbol,
      'Trigger: refuses a direct change of a maintained total or of its row''s key (23001).'),
 
     -- The stock operations (src/stock_operations.rs): they are called once
-    -- per order line, and keep their prepared statements per table.  The
-    -- single-row ones pin search_path only where they run SQL (when the row
-    -- is not updated directly): a SET clause costs every call a GUC level.
+    -- per order line, and keep their prepared statements per table.  They
+    -- pin search_path only where they run SQL (when the rows are not
+    -- updated directly): a SET clause costs every call a GUC level.
     ('reserve_stock', 'tbl regclass, id anyelement, qty numeric', 'boolean', NULL,
      'integrity_reserve_stock',
      'Reserves qty of the row''s available stock (stock - reserved): true when reserved, false when not enough is available.'),
-    ('reserve_stock', 'tbl regclass, ids anyarray, qtys numeric[]', 'boolean', 'SET search_path = pg_catalog, pg_temp',
+    ('reserve_stock', 'tbl regclass, ids anyarray, qtys numeric[]', 'boolean', NULL,
      'integrity_reserve_stock_rows',
      'Reserves qtys[i] of row ids[i] for every i, or nothing: true when all were reserved, false when any lacks stock. Locks rows in key order.'),
     ('release_stock', 'tbl regclass, id anyelement, qty numeric', 'void', NULL,

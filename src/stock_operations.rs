@@ -879,6 +879,22 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // the anyarray argument.
     let ids_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
     let rel = open(args[0].value, caller);
+    if !args[1].isnull && !args[2].isnull {
+        // SAFETY: a non-NULL anyarray argument, detoasted here (a copy in the
+        // call's memory context if it was toasted).
+        let ids = unsafe { pg_sys::pg_detoast_datum(args[1].value.cast_mut_ptr()) as *mut pg_sys::ArrayType };
+        // SAFETY: the relation is open; the ids a detoasted array without
+        // NULLs, the quantities a non-NULL numeric[] (checked inside).
+        if unsafe { !pg_sys::array_contains_nulls(ids) && reserve_rows_directly(rel, ids, args[2].value) } {
+            // The lock is kept until the end of the transaction, like the UPDATE's.
+            // SAFETY: the relation opened above, not used after this.
+            unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+            return Verdict::Allow(pg_sys::Datum::from(true));
+        }
+    }
+    // The statements' SQL resolves names (see on_row).
+    // SAFETY: closed below, and by the abort if a statement raises.
+    let level = unsafe { pin_search_path() };
     // SAFETY: the relation is open.
     let statements = unsafe { plans(&ROWS_PLANS, rel, ids_type, caller, prepare_rows) };
 
@@ -913,14 +929,6 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // The statements below raise by longjmp: nothing that needs dropping
     // may be live across them.
     drop(qtys);
-    // SAFETY: the relation is open; the ids a detoasted array without NULLs
-    // and the quantities a numeric[] of as many positive numbers (checked).
-    if unsafe { reserve_rows_directly(rel, ids, args[2].value) } {
-        // The lock is kept until the end of the transaction, like the UPDATE's.
-        // SAFETY: the relation opened above, not used after this.
-        unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
-        return Verdict::Allow(pg_sys::Datum::from(true));
-    }
 
     let mut values = [args[1].value, args[2].value];
     let nulls = [b' ' as c_char; 2];
@@ -963,12 +971,21 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             column: None,
         };
         // SAFETY: the relation stays open until the error is raised (the
-        // abort closes it); the constraint name is static.
-        return Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) });
+        // abort closes it); the constraint name is static; the level opened
+        // above.
+        return Verdict::Refuse(unsafe {
+            let violation = refusal.violation(rel, c"integrity_stock".as_ptr());
+            pg_sys::AtEOXact_GUC(true, level);
+            violation
+        });
     }
     // The lock is kept until the end of the transaction, like the UPDATE's.
-    // SAFETY: the relation opened above, not used after this.
-    unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+    // SAFETY: the relation opened above, not used after this; the level
+    // opened above.
+    unsafe {
+        pg_sys::relation_close(rel, pg_sys::NoLock as i32);
+        pg_sys::AtEOXact_GUC(true, level);
+    }
     Verdict::Allow(pg_sys::Datum::from(enough))
 }
 
@@ -980,8 +997,8 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
 /// locks it took, and the statements decide and explain.
 ///
 /// # Safety
-/// `rel` is open; `ids` is a detoasted array without NULLs of as many
-/// elements as `qtys`, a numeric[] of positive numbers.  Raises (a
+/// `rel` is open; `ids` is a detoasted array without NULLs and `qtys` a
+/// non-NULL numeric[] (the statements check the rest).  Raises (a
 /// constraint, a trigger) by longjmp: nothing on the callers' frames may
 /// need dropping.
 unsafe fn reserve_rows_directly(rel: pg_sys::Relation, ids: *mut pg_sys::ArrayType, qtys: pg_sys::Datum) -> bool {
@@ -1000,7 +1017,8 @@ unsafe fn reserve_rows_directly(rel: pg_sys::Relation, ids: *mut pg_sys::ArrayTy
         }
         let (mut len, mut byval, mut align) = (0i16, false, 0 as c_char);
         pg_sys::get_typlenbyvalalign(key_type, &mut len, &mut byval, &mut align);
-        let (mut keys, mut quantities) = (core::ptr::null_mut(), core::ptr::null_mut());
+        let (mut keys, mut quantities, mut null_quantities) =
+            (core::ptr::null_mut(), core::ptr::null_mut(), core::ptr::null_mut());
         let (mut nkeys, mut nquantities) = (0, 0);
         pg_sys::deconstruct_array(
             ids,
@@ -1020,14 +1038,17 @@ unsafe fn reserve_rows_directly(rel: pg_sys::Relation, ids: *mut pg_sys::ArrayTy
             false,
             pg_sys::TYPALIGN_INT as c_char,
             &mut quantities,
-            core::ptr::null_mut(),
+            &mut null_quantities,
             &mut nquantities,
         );
         let (keys, quantities) = (
             core::slice::from_raw_parts_mut(keys, nkeys as usize),
             core::slice::from_raw_parts_mut(quantities, nquantities as usize),
         );
-        if keys.len() != quantities.len()
+        let null_quantities = core::slice::from_raw_parts(null_quantities, nquantities as usize);
+        if keys.is_empty()
+            || keys.len() != quantities.len()
+            || null_quantities.iter().any(|&null| null)
             || quantities.iter().any(|&quantity| !valid_quantity((quantity, false), columns.scale))
         {
             return false;

@@ -228,6 +228,8 @@ SET search_path = trap, pg_catalog, stock_direct;
 SELECT sqlstate, message FROM public.expect_error($$SELECT 2::bigint >= 1::numeric$$);
 SELECT on_twins($$SELECT integrity.release_stock('$t', 2::bigint, 1)$$);
 SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2::bigint, 1)$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[12, 11]::bigint[], ARRAY[1, 1])$$);
+SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[2, 13]::bigint[], ARRAY[1, 99])$$);
 DROP SCHEMA trap CASCADE;
 
 RESET search_path;
