@@ -380,12 +380,14 @@ unsafe fn settle(fcinfo: pg_sys::FunctionCallInfo, settlement: Settlement) -> Ve
             let row = result_value(0, 3).expect("a hold has a row");
             let consumed = result_value(0, 4);
             let given_back = result_value(0, 5);
-            // The row key as text, cast to the key's type by the statements.
+            // The row key as text, converted to the key's type on the way.
             let moves = [(consumed, Operation::Commit), (given_back, Operation::Release)];
             for (quantity, operation) in moves.into_iter().filter_map(|(q, o)| q.map(|q| (q, o))) {
                 let rel = open(table, operation.name());
                 if let refused @ Verdict::Refuse(_) = on_row_keyed_by_text(rel, row, (quantity, false), operation) {
-                    spi_finish();
+                    // Still connected: the refusal's strings live in this
+                    // connection's memory, which spi_finish would free
+                    // before the caller raises it; the abort disconnects.
                     return refused;
                 }
             }

@@ -391,18 +391,6 @@ unsafe fn directly(
     })
 }
 
-/// Error-handling entry points without pgrx's error trap, which would turn
-/// the error re-thrown into a panic and drop its constraint, table and
-/// column fields.
-mod raw {
-    use pgrx::pg_sys::ErrorData;
-    unsafe extern "C-unwind" {
-        pub fn CopyErrorData() -> *mut ErrorData;
-        pub fn FlushErrorState();
-        pub fn ReThrowError(edata: *mut ErrorData) -> !;
-    }
-}
-
 /// The table's columns for the direct update, cached until the next
 /// invalidation; `None` unless the id's type is the key's own (the
 /// statements cast the id to the key's type, which may change it).  Raises
@@ -879,19 +867,6 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // the anyarray argument.
     let ids_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
     let rel = open(args[0].value, caller);
-    if !args[1].isnull && !args[2].isnull {
-        // SAFETY: a non-NULL anyarray argument, detoasted here (a copy in the
-        // call's memory context if it was toasted).
-        let ids = unsafe { pg_sys::pg_detoast_datum(args[1].value.cast_mut_ptr()) as *mut pg_sys::ArrayType };
-        // SAFETY: the relation is open; the ids a detoasted array without
-        // NULLs, the quantities a non-NULL numeric[] (checked inside).
-        if unsafe { !pg_sys::array_contains_nulls(ids) && reserve_rows_directly(rel, ids, args[2].value) } {
-            // The lock is kept until the end of the transaction, like the UPDATE's.
-            // SAFETY: the relation opened above, not used after this.
-            unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
-            return Verdict::Allow(pg_sys::Datum::from(true));
-        }
-    }
     // The statements' SQL resolves names (see on_row).
     // SAFETY: closed below, and by the abort if a statement raises.
     let level = unsafe { pin_search_path() };
@@ -987,160 +962,6 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         pg_sys::AtEOXact_GUC(true, level);
     }
     Verdict::Allow(pg_sys::Datum::from(enough))
-}
-
-/// The reservation of several rows without SPI: each row, in key order (the
-/// order the statements lock in), updated as `on_row` updates one, inside a
-/// subtransaction.  Whether every row was reserved; if one was not (not
-/// enough, no such row, a trigger skipped it, a case only the statement
-/// handles), the subtransaction is rolled back with the updates and row
-/// locks it took, and the statements decide and explain.
-///
-/// # Safety
-/// `rel` is open; `ids` is a detoasted array without NULLs and `qtys` a
-/// non-NULL numeric[] (the statements check the rest).  Raises (a
-/// constraint, a trigger) by longjmp: nothing on the callers' frames may
-/// need dropping.
-unsafe fn reserve_rows_directly(rel: pg_sys::Relation, ids: *mut pg_sys::ArrayType, qtys: pg_sys::Datum) -> bool {
-    // SAFETY: the contract; the arrays are deconstructed into palloc'd
-    // arrays of datums (pointing into them), sorted and merged in place; the
-    // subtransaction is ended on every path, with the memory context and
-    // resource owner it changes put back.
-    unsafe {
-        let key_type = (*ids).elemtype;
-        let Some(columns) = columns(rel, key_type, Operation::Reserve.name()) else { return false };
-        let collation = tuple_desc_attr((*rel).rd_att, columns.key).attcollation;
-        let types = pg_sys::lookup_type_cache(key_type, pg_sys::TYPECACHE_CMP_PROC_FINFO as c_int);
-        let compare = &raw mut (*types).cmp_proc_finfo;
-        if (*compare).fn_oid == pg_sys::InvalidOid {
-            return false;
-        }
-        let (mut len, mut byval, mut align) = (0i16, false, 0 as c_char);
-        pg_sys::get_typlenbyvalalign(key_type, &mut len, &mut byval, &mut align);
-        let (mut keys, mut quantities, mut null_quantities) =
-            (core::ptr::null_mut(), core::ptr::null_mut(), core::ptr::null_mut());
-        let (mut nkeys, mut nquantities) = (0, 0);
-        pg_sys::deconstruct_array(
-            ids,
-            key_type,
-            len.into(),
-            byval,
-            align,
-            &mut keys,
-            core::ptr::null_mut(),
-            &mut nkeys,
-        );
-        let qtys = pg_sys::pg_detoast_datum(qtys.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-        pg_sys::deconstruct_array(
-            qtys,
-            pg_sys::NUMERICOID,
-            -1,
-            false,
-            pg_sys::TYPALIGN_INT as c_char,
-            &mut quantities,
-            &mut null_quantities,
-            &mut nquantities,
-        );
-        let (keys, quantities) = (
-            core::slice::from_raw_parts_mut(keys, nkeys as usize),
-            core::slice::from_raw_parts_mut(quantities, nquantities as usize),
-        );
-        let null_quantities = core::slice::from_raw_parts(null_quantities, nquantities as usize);
-        if keys.is_empty()
-            || keys.len() != quantities.len()
-            || null_quantities.iter().any(|&null| null)
-            || quantities.iter().any(|&quantity| !valid_quantity((quantity, false), columns.scale))
-        {
-            return false;
-        }
-        // Key order, each key once with the sum of its quantities.
-        let order =
-            |a: &pg_sys::Datum, b: &pg_sys::Datum| pg_sys::FunctionCall2Coll(compare, collation, *a, *b).value() as i32;
-        let mut pairs: Vec<(pg_sys::Datum, pg_sys::Datum)> =
-            keys.iter().copied().zip(quantities.iter().copied()).collect();
-        pairs.sort_unstable_by(|a, b| order(&a.0, &b.0).cmp(&0));
-        let mut distinct = 0;
-        for (key, quantity) in pairs {
-            if distinct > 0 && order(&keys[distinct - 1], &key) == 0 {
-                quantities[distinct - 1] = pgrx::fcinfo::direct_function_call_as_datum(
-                    pg_sys::numeric_add,
-                    &[Some(quantities[distinct - 1]), Some(quantity)],
-                )
-                .expect("the sum of two numbers is not NULL");
-            } else {
-                keys[distinct] = key;
-                quantities[distinct] = quantity;
-                distinct += 1;
-            }
-        }
-
-        let (context, owner) = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
-        pg_sys::BeginInternalSubTransaction(core::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-        let end_subtransaction = |commit: bool| {
-            if commit {
-                pg_sys::ReleaseCurrentSubTransaction();
-            } else {
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            }
-            pg_sys::MemoryContextSwitchTo(context);
-            pg_sys::CurrentResourceOwner = owner;
-        };
-        let (keys, quantities) = (&keys[..distinct], &quantities[..distinct]);
-        let body = std::panic::AssertUnwindSafe(|| {
-            let target = direct_update::open_with_second(
-                (*rel).rd_id,
-                columns.reserved,
-                0,
-                &[columns.key],
-                &[key_type],
-                Some(columns.stock),
-                false,
-            );
-            target.is_some_and(|target| {
-                let all = keys.iter().zip(quantities).all(|(&key, &quantity)| {
-                    matches!(
-                        direct_update::add(&target, &[key], pg_sys::NUMERICOID, &[(1, quantity)]),
-                        direct_update::Outcome::Updated
-                    )
-                });
-                // A target given up is released by the rollback.
-                if all {
-                    direct_update::close(target);
-                }
-                all
-            })
-        });
-        // An error inside is caught only to end the subtransaction and
-        // raised again, as PL/pgSQL's exception blocks do: PostgreSQL's (a
-        // constraint, a trigger) by PG_TRY's longjmp, re-thrown whole (with
-        // its constraint, table and column); the extension's own (40001),
-        // which are panics, by catch_unwind, and resumed.
-        let mut outcome = None;
-        let (exception_stack, error_context_stack) = (pg_sys::PG_exception_stack, pg_sys::error_context_stack);
-        let jumped = cee_scape::call_with_sigsetjmp(false, |jump_buffer| {
-            pg_sys::PG_exception_stack = jump_buffer as *const _ as *mut _;
-            outcome = Some(std::panic::catch_unwind(body));
-            0
-        });
-        (pg_sys::PG_exception_stack, pg_sys::error_context_stack) = (exception_stack, error_context_stack);
-        if jumped != 0 {
-            pg_sys::MemoryContextSwitchTo(context);
-            let error = raw::CopyErrorData();
-            raw::FlushErrorState();
-            end_subtransaction(false);
-            raw::ReThrowError(error);
-        }
-        let reserved = match outcome.expect("the body ran to its end") {
-            Ok(reserved) => reserved,
-            Err(panic) => {
-                end_subtransaction(false);
-                std::panic::resume_unwind(panic)
-            }
-        };
-        end_subtransaction(reserved);
-        reserved
-    }
 }
 
 /// Raises unless `quantity` is positive and has at most the decimals that

@@ -311,6 +311,13 @@ SELECT kind, stock, reserved_stock FROM shelf_uuid UNION ALL SELECT kind, stock,
  UNION ALL SELECT kind, stock, reserved_stock FROM shelf_text UNION ALL SELECT kind, stock, reserved_stock FROM shelf_varchar;
 SELECT row_key, status, quantity, committed_quantity FROM integrity.holds
  WHERE table_name IN ('shelf_uuid'::regclass, 'shelf_numeric', 'shelf_text', 'shelf_varchar') ORDER BY hold_id;
+-- A hold whose row no longer reserves it (the owner lowered reserved_stock):
+-- settling it is refused as commit_stock refuses, and changes nothing.
+SELECT integrity.place_hold('shelf_uuid', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, 4) AS short_hold \gset
+UPDATE shelf_uuid SET reserved_stock = 1;
+SELECT * FROM expect_error(format('SELECT integrity.commit_hold(%s)', :short_hold));
+SELECT status FROM integrity.holds WHERE hold_id = :short_hold;
+SELECT kind, stock, reserved_stock FROM shelf_uuid;
 SELECT integrity.unprotect(t) FROM unnest('{shelf_uuid,shelf_numeric,shelf_text,shelf_varchar}'::regclass[]) t;
 DROP TABLE shelf_uuid, shelf_numeric, shelf_text, shelf_varchar, keyed_shelves;
 

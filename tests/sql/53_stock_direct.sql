@@ -166,9 +166,8 @@ SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 99.99)$$, '_n')
 -- Several calls in one transaction: each sees the previous one's write.
 SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2::bigint, 1)::text || integrity.reserve_stock('$t', 2::bigint, 1)::text$$);
 
--- Several rows, all or nothing: updated directly in key order inside a
--- subtransaction, which a row that is not updated rolls back (the
--- statements then decide), as does an error (raised again).  Rows 11-12
+-- Several rows, all or nothing: the statements lock every row in key order,
+-- decide, then update all of them or none, on every twin alike.  Rows 11-12
 -- have room, 13 is one short of the CHECK's 13.
 SELECT on_twins($$INSERT INTO $t VALUES (11, 'k', 10, 0), (12, 'l', 10, 0), (13, 'twelve too', 20, 12) RETURNING 'inserted'$$);
 SELECT on_twins($$INSERT INTO $t VALUES (11, 'k', 10, 0), (12, 'l', 10, 0), (13, 'twelve too', 20, 12) RETURNING 'inserted'$$, '_n');
