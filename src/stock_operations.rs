@@ -297,9 +297,7 @@ unsafe fn key_input(rel: pg_sys::Relation, caller: &str) -> Option<KeyInput> {
     // SAFETY: the relation is open (the contract), and so is its descriptor;
     // catalog lookups of the key's type, which exists while its column does.
     let input = unsafe {
-        let key = CString::new(target(rel, caller).key).ok();
-        let key_type = key
-            .and_then(|key| column_attnum((*rel).rd_att, &key))
+        let key_type = attnum_named(rel, &target(rel, caller).key)
             .map_or(pg_sys::InvalidOid, |attnum| tuple_desc_attr((*rel).rd_att, attnum).atttypid);
         let mut cast = pg_sys::InvalidOid;
         let by_input = key_type != pg_sys::InvalidOid
@@ -409,7 +407,7 @@ unsafe fn columns(rel: pg_sys::Relation, id_type: pg_sys::Oid, caller: &str) -> 
     // SAFETY: the relation is open (the contract), and so is its descriptor.
     let columns = unsafe {
         let target = target(rel, caller);
-        let attnum = |name: &str| reserved_attnum(rel, name);
+        let attnum = |name: &str| attnum_named(rel, name);
         match (attnum(&target.key), attnum(&target.stock), attnum(&target.reserved)) {
             (Some(key), Some(stock), Some(reserved)) => {
                 let key_attribute = tuple_desc_attr((*rel).rd_att, key);
@@ -563,7 +561,7 @@ pub(crate) unsafe fn conclude(
                 ),
                 hint: "Release or commit at most what the row has reserved.".into(),
                 // SAFETY: the relation is open.
-                column: unsafe { reserved_attnum(rel, &target.reserved) },
+                column: unsafe { attnum_named(rel, &target.reserved) },
             };
             // The relation stays open: the error refers to it, and aborting
             // the transaction releases it.
@@ -632,7 +630,7 @@ unsafe fn id_text(id_type: pg_sys::Oid, id: pg_sys::Datum) -> String {
 ///
 /// # Safety
 /// `rel` is open.
-unsafe fn reserved_attnum(rel: pg_sys::Relation, column: &str) -> Option<i16> {
+unsafe fn attnum_named(rel: pg_sys::Relation, column: &str) -> Option<i16> {
     let name = CString::new(column).ok()?;
     // SAFETY: the open relation's descriptor (the contract).
     unsafe { column_attnum((*rel).rd_att, &name) }
@@ -705,7 +703,7 @@ unsafe fn target(rel: pg_sys::Relation, caller: &str) -> Target {
     .to_string_lossy()
     .into_owned();
     // SAFETY: the relation is open (the contract).
-    let scale = unsafe { reserved_attnum(rel, &reserved) }.and_then(|attnum| {
+    let scale = unsafe { attnum_named(rel, &reserved) }.and_then(|attnum| {
         let column = attribute(attnum);
         match column.atttypid {
             pg_sys::NUMERICOID if column.atttypmod >= 4 => Some((column.atttypmod - 4) & 0xffff),
