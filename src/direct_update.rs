@@ -178,8 +178,15 @@ mod raw {
         pub fn get_func_name(funcid: Oid) -> *mut core::ffi::c_char;
         pub fn get_namespace_oid(nspname: *const core::ffi::c_char, missing_ok: bool) -> Oid;
         pub fn heap_attisnull(tup: HeapTuple, attnum: core::ffi::c_int, tupleDesc: TupleDesc) -> bool;
+        pub fn index_getprocinfo(irel: Relation, attnum: AttrNumber, procnum: uint16) -> *mut FmgrInfo;
+        pub fn FunctionCall2Coll(flinfo: *mut FmgrInfo, collation: Oid, arg1: Datum, arg2: Datum) -> Datum;
+        pub fn get_collation_isdeterministic(colloid: Oid) -> bool;
     }
 }
+
+/// A btree operator class's comparison support function (`access/nbtree.h`,
+/// which pgrx does not bind).
+const BTORDER_PROC: u16 = 1;
 
 /// Key columns a target can have (registration refuses more).
 pub const MAX_KEYS: usize = 8;
@@ -197,6 +204,9 @@ struct Shape {
     eq: [pg_sys::RegProcedure; MAX_KEYS],
     collation: [pg_sys::Oid; MAX_KEYS],
     subtype: [pg_sys::Oid; MAX_KEYS],
+    /// Every key collation is deterministic: keys equal under it are the
+    /// same value (as `GROUP BY` compares them, whatever its collation).
+    deterministic: bool,
     column_type: pg_sys::Oid,
     column_typmod: i32,
     lock_mode: pg_sys::LockTupleMode::Type,
@@ -466,6 +476,7 @@ unsafe fn shape_of(
             eq: [pg_sys::InvalidOid; MAX_KEYS],
             collation: [pg_sys::InvalidOid; MAX_KEYS],
             subtype: [pg_sys::InvalidOid; MAX_KEYS],
+            deterministic: true,
             column_type: attribute.atttypid,
             column_typmod: attribute.atttypmod,
             lock_mode,
@@ -588,6 +599,8 @@ unsafe fn key_index(
             shape.eq[i] = raw::get_opcode(op);
             shape.collation[i] = *(*index).rd_indcollation.add(i);
             shape.subtype[i] = input;
+            shape.deterministic &=
+                shape.collation[i] == pg_sys::InvalidOid || raw::get_collation_isdeterministic(shape.collation[i]);
         }
         shape.index = (*index).rd_id;
         true
@@ -667,6 +680,133 @@ pub unsafe fn add(
         (*target.estate).es_snapshot = core::ptr::null_mut();
         raw::CommandCounterIncrement();
         outcome
+    }
+}
+
+/// Adds a numeric amount to the column of several rows, all or none, as a
+/// reservation of several rows does (`stock_operations`): every row is
+/// locked first, in the order of the key's unique index (the order of
+/// `ORDER BY key`, which the SQL path locks in too, so that two such calls
+/// never deadlock whichever path each takes), and checked on its locked
+/// version; the rows are written only once every one is there and stays in
+/// bounds.  `rows` pairs a value of the (single) key column's type with a
+/// numeric amount; a key may come more than once, and its amounts add up.
+/// `Ok` with the number of distinct rows and of those a BEFORE trigger
+/// skipped, once every row was written; `Err` with why not when none was
+/// (the rows found stay locked).
+///
+/// One snapshot and command id serve all the rows, as the one statement
+/// that would lock them.
+///
+/// # Safety
+/// As for `add`; `rows` is the caller's, reordered and overwritten here.
+pub unsafe fn add_to_all(
+    target: &Target,
+    rows: &mut [(pg_sys::Datum, pg_sys::Datum)],
+) -> Result<(usize, usize), Outcome> {
+    if target.nkeys != 1 || !target.shape.deterministic {
+        return Err(Outcome::Fallback);
+    }
+    // SAFETY: the open target's executor state, index and slots; the
+    // snapshot pushed here is popped before returning (or by the abort).
+    unsafe {
+        let rows = distinct(target, rows);
+        raw::CommandCounterIncrement();
+        raw::PushActiveSnapshot(raw::GetTransactionSnapshot());
+        raw::UpdateActiveSnapshotCommandId();
+        let snapshot = raw::GetActiveSnapshot();
+        (*target.estate).es_snapshot = snapshot;
+        (*target.estate).es_output_cid = raw::GetCurrentCommandId(true);
+        let outcome = lock_all(target, rows, snapshot).map(|held| {
+            let per_tuple = (*target.estate).es_per_tuple_exprcontext;
+            let skipped = held
+                .iter()
+                .filter(|&&(found, value)| {
+                    // What the previous row's constraints, triggers and index
+                    // entries allocated per tuple goes, as in `add`.
+                    if !per_tuple.is_null() {
+                        raw::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
+                    }
+                    matches!(write(&Target { found, ..*target }, value, None), Outcome::Skipped)
+                })
+                .count();
+            (held.len(), skipped)
+        });
+        raw::PopActiveSnapshot();
+        (*target.estate).es_snapshot = core::ptr::null_mut();
+        raw::CommandCounterIncrement();
+        outcome
+    }
+}
+
+/// Sorts `rows` in the key index's order and merges the rows of equal keys
+/// (adding their amounts) into the returned prefix.
+///
+/// # Safety
+/// As for `add_to_all`.  The comparison is the support function of a
+/// default btree operator class: it raises nothing that a sort of plain
+/// pairs could leave half done.
+unsafe fn distinct<'a>(
+    target: &Target,
+    rows: &'a mut [(pg_sys::Datum, pg_sys::Datum)],
+) -> &'a mut [(pg_sys::Datum, pg_sys::Datum)] {
+    // SAFETY: the open index's cached support function, on key values of
+    // its input type (`key_index`); numeric amounts (the contract).
+    unsafe {
+        let compare = raw::index_getprocinfo(target.index, 1, BTORDER_PROC);
+        let collation = target.shape.collation[0];
+        let order = |a: pg_sys::Datum, b: pg_sys::Datum| {
+            (raw::FunctionCall2Coll(compare, collation, a, b).value() as i32).cmp(&0)
+        };
+        rows.sort_unstable_by(|a, b| order(a.0, b.0));
+        let mut n = 0;
+        for i in 0..rows.len() {
+            if n > 0 && order(rows[n - 1].0, rows[i].0).is_eq() {
+                rows[n - 1].1 = call2(raw::numeric_add, rows[n - 1].1, rows[i].1);
+            } else {
+                rows[n] = rows[i];
+                n += 1;
+            }
+        }
+        &mut rows[..n]
+    }
+}
+
+/// Locks each row of `rows` (distinct keys, in order), each into a slot of
+/// its own, and checks its new value: the slots and values, or why a row
+/// cannot be updated.
+///
+/// # Safety
+/// As for `add_to_all`, with `snapshot` pushed.
+unsafe fn lock_all<'a>(
+    target: &Target,
+    rows: &[(pg_sys::Datum, pg_sys::Datum)],
+    snapshot: pg_sys::Snapshot,
+) -> Result<&'a [(*mut pg_sys::TupleTableSlot, Option<Value>)], Outcome> {
+    // SAFETY: slots of the target's relation, made in its executor state
+    // (released by `close`); the array lives in the caller's memory context.
+    unsafe {
+        let held = raw::palloc0(size_of::<(*mut pg_sys::TupleTableSlot, Option<Value>)>() * rows.len())
+            as *mut (*mut pg_sys::TupleTableSlot, Option<Value>);
+        for (i, &(key, amount)) in rows.iter().enumerate() {
+            let row =
+                Target { found: raw::table_slot_create(target.rel, &mut (*target.estate).es_tupleTable), ..*target };
+            if !locate(&row, &[key], snapshot) {
+                return Err(Outcome::Missing);
+            }
+            match lock(&row, snapshot) {
+                Locked::Same => {}
+                Locked::Later if !same_key(&row, &[key]) => return Err(Outcome::Missing),
+                Locked::Later => {}
+                Locked::Not(outcome) => return Err(outcome),
+            }
+            let value = computed(&row, (pg_sys::NUMERICOID, &[(1, amount)]));
+            if let Some(bounds) = out_of_bounds(&row, value) {
+                return Err(Outcome::OutOfBounds(bounds));
+            }
+            held.add(i).write((row.found, value));
+        }
+        Ok(core::slice::from_raw_parts(held, rows.len()))
     }
 }
 

@@ -850,7 +850,8 @@ fn prepare_rows(target: &Target, ids_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 
     )
 }
 
-/// Reserves on every row or on none.
+/// Reserves on every row or on none: directly when it can (`rows_directly`),
+/// by the statements otherwise.
 ///
 /// # Safety
 /// `fcinfo` is the running call's, declared (regclass, anyarray, numeric[]).
@@ -864,12 +865,12 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // SAFETY: the call's FmgrInfo, whose expression gives the actual type of
     // the anyarray argument.
     let ids_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
+    // SAFETY: an array type's catalog entry.
+    let key_type = unsafe { pg_sys::get_element_type(ids_type) };
     let rel = open(args[0].value, caller);
-    // The statements' SQL resolves names (see on_row).
-    // SAFETY: closed below, and by the abort if a statement raises.
-    let level = unsafe { pin_search_path() };
+    // Raises for a table that is not guarded, before the arguments are read.
     // SAFETY: the relation is open.
-    let statements = unsafe { plans(&ROWS_PLANS, rel, ids_type, caller, prepare_rows) };
+    let columns = unsafe { columns(rel, key_type, caller) };
 
     if args[1].isnull {
         Error::NullArgument { caller: caller.into(), argument: "ids" }.raise();
@@ -877,14 +878,22 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // SAFETY: a non-NULL anyarray argument, detoasted here (a copy in the
     // call's memory context if it was toasted).
     let ids = unsafe { pg_sys::pg_detoast_datum(args[1].value.cast_mut_ptr()) as *mut pg_sys::ArrayType };
-    // SAFETY: the third argument is declared numeric[]; its null flag is passed.
-    let qtys = unsafe { pgrx::Array::<pgrx::AnyNumeric>::from_datum(args[2].value, args[2].isnull) };
     // SAFETY: a detoasted array, whose dimensions follow its header (ARR_DIMS).
     let count = unsafe {
         let dims = (ids as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut c_int;
         pg_sys::ArrayGetNItems((*ids).ndim, dims)
     };
-    let Some(qtys) = qtys.filter(|qtys| qtys.len() == count as usize) else { Error::LengthMismatch { caller }.raise() };
+    // SAFETY: the third argument is declared numeric[]; when not NULL, it is
+    // detoasted and deconstructed into palloc'd datums and null flags.
+    let qtys = (!args[2].isnull).then(|| unsafe {
+        let qtys = pg_sys::pg_detoast_datum(args[2].value.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        let (mut values, mut nulls, mut n) = (core::ptr::null_mut(), core::ptr::null_mut(), 0);
+        pg_sys::deconstruct_array(qtys, pg_sys::NUMERICOID, -1, false, b'i' as c_char, &mut values, &mut nulls, &mut n);
+        (values, nulls, n)
+    });
+    let Some((qtys, qty_nulls, _)) = qtys.filter(|&(_, _, n)| n == count) else {
+        Error::LengthMismatch { caller }.raise()
+    };
     // SAFETY: a detoasted array.
     if unsafe { pg_sys::array_contains_nulls(ids) } {
         Error::NullElement { caller, argument: "ids" }.raise();
@@ -892,17 +901,117 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     if count == 0 {
         Error::NoRows { caller }.raise();
     }
-    // The columns' scale is known only to the target; read it once, and only
-    // when a quantity has decimals to check.
-    let mut scale = None;
-    for quantity in qtys.iter() {
-        // SAFETY: the relation is open.
-        check_quantity(quantity, caller, || *scale.get_or_insert_with(|| unsafe { target(rel, caller) }.scale));
+    // SAFETY: the relation is open.
+    let scale = columns.map_or_else(|| unsafe { target(rel, caller) }.scale, |columns| columns.scale);
+    for i in 0..count as usize {
+        // SAFETY: `count` datums and null flags of numeric[] elements.
+        let quantity = unsafe { (*qtys.add(i), *qty_nulls.add(i)) };
+        // SAFETY: as above.  The check that passes is the cheap one; the
+        // other says why a quantity is refused (infinity passes it).
+        if !unsafe { valid_quantity(quantity, scale) } {
+            // SAFETY: as above.
+            check_quantity(unsafe { pgrx::AnyNumeric::from_datum(quantity.0, quantity.1) }, caller, || scale);
+        }
     }
-    // The statements below raise by longjmp: nothing that needs dropping
-    // may be live across them.
-    drop(qtys);
 
+    // SAFETY: the relation is open; the ids are a detoasted array of the
+    // key's type when `columns` is, without NULLs, the quantities `count`
+    // numerics, none NULL.
+    let direct = columns.and_then(|columns| unsafe { rows_directly(rel, columns, ids, key_type, qtys, count) });
+    // SAFETY: the relation is open; the arguments as declared.
+    let (enough, wanted, updated) = direct.unwrap_or_else(|| unsafe { rows_by_statements(rel, ids_type, args) });
+    if enough && updated != wanted {
+        // A BEFORE UPDATE trigger of the table's own skipped a row (RETURN
+        // NULL): the error takes back what the others reserved.
+        // SAFETY: the relation is open.
+        let table = unsafe { target(rel, caller) }.table;
+        let refusal = Refusal {
+            code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
+            message: format!(
+                "{caller}: a trigger on table \"{table}\" skipped {} of the {wanted} rows to reserve",
+                wanted - updated
+            ),
+            detail: "Nothing was reserved: a reservation of several rows is all or nothing.".into(),
+            hint: format!("Check the BEFORE UPDATE triggers of {table} that can return NULL."),
+            column: None,
+        };
+        // SAFETY: the relation stays open until the error is raised (the
+        // abort closes it); the constraint name is static.
+        return Verdict::Refuse(unsafe { refusal.violation(rel, c"integrity_stock".as_ptr()) });
+    }
+    // The lock is kept until the end of the transaction, like the UPDATE's.
+    // SAFETY: the relation opened above, not used after this.
+    unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+    Verdict::Allow(pg_sys::Datum::from(enough))
+}
+
+/// The reservation of every row without SPI (`direct_update::add_to_all`),
+/// when the table allows it and every row is there with enough available:
+/// whether it reserved (always), how many distinct rows it wanted and how
+/// many it updated.  `None`, with nothing written, leaves the decision (and
+/// its explanation) to the statements.
+///
+/// # Safety
+/// `rel` is open; `ids` a detoasted array of `key_type` without NULLs, the
+/// key column's type; `qtys` as many numerics, none NULL.
+unsafe fn rows_directly(
+    rel: pg_sys::Relation,
+    columns: Columns,
+    ids: *mut pg_sys::ArrayType,
+    key_type: pg_sys::Oid,
+    qtys: *mut pg_sys::Datum,
+    count: c_int,
+) -> Option<(bool, u64, u64)> {
+    // SAFETY: the arrays as the contract says, deconstructed into palloc'd
+    // datums; the target is opened and closed here, in the call's
+    // transaction and memory context.
+    unsafe {
+        let (mut len, mut byval, mut align) = (0i16, false, 0 as c_char);
+        pg_sys::get_typlenbyvalalign(key_type, &mut len, &mut byval, &mut align);
+        let (mut keys, mut n) = (core::ptr::null_mut(), 0);
+        pg_sys::deconstruct_array(ids, key_type, len.into(), byval, align, &mut keys, core::ptr::null_mut(), &mut n);
+        if n != count {
+            return None;
+        }
+        let rows = pg_sys::palloc(size_of::<(pg_sys::Datum, pg_sys::Datum)>() * count as usize)
+            as *mut (pg_sys::Datum, pg_sys::Datum);
+        for i in 0..count as usize {
+            rows.add(i).write((*keys.add(i), *qtys.add(i)));
+        }
+        let rows = core::slice::from_raw_parts_mut(rows, count as usize);
+        let target = direct_update::open(
+            (*rel).rd_id,
+            columns.reserved,
+            &[columns.key],
+            &[key_type],
+            Some(columns.stock),
+            false,
+        )?;
+        let outcome = direct_update::add_to_all(&target, rows);
+        direct_update::close(target);
+        let (wanted, skipped) = outcome.ok()?;
+        Some((true, wanted as u64, (wanted - skipped) as u64))
+    }
+}
+
+/// The reservation of every row by the statements: whether every row has
+/// enough, how many distinct rows they wanted and how many they updated.
+/// Raises for a key with no row.
+///
+/// # Safety
+/// `rel` is open; `ids_type` is the type of `args[1]`, as `reserve_rows`
+/// takes its arguments (checked there).
+unsafe fn rows_by_statements(
+    rel: pg_sys::Relation,
+    ids_type: pg_sys::Oid,
+    args: &[pg_sys::NullableDatum],
+) -> (bool, u64, u64) {
+    let caller = "reserve_stock";
+    // The statements' SQL resolves names (see on_row).
+    // SAFETY: closed below, and by the abort if a statement raises.
+    let level = unsafe { pin_search_path() };
+    // SAFETY: the relation is open.
+    let statements = unsafe { plans(&ROWS_PLANS, rel, ids_type, caller, prepare_rows) };
     let mut values = [args[1].value, args[2].value];
     let nulls = [b' ' as c_char; 2];
     // SAFETY: the statements run inside the SPI connection made here, with
@@ -921,6 +1030,7 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
             0
         };
         spi_finish();
+        pg_sys::AtEOXact_GUC(true, level);
         (missing, enough, wanted, updated)
     };
     if let Some(id) = missing {
@@ -928,38 +1038,7 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         let target = unsafe { target(rel, caller) };
         Error::NoSuchRow { caller, table: target.table, key: target.key, id }.raise();
     }
-    if enough && updated != wanted {
-        // A BEFORE UPDATE trigger of the table's own skipped a row (RETURN
-        // NULL): the error takes back what the others reserved.
-        // SAFETY: the relation is open.
-        let table = unsafe { target(rel, caller) }.table;
-        let refusal = Refusal {
-            code: PgSqlErrorCode::ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION,
-            message: format!(
-                "{caller}: a trigger on table \"{table}\" skipped {} of the {wanted} rows to reserve",
-                wanted - updated
-            ),
-            detail: "Nothing was reserved: a reservation of several rows is all or nothing.".into(),
-            hint: format!("Check the BEFORE UPDATE triggers of {table} that can return NULL."),
-            column: None,
-        };
-        // SAFETY: the relation stays open until the error is raised (the
-        // abort closes it); the constraint name is static; the level opened
-        // above.
-        return Verdict::Refuse(unsafe {
-            let violation = refusal.violation(rel, c"integrity_stock".as_ptr());
-            pg_sys::AtEOXact_GUC(true, level);
-            violation
-        });
-    }
-    // The lock is kept until the end of the transaction, like the UPDATE's.
-    // SAFETY: the relation opened above, not used after this; the level
-    // opened above.
-    unsafe {
-        pg_sys::relation_close(rel, pg_sys::NoLock as i32);
-        pg_sys::AtEOXact_GUC(true, level);
-    }
-    Verdict::Allow(pg_sys::Datum::from(enough))
+    (enough, wanted, updated)
 }
 
 /// Raises unless `quantity` is positive and has at most the decimals that

@@ -1,5 +1,6 @@
--- 53_stock_direct: reserve_stock, release_stock and commit_stock of one row
--- update it without SPI (direct_update.rs) where the table allows it, and
+-- 53_stock_direct: reserve_stock, release_stock and commit_stock (of one row,
+-- and reserve_stock of several) update without SPI (direct_update.rs) where
+-- the table allows it, and
 -- give what their SQL statements give: the same results (reserve: false
 -- when not enough is available), the same refusals (SQLSTATE, message,
 -- DETAIL, HINT, constraint, column), the same rows and the same AFTER
@@ -166,9 +167,10 @@ SELECT on_twins($$SELECT integrity.commit_stock('$t', 1::bigint, 99.99)$$, '_n')
 -- Several calls in one transaction: each sees the previous one's write.
 SELECT on_twins($$SELECT integrity.reserve_stock('$t', 2::bigint, 1)::text || integrity.reserve_stock('$t', 2::bigint, 1)::text$$);
 
--- Several rows, all or nothing: the statements lock every row in key order,
--- decide, then update all of them or none, on every twin alike.  Rows 11-12
--- have room, 13 is one short of the CHECK's 13.
+-- Several rows, all or nothing: every row is locked in key order (directly
+-- on 'direct', by the statements on the others) and checked, then all of
+-- them are updated or none, on every twin alike.  Rows 11-12 have room, 13
+-- is one short of the CHECK's 13.
 SELECT on_twins($$INSERT INTO $t VALUES (11, 'k', 10, 0), (12, 'l', 10, 0), (13, 'twelve too', 20, 12) RETURNING 'inserted'$$);
 SELECT on_twins($$INSERT INTO $t VALUES (11, 'k', 10, 0), (12, 'l', 10, 0), (13, 'twelve too', 20, 12) RETURNING 'inserted'$$, '_n');
 SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[12, 11, 12]::bigint[], ARRAY[1, 1, 1])$$);
