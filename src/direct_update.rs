@@ -214,6 +214,26 @@ struct Shape {
     /// writes of maintained totals, which are sanctioned, so not fired for
     /// them.
     total_guard: pg_sys::Oid,
+    /// The target's `integrity_stock` BEFORE trigger (or invalid), whose
+    /// rule a reservation's checks prove (`Sanctioned::Stock`).
+    stock_guard: pg_sys::Oid,
+}
+
+/// A guard of the target whose rule the caller's write keeps, so that its
+/// BEFORE UPDATE trigger is not fired for it (no other BEFORE UPDATE trigger
+/// can change the row on this path: `triggers_allow`).
+#[derive(Clone, Copy, PartialEq)]
+pub enum Sanctioned {
+    Nothing,
+    /// The caller writes a maintained total by the amount it applies, which
+    /// is what the total guard lets through.
+    Total,
+    /// The column and the bound are the reserved and stock columns of the
+    /// table's stock guard, and no second column is written: the bounds
+    /// checked here, `0 <= reserved + amount <= stock` on the locked row,
+    /// are its rule, but for a NaN stock (which numeric orders above every
+    /// number), left to the statement.
+    Stock,
 }
 
 /// Target table, column, key columns (and their number), bound column,
@@ -244,6 +264,8 @@ pub struct Target {
     /// A second column that the same amounts are added to, or 0.
     second: i16,
     shape: Shape,
+    /// The stock guard is not fired (`Sanctioned::Stock`).
+    stock_sanctioned: bool,
 }
 
 pub enum Outcome {
@@ -289,20 +311,17 @@ fn is_integer(typid: pg_sys::Oid) -> bool {
 ///
 /// # Safety
 /// Inside a transaction, in a memory context that lives until `close`.
-/// `sanctioned_total` says that the caller writes a maintained total by the
-/// amount it applies, which is what the target's total guard lets through
-/// (no other BEFORE UPDATE trigger can change it on this path): the guard is
-/// then not fired.
+/// `sanctioned` is true of the caller's writes (see `Sanctioned`).
 pub unsafe fn open(
     target: pg_sys::Oid,
     column: i16,
     key_atts: &[i16],
     key_types: &[pg_sys::Oid],
     bound: Option<i16>,
-    sanctioned_total: bool,
+    sanctioned: Sanctioned,
 ) -> Option<Target> {
     // SAFETY: the contract.
-    unsafe { open_with_second(target, column, 0, key_atts, key_types, bound, sanctioned_total) }
+    unsafe { open_with_second(target, column, 0, key_atts, key_types, bound, sanctioned) }
 }
 
 /// As `open`, with a second column `second` (0 for none, else of the
@@ -319,7 +338,7 @@ pub unsafe fn open_with_second(
     key_atts: &[i16],
     key_types: &[pg_sys::Oid],
     bound: Option<i16>,
-    sanctioned_total: bool,
+    sanctioned: Sanctioned,
 ) -> Option<Target> {
     if key_atts.is_empty() || key_atts.len() > MAX_KEYS || key_types.len() != key_atts.len() {
         return None;
@@ -389,8 +408,13 @@ pub unsafe fn open_with_second(
             raw::table_close(rel, pg_sys::NoLock as i32);
             return None;
         };
-        if sanctioned_total && shape.total_guard != pg_sys::InvalidOid {
-            without_trigger(result, shape.total_guard);
+        let sanctioned_guard = match sanctioned {
+            Sanctioned::Total => shape.total_guard,
+            Sanctioned::Stock if second == 0 && bound.is_some() => shape.stock_guard,
+            _ => pg_sys::InvalidOid,
+        };
+        if sanctioned_guard != pg_sys::InvalidOid {
+            without_trigger(result, sanctioned_guard);
         }
         let mut direct = Target {
             rel,
@@ -406,6 +430,7 @@ pub unsafe fn open_with_second(
             bound: bound.unwrap_or(0),
             second,
             shape,
+            stock_sanctioned: sanctioned_guard != pg_sys::InvalidOid && sanctioned_guard == shape.stock_guard,
         };
         direct.epq = raw::palloc0(size_of::<pg_sys::EPQState>()) as *mut pg_sys::EPQState;
         #[cfg(any(feature = "pg14", feature = "pg15"))]
@@ -480,17 +505,19 @@ unsafe fn shape_of(
             column_type: attribute.atttypid,
             column_typmod: attribute.atttypmod,
             lock_mode,
-            total_guard: total_guard((*rel).trigdesc),
+            total_guard: before_update_guard((*rel).trigdesc, c"total_guard"),
+            stock_guard: before_update_guard((*rel).trigdesc, c"stock_guard"),
         };
         indexes.iter().any(|&index| key_index(&mut shape, rel, key_atts, key_types, index)).then_some(shape)
     }
 }
 
-/// The OID of the target's maintained-total guard trigger, or invalid.
+/// The OID of the target's BEFORE UPDATE row trigger that runs the
+/// extension's trigger function `function`, or invalid.
 ///
 /// # Safety
 /// `trigdesc` is an open relation's (or NULL).
-unsafe fn total_guard(trigdesc: *mut pg_sys::TriggerDesc) -> pg_sys::Oid {
+unsafe fn before_update_guard(trigdesc: *mut pg_sys::TriggerDesc, function: &core::ffi::CStr) -> pg_sys::Oid {
     if trigdesc.is_null() {
         return pg_sys::InvalidOid;
     }
@@ -499,13 +526,16 @@ unsafe fn total_guard(trigdesc: *mut pg_sys::TriggerDesc) -> pg_sys::Oid {
     unsafe {
         let t = &*trigdesc;
         let integrity = raw::get_namespace_oid(c"integrity".as_ptr(), true);
+        let before_row_update =
+            (pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_UPDATE) as i16;
         (0..t.numtriggers as usize)
             .map(|i| &*t.triggers.add(i))
             .find(|trigger| {
                 let name = raw::get_func_name(trigger.tgfoid);
-                raw::get_func_namespace(trigger.tgfoid) == integrity
+                trigger.tgtype & before_row_update == before_row_update
+                    && raw::get_func_namespace(trigger.tgfoid) == integrity
                     && !name.is_null()
-                    && core::ffi::CStr::from_ptr(name) == c"total_guard"
+                    && core::ffi::CStr::from_ptr(name) == function
             })
             .map_or(pg_sys::InvalidOid, |trigger| trigger.tgoid)
     }
@@ -801,9 +831,7 @@ unsafe fn lock_all<'a>(
                 Locked::Not(outcome) => return Err(outcome),
             }
             let value = computed(&row, (pg_sys::NUMERICOID, &[(1, amount)]));
-            if let Some(bounds) = out_of_bounds(&row, value) {
-                return Err(Outcome::OutOfBounds(bounds));
-            }
+            admissible(&row, value)?;
             held.add(i).write((row.found, value));
         }
         Ok(core::slice::from_raw_parts(held, rows.len()))
@@ -825,16 +853,16 @@ unsafe fn update(target: &Target, key: &[pg_sys::Datum], amounts: Amounts, snaps
             return Outcome::Missing;
         }
         let mut value = computed(target, amounts);
-        if let Some(bounds) = out_of_bounds(target, value) {
-            return Outcome::OutOfBounds(bounds);
+        if let Err(outcome) = admissible(target, value) {
+            return outcome;
         }
         match lock(target, snapshot) {
             Locked::Same => {}
             Locked::Later if !same_key(target, key) => return Outcome::Missing,
             Locked::Later => {
                 value = computed(target, amounts);
-                if let Some(bounds) = out_of_bounds(target, value) {
-                    return Outcome::OutOfBounds(bounds);
+                if let Err(outcome) = admissible(target, value) {
+                    return outcome;
                 }
             }
             Locked::Not(outcome) => return outcome,
@@ -1072,6 +1100,27 @@ unsafe fn assigned(target: &Target, value: Value) -> pg_sys::Datum {
             },
         }
     }
+}
+
+/// Whether the row in `target.found` may take `value`: within its bounds,
+/// and, where the stock guard is not fired, with a stock its rule allows.
+///
+/// # Safety
+/// As for `out_of_bounds`.
+unsafe fn admissible(target: &Target, value: Option<Value>) -> Result<(), Outcome> {
+    // SAFETY: the contract.
+    if let Some(bounds) = unsafe { out_of_bounds(target, value) } {
+        return Err(Outcome::OutOfBounds(bounds));
+    }
+    if target.stock_sanctioned && target.shape.column_type == pg_sys::NUMERICOID {
+        let mut is_null = false;
+        // SAFETY: the slot's bound column, a numeric (in bounds: not NULL).
+        let stock = unsafe { pg_sys::slot_getattr(target.found, i32::from(target.bound), &mut is_null) };
+        if crate::quantities::is_nan(pg_sys::NUMERICOID, stock) {
+            return Err(Outcome::Fallback);
+        }
+    }
+    Ok(())
 }
 
 /// `Some` when the target is bounded and `value >= 0 AND value <= bound`

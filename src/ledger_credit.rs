@@ -417,7 +417,7 @@ unsafe fn apply_directly(
             &account.key_atts[..plan.nkeys],
             &key_types[..plan.nkeys],
             Some(account.limit_att),
-            false,
+            direct_update::Sanctioned::Nothing,
         )?;
         let outcome = direct_update::add(&target, &key[..plan.nkeys], plan.amount_type, &terms[..nterms]);
         direct_update::close(target);

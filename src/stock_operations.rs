@@ -374,7 +374,7 @@ unsafe fn directly(
             &[columns.key],
             &[id_type],
             Some(columns.stock),
-            false,
+            direct_update::Sanctioned::Stock,
         )?;
         let sign = if operation == Operation::Reserve { 1 } else { -1 };
         let outcome = direct_update::add(&target, &[id], pg_sys::NUMERICOID, &[(sign, quantity.0)]);
@@ -985,7 +985,7 @@ unsafe fn rows_directly(
             &[columns.key],
             &[key_type],
             Some(columns.stock),
-            false,
+            direct_update::Sanctioned::Stock,
         )?;
         let outcome = direct_update::add_to_all(&target, rows);
         direct_update::close(target);

@@ -641,7 +641,16 @@ unsafe fn apply(firing: &Firing) -> Verdict {
     let mut skipped = None;
     // SAFETY: in the statement trigger's transaction and memory context,
     // which outlive the loop; nothing on this frame needs dropping (above).
-    let direct = unsafe { direct_update::open(target, column, &key_atts[..nkeys], &key_types[..nkeys], None, true) };
+    let direct = unsafe {
+        direct_update::open(
+            target,
+            column,
+            &key_atts[..nkeys],
+            &key_types[..nkeys],
+            None,
+            direct_update::Sanctioned::Total,
+        )
+    };
     let mut connected = false;
     let mut values = [pg_sys::Datum::from(0); MAX_KEYS + 1];
     let nulls = [b' ' as c_char; MAX_KEYS + 1];
