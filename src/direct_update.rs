@@ -1,6 +1,8 @@
 //! "Add a signed amount to one column of the row found by its key",
-//! without SPI: the update that maintained totals (`totals`) and the ledger
-//! credit guard (`ledger_credit`) make of a target row, done the way logical
+//! without SPI: the update that maintained totals (`totals`), the ledger
+//! credit guard (`ledger_credit`) and the stock operations
+//! (`stock_operations`, also of several rows at once: `add_to_all`) make of a
+//! target row, done the way logical
 //! replication's apply worker updates a row: found through a unique index on
 //! the key, locked, and written by `ExecSimpleRelationUpdate`, which fires the
 //! target's row triggers, checks its constraints and updates its indexes.  It

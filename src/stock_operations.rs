@@ -23,11 +23,12 @@
 //! or key changed.  `integrity._stock_target` gives the same reading to the
 //! SQL functions that need it (the holds).
 //!
-//! One row is first updated without SPI (`direct_update`, as the ledger
-//! credit guard updates its account), which saves the statement's executor
-//! start and end; the statements run where the table has what the direct
-//! update does not reproduce, and for every row it did not update, so that
-//! they decide and explain every refusal.
+//! The rows are first updated without SPI (`direct_update`, as the ledger
+//! credit guard updates its account), which saves the statements' executor
+//! start and end; several rows are all locked and checked in key order before
+//! any is written.  The statements run where the table has what the direct
+//! update does not reproduce, and whenever it did not update (every row), so
+//! that they decide and explain every refusal.
 
 use core::ffi::{c_char, c_int, CStr};
 use std::borrow::Cow;
