@@ -694,24 +694,47 @@ pub unsafe fn add(
         // What the previous row's constraints, triggers and index entries
         // allocated per tuple goes, as the executor frees it for each row
         // (a statement's totals may write many rows through one target).
-        let per_tuple = (*target.estate).es_per_tuple_exprcontext;
-        if !per_tuple.is_null() {
-            raw::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
-        }
-        // As SPI does for each statement that may write: see the writes made
-        // so far (the source statement's, the previous rows'), with a new
-        // snapshot under READ COMMITTED.
+        reset_per_tuple(target);
+        as_a_statement(target, |snapshot| update(target, key, (amount_type, terms), snapshot))
+    }
+}
+
+/// Runs `f` as SPI runs each statement that may write: seeing the writes
+/// made so far (the source statement's, the previous rows'), with a new
+/// snapshot under READ COMMITTED, and a command id of its own.
+///
+/// # Safety
+/// As for `add`; the snapshot pushed here is popped before returning (or
+/// by the abort).
+unsafe fn as_a_statement<R>(target: &Target, f: impl FnOnce(pg_sys::Snapshot) -> R) -> R {
+    // SAFETY: the open target's executor state.
+    unsafe {
         raw::CommandCounterIncrement();
         raw::PushActiveSnapshot(raw::GetTransactionSnapshot());
         raw::UpdateActiveSnapshotCommandId();
         let snapshot = raw::GetActiveSnapshot();
         (*target.estate).es_snapshot = snapshot;
         (*target.estate).es_output_cid = raw::GetCurrentCommandId(true);
-        let outcome = update(target, key, (amount_type, terms), snapshot);
+        let result = f(snapshot);
         raw::PopActiveSnapshot();
         (*target.estate).es_snapshot = core::ptr::null_mut();
         raw::CommandCounterIncrement();
-        outcome
+        result
+    }
+}
+
+/// Frees what the previous row's constraints, triggers and index entries
+/// allocated per tuple, as the executor does before each row.
+///
+/// # Safety
+/// `target` is open.
+unsafe fn reset_per_tuple(target: &Target) {
+    // SAFETY: the open target's executor state.
+    unsafe {
+        let per_tuple = (*target.estate).es_per_tuple_exprcontext;
+        if !per_tuple.is_null() {
+            raw::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
+        }
     }
 }
 
@@ -727,9 +750,6 @@ pub unsafe fn add(
 /// skipped, once every row was written; `Err` with why not when none was
 /// (the rows found stay locked).
 ///
-/// One snapshot and command id serve all the rows, as the one statement
-/// that would lock them.
-///
 /// # Safety
 /// As for `add`; `rows` is the caller's, reordered and overwritten here.
 pub unsafe fn add_to_all(
@@ -743,31 +763,19 @@ pub unsafe fn add_to_all(
     // snapshot pushed here is popped before returning (or by the abort).
     unsafe {
         let rows = distinct(target, rows);
-        raw::CommandCounterIncrement();
-        raw::PushActiveSnapshot(raw::GetTransactionSnapshot());
-        raw::UpdateActiveSnapshotCommandId();
-        let snapshot = raw::GetActiveSnapshot();
-        (*target.estate).es_snapshot = snapshot;
-        (*target.estate).es_output_cid = raw::GetCurrentCommandId(true);
-        let outcome = lock_all(target, rows, snapshot).map(|held| {
-            let per_tuple = (*target.estate).es_per_tuple_exprcontext;
+        // One snapshot and command id for every row, as the one statement
+        // that would lock them.
+        as_a_statement(target, |snapshot| {
+            let held = lock_all(target, rows, snapshot)?;
             let skipped = held
                 .iter()
                 .filter(|&&(found, value)| {
-                    // What the previous row's constraints, triggers and index
-                    // entries allocated per tuple goes, as in `add`.
-                    if !per_tuple.is_null() {
-                        raw::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
-                    }
+                    reset_per_tuple(target);
                     matches!(write(&Target { found, ..*target }, value, None), Outcome::Skipped)
                 })
                 .count();
-            (held.len(), skipped)
-        });
-        raw::PopActiveSnapshot();
-        (*target.estate).es_snapshot = core::ptr::null_mut();
-        raw::CommandCounterIncrement();
-        outcome
+            Ok((held.len(), skipped))
+        })
     }
 }
 
