@@ -507,19 +507,24 @@ unsafe fn shape_of(
             column_type: attribute.atttypid,
             column_typmod: attribute.atttypmod,
             lock_mode,
-            total_guard: before_update_guard((*rel).trigdesc, c"total_guard"),
-            stock_guard: before_update_guard((*rel).trigdesc, c"stock_guard"),
+            total_guard: before_update_guard((*rel).trigdesc, c"total_guard", c"integrity_total"),
+            stock_guard: before_update_guard((*rel).trigdesc, c"stock_guard", c"integrity_stock"),
         };
         indexes.iter().any(|&index| key_index(&mut shape, rel, key_atts, key_types, index)).then_some(shape)
     }
 }
 
-/// The OID of the target's BEFORE UPDATE row trigger that runs the
-/// extension's trigger function `function`, or invalid.
+/// The OID of the target's BEFORE UPDATE row trigger `name` when it is
+/// the only one that runs the extension's trigger function `function` (the
+/// guard the extension placed, whose columns the caller read), or invalid.
 ///
 /// # Safety
 /// `trigdesc` is an open relation's (or NULL).
-unsafe fn before_update_guard(trigdesc: *mut pg_sys::TriggerDesc, function: &core::ffi::CStr) -> pg_sys::Oid {
+unsafe fn before_update_guard(
+    trigdesc: *mut pg_sys::TriggerDesc,
+    function: &core::ffi::CStr,
+    name: &core::ffi::CStr,
+) -> pg_sys::Oid {
     if trigdesc.is_null() {
         return pg_sys::InvalidOid;
     }
@@ -530,16 +535,17 @@ unsafe fn before_update_guard(trigdesc: *mut pg_sys::TriggerDesc, function: &cor
         let integrity = raw::get_namespace_oid(c"integrity".as_ptr(), true);
         let before_row_update =
             (pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_UPDATE) as i16;
-        (0..t.numtriggers as usize)
-            .map(|i| &*t.triggers.add(i))
-            .find(|trigger| {
-                let name = raw::get_func_name(trigger.tgfoid);
-                trigger.tgtype & before_row_update == before_row_update
-                    && raw::get_func_namespace(trigger.tgfoid) == integrity
-                    && !name.is_null()
-                    && core::ffi::CStr::from_ptr(name) == function
-            })
-            .map_or(pg_sys::InvalidOid, |trigger| trigger.tgoid)
+        let mut guards = (0..t.numtriggers as usize).map(|i| &*t.triggers.add(i)).filter(|trigger| {
+            let function_name = raw::get_func_name(trigger.tgfoid);
+            trigger.tgtype & before_row_update == before_row_update
+                && raw::get_func_namespace(trigger.tgfoid) == integrity
+                && !function_name.is_null()
+                && core::ffi::CStr::from_ptr(function_name) == function
+        });
+        match (guards.next(), guards.next()) {
+            (Some(guard), None) if core::ffi::CStr::from_ptr(guard.tgname) == name => guard.tgoid,
+            _ => pg_sys::InvalidOid,
+        }
     }
 }
 
@@ -740,9 +746,10 @@ unsafe fn reset_per_tuple(target: &Target) {
 
 /// Adds a numeric amount to the column of several rows, all or none, as a
 /// reservation of several rows does (`stock_operations`): every row is
-/// locked first, in the order of the key's unique index (the order of
-/// `ORDER BY key`, which the SQL path locks in too, so that two such calls
-/// never deadlock whichever path each takes), and checked on its locked
+/// locked first, as `FOR UPDATE` locks it, in the order of the key's unique
+/// index (the order of `ORDER BY key FOR UPDATE`, which the SQL path locks
+/// with, so that two such calls never deadlock whichever path each takes),
+/// and checked on its locked
 /// version; the rows are written only once every one is there and stays in
 /// bounds.  `rows` pairs a value of the (single) key column's type with a
 /// numeric amount; a key may come more than once, and its amounts add up.
@@ -828,9 +835,13 @@ unsafe fn lock_all<'a>(
     unsafe {
         let held = raw::palloc0(size_of::<(*mut pg_sys::TupleTableSlot, Option<Value>)>() * rows.len())
             as *mut (*mut pg_sys::TupleTableSlot, Option<Value>);
+        // Locked as the statements' `FOR UPDATE` locks them, so that a call
+        // that falls back to them holds nothing they must upgrade (waiting,
+        // say, for a foreign key's KEY SHARE that waits for this lock).
+        let shape = Shape { lock_mode: pg_sys::LockTupleMode::LockTupleExclusive, ..target.shape };
         for (i, &(key, amount)) in rows.iter().enumerate() {
-            let row =
-                Target { found: raw::table_slot_create(target.rel, &mut (*target.estate).es_tupleTable), ..*target };
+            let found = raw::table_slot_create(target.rel, &mut (*target.estate).es_tupleTable);
+            let row = Target { found, shape, ..*target };
             if !locate(&row, &[key], snapshot) {
                 return Err(Outcome::Missing);
             }
@@ -842,7 +853,11 @@ unsafe fn lock_all<'a>(
             }
             let value = computed(&row, (pg_sys::NUMERICOID, &[(1, amount)]));
             admissible(&row, value)?;
-            held.add(i).write((row.found, value));
+            // A copy of the row, which lets its buffer go: the rows of one
+            // call may lie on more pages than there are shared buffers.
+            let materialize = (*(*found).tts_ops).materialize.expect("a slot type materializes");
+            materialize(found);
+            held.add(i).write((found, value));
         }
         Ok(core::slice::from_raw_parts(held, rows.len()))
     }

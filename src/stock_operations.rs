@@ -872,6 +872,17 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // Raises for a table that is not guarded, before the arguments are read.
     // SAFETY: the relation is open.
     let columns = unsafe { columns(rel, key_type, caller) };
+    if columns.is_none() {
+        // Only the statements can serve these ids: prepared (or found kept)
+        // now, so that their errors (ids of a type with no cast to the key's,
+        // a guard column renamed away) come before those of the arguments.
+        // SAFETY: the relation is open; the level is closed at once.
+        unsafe {
+            let level = pin_search_path();
+            plans(&ROWS_PLANS, rel, ids_type, caller, prepare_rows);
+            pg_sys::AtEOXact_GUC(true, level);
+        }
+    }
 
     if args[1].isnull {
         Error::NullArgument { caller: caller.into(), argument: "ids" }.raise();

@@ -211,6 +211,23 @@ SELECT on_twins($$SELECT integrity.reserve_stock('$t', 8::bigint, 1)$$, '_n');
 SELECT on_twins($$SELECT integrity.reserve_stock('$t', ARRAY[11, 8]::bigint[], ARRAY[1, 1])$$, '_n');
 SELECT on_twins($$SELECT integrity.release_stock('$t', 8::bigint, 1)$$, '_n');
 
+-- The direct path does not fire the stock guard's trigger, whose rule its
+-- checks prove; a second trigger running the guard's function (here on a
+-- cap column) is no rule it checks: the guard's trigger and that one fire.
+CREATE TABLE capped (id bigint PRIMARY KEY, stock integer, reserved integer NOT NULL DEFAULT 0, cap integer);
+INSERT INTO capped VALUES (1, 10, 0, 2), (2, 10, 0, 2);
+SELECT integrity.guard_stock('capped', 'stock', 'reserved');
+CREATE TRIGGER cap BEFORE UPDATE ON capped FOR EACH ROW EXECUTE FUNCTION integrity.stock_guard('cap', 'reserved');
+SELECT sqlstate, message FROM public.expect_error($$SELECT integrity.reserve_stock('stock_direct.capped', 1::bigint, 3)$$);
+SELECT sqlstate, message
+  FROM public.expect_error($$SELECT integrity.reserve_stock('stock_direct.capped', ARRAY[1, 2]::bigint[], ARRAY[3, 1])$$);
+SELECT integrity.reserve_stock('capped', ARRAY[2, 1]::bigint[], ARRAY[1, 2]), integrity.reserve_stock('capped', 2::bigint, 1);
+TABLE capped;
+-- Ids that only the statements can take (no cast from uuid to the key's
+-- bigint) are refused for that before their NULL is.
+SELECT sqlstate, message FROM public.expect_error($$SELECT integrity.reserve_stock('stock_direct.capped', NULL::uuid[], ARRAY[1])$$);
+DROP TABLE capped;
+
 -- A read-only transaction: the direct path leaves the write to the statement,
 -- which refuses it (25006) on every twin alike.
 BEGIN TRANSACTION READ ONLY;
