@@ -54,7 +54,14 @@ BEGIN
     FOR stale IN
         SELECT r.table_name, r.guard, r.columns, r.options, g.trigger_name, needed
           FROM integrity.guard_registry r
-          JOIN integrity._guard_triggers(NULL) g ON g.guard = r.guard AND g.recheck
+          -- A guard with two rechecks (totals: UPDATE and INSERT) creates them
+          -- in one registration, the first by name first: that one stands for
+          -- both, or the event fired between the two CREATEs would register
+          -- the guard again, and again.
+          JOIN (SELECT DISTINCT ON (t.guard) t.guard, t.trigger_name
+                  FROM integrity._guard_triggers(NULL) t
+                 WHERE t.recheck
+                 ORDER BY t.guard, t.trigger_name) g ON g.guard = r.guard
          CROSS JOIN LATERAL integrity._needs_recheck(r.table_name, r.guard) needed
          WHERE (r.table_name = tbl OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl)))
            AND needed <> EXISTS (SELECT FROM pg_catalog.pg_trigger t

@@ -5632,7 +5632,14 @@ BEGIN
     FOR stale IN
         SELECT r.table_name, r.guard, r.columns, r.options, g.trigger_name, needed
           FROM integrity.guard_registry r
-          JOIN integrity._guard_triggers(NULL) g ON g.guard = r.guard AND g.recheck
+          -- A guard with two rechecks (totals: UPDATE and INSERT) creates them
+          -- in one registration, the first by name first: that one stands for
+          -- both, or the event fired between the two CREATEs would register
+          -- the guard again, and again.
+          JOIN (SELECT DISTINCT ON (t.guard) t.guard, t.trigger_name
+                  FROM integrity._guard_triggers(NULL) t
+                 WHERE t.recheck
+                 ORDER BY t.guard, t.trigger_name) g ON g.guard = r.guard
          CROSS JOIN LATERAL integrity._needs_recheck(r.table_name, r.guard) needed
          WHERE (r.table_name = tbl OR r.table_name IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(tbl)))
            AND needed <> EXISTS (SELECT FROM pg_catalog.pg_trigger t
@@ -8277,7 +8284,9 @@ $$;
 -- ==== issue 17: a maintained total cannot be changed by a trigger that fires after its guard ====
 -- The guard lets through exactly the write the extension makes (src/totals.rs,
 -- src/sanctioned.rs); integrity_total_recheck, AFTER UPDATE, checks the final
--- row while a BEFORE UPDATE trigger of the target sorts after the guard's.
+-- row while a BEFORE UPDATE trigger of the target sorts after the guard's, and
+-- integrity_total_start_recheck, AFTER INSERT, the starting total of a new row
+-- while a BEFORE INSERT trigger sorts after integrity_total_start.
 -- (Totals are new in 0.2.0: no registered target predates this section.)
 CREATE OR REPLACE FUNCTION integrity._guard_triggers(guard text)
 RETURNS TABLE (trigger_name name, function_name name, tgtype smallint, mode "char", per_partition boolean,
@@ -8307,6 +8316,7 @@ AS $$
             ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
             ('total',         'integrity_total_recheck',           'total_guard',                17, 'O', false, true,  true),
             ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
+            ('total',         'integrity_total_start_recheck',     'total_start',                 5, 'O', false, false, true),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
             ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
             ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),
@@ -8357,8 +8367,10 @@ BEGIN
     SELECT r.columns, r.options INTO registered
       FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
     PERFORM integrity._place_recheck(target, 'total',
-        format('CREATE OR REPLACE TRIGGER integrity_total_recheck AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
-               ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
+        format('CREATE OR REPLACE TRIGGER integrity_total_recheck AFTER UPDATE ON %1$s FOR EACH ROW WHEN (%2$s)'
+               ' EXECUTE FUNCTION integrity.total_guard(%3$s);'
+               ' CREATE OR REPLACE TRIGGER integrity_total_start_recheck AFTER INSERT ON %1$s FOR EACH ROW'
+               ' EXECUTE FUNCTION integrity.total_start()', target,
                (SELECT string_agg(integrity._changed_sql(target, col), ' OR ' ORDER BY n)
                   FROM unnest(registered.columns || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(registered.options -> 'key')))
                        WITH ORDINALITY AS c(col, n)),

@@ -40,6 +40,7 @@ AS $$
             ('total',         'integrity_total',                   'total_guard',                19, 'O', false, false, false),
             ('total',         'integrity_total_recheck',           'total_guard',                17, 'O', false, true,  true),
             ('total',         'integrity_total_start',             'total_start',                 7, 'O', false, false, false),
+            ('total',         'integrity_total_start_recheck',     'total_start',                 5, 'O', false, false, true),
             -- AFTER … FOR EACH STATEMENT with transition tables, one event each
             ('lifecycle',     'integrity_lifecycle_insert',        'lifecycle_guard',             4, 'O', true,  false, false),
             ('lifecycle',     'integrity_lifecycle_update',        'lifecycle_guard',            16, 'O', true,  false, false),

@@ -263,9 +263,9 @@ AS $$
                                    options)
 $$;
 
--- (Re)creates the target's triggers from its registry row.  The recheck
--- fires for a row whose total or key a trigger after the guard's may have
--- changed.
+-- (Re)creates the target's triggers from its registry row.  The rechecks
+-- fire for a row whose total or key a trigger after the guard's may have
+-- changed: on UPDATE, and on INSERT after the starting total was set.
 CREATE FUNCTION integrity._place_total_guard(target regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -277,8 +277,10 @@ BEGIN
     SELECT r.columns, r.options INTO registered
       FROM integrity.guard_registry r WHERE r.table_name = target AND r.guard = 'total';
     PERFORM integrity._place_recheck(target, 'total',
-        format('CREATE OR REPLACE TRIGGER integrity_total_recheck AFTER UPDATE ON %s FOR EACH ROW WHEN (%s)'
-               ' EXECUTE FUNCTION integrity.total_guard(%s)', target,
+        format('CREATE OR REPLACE TRIGGER integrity_total_recheck AFTER UPDATE ON %1$s FOR EACH ROW WHEN (%2$s)'
+               ' EXECUTE FUNCTION integrity.total_guard(%3$s);'
+               ' CREATE OR REPLACE TRIGGER integrity_total_start_recheck AFTER INSERT ON %1$s FOR EACH ROW'
+               ' EXECUTE FUNCTION integrity.total_start()', target,
                (SELECT string_agg(integrity._changed_sql(target, col), ' OR ' ORDER BY n)
                   FROM unnest(registered.columns || ARRAY(SELECT pg_catalog.jsonb_array_elements_text(registered.options -> 'key')))
                        WITH ORDINALITY AS c(col, n)),

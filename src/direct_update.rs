@@ -216,6 +216,10 @@ struct Shape {
     /// writes of maintained totals, which are sanctioned, so not fired for
     /// them.
     total_guard: pg_sys::Oid,
+    /// Its recheck, `integrity_total_recheck` (AFTER UPDATE, or invalid):
+    /// there for a BEFORE UPDATE trigger of the user's, which this path does
+    /// not fire, or for a BEFORE INSERT one, which an UPDATE does not fire.
+    total_recheck: pg_sys::Oid,
     /// The target's `integrity_stock` BEFORE trigger (or invalid), whose
     /// rule a reservation's checks prove (`Sanctioned::Stock`).
     stock_guard: pg_sys::Oid,
@@ -410,13 +414,13 @@ pub unsafe fn open_with_second(
             raw::table_close(rel, pg_sys::NoLock as i32);
             return None;
         };
-        let sanctioned_guard = match sanctioned {
-            Sanctioned::Total => shape.total_guard,
-            Sanctioned::Stock if second == 0 && bound.is_some() => shape.stock_guard,
-            _ => pg_sys::InvalidOid,
+        let (sanctioned_guard, recheck) = match sanctioned {
+            Sanctioned::Total => (shape.total_guard, shape.total_recheck),
+            Sanctioned::Stock if second == 0 && bound.is_some() => (shape.stock_guard, pg_sys::InvalidOid),
+            _ => (pg_sys::InvalidOid, pg_sys::InvalidOid),
         };
-        if sanctioned_guard != pg_sys::InvalidOid {
-            without_trigger(result, sanctioned_guard);
+        if sanctioned_guard != pg_sys::InvalidOid || recheck != pg_sys::InvalidOid {
+            without_triggers(result, [sanctioned_guard, recheck]);
         }
         let mut direct = Target {
             rel,
@@ -507,23 +511,26 @@ unsafe fn shape_of(
             column_type: attribute.atttypid,
             column_typmod: attribute.atttypmod,
             lock_mode,
-            total_guard: before_update_guard((*rel).trigdesc, c"total_guard", c"integrity_total"),
-            stock_guard: before_update_guard((*rel).trigdesc, c"stock_guard", c"integrity_stock"),
+            total_guard: update_guard((*rel).trigdesc, c"total_guard", c"integrity_total", true),
+            total_recheck: update_guard((*rel).trigdesc, c"total_guard", c"integrity_total_recheck", false),
+            stock_guard: update_guard((*rel).trigdesc, c"stock_guard", c"integrity_stock", true),
         };
         indexes.iter().any(|&index| key_index(&mut shape, rel, key_atts, key_types, index)).then_some(shape)
     }
 }
 
-/// The OID of the target's BEFORE UPDATE row trigger `name` when it is
-/// the only one that runs the extension's trigger function `function` (the
-/// guard the extension placed, whose columns the caller read), or invalid.
+/// The OID of the target's BEFORE (or AFTER) UPDATE row trigger `name`
+/// when it is the only one of that timing that runs the extension's trigger
+/// function `function` (the guard the extension placed, whose columns the
+/// caller read), or invalid.
 ///
 /// # Safety
 /// `trigdesc` is an open relation's (or NULL).
-unsafe fn before_update_guard(
+unsafe fn update_guard(
     trigdesc: *mut pg_sys::TriggerDesc,
     function: &core::ffi::CStr,
     name: &core::ffi::CStr,
+    before: bool,
 ) -> pg_sys::Oid {
     if trigdesc.is_null() {
         return pg_sys::InvalidOid;
@@ -533,11 +540,11 @@ unsafe fn before_update_guard(
     unsafe {
         let t = &*trigdesc;
         let integrity = raw::get_namespace_oid(c"integrity".as_ptr(), true);
-        let before_row_update =
-            (pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_UPDATE) as i16;
+        let row_update = (pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_UPDATE) as i16;
         let mut guards = (0..t.numtriggers as usize).map(|i| &*t.triggers.add(i)).filter(|trigger| {
             let function_name = raw::get_func_name(trigger.tgfoid);
-            trigger.tgtype & before_row_update == before_row_update
+            trigger.tgtype & row_update == row_update
+                && (trigger.tgtype & pg_sys::TRIGGER_TYPE_BEFORE as i16 != 0) == before
                 && raw::get_func_namespace(trigger.tgfoid) == integrity
                 && !function_name.is_null()
                 && core::ffi::CStr::from_ptr(function_name) == function
@@ -549,30 +556,37 @@ unsafe fn before_update_guard(
     }
 }
 
-/// Leaves trigger `tgoid` out of the result relation's copy of the trigger
-/// descriptor (the executor fires what that copy lists).
+/// Leaves triggers `tgoids` (invalid ones are none) out of the result
+/// relation's copy of the trigger descriptor (the executor fires what that
+/// copy lists).
 ///
 /// # Safety
 /// `result` was set up by `InitResultRelInfo`, whose trigger descriptor
-/// holds `tgoid`, a BEFORE UPDATE row trigger.
-unsafe fn without_trigger(result: *mut pg_sys::ResultRelInfo, tgoid: pg_sys::Oid) {
+/// holds the valid ones of `tgoids`, UPDATE row triggers.
+unsafe fn without_triggers(result: *mut pg_sys::ResultRelInfo, tgoids: [pg_sys::Oid; 2]) {
     // SAFETY: the descriptor is the result relation's own palloc'd copy; the
-    // new one is a shallow copy of it in the same memory, with one trigger
-    // fewer and the BEFORE UPDATE row flag recomputed (the per-trigger arrays
-    // of the result relation have room for the original number).
+    // new one is a shallow copy of it in the same memory, without those
+    // triggers and with the UPDATE row flags recomputed (the per-trigger
+    // arrays of the result relation have room for the original number).
     unsafe {
         let old = (*result).ri_TrigDesc;
         let new = raw::palloc0(size_of::<pg_sys::TriggerDesc>()) as *mut pg_sys::TriggerDesc;
         new.write(*old);
         let triggers = raw::palloc0(size_of::<pg_sys::Trigger>() * (*old).numtriggers as usize) as *mut pg_sys::Trigger;
         let mut n = 0;
-        let before_row_update =
-            (pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_BEFORE | pg_sys::TRIGGER_TYPE_UPDATE) as i16;
+        let row_update = (pg_sys::TRIGGER_TYPE_ROW | pg_sys::TRIGGER_TYPE_UPDATE) as i16;
         (*new).trig_update_before_row = false;
+        (*new).trig_update_after_row = false;
         for i in 0..(*old).numtriggers as usize {
             let trigger = *(*old).triggers.add(i);
-            if trigger.tgoid != tgoid {
-                (*new).trig_update_before_row |= trigger.tgtype & before_row_update == before_row_update;
+            if !tgoids.contains(&trigger.tgoid) {
+                if trigger.tgtype & row_update == row_update {
+                    if trigger.tgtype & pg_sys::TRIGGER_TYPE_BEFORE as i16 != 0 {
+                        (*new).trig_update_before_row = true;
+                    } else if trigger.tgtype & pg_sys::TRIGGER_TYPE_INSTEAD as i16 == 0 {
+                        (*new).trig_update_after_row = true;
+                    }
+                }
                 triggers.add(n).write(trigger);
                 n += 1;
             }

@@ -86,7 +86,10 @@ trigger_entry!(
 
 trigger_entry!(
     /// `BEFORE INSERT … FOR EACH ROW` on the target: a new row starts at the
-    /// total of the source rows that already reference it.
+    /// total of the source rows that already reference it.  As `AFTER
+    /// INSERT` (`integrity_total_start_recheck`, placed while a BEFORE INSERT
+    /// trigger of the target fires after the guard's), it refuses a new row
+    /// whose total is not that any more.
     integrity_total_start,
     pg_finfo_integrity_total_start,
     start_totals
@@ -111,6 +114,11 @@ struct Pending {
     delta: Delta,
 }
 
+/// A new target row's starting total, by target, column and image of the
+/// row's key (`start_key`); its value: the subtransaction that set it and the
+/// total (a numeric in `TopTransactionContext`, or NULL).
+type StartKey = (pg_sys::Oid, i16, Vec<u8>);
+
 thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
@@ -124,6 +132,9 @@ thread_local! {
     /// Memory of filters compiled again: a statement still running may
     /// evaluate the old one, so it is freed when the transaction ends.
     static STALE_FILTERS: RefCell<Vec<pg_sys::MemoryContext>> = const { RefCell::new(Vec::new()) };
+    /// The starting totals of new target rows, for their recheck.
+    static STARTS: RefCell<Map<StartKey, (pg_sys::SubTransactionId, Option<pg_sys::Datum>)>> =
+        RefCell::new(Map::default());
 }
 
 /// A filter compiled for one source trigger: the expression state, and the
@@ -521,6 +532,7 @@ unsafe extern "C-unwind" fn subxact_event(
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         PENDING.with_borrow_mut(|pending| pending.retain(|entry| entry.subxact < subid));
+        STARTS.with_borrow_mut(|starts| starts.retain(|_, (subxact, _)| *subxact < subid));
     }
 }
 
@@ -541,9 +553,13 @@ unsafe extern "C-unwind" fn xact_event(event: pg_sys::XactEvent::Type, _arg: *mu
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             PENDING.with_borrow_mut(Vec::clear);
+            STARTS.with_borrow_mut(Map::clear);
             free_stale_filters();
         }
-        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => free_stale_filters(),
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            STARTS.with_borrow_mut(Map::clear);
+            free_stale_filters();
+        }
         _ => {}
     }
 }
@@ -981,19 +997,29 @@ struct StartColumn {
 struct StartPlan {
     columns: *const StartColumn,
     ncolumns: usize,
+    /// The target has `integrity_total_start_recheck`, which reads the
+    /// starting totals `start_totals` keeps for it.
+    rechecked: bool,
 }
 
 fn start_totals(firing: &Firing) -> Verdict {
-    if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() || !firing.is_before() {
+    if firing.event() != pg_sys::TRIGGER_EVENT_INSERT || !firing.is_row() {
         firing.misuse();
     }
-    let columns = start_plan(firing).columns();
+    let plan = start_plan(firing);
+    let columns = plan.columns();
     let row = firing.trigtuple();
+    if !firing.is_before() {
+        return recheck_start(firing, columns, row);
+    }
     let mut attnums = Vec::with_capacity(columns.len());
     let mut values = Vec::with_capacity(columns.len());
     let mut nulls = Vec::with_capacity(columns.len());
     for column in columns {
         let (value, is_null) = actual_total(firing, column, row);
+        if plan.rechecked {
+            stash_start(firing, column, row, (value, is_null));
+        }
         attnums.push(i32::from(column.attnum));
         values.push(value);
         nulls.push(is_null);
@@ -1011,6 +1037,129 @@ fn start_totals(firing: &Firing) -> Verdict {
         )
     };
     Verdict::Allow(pg_sys::Datum::from(started))
+}
+
+/// The recheck of a new row, as inserted: each maintained column holds the
+/// total `start_totals` set for the row's key.  Where a later trigger changed
+/// the key too, the total must be the actual total of the new key, as it is
+/// now (the writes that the statement made to its sources since included).
+fn recheck_start(firing: &Firing, columns: &[StartColumn], row: Row) -> Verdict {
+    for column in columns {
+        let typid = firing.attribute(column.attnum).atttypid;
+        let stored = firing.value(row, column.attnum);
+        // SAFETY: a value of the column's type, an integer type or numeric.
+        let stored_numeric = (!stored.1).then(|| unsafe { direct_update::to_numeric(typid, stored.0) });
+        let start = match STARTS.with_borrow_mut(|starts| starts.remove(&start_key(firing, column, row))) {
+            Some((_, start)) => start,
+            None => {
+                let (actual, is_null) = actual_total(firing, column, row);
+                // SAFETY: as above.
+                (!is_null).then(|| unsafe { direct_update::to_numeric(typid, actual) })
+            }
+        };
+        let same = match (start, stored_numeric) {
+            (Some(a), Some(b)) => numeric_equal(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            let start_text = start.map_or_else(|| "NULL".to_string(), numeric_text);
+            return firing.refuse(start_refusal(firing, column.attnum, row, &start_text));
+        }
+    }
+    Verdict::Allow(pg_sys::Datum::from(0))
+}
+
+/// Keeps the starting total of `column` of the new row for its recheck.
+fn stash_start(firing: &Firing, column: &StartColumn, row: Row, (value, is_null): (pg_sys::Datum, bool)) {
+    register_callbacks();
+    let typid = firing.attribute(column.attnum).atttypid;
+    // SAFETY: a value of the column's type, an integer type or numeric,
+    // copied (as a numeric) into the transaction's memory, which outlives
+    // the entry (cleared when the transaction ends).
+    let start = (!is_null).then(|| unsafe {
+        let previous = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
+        let numeric = direct_update::to_numeric(typid, value).cast_mut_ptr();
+        let start = pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(numeric));
+        pg_sys::MemoryContextSwitchTo(previous);
+        start
+    });
+    // SAFETY: a plain read of the backend's transaction state.
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    STARTS.with_borrow_mut(|starts| starts.insert(start_key(firing, column, row), (subxact, start)));
+}
+
+/// The stash key of `column` of `row`: the target, the column, and the
+/// bytes of the row's key values (varlenas detoasted and compared without
+/// their header, which forming the stored tuple may shorten).
+fn start_key(firing: &Firing, column: &StartColumn, row: Row) -> StartKey {
+    let mut image = Vec::new();
+    for &att in &column.key_atts[..column.nkeys] {
+        let (value, is_null) = firing.value(row, att);
+        image.push(u8::from(is_null));
+        if is_null {
+            continue;
+        }
+        let attribute = firing.attribute(att);
+        // SAFETY: a value of the attribute's type: by value, a varlena
+        // (detoasted here), or `attlen` bytes (a C string up to its NUL).
+        unsafe {
+            if attribute.attbyval {
+                image.extend_from_slice(&value.value().to_ne_bytes());
+            } else if attribute.attlen == -1 {
+                let varlena = pg_sys::pg_detoast_datum_packed(value.cast_mut_ptr());
+                let data = pgrx::varlena::vardata_any(varlena) as *const u8;
+                image.extend_from_slice(core::slice::from_raw_parts(data, pgrx::varlena::varsize_any_exhdr(varlena)));
+            } else if attribute.attlen > 0 {
+                image.extend_from_slice(core::slice::from_raw_parts(
+                    value.cast_mut_ptr::<u8>(),
+                    attribute.attlen as usize,
+                ));
+            } else {
+                image.extend_from_slice(CStr::from_ptr(value.cast_mut_ptr()).to_bytes_with_nul());
+            }
+        }
+    }
+    // SAFETY: the firing relation's descriptor outlives the firing.
+    (unsafe { (*firing.relation()).rd_id }, column.attnum, image)
+}
+
+/// Whether the firing relation has a trigger named `name`.
+fn has_trigger(firing: &Firing, name: &CStr) -> bool {
+    // SAFETY: the firing relation's trigger descriptor (it has one: a
+    // trigger is firing), `numtriggers` entries.
+    unsafe {
+        let triggers = &*(*firing.relation()).trigdesc;
+        (0..triggers.numtriggers as usize).any(|i| CStr::from_ptr((*triggers.triggers.add(i)).tgname) == name)
+    }
+}
+
+/// A numeric's text.
+fn numeric_text(value: pg_sys::Datum) -> String {
+    // SAFETY: numeric_out of a numeric returns a palloc'd C string, copied at once.
+    unsafe {
+        let text = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_out, &[Some(value)])
+            .expect("numeric_out of a number is not NULL");
+        CStr::from_ptr(text.cast_mut_ptr()).to_string_lossy().into_owned()
+    }
+}
+
+/// Why a new row's total set by a trigger after the guard's is refused.
+fn start_refusal(firing: &Firing, attnum: i16, row: Row, start: &str) -> Refusal {
+    let column = pgrx::name_data_to_str(&firing.attribute(attnum).attname);
+    Refusal {
+        code: PgSqlErrorCode::ERRCODE_RESTRICT_VIOLATION,
+        message: format!("column \"{column}\" of table \"{}\" is a maintained total", firing.table_name()),
+        detail: format!(
+            "{} in table {}: a new row starts {column} at the total of its source rows, {start}, not {}.",
+            firing.row_key(row),
+            firing.qualified_table_name(),
+            firing.value_text(row, attnum)
+        ),
+        hint: "A BEFORE INSERT trigger that fires after integrity_total_start (triggers fire in name order) \
+               changed it; leave the column to the guard."
+            .into(),
+        column: Some(attnum),
+    }
 }
 
 /// The actual total of `column` for the row with the key of `row`, of the
@@ -1102,7 +1251,11 @@ fn start_plan<'f>(firing: &'f Firing) -> &'f StartPlan {
             let copy = pg_sys::MemoryContextAlloc(firing.plan_memory_context(), size_of_val(columns.as_slice()))
                 as *mut StartColumn;
             copy.copy_from_nonoverlapping(columns.as_ptr(), columns.len());
-            StartPlan { columns: copy, ncolumns: columns.len() }
+            StartPlan {
+                columns: copy,
+                ncolumns: columns.len(),
+                rechecked: has_trigger(firing, c"integrity_total_start_recheck"),
+            }
         }
     })
 }

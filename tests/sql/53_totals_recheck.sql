@@ -141,7 +141,7 @@ CREATE TRIGGER zz_bump BEFORE UPDATE ON inventory_stock FOR EACH ROW EXECUTE FUN
 ALTER EVENT TRIGGER integrity_ddl_command_end ENABLE ALWAYS;
 SELECT * FROM guard_triggers();
 SELECT severity, problem, remedy FROM integrity.health() WHERE table_name = 'inventory_stock'::regclass;
-DO $$ BEGIN EXECUTE (SELECT remedy FROM integrity.health() WHERE table_name = 'inventory_stock'::regclass); END $$;
+DO $$ BEGIN EXECUTE (SELECT DISTINCT remedy FROM integrity.health() WHERE table_name = 'inventory_stock'::regclass); END $$;
 SELECT * FROM guard_triggers();
 SELECT * FROM integrity.health() WHERE table_name = 'inventory_stock'::regclass;
 SELECT sqlstate FROM expect_error($$UPDATE inventory_stock SET stock_type = 'HDPE' WHERE id = 3$$);
@@ -160,6 +160,40 @@ SELECT tgname FROM pg_trigger WHERE tgrelid = 'inventory_stock'::regclass AND NO
 REVOKE ALL ON inventory_stock FROM stock_trigger_maker;
 REVOKE ALL ON FUNCTION bump() FROM stock_trigger_maker;
 DROP ROLE stock_trigger_maker;
+
+-- A new stock row starts at the total of its pieces (integrity_total_start).
+-- A BEFORE INSERT trigger that fires after that one adds the INSERT recheck
+-- (integrity_total_start_recheck): one that leaves the total alone inserts
+-- as before, also when the same statement then adds pieces to the new row
+-- (their totals arrive after the row's recheck was queued); one that changes
+-- the total is refused (23001), also after changing the key.
+CREATE TRIGGER set_updated_at BEFORE INSERT ON inventory_stock FOR EACH ROW EXECUTE FUNCTION touch();
+SELECT * FROM guard_triggers();
+INSERT INTO inventory_stock (id, stock_type) VALUES (4, 'SPARE');
+WITH s AS (INSERT INTO inventory_stock (id, stock_type) VALUES (5, 'SPARE') RETURNING id)
+INSERT INTO sprinkler_spare_pieces (id, stock_id, piece_count) SELECT 20, id, 6 FROM s;
+SELECT * FROM stock;
+CREATE TRIGGER zz_bump BEFORE INSERT ON inventory_stock FOR EACH ROW EXECUTE FUNCTION bump();
+\x on
+SELECT * FROM expect_error($$INSERT INTO inventory_stock (id, stock_type) VALUES (6, 'SPARE')$$);
+\x off
+CREATE FUNCTION renumber() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.id := NEW.id + 100;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER zz_a_renumber BEFORE INSERT ON inventory_stock FOR EACH ROW EXECUTE FUNCTION renumber();
+SELECT sqlstate, message, detail FROM expect_error($$INSERT INTO inventory_stock (id, stock_type) VALUES (6, 'SPARE')$$);
+DROP TRIGGER zz_bump ON inventory_stock;
+INSERT INTO inventory_stock (id, stock_type) VALUES (6, 'SPARE');
+SELECT * FROM stock WHERE id > 100;
+SELECT * FROM integrity.health() WHERE table_name = 'inventory_stock'::regclass;
+-- Without a later trigger the recheck goes.
+DROP TRIGGER zz_a_renumber ON inventory_stock;
+DROP TRIGGER set_updated_at ON inventory_stock;
+SELECT * FROM guard_triggers();
+DELETE FROM sprinkler_spare_pieces WHERE id = 20;
+DELETE FROM inventory_stock WHERE id IN (4, 5, 106);
 
 -- The totals are exact, and nothing drifted.
 INSERT INTO sprinkler_spare_pieces (id, stock_id, piece_count) VALUES (13, 1, 4);
