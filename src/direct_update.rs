@@ -1203,7 +1203,7 @@ unsafe fn out_of_bounds(target: &Target, value: Option<Value>) -> Option<Bounds>
 
 /// # Safety
 /// `value` is a numeric.
-unsafe fn numeric_text(value: pg_sys::Datum) -> String {
+pub unsafe fn numeric_text(value: pg_sys::Datum) -> String {
     // SAFETY: numeric_out returns a palloc'd C string.
     unsafe {
         let text = call1(raw::numeric_out, value);

@@ -1062,7 +1062,9 @@ fn recheck_start(firing: &Firing, columns: &[StartColumn], row: Row) -> Verdict 
             (a, b) => a.is_none() && b.is_none(),
         };
         if !same {
-            let start_text = start.map_or_else(|| "NULL".to_string(), numeric_text);
+            // SAFETY: a numeric.
+            let start_text =
+                start.map_or_else(|| "NULL".to_string(), |start| unsafe { direct_update::numeric_text(start) });
             return firing.refuse(start_refusal(firing, column.attnum, row, &start_text));
         }
     }
@@ -1130,16 +1132,6 @@ fn has_trigger(firing: &Firing, name: &CStr) -> bool {
     unsafe {
         let triggers = &*(*firing.relation()).trigdesc;
         (0..triggers.numtriggers as usize).any(|i| CStr::from_ptr((*triggers.triggers.add(i)).tgname) == name)
-    }
-}
-
-/// A numeric's text.
-fn numeric_text(value: pg_sys::Datum) -> String {
-    // SAFETY: numeric_out of a numeric returns a palloc'd C string, copied at once.
-    unsafe {
-        let text = pgrx::fcinfo::direct_function_call_as_datum(pg_sys::numeric_out, &[Some(value)])
-            .expect("numeric_out of a number is not NULL");
-        CStr::from_ptr(text.cast_mut_ptr()).to_string_lossy().into_owned()
     }
 }
 
