@@ -978,10 +978,20 @@ unsafe fn rows_directly(
     // datums; the target is opened and closed here, in the call's
     // transaction and memory context.
     unsafe {
-        let (mut len, mut byval, mut align) = (0i16, false, 0 as c_char);
-        pg_sys::get_typlenbyvalalign(key_type, &mut len, &mut byval, &mut align);
+        // The key column is of the elements' type, whose storage its
+        // attribute copies: no catalog lookup per call.
+        let key = tuple_desc_attr((*rel).rd_att, columns.key);
         let (mut keys, mut n) = (core::ptr::null_mut(), 0);
-        pg_sys::deconstruct_array(ids, key_type, len.into(), byval, align, &mut keys, core::ptr::null_mut(), &mut n);
+        pg_sys::deconstruct_array(
+            ids,
+            key_type,
+            key.attlen.into(),
+            key.attbyval,
+            key.attalign,
+            &mut keys,
+            core::ptr::null_mut(),
+            &mut n,
+        );
         if n != count {
             return None;
         }
