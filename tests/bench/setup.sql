@@ -555,8 +555,22 @@ LANGUAGE sql STABLE AS $$ SELECT us_extra FROM bench_summary WHERE workload = w 
 CREATE FUNCTION bench_us(w text, v text) RETURNS double precision
 LANGUAGE sql STABLE AS $$ SELECT us_each FROM bench_summary WHERE workload = w AND variant = v $$;
 -- What variant v adds over floor f, as a share of what variant r adds over it:
--- the overhead ratio of DESIGN.md's targets.
+-- the overhead ratio of DESIGN.md's targets.  Each overhead is the median of
+-- the differences within one run (rep), where the variants ran back to back:
+-- a slow stretch of the host then moves both sides of a difference instead of
+-- one median.
 CREATE FUNCTION bench_overhead(w text, v text, r text, f text) RETURNS double precision
 LANGUAGE sql STABLE AS $$
-    SELECT (bench_us(w, v) - bench_us(w, f)) / nullif(bench_us(w, r) - bench_us(w, f), 0)
+    WITH us AS (
+        SELECT b.variant, b.rep,
+               CASE wl.unit WHEN 's' THEN b.value * 1e6 / wl.rows ELSE 1e6 / b.value END AS us
+          FROM bench_results b JOIN bench_workloads wl USING (workload)
+         WHERE b.workload = w
+    ), extra AS (
+        SELECT x.variant, percentile_cont(0.5) WITHIN GROUP (ORDER BY x.us - fl.us) AS us
+          FROM us x JOIN us fl ON fl.variant = f AND fl.rep = x.rep
+         WHERE x.variant IN (v, r)
+         GROUP BY x.variant
+    )
+    SELECT (SELECT us FROM extra WHERE variant = v) / nullif((SELECT us FROM extra WHERE variant = r), 0)
 $$;
