@@ -137,6 +137,40 @@ pub(crate) unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
     }
 }
 
+/// Appends the binary form of a column's value (None for NULL) to `key`,
+/// length-prefixed so that the forms of several values never run into each
+/// other: rows whose chain columns have the same binary values belong to one
+/// chain, a new row whose key has the same values is the same target row.
+///
+/// # Safety
+/// `value` is a datum of the column `attribute` describes.
+pub(crate) unsafe fn push_value(
+    key: &mut Vec<u8>,
+    value: Option<pg_sys::Datum>,
+    attribute: &pg_sys::FormData_pg_attribute,
+) {
+    let Some(value) = value else {
+        key.push(0);
+        return;
+    };
+    // SAFETY: the attribute says how the datum holds the value (the
+    // contract): by value, a varlena, a C string or `attlen` bytes.
+    let data: &[u8] = unsafe {
+        if attribute.attbyval {
+            &value.value().to_ne_bytes()[..attribute.attlen as usize]
+        } else if attribute.attlen == -1 {
+            varlena_bytes(value)
+        } else if attribute.attlen == -2 {
+            core::ffi::CStr::from_ptr(value.cast_mut_ptr()).to_bytes()
+        } else {
+            core::slice::from_raw_parts(value.cast_mut_ptr::<u8>(), attribute.attlen as usize)
+        }
+    };
+    key.push(1);
+    key.extend_from_slice(&data.len().to_ne_bytes());
+    key.extend_from_slice(data);
+}
+
 /// Appends `text` as a JSON string, as PostgreSQL's `escape_json()` writes
 /// it: `"`, `\` and the control characters escaped (those without a short
 /// form as `\u` and four lowercase hex digits), every other byte as it is.

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::chain_encoding::{link_hash, varlena_bytes};
+use crate::chain_encoding::{link_hash, push_value, varlena_bytes};
 use crate::error::Error;
 use crate::fmgr::{prepare, result_text, result_value, select, spi_connect, spi_finish};
 use crate::trigger::tuple_desc_attr;
@@ -374,34 +374,6 @@ fn chain_key(text: &str) -> String {
     }
     // Only ASCII digits and points were left out of valid UTF-8.
     String::from_utf8(key).unwrap_or_else(|_| text.to_string())
-}
-
-/// Appends the binary form of a chain column's value to `key`: rows whose
-/// chain columns have the same binary values belong to one chain.
-///
-/// # Safety
-/// `value` is a datum of the column `attribute` describes.
-unsafe fn push_value(key: &mut Vec<u8>, value: Option<pg_sys::Datum>, attribute: &pg_sys::FormData_pg_attribute) {
-    let Some(value) = value else {
-        key.push(0);
-        return;
-    };
-    // SAFETY: the attribute says how the datum holds the value (the
-    // contract): by value, a varlena, a C string or `attlen` bytes.
-    let data: &[u8] = unsafe {
-        if attribute.attbyval {
-            &value.value().to_ne_bytes()[..attribute.attlen as usize]
-        } else if attribute.attlen == -1 {
-            varlena_bytes(value)
-        } else if attribute.attlen == -2 {
-            core::ffi::CStr::from_ptr(value.cast_mut_ptr()).to_bytes()
-        } else {
-            core::slice::from_raw_parts(value.cast_mut_ptr::<u8>(), attribute.attlen as usize)
-        }
-    };
-    key.push(1);
-    key.extend_from_slice(&data.len().to_ne_bytes());
-    key.extend_from_slice(data);
 }
 
 impl Pass {

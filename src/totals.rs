@@ -48,6 +48,7 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 
 use crate::backend_map::Map;
+use crate::chain_encoding::push_value;
 use pgrx::{pg_guard, PgSqlErrorCode};
 
 use crate::direct_update::{self, MAX_KEYS};
@@ -1091,35 +1092,13 @@ fn stash_start(firing: &Firing, column: &StartColumn, row: Row, (value, is_null)
 }
 
 /// The stash key of `column` of `row`: the target, the column, and the
-/// bytes of the row's key values (varlenas detoasted and compared without
-/// their header, which forming the stored tuple may shorten).
+/// binary form of the row's key values (`push_value`).
 fn start_key(firing: &Firing, column: &StartColumn, row: Row) -> StartKey {
     let mut image = Vec::new();
     for &att in &column.key_atts[..column.nkeys] {
         let (value, is_null) = firing.value(row, att);
-        image.push(u8::from(is_null));
-        if is_null {
-            continue;
-        }
-        let attribute = firing.attribute(att);
-        // SAFETY: a value of the attribute's type: by value, a varlena
-        // (detoasted here), or `attlen` bytes (a C string up to its NUL).
-        unsafe {
-            if attribute.attbyval {
-                image.extend_from_slice(&value.value().to_ne_bytes());
-            } else if attribute.attlen == -1 {
-                let varlena = pg_sys::pg_detoast_datum_packed(value.cast_mut_ptr());
-                let data = pgrx::varlena::vardata_any(varlena) as *const u8;
-                image.extend_from_slice(core::slice::from_raw_parts(data, pgrx::varlena::varsize_any_exhdr(varlena)));
-            } else if attribute.attlen > 0 {
-                image.extend_from_slice(core::slice::from_raw_parts(
-                    value.cast_mut_ptr::<u8>(),
-                    attribute.attlen as usize,
-                ));
-            } else {
-                image.extend_from_slice(CStr::from_ptr(value.cast_mut_ptr()).to_bytes_with_nul());
-            }
-        }
+        // SAFETY: a value of the attribute's type.
+        unsafe { push_value(&mut image, (!is_null).then_some(value), firing.attribute(att)) };
     }
     // SAFETY: the firing relation's descriptor outlives the firing.
     (unsafe { (*firing.relation()).rd_id }, column.attnum, image)

@@ -201,4 +201,21 @@ UPDATE sprinkler_spare_pieces SET status = 'SOLD_OUT' WHERE id = 12;
 SELECT * FROM stock;
 SELECT count(*) AS drifted FROM integrity.violations('inventory_stock');
 
+
+-- Two new rows of one statement whose binary keys would run into each other
+-- ('a\000', 'bc' and 'a', '\000bc') each keep their own starting total for
+-- the recheck.
+CREATE TABLE bins (
+    aisle      bytea,
+    shelf      bytea,
+    quantity   integer NOT NULL DEFAULT 0,
+    updated_at timestamptz,
+    PRIMARY KEY (aisle, shelf)
+);
+CREATE TABLE bin_pieces (id bigint PRIMARY KEY, aisle bytea, shelf bytea, piece_count integer NOT NULL);
+INSERT INTO bin_pieces VALUES (1, '\x6100', '\x6263', 5), (2, '\x61', '\x006263', 7);
+SELECT integrity.maintain_total('bins', 'quantity', 'bin_pieces', ARRAY['aisle', 'shelf'], 'piece_count');
+CREATE TRIGGER set_updated_at BEFORE INSERT ON bins FOR EACH ROW EXECUTE FUNCTION touch();
+INSERT INTO bins (aisle, shelf) VALUES ('\x6100', '\x6263'), ('\x61', '\x006263');
+SELECT aisle, shelf, quantity FROM bins ORDER BY aisle, shelf;
 \ir common/teardown.sql
