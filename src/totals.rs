@@ -57,7 +57,7 @@ use crate::fmgr::{
     execute_plan, free_plan, guarded_function, keep_plan, result_text, result_value, spi_connect, spi_finish,
 };
 use crate::sanctioned;
-use crate::trigger::{qualified_name, trigger_entry, ColumnChange, Firing, Row, Verdict};
+use crate::trigger::{datum_image_eq, qualified_name, trigger_entry, ColumnChange, Firing, Row, Verdict};
 
 trigger_entry!(
     /// `AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW` on the source.
@@ -449,10 +449,6 @@ fn same_key(plan: &SourcePlan, i: usize, a: pg_sys::Datum, b: pg_sys::Datum) -> 
     // SAFETY: both datums are values of the key column's type, of the length
     // its typlen (or varlena header) gives.
     unsafe { datum_image_eq(a, b, false, i32::from(plan.key_len[i])) }
-}
-
-unsafe extern "C-unwind" {
-    fn datum_image_eq(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: i32) -> bool;
 }
 
 /// A copy of `value` in `TopTransactionContext`.

@@ -11,7 +11,7 @@ use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::getvalue;
 
 unsafe extern "C-unwind" {
-    fn datum_image_eq(
+    pub(crate) fn datum_image_eq(
         value1: pg_sys::Datum,
         value2: pg_sys::Datum,
         typ_by_val: bool,
