@@ -73,6 +73,28 @@ struct Argument {
     to_jsonb: pg_sys::FmgrInfo,
 }
 
+/// How a value of base type `base` is written.
+fn kind(base: pg_sys::Oid) -> Kind {
+    match base {
+        pg_sys::INT2OID => Kind::Int2,
+        pg_sys::INT4OID => Kind::Int4,
+        pg_sys::INT8OID => Kind::Int8,
+        pg_sys::NUMERICOID => Kind::Numeric,
+        pg_sys::BOOLOID => Kind::Bool,
+        pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => Kind::Text,
+        pg_sys::DATEOID | pg_sys::TIMESTAMPOID => Kind::DateTime,
+        _ => Kind::Other,
+    }
+}
+
+/// Whether a value of type `typ` is written by the code here alone: no
+/// output function of the type, nothing that reads the search path (a
+/// `regclass`) or runs code a user wrote.
+pub(crate) fn written_here(typ: pg_sys::Oid) -> bool {
+    // SAFETY: a type cache lookup, which raises rather than return garbage.
+    kind(unsafe { pg_sys::getBaseType(typ) }) != Kind::Other
+}
+
 /// # Safety
 /// `fcinfo` is the running call's, of a function declared as
 /// `_chain_encoding(VARIADIC "any")`.
@@ -232,16 +254,7 @@ unsafe fn arguments(fcinfo: pg_sys::FunctionCallInfo, nargs: usize) -> *mut Argu
             let base = pg_sys::getBaseType(typ);
             let argument = &mut *arguments.add(i);
             argument.base = base;
-            argument.kind = match base {
-                pg_sys::INT2OID => Kind::Int2,
-                pg_sys::INT4OID => Kind::Int4,
-                pg_sys::INT8OID => Kind::Int8,
-                pg_sys::NUMERICOID => Kind::Numeric,
-                pg_sys::BOOLOID => Kind::Bool,
-                pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => Kind::Text,
-                pg_sys::DATEOID | pg_sys::TIMESTAMPOID => Kind::DateTime,
-                _ => Kind::Other,
-            };
+            argument.kind = kind(base);
             if argument.kind == Kind::Other {
                 pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_TO_JSONB), &mut argument.to_jsonb, (*flinfo).fn_mcxt);
                 let arg = pg_sys::makeNullConst(typ, -1, pg_sys::InvalidOid);

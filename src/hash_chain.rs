@@ -40,7 +40,7 @@ use pgrx::pg_sys;
 use crate::backend_map::Map;
 use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 
-use crate::chain_encoding::link_hash;
+use crate::chain_encoding::{self, link_hash};
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
     execute_plan, pin_search_path, prepare, prepare_kept, result_text, result_value, select, set_locally, spi_connect,
@@ -103,6 +103,11 @@ struct ChainPlan {
     /// The row's encoding, evaluated without a statement when the tail index
     /// is there.
     encoding: Option<Encoding>,
+    /// Reading the last row and encoding this one without a statement runs
+    /// code that reads the search path (a `regclass` written) or that a user
+    /// wrote (an output function, an operator class's function): it runs with
+    /// the search path pinned then, as the link statement always does.
+    direct_pins_path: bool,
     row_type: pg_sys::Oid,
     /// The trigger fires on a partition of the chained table (or of one of its
     /// partitions), whose inserts need not lock the chained table itself.
@@ -117,6 +122,9 @@ struct Encoding {
     state: *mut pg_sys::ExprState,
     econtext: *mut pg_sys::ExprContext,
     params: pg_sys::ParamListInfo,
+    /// Some value is written by a function other than `_chain_encoding()`'s
+    /// own code (`chain_encoding::written_here`).
+    calls_out: bool,
 }
 
 thread_local! {
@@ -196,14 +204,20 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             plan.owner,
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
-        let nest_level = pin_search_path();
-        let direct =
-            plan.encoding.and_then(|encoding| direct_link(plan, encoding, firing.relation(), key, &values[..nargs]));
+        let direct = plan.encoding.and_then(|encoding| {
+            let nest_level = plan.direct_pins_path.then(|| pin_search_path());
+            let linked = direct_link(plan, encoding, firing.relation(), key, &values[..nargs]);
+            if let Some(nest_level) = nest_level {
+                pg_sys::AtEOXact_GUC(true, nest_level);
+            }
+            linked
+        });
         let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
         let mut stale = false;
         let linked = match direct {
             Some(linked) if !repeatable => linked,
             direct => {
+                let nest_level = pin_search_path();
                 planner_settings();
                 spi_connect();
                 let linked = direct.unwrap_or_else(|| link(plan.link, &mut values[..nargs], &nulls[..nargs], false));
@@ -214,10 +228,10 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
                     latest.0 != linked.0
                 };
                 spi_finish();
+                pg_sys::AtEOXact_GUC(true, nest_level);
                 linked
             }
         };
-        pg_sys::AtEOXact_GUC(true, nest_level);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         if stale {
             return firing.refuse(concurrent_insert(firing));
@@ -618,6 +632,7 @@ fn resolve_plan(firing: &Firing) -> ChainPlan {
         tail_collations: [pg_sys::InvalidOid; MAX_CHAIN_COLUMNS],
         tail_seq_ge: pg_sys::InvalidOid,
         encoding: None,
+        direct_pins_path: true,
         // SAFETY: the firing relation is open, and its rd_rel with it.
         row_type: unsafe { (*(*firing.relation()).rd_rel).reltype },
         on_partition: relid != chained,
@@ -645,7 +660,12 @@ fn resolve_plan(firing: &Firing) -> ChainPlan {
         unsafe { find_tail_index(firing.relation(), &mut plan) };
     }
     if plan.tail_index != pg_sys::InvalidOid {
-        plan.encoding = Some(compiled_encoding(firing.trigger().tgoid, &encoding_sql, plan.row_type));
+        let encoding = compiled_encoding(firing.trigger().tgoid, &encoding_sql, plan.row_type);
+        let user_written = |proc: &pg_sys::RegProcedure| u32::from(*proc) >= pg_sys::FirstNormalObjectId;
+        plan.direct_pins_path = encoding.calls_out
+            || plan.tail_procs[..plan.nchain].iter().any(user_written)
+            || user_written(&plan.tail_seq_ge);
+        plan.encoding = Some(encoding);
     }
     plan
 }
@@ -764,6 +784,7 @@ fn compiled_encoding(tgoid: pg_sys::Oid, sql: &str, row_type: pg_sys::Oid) -> En
             state: pg_sys::ExecInitExpr(expr, core::ptr::null_mut()),
             econtext: pg_sys::CreateStandaloneExprContext(),
             params: pg_sys::makeParamList(1),
+            calls_out: calls_out(expr),
         };
         pg_sys::MemoryContextSwitchTo(previous);
         pg_sys::ReleaseCachedPlan(cached, core::ptr::null_mut());
@@ -781,6 +802,31 @@ fn compiled_encoding(tgoid: pg_sys::Oid, sql: &str, row_type: pg_sys::Oid) -> En
         unsafe { pg_sys::MemoryContextSetParent(stale.context, pg_sys::TopTransactionContext) };
     }
     encoding
+}
+
+/// Whether the compiled encoding `expr` writes a value by a function other
+/// than `_chain_encoding()`'s own code: its arguments are the columns, and
+/// the session-independent forms of some (`pg_catalog` functions, settled in
+/// sql/hash_chain.sql); a row without columns is a constant.
+///
+/// # Safety
+/// `expr` is the planned encoding expression.
+unsafe fn calls_out(expr: *mut pg_sys::Expr) -> bool {
+    // SAFETY: a planned expression tree: a node tag first, a FuncExpr's
+    // arguments a list of expressions.
+    unsafe {
+        match (*expr).type_ {
+            pg_sys::NodeTag::T_Const => false,
+            pg_sys::NodeTag::T_FuncExpr => {
+                let args = (*expr.cast::<pg_sys::FuncExpr>()).args;
+                let count = if args.is_null() { 0 } else { (*args).length as usize };
+                (0..count).any(|i| {
+                    !chain_encoding::written_here(pg_sys::exprType((*(*args).elements.add(i)).ptr_value.cast()))
+                })
+            }
+            _ => true,
+        }
+    }
 }
 
 type Statements = (String, String, pg_sys::Oid);
