@@ -1,19 +1,11 @@
 //! `integrity.place_hold` of one row, `commit_hold` and `release_hold`: the
 //! hot paths of holds (sql/holds.sql has the rest, and the rules they share).
 //!
-//! A hold moves the row's reservation with the statements of
-//! `stock_operations`, prepared once per backend and table and kept, and
-//! records it in `integrity.hold_records` in the same statement:
-//!
-//! ```sql
-//! WITH reserved AS (UPDATE t SET reserved = reserved + $2
-//!                    WHERE <reserve's check> AND NOT <the row has overdue pending holds> RETURNING 1)
-//! INSERT INTO integrity.hold_records … SELECT … FROM reserved RETURNING 1, hold_id
-//! ```
-//!
-//! A row with overdue holds reserves nothing: they are expired then
+//! Placing a hold expires the row's overdue holds first
 //! (`integrity._expire_overdue`, which locks hold records before rows, as
-//! everything does) and the statement runs again.
+//! everything does), reserves as `reserve_stock` does (`stock_operations`,
+//! directly when it can), and records the hold in `integrity.hold_records`,
+//! with statements prepared once per backend and table and kept.
 //! Settling updates the hold record first, then the row, with the single-row
 //! operations of `stock_operations`.
 
@@ -26,10 +18,7 @@ use crate::fmgr::{
     execute_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish, KeptPlans,
     Verdict,
 };
-use crate::stock_operations::{
-    attempt, conclude, keep_all, on_row, on_row_keyed_by_text, open, plans, prepare_row, reserve_update, Cache,
-    Operation, Outcome, Target, LOOKUP, ROW_PLANS,
-};
+use crate::stock_operations::{keep_all, on_row, on_row_keyed_by_text, open, plans, Cache, Operation, Target};
 
 guarded_function!(
     /// `integrity.place_hold(tbl regclass, id anyelement, qty numeric, ttl
@@ -64,12 +53,12 @@ guarded_function!(
 
 /// A table's hold statements, with $1 the id (of the key type they were
 /// prepared for), $2 the quantity, $3 the table, $4 the idempotency key and
-/// $5 the ttl: the placement without a key and with one (each a row of
-/// whether it reserved and the hold), the expiry of the row's overdue holds
-/// (a row if there were any), and the hold of the idempotency key (no row
-/// if it is unused).
-const PLACE: usize = 0;
-const PLACE_KEYED: usize = 1;
+/// $5 the ttl: the record of a hold without a key and with one (each the
+/// hold's id; none with a key a concurrent placement recorded first), the
+/// expiry of the row's overdue holds, and the hold of the idempotency key
+/// (no row if it is unused).
+const RECORD: usize = 0;
+const RECORD_KEYED: usize = 1;
 const EXPIRE: usize = 2;
 const KEYED: usize = 3;
 
@@ -80,28 +69,25 @@ thread_local! {
     static PLANS: KeptPlans<Statement, ()> = KeptPlans::default();
 }
 
-fn prepare_hold(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
+fn prepare_hold(_target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
     let held_row = "pg_catalog.to_jsonb($1)";
     let overdue = format!(
         "EXISTS (SELECT FROM integrity.hold_records h \
                   WHERE h.table_name = $3 AND h.status = 'pending' AND h.row_id = {held_row} \
                     AND h.expires_at <= pg_catalog.now())"
     );
-    let reserved = format!("reserved AS ({} AND NOT {overdue} RETURNING 1)", reserve_update(target));
     let insert = format!(
         "INSERT INTO integrity.hold_records AS h (table_name, kind, row_id, quantity, idempotency_key, expires_at) \
-         SELECT $3, 'stock', {held_row}, $2, $4, pg_catalog.now() + $5 FROM reserved"
+         VALUES ($3, 'stock', {held_row}, $2, $4, pg_catalog.now() + $5)"
     );
     keep_all(
         [
             // Without a key there is nothing to conflict with, and no ON
             // CONFLICT: its speculative insertion costs more WAL and locking.
-            format!("WITH {reserved} {insert} RETURNING 1, h.hold_id"),
+            format!("{insert} RETURNING h.hold_id"),
             format!(
-                "WITH {reserved}, placed AS ({insert} \
-                     ON CONFLICT (table_name, idempotency_key, line) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                     RETURNING h.hold_id) \
-                 SELECT (SELECT count(*) FROM reserved), (SELECT p.hold_id FROM placed p)"
+                "{insert} ON CONFLICT (table_name, idempotency_key, line) WHERE idempotency_key IS NOT NULL \
+                 DO NOTHING RETURNING h.hold_id"
             ),
             format!("SELECT integrity._expire_overdue($3, ARRAY[{held_row}]) WHERE {overdue}"),
             // A new key (the usual case) is found unused by an index probe,
@@ -146,58 +132,60 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     let rel = open(tbl.value, caller);
     // SAFETY: the relation is open.
     let statements = unsafe { plans(&HOLD_PLANS, rel, id_type, caller, prepare_hold) };
-    // SAFETY: as above.
-    let lookup = unsafe { plans(&ROW_PLANS, rel, id_type, caller, prepare_row) }[LOOKUP];
     let mut values = [id.value, qty.value, tbl.value, key.value, ttl.value];
     let nulls = [b' ' as c_char, flag(qty.isnull), b' ' as c_char, flag(key.isnull), flag(ttl.isnull)];
     let quantity = (qty.value, qty.isnull);
 
+    // The hold an earlier placement with the key recorded; else the row's
+    // overdue holds are expired, so that what they held is available.
     // SAFETY: the statements run inside the SPI connection made here, with
     // the parameters they were prepared with; nothing on this frame needs
     // dropping if one raises (plain arrays and datums).
-    let (outcome, hold) = unsafe {
+    let earlier = unsafe {
         spi_connect();
         let earlier = if key.isnull { None } else { hold_of_key(statements[KEYED], &mut values, &nulls) };
-        let mut hold = earlier;
-        let outcome = if earlier.is_some() {
-            Outcome::Done
-        } else {
-            let place = statements[if key.isnull { PLACE } else { PLACE_KEYED }];
-            attempt(lookup, id.value, quantity, Operation::Reserve, || {
-                let mut placed = place_once(place, &mut values, &nulls);
-                // Nothing reserved: perhaps because the row has overdue holds.
-                if placed.is_none() && execute_plan(statements[EXPIRE], &mut values, &nulls, false) == 1 {
-                    placed = place_once(place, &mut values, &nulls);
-                }
-                placed.map(|placed| hold = placed).is_some()
-            })
-        };
+        if earlier.is_none() {
+            execute_plan(statements[EXPIRE], &mut values, &nulls, false);
+        }
         spi_finish();
-        (outcome, hold)
+        earlier
     };
-    if outcome != Outcome::Done {
-        // SAFETY: the relation is open, the id of id_type, the quantity a numeric.
-        return match unsafe { conclude(rel, id_type, id.value, quantity, Operation::Reserve, outcome) } {
-            // Not enough available.
-            // SAFETY: the running call's fcinfo (the contract).
-            Verdict::Allow(_) => unsafe { null_result(fcinfo) },
-            refused => refused,
-        };
-    }
-    if let Some(hold) = hold {
+    if let Some(hold) = earlier {
         // SAFETY: the relation opened above, not used after this; the lock
-        // is kept until the end of the transaction, like the UPDATE's.
+        // is kept until the end of the transaction.
         unsafe { pg_sys::relation_close(rel, pg_sys::NoLock as i32) };
+        return Verdict::Allow(hold);
+    }
+    // SAFETY: the relation is open (on_row closes it), the id of id_type, the
+    // quantity a numeric and its flag.
+    match unsafe { on_row(rel, id_type, id.value, quantity, Operation::Reserve) } {
+        Verdict::Allow(reserved) if reserved.value() != 0 => {}
+        // Not enough available.
+        // SAFETY: the running call's fcinfo (the contract).
+        Verdict::Allow(_) => return unsafe { null_result(fcinfo) },
+        refused => return refused,
+    }
+    // SAFETY: as for the statements above.
+    let hold = unsafe {
+        spi_connect();
+        let recorded =
+            execute_plan(statements[if key.isnull { RECORD } else { RECORD_KEYED }], &mut values, &nulls, false);
+        let hold = if recorded == 1 { result_value(0, 1) } else { None };
+        spi_finish();
+        hold
+    };
+    if let Some(hold) = hold {
         return Verdict::Allow(hold);
     }
     // A concurrent placement with this key committed first: it holds the
     // stock, this one gives back what it reserved and returns that hold.
+    let rel = open(tbl.value, caller);
     // SAFETY: the relation is open (on_row closes it), the id of id_type,
     // the quantity a numeric that the reservation took.
     if let refused @ Verdict::Refuse(_) = unsafe { on_row(rel, id_type, id.value, quantity, Operation::Release) } {
         return refused;
     }
-    // SAFETY: as for the placement above.
+    // SAFETY: as for the statements above.
     let hold = unsafe {
         spi_connect();
         let hold = hold_of_key(statements[KEYED], &mut values, &nulls);
@@ -206,21 +194,6 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     };
     // SAFETY: the running call's fcinfo (the contract).
     hold.map_or_else(|| unsafe { null_result(fcinfo) }, Verdict::Allow)
-}
-
-/// Runs a placement: None if it reserved nothing, else the hold it
-/// recorded (None if a concurrent placement with the key recorded it).
-///
-/// # Safety
-/// Inside `SPI_connect`; `values` and `nulls` are the hold statements' parameters.
-unsafe fn place_once(
-    place: pg_sys::SPIPlanPtr,
-    values: &mut [pg_sys::Datum; 5],
-    nulls: &[c_char; 5],
-) -> Option<Option<pg_sys::Datum>> {
-    // SAFETY: connected to SPI, with the statement's parameters (the contract).
-    let rows = unsafe { execute_plan(place, values, nulls, false) };
-    (rows == 1 && result_value(0, 1).is_some_and(|reserved| reserved.value() == 1)).then(|| result_value(0, 2))
 }
 
 /// The hold an earlier placement with the idempotency key recorded for the

@@ -159,7 +159,7 @@ pub(crate) struct Plans<const N: usize> {
 /// One row: the three operations, indexed by `Operation as usize`, then
 /// `SELECT reserved, <reserve's check>, <release's check> FROM t WHERE key = $1`,
 /// to tell "not enough" from "no such row" and from "a trigger skipped it".
-pub(crate) const LOOKUP: usize = 3;
+const LOOKUP: usize = 3;
 /// Several rows: the locking verdict, then the reservation.
 const LOCK_ROWS: usize = 0;
 const RESERVE_ROWS: usize = 1;
@@ -168,7 +168,7 @@ pub(crate) type Cache<const N: usize> = RefCell<Map<(pg_sys::Oid, pg_sys::Oid), 
 
 thread_local! {
     /// By table and by the type of the id argument (for several rows, of the ids).
-    pub(crate) static ROW_PLANS: Cache<4> = RefCell::new(Map::default());
+    static ROW_PLANS: Cache<4> = RefCell::new(Map::default());
     static ROWS_PLANS: Cache<2> = RefCell::new(Map::default());
 }
 
@@ -467,7 +467,7 @@ unsafe fn valid_quantity(quantity: (pg_sys::Datum, bool), scale: Option<i32>) ->
 /// Inside `SPI_connect`; `lookup` is the row's lookup statement, for `id`
 /// and `quantity` as `on_row` takes them; whatever `apply` runs may raise, so
 /// nothing that needs dropping may be live in it.
-pub(crate) unsafe fn attempt(
+unsafe fn attempt(
     lookup: pg_sys::SPIPlanPtr,
     id: pg_sys::Datum,
     quantity: (pg_sys::Datum, bool),
@@ -495,7 +495,7 @@ pub(crate) unsafe fn attempt(
 ///
 /// # Safety
 /// As for `on_row`.
-pub(crate) unsafe fn conclude(
+unsafe fn conclude(
     rel: pg_sys::Relation,
     id_type: pg_sys::Oid,
     id: pg_sys::Datum,
@@ -575,7 +575,7 @@ pub(crate) unsafe fn conclude(
 }
 
 #[derive(PartialEq)]
-pub(crate) enum Outcome {
+enum Outcome {
     Done,
     /// The row exists; the text is its reserved quantity.
     NotEnough(String),
@@ -798,21 +798,14 @@ fn row_and_quantity(target: &Target) -> String {
     }
 }
 
-/// The reservation of $2 on the row with key $1, without RETURNING: the
-/// holds add to its WHERE clause.
-pub(crate) fn reserve_update(target: &Target) -> String {
-    let (t, s, r) = (&target.table, quote(&target.stock), quote(&target.reserved));
-    format!("UPDATE {t} SET {r} = {r} + $2 WHERE {} AND {s} - {r} >= $2", row_and_quantity(target))
-}
-
 /// The statements of one row, with the key (of `id_type`) and the quantity.
-pub(crate) fn prepare_row(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
+fn prepare_row(target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
     let (t, s, r, k) = (&target.table, quote(&target.stock), quote(&target.reserved), quote(&target.key));
     let key_match = format!("{k} = $1::{}", target.key_type);
     let row = row_and_quantity(target);
     keep_all(
         [
-            format!("{} RETURNING 1", reserve_update(target)),
+            format!("UPDATE {t} SET {r} = {r} + $2 WHERE {row} AND {s} - {r} >= $2 RETURNING 1"),
             format!("UPDATE {t} SET {r} = {r} - $2 WHERE {row} AND {r} >= $2 RETURNING 1"),
             format!("UPDATE {t} SET {r} = {r} - $2, {s} = {s} - $2 WHERE {row} AND {r} >= $2 RETURNING 1"),
             format!(
