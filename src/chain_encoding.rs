@@ -21,7 +21,7 @@ use pgrx::pg_sys;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::fmgr::{guarded_function, Verdict};
+use crate::fmgr::{guarded_function, to_jsonb_of, Verdict};
 
 unsafe extern "C-unwind" {
     /// The C functions behind `numeric_out` and `jsonb_out`, for
@@ -256,17 +256,7 @@ unsafe fn arguments(fcinfo: pg_sys::FunctionCallInfo, nargs: usize) -> *mut Argu
             argument.base = base;
             argument.kind = kind(base);
             if argument.kind == Kind::Other {
-                pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_TO_JSONB), &mut argument.to_jsonb, (*flinfo).fn_mcxt);
-                let arg = pg_sys::makeNullConst(typ, -1, pg_sys::InvalidOid);
-                argument.to_jsonb.fn_expr = pg_sys::makeFuncExpr(
-                    pg_sys::Oid::from(pg_sys::F_TO_JSONB),
-                    pg_sys::JSONBOID,
-                    pg_sys::lappend(core::ptr::null_mut(), arg.cast()),
-                    pg_sys::InvalidOid,
-                    pg_sys::InvalidOid,
-                    pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
-                )
-                .cast();
+                to_jsonb_of(&mut argument.to_jsonb, typ, (*flinfo).fn_mcxt);
             }
         }
         pg_sys::MemoryContextSwitchTo(previous);

@@ -418,3 +418,29 @@ pub unsafe fn set_locally(settings: &[(&core::ffi::CStr, &core::ffi::CStr)]) -> 
         level
     }
 }
+
+/// Fills `info` with `to_jsonb()` for arguments of type `typ`, in memory
+/// context `context`: the polymorphic function reads its argument's type
+/// from the call expression, which is made here.
+///
+/// # Safety
+/// `context` lives as long as `info` is called.
+pub unsafe fn to_jsonb_of(info: &mut pg_sys::FmgrInfo, typ: pg_sys::Oid, context: pg_sys::MemoryContext) {
+    // SAFETY: a built-in function looked up into `info`; the expression is
+    // made in `context` (the contract), as the lookup's own data is.
+    unsafe {
+        pg_sys::fmgr_info_cxt(pg_sys::Oid::from(pg_sys::F_TO_JSONB), info, context);
+        let previous = pg_sys::MemoryContextSwitchTo(context);
+        let arg = pg_sys::makeNullConst(typ, -1, pg_sys::InvalidOid);
+        info.fn_expr = pg_sys::makeFuncExpr(
+            pg_sys::Oid::from(pg_sys::F_TO_JSONB),
+            pg_sys::JSONBOID,
+            pg_sys::lappend(core::ptr::null_mut(), arg.cast()),
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        )
+        .cast();
+        pg_sys::MemoryContextSwitchTo(previous);
+    }
+}

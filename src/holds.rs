@@ -10,14 +10,16 @@
 //! operations of `stock_operations`.
 
 use core::ffi::c_char;
+use std::cell::Cell;
 
 use pgrx::pg_sys;
 
 use crate::error::Error;
 use crate::fmgr::{
-    execute_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish, KeptPlans,
-    Verdict,
+    execute_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish, to_jsonb_of,
+    KeptPlans, Verdict,
 };
+use crate::invalidation;
 use crate::stock_operations::{keep_all, on_row, on_row_keyed_by_text, open, plans, Cache, Operation, Target};
 
 guarded_function!(
@@ -65,6 +67,10 @@ const KEYED: usize = 3;
 thread_local! {
     /// By table and by the type of the id argument.
     static HOLD_PLANS: Cache<4> = Default::default();
+    /// `integrity.hold_records_pending` and its table, with the invalidation
+    /// generation they were looked up at.
+    static PENDING_INDEX: Cell<(u64, pg_sys::Oid, pg_sys::Oid)> =
+        const { Cell::new((u64::MAX, pg_sys::InvalidOid, pg_sys::InvalidOid)) };
     /// The statements of no table in particular, by what they do.
     static PLANS: KeptPlans<Statement, ()> = KeptPlans::default();
 }
@@ -144,7 +150,7 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     let earlier = unsafe {
         spi_connect();
         let earlier = if key.isnull { None } else { hold_of_key(statements[KEYED], &mut values, &nulls) };
-        if earlier.is_none() {
+        if earlier.is_none() && has_overdue(tbl.value, id.value, id_type) {
             execute_plan(statements[EXPIRE], &mut values, &nulls, false);
         }
         spi_finish();
@@ -194,6 +200,72 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     };
     // SAFETY: the running call's fcinfo (the contract).
     hold.map_or_else(|| unsafe { null_result(fcinfo) }, Verdict::Allow)
+}
+
+/// Whether the row (key `id`, of `id_type`, of table `tbl`) may have a pending
+/// hold past its expiry, by a probe of `integrity.hold_records_pending` on
+/// (table, `to_jsonb(id)`, `expires_at <= now()`) under the snapshot the
+/// expiry statement would take: most placements find none, and skip that
+/// statement, whose own test of the same condition decides what it expires
+/// (as the extension's owner reads it; the caller learns nothing from it).
+///
+/// # Safety
+/// `id` is a non-NULL datum of `id_type`, `tbl` a table's OID.
+unsafe fn has_overdue(tbl: pg_sys::Datum, id: pg_sys::Datum, id_type: pg_sys::Oid) -> bool {
+    let generation = invalidation::generation();
+    let (mut at, mut index_oid, mut table_oid) = PENDING_INDEX.get();
+    if at != generation {
+        // SAFETY: catalog lookups by name, which return InvalidOid rather
+        // than raise for a relation that is not there.
+        unsafe {
+            let schema = pg_sys::get_namespace_oid(c"integrity".as_ptr(), true);
+            index_oid = pg_sys::get_relname_relid(c"hold_records_pending".as_ptr(), schema);
+            table_oid = pg_sys::get_relname_relid(c"hold_records".as_ptr(), schema);
+        }
+        at = generation;
+        PENDING_INDEX.set((at, index_oid, table_oid));
+    }
+    if index_oid == pg_sys::InvalidOid || table_oid == pg_sys::InvalidOid {
+        // Not as the extension made it: let the statement look.
+        return true;
+    }
+    // SAFETY: the table and its index are opened (and locked, as a query
+    // reading them would) and closed keeping the locks; the scan keys compare
+    // the index's columns (regclass, jsonb, timestamptz: the default operator
+    // classes it was made with) by their types' own functions; the snapshot
+    // pushed is popped; `to_jsonb()` is called as the hold's record calls it.
+    unsafe {
+        let mut to_jsonb: pg_sys::FmgrInfo = core::mem::zeroed();
+        to_jsonb_of(&mut to_jsonb, id_type, pg_sys::CurrentMemoryContext);
+        let row_id = pg_sys::FunctionCall1Coll(&mut to_jsonb, pg_sys::InvalidOid, id);
+        let now = pg_sys::Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
+        let mut keys: [pg_sys::ScanKeyData; 3] = core::mem::zeroed();
+        let key = |key: &mut pg_sys::ScanKeyData, column: i16, strategy: u32, function: u32, value: pg_sys::Datum| {
+            pg_sys::ScanKeyInit(key, column, strategy as u16, pg_sys::Oid::from(function), value)
+        };
+        key(&mut keys[0], 1, pg_sys::BTEqualStrategyNumber, pg_sys::F_OIDEQ, tbl);
+        key(&mut keys[1], 2, pg_sys::BTEqualStrategyNumber, pg_sys::F_JSONB_EQ, row_id);
+        key(&mut keys[2], 3, pg_sys::BTLessEqualStrategyNumber, pg_sys::F_TIMESTAMPTZ_LE, now);
+        let table = pg_sys::table_open(table_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let index = pg_sys::index_open(index_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        // As SPI starts a statement that may write: this command's inserts seen.
+        pg_sys::CommandCounterIncrement();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        let snapshot = pg_sys::GetActiveSnapshot();
+        #[cfg(not(feature = "pg18"))]
+        let scan = pg_sys::index_beginscan(table, index, snapshot, 3, 0);
+        #[cfg(feature = "pg18")]
+        let scan = pg_sys::index_beginscan(table, index, snapshot, core::ptr::null_mut(), 3, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, core::ptr::null_mut(), 0);
+        let slot = pg_sys::table_slot_create(table, core::ptr::null_mut());
+        let found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+        pg_sys::PopActiveSnapshot();
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+        found
+    }
 }
 
 /// The hold an earlier placement with the idempotency key recorded for the
