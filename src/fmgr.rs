@@ -444,3 +444,28 @@ pub unsafe fn to_jsonb_of(info: &mut pg_sys::FmgrInfo, typ: pg_sys::Oid, context
         pg_sys::MemoryContextSwitchTo(previous);
     }
 }
+
+/// An index scan of `index` (of table `heap`) under `snapshot`, started with
+/// `keys`, without ordering operators (PostgreSQL 18 also takes the scan's
+/// instrumentation: none).  The caller ends it with `index_endscan`.
+///
+/// # Safety
+/// `heap` and `index` are open, `snapshot` stays valid until the scan ends,
+/// and `keys` are scan keys on the index's columns.
+pub unsafe fn begin_index_scan(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    keys: &mut [pg_sys::ScanKeyData],
+) -> pg_sys::IndexScanDesc {
+    let nkeys = keys.len() as core::ffi::c_int;
+    // SAFETY: the contract.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        let scan = pg_sys::index_beginscan(heap, index, snapshot, nkeys, 0);
+        #[cfg(feature = "pg18")]
+        let scan = pg_sys::index_beginscan(heap, index, snapshot, core::ptr::null_mut(), nkeys, 0);
+        pg_sys::index_rescan(scan, keys.as_mut_ptr(), nkeys, core::ptr::null_mut(), 0);
+        scan
+    }
+}

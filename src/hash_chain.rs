@@ -43,8 +43,8 @@ use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 use crate::chain_encoding::{self, link_hash};
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    execute_plan, pin_search_path, prepare, prepare_kept, result_text, result_value, select, set_locally, spi_connect,
-    spi_finish, KeptPlans,
+    begin_index_scan, execute_plan, pin_search_path, prepare, prepare_kept, result_text, result_value, select,
+    set_locally, spi_connect, spi_finish, KeptPlans,
 };
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, tuple_desc_attr, Firing, Verdict};
@@ -470,11 +470,7 @@ unsafe fn last_row(
         };
         let nkeys = plan.nchain + 1;
         seq_key(&mut keys[plan.nchain], hint);
-        #[cfg(not(feature = "pg18"))]
-        let scan = pg_sys::index_beginscan(relation, index, snapshot, nkeys as c_int, 0);
-        #[cfg(feature = "pg18")]
-        let scan = pg_sys::index_beginscan(relation, index, snapshot, core::ptr::null_mut(), nkeys as c_int, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), nkeys as c_int, core::ptr::null_mut(), 0);
+        let scan = begin_index_scan(relation, index, snapshot, &mut keys[..nkeys]);
         let slot = pg_sys::MakeSingleTupleTableSlot((*relation).rd_att, pg_sys::table_slot_callbacks(relation));
         let mut found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::BackwardScanDirection, slot);
         if !found && hint.is_some() {

@@ -16,8 +16,8 @@ use pgrx::pg_sys;
 
 use crate::error::Error;
 use crate::fmgr::{
-    execute_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect, spi_finish, to_jsonb_of,
-    KeptPlans, Verdict,
+    begin_index_scan, execute_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect,
+    spi_finish, to_jsonb_of, KeptPlans, Verdict,
 };
 use crate::invalidation;
 use crate::stock_operations::{keep_all, on_row, on_row_keyed_by_text, open, plans, Cache, Operation, Target};
@@ -252,11 +252,7 @@ unsafe fn has_overdue(tbl: pg_sys::Datum, id: pg_sys::Datum, id_type: pg_sys::Oi
         pg_sys::CommandCounterIncrement();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         let snapshot = pg_sys::GetActiveSnapshot();
-        #[cfg(not(feature = "pg18"))]
-        let scan = pg_sys::index_beginscan(table, index, snapshot, 3, 0);
-        #[cfg(feature = "pg18")]
-        let scan = pg_sys::index_beginscan(table, index, snapshot, core::ptr::null_mut(), 3, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, core::ptr::null_mut(), 0);
+        let scan = begin_index_scan(table, index, snapshot, &mut keys);
         let slot = pg_sys::table_slot_create(table, core::ptr::null_mut());
         let found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
         pg_sys::ExecDropSingleTupleTableSlot(slot);
