@@ -322,6 +322,17 @@ SELECT integrity.unprotect(t) FROM unnest('{shelf_uuid,shelf_numeric,shelf_text,
 DROP TABLE shelf_uuid, shelf_numeric, shelf_text, shelf_varchar, keyed_shelves;
 
 ------------------------------------------------------------------------------
+-- A placement expires the row's overdue holds first, also when the row has
+-- enough available without them.
+SELECT reserved_stock AS reserved_before FROM wholesaler_products WHERE id = 1 \gset
+SELECT integrity.place_hold('wholesaler_products', 1, 1, interval '10 milliseconds') AS overdue_hold \gset
+SELECT pg_sleep(0.05);
+SELECT integrity.place_hold('wholesaler_products', 1, 1) AS fresh_hold \gset
+SELECT status, settled_at IS NOT NULL AS settled FROM integrity.hold_records WHERE hold_id = :overdue_hold;
+SELECT reserved_stock - :reserved_before AS reserved_added FROM wholesaler_products WHERE id = 1;
+SELECT integrity.release_hold(:fresh_hold);
+
+------------------------------------------------------------------------------
 -- A dropped table takes its holds with it; a renamed one keeps them.
 ALTER TABLE wholesaler_products RENAME TO products;
 SELECT DISTINCT table_name FROM integrity.holds WHERE table_name::text LIKE 'checkout.%' ORDER BY 1;
