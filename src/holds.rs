@@ -206,8 +206,9 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
 /// hold past its expiry, by a probe of `integrity.hold_records_pending` on
 /// (table, `to_jsonb(id)`, `expires_at <= now()`) under the snapshot the
 /// expiry statement would take: most placements find none, and skip that
-/// statement, whose own test of the same condition decides what it expires
-/// (as the extension's owner reads it; the caller learns nothing from it).
+/// statement, whose own test of the same condition decides what it expires.
+/// The probe reads past the table's row security (the caller learns nothing
+/// from it but whether that statement runs).
 ///
 /// # Safety
 /// `id` is a non-NULL datum of `id_type`, `tbl` a table's OID.
