@@ -93,12 +93,12 @@ SELECT f.name, f.arguments, f.result, f.symbol,
     -- The hot paths of holds (src/holds.rs), on the stock operations' kept
     -- statements: a hold placed on one row, and settled.
     ('place_hold', 'tbl regclass, id anyelement, qty numeric, ttl interval DEFAULT NULL, '
-     'idempotency_key text DEFAULT NULL', 'bigint', 'SET search_path = pg_catalog, pg_temp', 'integrity_place_hold',
+     'idempotency_key text DEFAULT NULL', 'bigint', NULL, 'integrity_place_hold',
      'Reserves qty of the row as reserve_stock does and records the hold: its id, or NULL when not enough is available. The same idempotency key returns the same hold.'),
-    ('commit_hold', 'hold_id bigint, qty numeric DEFAULT NULL', 'text', 'SET search_path = pg_catalog, pg_temp',
+    ('commit_hold', 'hold_id bigint, qty numeric DEFAULT NULL', 'text', NULL,
      'integrity_commit_hold',
      'Consumes a pending hold (all of it, or qty and releases the rest); returns the hold''s status. A credit hold hands its amount to the DEBIT entry inserted next in the same transaction.'),
-    ('release_hold', 'hold_id bigint', 'text', 'SET search_path = pg_catalog, pg_temp', 'integrity_release_hold',
+    ('release_hold', 'hold_id bigint', 'text', NULL, 'integrity_release_hold',
      'Gives a pending hold back; returns the hold''s status.'),
 
     -- The ddl_command_start event trigger, and what the other event triggers

@@ -52,6 +52,11 @@ unsafe extern "C-unwind" {
         searchslot: *mut pg_sys::TupleTableSlot,
         slot: *mut pg_sys::TupleTableSlot,
     );
+    fn ExecSimpleRelationInsert(
+        result_rel_info: *mut pg_sys::ResultRelInfo,
+        estate: *mut pg_sys::EState,
+        slot: *mut pg_sys::TupleTableSlot,
+    );
     fn AfterTriggerEndQuery(estate: *mut pg_sys::EState);
 }
 
@@ -60,7 +65,7 @@ unsafe extern "C-unwind" {
 /// instructions, a tenth of the path with forty calls per row).  Their errors
 /// longjmp over the callers' frames, which hold nothing that needs dropping
 /// (the contracts of `open`, `add` and `close`).
-mod raw {
+pub(crate) mod raw {
     use pgrx::pg_sys::*;
     unsafe extern "C-unwind" {
         pub fn table_open(relationId: Oid, lockmode: LOCKMODE) -> Relation;
@@ -176,6 +181,12 @@ mod raw {
         pub fn numeric_uminus(fcinfo: FunctionCallInfo) -> Datum;
         pub fn numeric_cmp(fcinfo: FunctionCallInfo) -> Datum;
         pub fn numeric_out(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn numeric_sub(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn nextval_oid(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn timestamptz_pl_interval(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn current_user(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn jsonb_extract_path_text(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn datumCopy(value: Datum, typByVal: bool, typLen: core::ffi::c_int) -> Datum;
         pub fn get_func_namespace(funcid: Oid) -> Oid;
         pub fn get_func_name(funcid: Oid) -> *mut core::ffi::c_char;
         pub fn get_namespace_oid(nspname: *const core::ffi::c_char, missing_ok: bool) -> Oid;
@@ -254,13 +265,8 @@ thread_local! {
 /// context, released by `close` or, when an update fails, by the abort.
 #[derive(Clone, Copy)]
 pub struct Target {
-    rel: pg_sys::Relation,
+    w: Writer,
     index: pg_sys::Relation,
-    estate: *mut pg_sys::EState,
-    result: *mut pg_sys::ResultRelInfo,
-    epq: *mut pg_sys::EPQState,
-    found: *mut pg_sys::TupleTableSlot,
-    new: *mut pg_sys::TupleTableSlot,
     nkeys: usize,
     /// The key columns, in the caller's order.
     key_atts: [i16; MAX_KEYS],
@@ -272,6 +278,21 @@ pub struct Target {
     shape: Shape,
     /// The stock guard is not fired (`Sanctioned::Stock`).
     stock_sanctioned: bool,
+}
+
+/// A table written without SPI, as logical replication's apply worker
+/// writes one: its executor state and result relation (with its indexes
+/// open), the slot of the row found and the slot of the row to write.  Plain
+/// pointers into executor memory of the current context, released by `end`
+/// or, when a write fails, by the abort.
+#[derive(Clone, Copy)]
+pub struct Writer {
+    pub rel: pg_sys::Relation,
+    estate: *mut pg_sys::EState,
+    result: *mut pg_sys::ResultRelInfo,
+    epq: *mut pg_sys::EPQState,
+    pub found: *mut pg_sys::TupleTableSlot,
+    pub new: *mut pg_sys::TupleTableSlot,
 }
 
 pub enum Outcome {
@@ -349,15 +370,7 @@ pub unsafe fn open_with_second(
     if key_atts.is_empty() || key_atts.len() > MAX_KEYS || key_types.len() != key_atts.len() {
         return None;
     }
-    // Neither in a read-only transaction nor in parallel mode: the UPDATE's
-    // executor start refuses those (25006, or raises), which the statement
-    // then does with its own error.  Nor under a hook that checks the
-    // permissions of every statement (sepgsql, audit extensions): it would
-    // not see a write made without one.
-    // SAFETY: reads of backend globals, by value.
-    let (read_only, permission_hook) = unsafe { (pg_sys::XactReadOnly, pg_sys::ExecutorCheckPerms_hook) };
-    // SAFETY: plain function call.
-    if read_only || permission_hook.is_some() || unsafe { pg_sys::IsInParallelMode() } {
+    if !possible() {
         return None;
     }
     let mut keys = [0; MAX_KEYS];
@@ -387,6 +400,68 @@ pub unsafe fn open_with_second(
             return None;
         }
 
+        let w = begin(rel);
+        let indexes =
+            core::slice::from_raw_parts((*w.result).ri_IndexRelationDescs, (*w.result).ri_NumIndices as usize);
+        let shape = match cached {
+            Some(shape) => shape,
+            None => {
+                let shape = shape_of(rel, column, second, key_atts, key_types, bound, indexes);
+                SHAPES.with_borrow_mut(|shapes| shapes.insert(shape_key, (generation, shape)));
+                shape
+            }
+        };
+        let index = shape.and_then(|shape| indexes.iter().copied().find(|&i| (*i).rd_id == shape.index));
+        let (Some(shape), Some(index)) = (shape, index) else {
+            end(w);
+            return None;
+        };
+        let (sanctioned_guard, recheck) = match sanctioned {
+            Sanctioned::Total => (shape.total_guard, shape.total_recheck),
+            Sanctioned::Stock if second == 0 && bound.is_some() => (shape.stock_guard, pg_sys::InvalidOid),
+            _ => (pg_sys::InvalidOid, pg_sys::InvalidOid),
+        };
+        if sanctioned_guard != pg_sys::InvalidOid || recheck != pg_sys::InvalidOid {
+            without_triggers(w.result, [sanctioned_guard, recheck]);
+        }
+        Some(Target {
+            w,
+            index,
+            nkeys: key_atts.len(),
+            key_atts: keys,
+            column,
+            bound: bound.unwrap_or(0),
+            second,
+            shape,
+            stock_sanctioned: sanctioned_guard != pg_sys::InvalidOid && sanctioned_guard == shape.stock_guard,
+        })
+    }
+}
+
+/// Whether a write without SPI may stand in for a statement here: neither
+/// in a read-only transaction nor in parallel mode (the statement's
+/// executor start refuses those, 25006, or raises, with its own error), nor
+/// under a hook that checks the permissions of every statement (sepgsql,
+/// audit extensions), which would not see a write made without one.
+pub fn possible() -> bool {
+    // SAFETY: reads of backend globals, by value, and a plain function call.
+    unsafe {
+        let (read_only, permission_hook) = (pg_sys::XactReadOnly, pg_sys::ExecutorCheckPerms_hook);
+        !read_only && permission_hook.is_none() && !pg_sys::IsInParallelMode()
+    }
+}
+
+/// Sets up the writing of `rel`, as a statement's executor start sets up its
+/// result relation: its indexes opened, its AFTER trigger events queued for
+/// the end of the write (`end`).
+///
+/// # Safety
+/// `rel` is open with `RowExclusiveLock`, inside a transaction, in a memory
+/// context that lives until `end`.
+pub unsafe fn begin(rel: pg_sys::Relation) -> Writer {
+    // SAFETY: executor structures made in the current memory context for
+    // the open relation (the contract).
+    unsafe {
         let estate = raw::CreateExecutorState();
         (*estate).es_output_cid = raw::GetCurrentCommandId(true);
         let result = raw::palloc0(size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
@@ -398,62 +473,33 @@ pub unsafe fn open_with_second(
         // trigger events it queues find it instead of opening the table again.
         (*estate).es_opened_result_relations = raw::lappend(core::ptr::null_mut(), result.cast());
         raw::ExecOpenIndices(result, false);
-        let indexes = core::slice::from_raw_parts((*result).ri_IndexRelationDescs, (*result).ri_NumIndices as usize);
-        let shape = match cached {
-            Some(shape) => shape,
-            None => {
-                let shape = shape_of(rel, column, second, key_atts, key_types, bound, indexes);
-                SHAPES.with_borrow_mut(|shapes| shapes.insert(shape_key, (generation, shape)));
-                shape
-            }
-        };
-        let index = shape.and_then(|shape| indexes.iter().copied().find(|&i| (*i).rd_id == shape.index));
-        let (Some(shape), Some(index)) = (shape, index) else {
-            raw::ExecCloseResultRelations(estate);
-            raw::FreeExecutorState(estate);
-            raw::table_close(rel, pg_sys::NoLock as i32);
-            return None;
-        };
-        let (sanctioned_guard, recheck) = match sanctioned {
-            Sanctioned::Total => (shape.total_guard, shape.total_recheck),
-            Sanctioned::Stock if second == 0 && bound.is_some() => (shape.stock_guard, pg_sys::InvalidOid),
-            _ => (pg_sys::InvalidOid, pg_sys::InvalidOid),
-        };
-        if sanctioned_guard != pg_sys::InvalidOid || recheck != pg_sys::InvalidOid {
-            without_triggers(result, [sanctioned_guard, recheck]);
-        }
-        let mut direct = Target {
-            rel,
-            index,
-            estate,
-            result,
-            epq: core::ptr::null_mut(),
-            found: core::ptr::null_mut(),
-            new: core::ptr::null_mut(),
-            nkeys: key_atts.len(),
-            key_atts: keys,
-            column,
-            bound: bound.unwrap_or(0),
-            second,
-            shape,
-            stock_sanctioned: sanctioned_guard != pg_sys::InvalidOid && sanctioned_guard == shape.stock_guard,
-        };
-        direct.epq = raw::palloc0(size_of::<pg_sys::EPQState>()) as *mut pg_sys::EPQState;
+        let epq = raw::palloc0(size_of::<pg_sys::EPQState>()) as *mut pg_sys::EPQState;
         #[cfg(any(feature = "pg14", feature = "pg15"))]
-        raw::EvalPlanQualInit(direct.epq, estate, core::ptr::null_mut(), core::ptr::null_mut(), -1);
+        raw::EvalPlanQualInit(epq, estate, core::ptr::null_mut(), core::ptr::null_mut(), -1);
         #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
-        raw::EvalPlanQualInit(
-            direct.epq,
-            estate,
-            core::ptr::null_mut(),
-            core::ptr::null_mut(),
-            -1,
-            core::ptr::null_mut(),
-        );
-        direct.found = raw::table_slot_create(rel, &mut (*estate).es_tupleTable);
-        direct.new = raw::ExecInitExtraTupleSlot(estate, (*rel).rd_att, &raw const pg_sys::TTSOpsVirtual);
+        raw::EvalPlanQualInit(epq, estate, core::ptr::null_mut(), core::ptr::null_mut(), -1, core::ptr::null_mut());
+        let found = raw::table_slot_create(rel, &mut (*estate).es_tupleTable);
+        let new = raw::ExecInitExtraTupleSlot(estate, (*rel).rd_att, &raw const pg_sys::TTSOpsVirtual);
         raw::AfterTriggerBeginQuery();
-        Some(direct)
+        Writer { rel, estate, result, epq, found, new }
+    }
+}
+
+/// Fires the AFTER row triggers the writes queued and releases the writer
+/// and the relation (keeping its lock).
+///
+/// # Safety
+/// `w` is from `begin`, ended once; errors of the AFTER triggers longjmp
+/// over the callers' frames, which must hold nothing that needs dropping.
+pub unsafe fn end(w: Writer) {
+    // SAFETY: the executor state made by `begin`, released once.
+    unsafe {
+        AfterTriggerEndQuery(w.estate);
+        raw::EvalPlanQualEnd(w.epq);
+        raw::ExecCloseResultRelations(w.estate);
+        raw::ExecResetTupleTable((*w.estate).es_tupleTable, false);
+        raw::FreeExecutorState(w.estate);
+        raw::table_close(w.rel, pg_sys::NoLock as i32);
     }
 }
 
@@ -715,7 +761,7 @@ pub unsafe fn add(
         // allocated per tuple goes, as the executor frees it for each row
         // (a statement's totals may write many rows through one target).
         reset_per_tuple(target);
-        as_a_statement(target, |snapshot| update(target, key, (amount_type, terms), snapshot))
+        in_statement(&target.w, |snapshot| update(target, key, (amount_type, terms), snapshot))
     }
 }
 
@@ -724,20 +770,20 @@ pub unsafe fn add(
 /// snapshot under READ COMMITTED, and a command id of its own.
 ///
 /// # Safety
-/// As for `add`; the snapshot pushed here is popped before returning (or
-/// by the abort).
-unsafe fn as_a_statement<R>(target: &Target, f: impl FnOnce(pg_sys::Snapshot) -> R) -> R {
-    // SAFETY: the open target's executor state.
+/// `w` is from `begin`; the snapshot pushed here is popped before returning
+/// (or by the abort).
+pub unsafe fn in_statement<R>(w: &Writer, f: impl FnOnce(pg_sys::Snapshot) -> R) -> R {
+    // SAFETY: the writer's executor state.
     unsafe {
         raw::CommandCounterIncrement();
         raw::PushActiveSnapshot(raw::GetTransactionSnapshot());
         raw::UpdateActiveSnapshotCommandId();
         let snapshot = raw::GetActiveSnapshot();
-        (*target.estate).es_snapshot = snapshot;
-        (*target.estate).es_output_cid = raw::GetCurrentCommandId(true);
+        (*w.estate).es_snapshot = snapshot;
+        (*w.estate).es_output_cid = raw::GetCurrentCommandId(true);
         let result = f(snapshot);
         raw::PopActiveSnapshot();
-        (*target.estate).es_snapshot = core::ptr::null_mut();
+        (*w.estate).es_snapshot = core::ptr::null_mut();
         raw::CommandCounterIncrement();
         result
     }
@@ -751,7 +797,7 @@ unsafe fn as_a_statement<R>(target: &Target, f: impl FnOnce(pg_sys::Snapshot) ->
 unsafe fn reset_per_tuple(target: &Target) {
     // SAFETY: the open target's executor state.
     unsafe {
-        let per_tuple = (*target.estate).es_per_tuple_exprcontext;
+        let per_tuple = (*target.w.estate).es_per_tuple_exprcontext;
         if !per_tuple.is_null() {
             raw::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
         }
@@ -786,13 +832,16 @@ pub unsafe fn add_to_all(
         let rows = distinct(target, rows);
         // One snapshot and command id for every row, as the one statement
         // that would lock them.
-        as_a_statement(target, |snapshot| {
+        in_statement(&target.w, |snapshot| {
             let held = lock_all(target, rows, snapshot)?;
             let skipped = held
                 .iter()
                 .filter(|&&(found, value)| {
                     reset_per_tuple(target);
-                    matches!(write(&Target { found, ..*target }, value, None), Outcome::Skipped)
+                    matches!(
+                        write(&Target { w: Writer { found, ..target.w }, ..*target }, value, None),
+                        Outcome::Skipped
+                    )
                 })
                 .count();
             Ok((held.len(), skipped))
@@ -854,8 +903,8 @@ unsafe fn lock_all<'a>(
         // say, for a foreign key's KEY SHARE that waits for this lock).
         let shape = Shape { lock_mode: pg_sys::LockTupleMode::LockTupleExclusive, ..target.shape };
         for (i, &(key, amount)) in rows.iter().enumerate() {
-            let found = raw::table_slot_create(target.rel, &mut (*target.estate).es_tupleTable);
-            let row = Target { found, shape, ..*target };
+            let found = raw::table_slot_create(target.w.rel, &mut (*target.w.estate).es_tupleTable);
+            let row = Target { w: Writer { found, ..target.w }, shape, ..*target };
             if !locate(&row, &[key], snapshot) {
                 return Err(Outcome::Missing);
             }
@@ -911,13 +960,13 @@ unsafe fn update(target: &Target, key: &[pg_sys::Datum], amounts: Amounts, snaps
     }
 }
 
-/// Finds the row visible to `snapshot` by the key, into `target.found`.
+/// Finds the row visible to `snapshot` by the key, into `target.w.found`.
 ///
 /// # Safety
 /// As for `add`.
 unsafe fn locate(target: &Target, key: &[pg_sys::Datum], snapshot: pg_sys::Snapshot) -> bool {
     // SAFETY: scan keys over the index's own equality procedures and
-    // collations; the scan is ended before returning.
+    // collations.
     unsafe {
         let mut scankeys: [pg_sys::ScanKeyData; MAX_KEYS] = core::mem::zeroed();
         for i in 0..target.nkeys {
@@ -932,46 +981,75 @@ unsafe fn locate(target: &Target, key: &[pg_sys::Datum], snapshot: pg_sys::Snaps
                 key[target.shape.position[i]],
             );
         }
+        find(&target.w, target.index, &mut scankeys[..target.nkeys], snapshot)
+    }
+}
+
+/// Finds the row visible to `snapshot` whose entry in `index` (a unique
+/// index of the writer's table) matches `keys`, into `w.found`.
+///
+/// # Safety
+/// `w` is from `begin`, `index` open; `keys` compare its columns.
+pub unsafe fn find(
+    w: &Writer,
+    index: pg_sys::Relation,
+    keys: &mut [pg_sys::ScanKeyData],
+    snapshot: pg_sys::Snapshot,
+) -> bool {
+    // SAFETY: the contract; the scan is ended before returning.
+    unsafe {
         #[cfg(not(feature = "pg18"))]
-        let scan = raw::index_beginscan(target.rel, target.index, snapshot, target.nkeys as i32, 0);
+        let scan = raw::index_beginscan(w.rel, index, snapshot, keys.len() as i32, 0);
         #[cfg(feature = "pg18")]
-        let scan =
-            raw::index_beginscan(target.rel, target.index, snapshot, core::ptr::null_mut(), target.nkeys as i32, 0);
-        raw::index_rescan(scan, scankeys.as_mut_ptr(), target.nkeys as i32, core::ptr::null_mut(), 0);
-        let found = raw::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, target.found);
+        let scan = raw::index_beginscan(w.rel, index, snapshot, core::ptr::null_mut(), keys.len() as i32, 0);
+        raw::index_rescan(scan, keys.as_mut_ptr(), keys.len() as i32, core::ptr::null_mut(), 0);
+        let found = raw::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, w.found);
         raw::index_endscan(scan);
         found
     }
 }
 
-enum Locked {
+pub enum Locked {
     /// The version found.
     Same,
-    /// A later version (READ COMMITTED), now in `target.found`.
+    /// A later version (READ COMMITTED), now in the writer's `found` slot.
     Later,
     Not(Outcome),
 }
 
-/// Locks the row in `target.found` (its latest version under READ
+/// Locks the row in `target.w.found` (its latest version under READ
 /// COMMITTED, into the slot).
 ///
 /// # Safety
-/// As for `add`, with `target.found` holding the row found.
+/// As for `add`, with `target.w.found` holding the row found.
 unsafe fn lock(target: &Target, snapshot: pg_sys::Snapshot) -> Locked {
+    // SAFETY: the contract.
+    unsafe { lock_found(&target.w, snapshot, target.shape.lock_mode) }
+}
+
+/// Locks the row in `w.found` in `mode`, as an UPDATE (or `FOR UPDATE`)
+/// locks the row it found: under READ COMMITTED its latest version, into the
+/// slot; under REPEATABLE READ and SERIALIZABLE raising 40001 when a
+/// concurrent transaction changed or deleted it.
+///
+/// # Safety
+/// `w` is from `begin`, with `w.found` holding a row visible to `snapshot`;
+/// errors (a lock timeout, 40001) longjmp over the callers' frames.
+pub unsafe fn lock_found(w: &Writer, snapshot: pg_sys::Snapshot, mode: pg_sys::LockTupleMode::Type) -> Locked {
     // SAFETY: the open relation's table access method, on the row found.
     unsafe {
         let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32;
         let flags = if repeatable { 0 } else { pg_sys::TUPLE_LOCK_FLAG_FIND_LAST_VERSION as u8 };
-        let mut tid = (*target.found).tts_tid;
+        let mut tid = (*w.found).tts_tid;
         let mut tmfd: pg_sys::TM_FailureData = core::mem::zeroed();
-        let lock = (*(*target.rel).rd_tableam).tuple_lock.expect("a table access method locks tuples");
+        let lock = (*(*w.rel).rd_tableam).tuple_lock.expect("a table access method locks tuples");
         let result = lock(
-            target.rel,
+            w.rel,
             &mut tid,
             snapshot,
-            target.found,
-            (*target.estate).es_output_cid,
-            target.shape.lock_mode,
+            w.found,
+            (*w.estate).es_output_cid,
+            mode,
             pg_sys::LockWaitPolicy::LockWaitBlock,
             flags,
             &mut tmfd,
@@ -995,7 +1073,7 @@ unsafe fn lock(target: &Target, snapshot: pg_sys::Snapshot) -> Locked {
 /// `key`, as EvalPlanQual re-checks the UPDATE's condition.
 ///
 /// # Safety
-/// As for `add`, with `target.found` holding the locked row.
+/// As for `add`, with `target.w.found` holding the locked row.
 unsafe fn same_key(target: &Target, key: &[pg_sys::Datum]) -> bool {
     // SAFETY: the key columns of the locked row, compared with the index's
     // equality procedures.
@@ -1003,7 +1081,7 @@ unsafe fn same_key(target: &Target, key: &[pg_sys::Datum]) -> bool {
         (0..target.nkeys).all(|i| {
             let position = target.shape.position[i];
             let mut is_null = false;
-            let value = pg_sys::slot_getattr(target.found, i32::from(target.key_atts[position]), &mut is_null);
+            let value = pg_sys::slot_getattr(target.w.found, i32::from(target.key_atts[position]), &mut is_null);
             !is_null
                 && raw::OidFunctionCall2Coll(target.shape.eq[i], target.shape.collation[i], value, key[position])
                     .value()
@@ -1012,11 +1090,11 @@ unsafe fn same_key(target: &Target, key: &[pg_sys::Datum]) -> bool {
     }
 }
 
-/// The row's new value in `target.found` with the amounts added (`None` for
+/// The row's new value in `target.w.found` with the amounts added (`None` for
 /// NULL: NULL + amount is NULL, the UPDATE leaves a NULL column NULL).
 ///
 /// # Safety
-/// As for `add`, with `target.found` holding a row.
+/// As for `add`, with `target.w.found` holding a row.
 unsafe fn computed(target: &Target, amounts: Amounts) -> Option<Value> {
     // SAFETY: the contract.
     unsafe { computed_of(target, target.column, amounts) }
@@ -1031,12 +1109,12 @@ unsafe fn computed_of(target: &Target, column: i16, amounts: Amounts) -> Option<
     // SAFETY: the slot's column, of the column's type.
     unsafe {
         let mut is_null = false;
-        let old = pg_sys::slot_getattr(target.found, i32::from(column), &mut is_null);
+        let old = pg_sys::slot_getattr(target.w.found, i32::from(column), &mut is_null);
         (!is_null).then(|| new_value(target, old, amounts))
     }
 }
 
-/// Writes the locked row in `target.found` with `value` as its column (and
+/// Writes the locked row in `target.w.found` with `value` as its column (and
 /// `second` as its second column, if any).
 ///
 /// # Safety
@@ -1045,15 +1123,15 @@ unsafe fn write(target: &Target, value: Option<Value>, second: Option<Value>) ->
     // SAFETY: the new slot has the relation's descriptor; its values are the
     // locked row's (materialized in the slot) with the columns replaced.
     unsafe {
-        let natts = (*(*target.rel).rd_att).natts as usize;
-        if ((*target.found).tts_nvalid as usize) < natts {
-            raw::slot_getsomeattrs_int(target.found, natts as i32);
+        let natts = (*(*target.w.rel).rd_att).natts as usize;
+        if ((*target.w.found).tts_nvalid as usize) < natts {
+            raw::slot_getsomeattrs_int(target.w.found, natts as i32);
         }
-        let (old_values, old_nulls) = ((*target.found).tts_values, (*target.found).tts_isnull);
+        let (old_values, old_nulls) = ((*target.w.found).tts_values, (*target.w.found).tts_isnull);
         let c = target.column as usize - 1;
-        let clear = (*(*target.new).tts_ops).clear.expect("a slot type clears");
-        clear(target.new);
-        let (values, nulls) = ((*target.new).tts_values, (*target.new).tts_isnull);
+        let clear = (*(*target.w.new).tts_ops).clear.expect("a slot type clears");
+        clear(target.w.new);
+        let (values, nulls) = ((*target.w.new).tts_values, (*target.w.new).tts_isnull);
         values.copy_from_nonoverlapping(old_values, natts);
         nulls.copy_from_nonoverlapping(old_nulls, natts);
         if let Some(value) = value {
@@ -1062,15 +1140,45 @@ unsafe fn write(target: &Target, value: Option<Value>, second: Option<Value>) ->
         if let Some(second) = second {
             *values.add(target.second as usize - 1) = assigned(target, second);
         }
-        raw::ExecStoreVirtualTuple(target.new);
-        ExecSimpleRelationUpdate(target.result, target.estate, target.epq, target.found, target.new);
+        if rewrite(&target.w) {
+            Outcome::Updated
+        } else {
+            Outcome::Skipped
+        }
+    }
+}
+
+/// Writes the values in `w.new` (filled by the caller, of the table's
+/// descriptor) as the new version of the locked row in `w.found`: whether
+/// it was written (not skipped by a BEFORE trigger).
+///
+/// # Safety
+/// `w` is from `begin`, inside `in_statement`, with `w.found` holding the
+/// row locked by `lock_found` and `w.new` cleared and filled; errors (a
+/// constraint, a trigger) longjmp over the callers' frames.
+pub unsafe fn rewrite(w: &Writer) -> bool {
+    // SAFETY: the contract.
+    unsafe {
+        raw::ExecStoreVirtualTuple(w.new);
+        ExecSimpleRelationUpdate(w.result, w.estate, w.epq, w.found, w.new);
         // The table access method sets the new version's TID; a skipping
         // BEFORE trigger leaves the cleared slot's invalid one.
-        if (*target.new).tts_tid.ip_posid == 0 {
-            Outcome::Skipped
-        } else {
-            Outcome::Updated
-        }
+        (*w.new).tts_tid.ip_posid != 0
+    }
+}
+
+/// Inserts the values in `w.new` (filled by the caller, of the table's
+/// descriptor) as a new row, with its index entries.
+///
+/// # Safety
+/// `w` is from `begin`, inside `in_statement`, with `w.new` cleared and
+/// filled; errors (a constraint, a unique violation) longjmp over the
+/// callers' frames.
+pub unsafe fn insert(w: &Writer) {
+    // SAFETY: the contract.
+    unsafe {
+        raw::ExecStoreVirtualTuple(w.new);
+        ExecSimpleRelationInsert(w.result, w.estate, w.new);
     }
 }
 
@@ -1141,7 +1249,7 @@ unsafe fn assigned(target: &Target, value: Value) -> pg_sys::Datum {
     }
 }
 
-/// Whether the row in `target.found` may take `value`: within its bounds,
+/// Whether the row in `target.w.found` may take `value`: within its bounds,
 /// and, where the stock guard is not fired, with a stock its rule allows.
 ///
 /// # Safety
@@ -1154,7 +1262,7 @@ unsafe fn admissible(target: &Target, value: Option<Value>) -> Result<(), Outcom
     if target.stock_sanctioned && target.shape.column_type == pg_sys::NUMERICOID {
         let mut is_null = false;
         // SAFETY: the slot's bound column, a numeric (in bounds: not NULL).
-        let stock = unsafe { pg_sys::slot_getattr(target.found, i32::from(target.bound), &mut is_null) };
+        let stock = unsafe { pg_sys::slot_getattr(target.w.found, i32::from(target.bound), &mut is_null) };
         if crate::quantities::is_nan(pg_sys::NUMERICOID, stock) {
             return Err(Outcome::Fallback);
         }
@@ -1163,10 +1271,10 @@ unsafe fn admissible(target: &Target, value: Option<Value>) -> Result<(), Outcom
 }
 
 /// `Some` when the target is bounded and `value >= 0 AND value <= bound`
-/// does not hold on the row in `target.found` (NULL does not).
+/// does not hold on the row in `target.w.found` (NULL does not).
 ///
 /// # Safety
-/// `value` made by `computed` from the row in `target.found`.
+/// `value` made by `computed` from the row in `target.w.found`.
 unsafe fn out_of_bounds(target: &Target, value: Option<Value>) -> Option<Bounds> {
     if target.bound == 0 {
         return None;
@@ -1175,7 +1283,7 @@ unsafe fn out_of_bounds(target: &Target, value: Option<Value>) -> Option<Bounds>
     // types the contract gives them.
     unsafe {
         let mut is_null = false;
-        let bound = pg_sys::slot_getattr(target.found, i32::from(target.bound), &mut is_null);
+        let bound = pg_sys::slot_getattr(target.w.found, i32::from(target.bound), &mut is_null);
         let bound = (!is_null).then_some(bound);
         let (below_zero, above_bound) = match value {
             None => (None, None),
@@ -1235,18 +1343,18 @@ pub unsafe fn to_numeric(typid: pg_sys::Oid, value: pg_sys::Datum) -> pg_sys::Da
     }
 }
 
-type Builtin = unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+pub(crate) type Builtin = unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 
 /// # Safety
 /// `f` is a strict built-in function of one argument, which `arg` is.
-unsafe fn call1(f: Builtin, arg: pg_sys::Datum) -> pg_sys::Datum {
+pub(crate) unsafe fn call1(f: Builtin, arg: pg_sys::Datum) -> pg_sys::Datum {
     // SAFETY: the contract; the built-ins used here return no NULL.
     unsafe { raw::DirectFunctionCall1Coll(Some(f), pg_sys::InvalidOid, arg) }
 }
 
 /// # Safety
 /// `f` is a strict built-in function of two arguments, which `a` and `b` are.
-unsafe fn call2(f: Builtin, a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum {
+pub(crate) unsafe fn call2(f: Builtin, a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum {
     // SAFETY: the contract; the built-ins used here return no NULL.
     unsafe { raw::DirectFunctionCall2Coll(Some(f), pg_sys::InvalidOid, a, b) }
 }
@@ -1256,13 +1364,6 @@ unsafe fn call2(f: Builtin, a: pg_sys::Datum, b: pg_sys::Datum) -> pg_sys::Datum
 /// # Safety
 /// `target` is open; errors of the AFTER triggers longjmp as for `add`.
 pub unsafe fn close(target: Target) {
-    // SAFETY: the executor state made by `open`, released once.
-    unsafe {
-        AfterTriggerEndQuery(target.estate);
-        raw::EvalPlanQualEnd(target.epq);
-        raw::ExecCloseResultRelations(target.estate);
-        raw::ExecResetTupleTable((*target.estate).es_tupleTable, false);
-        raw::FreeExecutorState(target.estate);
-        raw::table_close(target.rel, pg_sys::NoLock as i32);
-    }
+    // SAFETY: the contract.
+    unsafe { end(target.w) }
 }

@@ -10,17 +10,18 @@
 //! operations of `stock_operations`.
 
 use core::ffi::c_char;
-use std::cell::Cell;
 
 use pgrx::pg_sys;
 
+use crate::chain_encoding::written_here;
+use crate::direct_update::{call2, raw};
 use crate::error::Error;
 use crate::fmgr::{
-    begin_index_scan, execute_plan, guarded_function, keep_generic_plan, result_text, result_value, spi_connect,
-    spi_finish, to_jsonb_of, KeptPlans, Verdict,
+    begin_index_scan, execute_plan, guarded_function, keep_generic_plan, pin_search_path, result_text, result_value,
+    spi_connect, spi_finish, to_jsonb_of, KeptPlans, Verdict,
 };
-use crate::invalidation;
-use crate::stock_operations::{keep_all, on_row, on_row_keyed_by_text, open, plans, Cache, Operation, Target};
+use crate::hold_records::{self, Settled, Settlement};
+use crate::stock_operations::{on_row, on_row_keyed_by_text, open, Operation};
 
 guarded_function!(
     /// `integrity.place_hold(tbl regclass, id anyelement, qty numeric, ttl
@@ -53,58 +54,8 @@ guarded_function!(
     }
 );
 
-/// A table's hold statements, with $1 the id (of the key type they were
-/// prepared for), $2 the quantity, $3 the table, $4 the idempotency key and
-/// $5 the ttl: the record of a hold without a key and with one (each the
-/// hold's id; none with a key a concurrent placement recorded first), the
-/// expiry of the row's overdue holds, and the hold of the idempotency key
-/// (no row if it is unused).
-const RECORD: usize = 0;
-const RECORD_KEYED: usize = 1;
-const EXPIRE: usize = 2;
-const KEYED: usize = 3;
-
 thread_local! {
-    /// By table and by the type of the id argument.
-    static HOLD_PLANS: Cache<4> = Default::default();
-    /// `integrity.hold_records_pending` and its table, with the invalidation
-    /// generation they were looked up at.
-    static PENDING_INDEX: Cell<(u64, pg_sys::Oid, pg_sys::Oid)> =
-        const { Cell::new((u64::MAX, pg_sys::InvalidOid, pg_sys::InvalidOid)) };
-    /// The statements of no table in particular, by what they do.
     static PLANS: KeptPlans<Statement, ()> = KeptPlans::default();
-}
-
-fn prepare_hold(_target: &Target, id_type: pg_sys::Oid) -> [pg_sys::SPIPlanPtr; 4] {
-    let held_row = "pg_catalog.to_jsonb($1)";
-    let overdue = format!(
-        "EXISTS (SELECT FROM integrity.hold_records h \
-                  WHERE h.table_name = $3 AND h.status = 'pending' AND h.row_id = {held_row} \
-                    AND h.expires_at <= pg_catalog.now())"
-    );
-    let insert = format!(
-        "INSERT INTO integrity.hold_records AS h (table_name, kind, row_id, quantity, idempotency_key, expires_at) \
-         VALUES ($3, 'stock', {held_row}, $2, $4, pg_catalog.now() + $5)"
-    );
-    keep_all(
-        [
-            // Without a key there is nothing to conflict with, and no ON
-            // CONFLICT: its speculative insertion costs more WAL and locking.
-            format!("{insert} RETURNING h.hold_id"),
-            format!(
-                "{insert} ON CONFLICT (table_name, idempotency_key, line) WHERE idempotency_key IS NOT NULL \
-                 DO NOTHING RETURNING h.hold_id"
-            ),
-            format!("SELECT integrity._expire_overdue($3, ARRAY[{held_row}]) WHERE {overdue}"),
-            // A new key (the usual case) is found unused by an index probe,
-            // without calling the PL/pgSQL function that checks a used one.
-            format!(
-                "SELECT (integrity._holds_of_key($3, $4, ARRAY[{held_row}], ARRAY[$2]))[1] \
-                  WHERE EXISTS (SELECT FROM integrity.hold_records h WHERE h.table_name = $3 AND h.idempotency_key = $4)"
-            ),
-        ],
-        [id_type, pg_sys::NUMERICOID, pg_sys::REGCLASSOID, pg_sys::TEXTOID, pg_sys::INTERVALOID],
-    )
 }
 
 /// # Safety
@@ -119,13 +70,8 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         // The checks' own errors, only when they fail.
         let mut values = [tbl.value, ttl.value];
         let nulls = [flag(tbl.isnull), flag(ttl.isnull)];
-        // SAFETY: the statement's parameters (regclass, interval); it raises,
-        // and nothing on this frame needs dropping.
-        unsafe {
-            spi_connect();
-            execute_plan(plan(Statement::CheckArguments), &mut values, &nulls, true);
-            spi_finish();
-        }
+        // SAFETY: the statement's parameters (regclass, interval); it raises.
+        unsafe { in_spi(|| execute_plan(plan(Statement::CheckArguments), &mut values, &nulls, true)) };
     }
     // The stock operation's checks and errors are reserve_stock's.
     let caller = Operation::Reserve.name();
@@ -136,24 +82,33 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // the anyelement argument.
     let id_type = unsafe { pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) };
     let rel = open(tbl.value, caller);
-    // SAFETY: the relation is open.
-    let statements = unsafe { plans(&HOLD_PLANS, rel, id_type, caller, prepare_hold) };
-    let mut values = [id.value, qty.value, tbl.value, key.value, ttl.value];
+    // The row as the hold records it: `to_jsonb(id)`, with search_path
+    // pinned when the type's output reads it or is the user's.
+    // SAFETY: `to_jsonb()` of the id's type, called on the id.
+    let row_id = unsafe {
+        let level = (!written_here(id_type)).then(|| pin_search_path());
+        let mut to_jsonb: pg_sys::FmgrInfo = core::mem::zeroed();
+        to_jsonb_of(&mut to_jsonb, id_type, pg_sys::CurrentMemoryContext);
+        let row_id = pg_sys::FunctionCall1Coll(&mut to_jsonb, pg_sys::InvalidOid, id.value);
+        if let Some(level) = level {
+            pg_sys::AtEOXact_GUC(true, level);
+        }
+        row_id
+    };
+    let mut values = [row_id, qty.value, tbl.value, key.value, ttl.value];
     let nulls = [b' ' as c_char, flag(qty.isnull), b' ' as c_char, flag(key.isnull), flag(ttl.isnull)];
     let quantity = (qty.value, qty.isnull);
 
     // The hold an earlier placement with the key recorded; else the row's
     // overdue holds are expired, so that what they held is available.
-    // SAFETY: the statements run inside the SPI connection made here, with
-    // the parameters they were prepared with; nothing on this frame needs
-    // dropping if one raises (plain arrays and datums).
+    // SAFETY: the statements' parameters (`Statement::Record`), the table's
+    // OID and the row's jsonb; nothing on this frame needs dropping if a
+    // statement raises (plain arrays and datums).
     let earlier = unsafe {
-        spi_connect();
-        let earlier = if key.isnull { None } else { hold_of_key(statements[KEYED], &mut values, &nulls) };
-        if earlier.is_none() && has_overdue(tbl.value, id.value, id_type) {
-            execute_plan(statements[EXPIRE], &mut values, &nulls, false);
+        let earlier = if key.isnull { None } else { in_spi(|| hold_of_key(&mut values, &nulls)) };
+        if earlier.is_none() && has_overdue(tbl.value, row_id) {
+            in_spi(|| execute_plan(plan(Statement::Expire), &mut values, &nulls, false));
         }
-        spi_finish();
         earlier
     };
     if let Some(hold) = earlier {
@@ -171,14 +126,19 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         Verdict::Allow(_) => return unsafe { null_result(fcinfo) },
         refused => return refused,
     }
-    // SAFETY: as for the statements above.
+    if key.isnull {
+        let ttl = (!ttl.isnull).then_some(ttl.value);
+        // SAFETY: the table's OID, the row's key as a jsonb, a numeric
+        // quantity that this caller just reserved, an interval.
+        if let Some(hold) = unsafe { hold_records::record(tbl.value, row_id, qty.value, ttl) } {
+            return Verdict::Allow(hold);
+        }
+    }
+    let record = if key.isnull { Statement::Record } else { Statement::RecordKeyed };
+    // SAFETY: as for the statements above; the hold's id is a bigint, by
+    // value, which outlives the connection.
     let hold = unsafe {
-        spi_connect();
-        let recorded =
-            execute_plan(statements[if key.isnull { RECORD } else { RECORD_KEYED }], &mut values, &nulls, false);
-        let hold = if recorded == 1 { result_value(0, 1) } else { None };
-        spi_finish();
-        hold
+        in_spi(|| (execute_plan(plan(record), &mut values, &nulls, false) == 1).then(|| result_value(0, 1)).flatten())
     };
     if let Some(hold) = hold {
         return Verdict::Allow(hold);
@@ -192,53 +152,72 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         return refused;
     }
     // SAFETY: as for the statements above.
-    let hold = unsafe {
-        spi_connect();
-        let hold = hold_of_key(statements[KEYED], &mut values, &nulls);
-        spi_finish();
-        hold
-    };
+    let hold = unsafe { in_spi(|| hold_of_key(&mut values, &nulls)) };
     // SAFETY: the running call's fcinfo (the contract).
     hold.map_or_else(|| unsafe { null_result(fcinfo) }, Verdict::Allow)
 }
 
-/// Whether the row (key `id`, of `id_type`, of table `tbl`) may have a pending
-/// hold past its expiry, by a probe of `integrity.hold_records_pending` on
-/// (table, `to_jsonb(id)`, `expires_at <= now()`) under the snapshot the
-/// expiry statement would take: most placements find none, and skip that
+/// `f` inside an SPI connection (`connect`).
+///
+/// # Safety
+/// `f` runs statements (and reads their results into values that outlive
+/// the connection only if passed by value); nothing on the callers' frames
+/// needs dropping if one raises (the abort disconnects and restores the
+/// setting).
+unsafe fn in_spi<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the connection is closed here, or by the abort (the contract).
+    unsafe {
+        let level = connect();
+        let result = f();
+        disconnect(level);
+        result
+    }
+}
+
+/// Connects to SPI with search_path pinned, so that the statements resolve
+/// names in `pg_catalog` only, whatever the caller's setting: the level to
+/// give `disconnect`.
+///
+/// # Safety
+/// `disconnect` closes the connection, or the abort does.
+unsafe fn connect() -> core::ffi::c_int {
+    // SAFETY: the contract.
+    unsafe {
+        let level = pin_search_path();
+        spi_connect();
+        level
+    }
+}
+
+/// # Safety
+/// `level` is from `connect`, whose connection is the current one.
+unsafe fn disconnect(level: core::ffi::c_int) {
+    spi_finish();
+    // SAFETY: the contract.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+}
+
+/// Whether the row (`row_id`, its key as a jsonb, of table `tbl`) may have a
+/// pending hold past its expiry, by a probe of `integrity.hold_records_pending`
+/// on (table, row, `expires_at <= now()`) under the snapshot the expiry
+/// statement would take: most placements find none, and skip that
 /// statement, whose own test of the same condition decides what it expires.
 /// The probe reads past the table's row security (the caller learns nothing
 /// from it but whether that statement runs).
 ///
 /// # Safety
-/// `id` is a non-NULL datum of `id_type`, `tbl` a table's OID.
-unsafe fn has_overdue(tbl: pg_sys::Datum, id: pg_sys::Datum, id_type: pg_sys::Oid) -> bool {
-    let generation = invalidation::generation();
-    let (mut at, mut index_oid, mut table_oid) = PENDING_INDEX.get();
-    if at != generation {
-        // SAFETY: catalog lookups by name, which return InvalidOid rather
-        // than raise for a relation that is not there.
-        unsafe {
-            let schema = pg_sys::get_namespace_oid(c"integrity".as_ptr(), true);
-            index_oid = pg_sys::get_relname_relid(c"hold_records_pending".as_ptr(), schema);
-            table_oid = pg_sys::get_relname_relid(c"hold_records".as_ptr(), schema);
-        }
-        at = generation;
-        PENDING_INDEX.set((at, index_oid, table_oid));
-    }
-    if index_oid == pg_sys::InvalidOid || table_oid == pg_sys::InvalidOid {
+/// `tbl` is a table's OID, `row_id` a jsonb.
+unsafe fn has_overdue(tbl: pg_sys::Datum, row_id: pg_sys::Datum) -> bool {
+    let Some(catalog) = hold_records::catalog() else {
         // Not as the extension made it: let the statement look.
         return true;
-    }
+    };
     // SAFETY: the table and its index are opened (and locked, as a query
     // reading them would) and closed keeping the locks; the scan keys compare
     // the index's columns (regclass, jsonb, timestamptz: the default operator
     // classes it was made with) by their types' own functions; the snapshot
-    // pushed is popped; `to_jsonb()` is called as the hold's record calls it.
+    // pushed is popped.
     unsafe {
-        let mut to_jsonb: pg_sys::FmgrInfo = core::mem::zeroed();
-        to_jsonb_of(&mut to_jsonb, id_type, pg_sys::CurrentMemoryContext);
-        let row_id = pg_sys::FunctionCall1Coll(&mut to_jsonb, pg_sys::InvalidOid, id);
         let now = pg_sys::Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         let mut keys: [pg_sys::ScanKeyData; 3] = core::mem::zeroed();
         let key = |key: &mut pg_sys::ScanKeyData, column: i16, strategy: u32, function: u32, value: pg_sys::Datum| {
@@ -247,8 +226,8 @@ unsafe fn has_overdue(tbl: pg_sys::Datum, id: pg_sys::Datum, id_type: pg_sys::Oi
         key(&mut keys[0], 1, pg_sys::BTEqualStrategyNumber, pg_sys::F_OIDEQ, tbl);
         key(&mut keys[1], 2, pg_sys::BTEqualStrategyNumber, pg_sys::F_JSONB_EQ, row_id);
         key(&mut keys[2], 3, pg_sys::BTLessEqualStrategyNumber, pg_sys::F_TIMESTAMPTZ_LE, now);
-        let table = pg_sys::table_open(table_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let index = pg_sys::index_open(index_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let table = pg_sys::table_open(catalog.table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let index = pg_sys::index_open(catalog.pending, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         // As SPI starts a statement that may write: this command's inserts seen.
         pg_sys::CommandCounterIncrement();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
@@ -269,15 +248,12 @@ unsafe fn has_overdue(tbl: pg_sys::Datum, id: pg_sys::Datum, id_type: pg_sys::Oi
 /// row, if any (a key used for another row or quantity raises 23505).
 ///
 /// # Safety
-/// Inside `SPI_connect`; `values` and `nulls` are the hold statements' parameters.
-unsafe fn hold_of_key(
-    keyed: pg_sys::SPIPlanPtr,
-    values: &mut [pg_sys::Datum; 5],
-    nulls: &[c_char; 5],
-) -> Option<pg_sys::Datum> {
+/// Inside `SPI_connect`; `values` and `nulls` are the placement statements'
+/// parameters.
+unsafe fn hold_of_key(values: &mut [pg_sys::Datum; 5], nulls: &[c_char; 5]) -> Option<pg_sys::Datum> {
     // SAFETY: connected to SPI, with the statement's parameters (the contract).
     // Not read-only: after a concurrent placement's commit, a new snapshot sees it.
-    let used = unsafe { execute_plan(keyed, values, nulls, false) } == 1;
+    let used = unsafe { execute_plan(plan(Statement::Keyed), values, nulls, false) } == 1;
     used.then(|| result_value(0, 1)).flatten()
 }
 
@@ -312,21 +288,33 @@ unsafe fn null_result(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     Verdict::Allow(pg_sys::Datum::from(0))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Settlement {
-    Commit,
-    Release,
-}
-
-/// The statements of no table in particular.  All but `CheckArguments` take
-/// $1 the hold, $2 a quantity, $3 the caller, $4 a table and $5 a row key.
+/// The statements of holds, of no table in particular.  A placement's take
+/// $1 the row (its key as a jsonb), $2 the quantity, $3 the table, $4 the
+/// idempotency key and $5 the ttl; a settlement's $1 the hold, $2 a
+/// quantity, $3 the caller, $4 a table and $5 a row key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Statement {
+    /// Raises for a NULL table or a ttl that is not positive.
     CheckArguments,
+    /// Records the hold without an idempotency key: its id
+    /// (`hold_records::record` without SPI, when it can).  Without a key
+    /// there is nothing to conflict with, and no ON CONFLICT: its
+    /// speculative insertion costs more WAL and locking.
+    Record,
+    /// Records the hold with its key: its id, or no row when a concurrent
+    /// placement recorded the key first.
+    RecordKeyed,
+    /// Expires the row's overdue holds.
+    Expire,
+    /// The hold of the idempotency key (no row if it is unused).  A new key
+    /// (the usual case) is found unused by an index probe, without calling
+    /// the PL/pgSQL function that checks a used one.
+    Keyed,
     /// Settles the pending hold unless it has expired (or the quantity does
     /// not fit), and returns what it held: whether on stock, the table, the
-    /// row key as text, what to consume (NULL for a release) and to give
-    /// back (NULL for nothing), the row key and the quantity.  Its status
+    /// row key, the quantity, what to consume (NULL for a release) and to
+    /// give back (NULL for nothing); `hold_records::settle` without SPI,
+    /// when it can.  Its status
     /// test is COLLATE "C" so that it does not imply the predicate of the
     /// index of pending holds: a generic plan made while there are few
     /// would scan that index whole for the hold, and keep doing so as they
@@ -342,21 +330,40 @@ impl Statement {
     fn sql(self) -> &'static str {
         match self {
             Statement::CheckArguments => "SELECT integrity._check_hold_arguments($1, $2, 'place_hold')",
+            Statement::Record => {
+                "INSERT INTO integrity.hold_records AS h (table_name, kind, row_id, quantity, expires_at) \
+                 VALUES ($3, 'stock', $1, $2, pg_catalog.now() + $5) RETURNING h.hold_id"
+            }
+            Statement::RecordKeyed => {
+                "INSERT INTO integrity.hold_records AS h (table_name, kind, row_id, quantity, idempotency_key, expires_at) \
+                 VALUES ($3, 'stock', $1, $2, $4, pg_catalog.now() + $5) \
+                 ON CONFLICT (table_name, idempotency_key, line) WHERE idempotency_key IS NOT NULL \
+                 DO NOTHING RETURNING h.hold_id"
+            }
+            Statement::Expire => {
+                "SELECT integrity._expire_overdue($3, ARRAY[$1]) \
+                  WHERE EXISTS (SELECT FROM integrity.hold_records h \
+                                 WHERE h.table_name = $3 AND h.status = 'pending' AND h.row_id = $1 \
+                                   AND h.expires_at <= pg_catalog.now())"
+            }
+            Statement::Keyed => {
+                "SELECT (integrity._holds_of_key($3, $4, ARRAY[$1], ARRAY[$2]))[1] \
+                  WHERE EXISTS (SELECT FROM integrity.hold_records h WHERE h.table_name = $3 AND h.idempotency_key = $4)"
+            }
             Statement::Settle(Settlement::Commit) => {
                 "UPDATE integrity.hold_records r \
                     SET status = 'committed', settled_at = pg_catalog.now(), committed_quantity = coalesce($2, r.quantity) \
                   WHERE r.hold_id = $1 AND r.status = 'pending' COLLATE \"C\" \
                     AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.now()) \
                     AND ($2 IS NULL OR ($2 > 0 AND $2 <= r.quantity)) \
-                RETURNING r.kind = 'stock', r.table_name, r.row_id #>> '{}', r.committed_quantity, \
-                          NULLIF(r.quantity - r.committed_quantity, 0), r.row_id, r.quantity"
+                RETURNING r.kind = 'stock', r.table_name, r.row_id, r.quantity, r.committed_quantity, \
+                          NULLIF(r.quantity - r.committed_quantity, 0)"
             }
             Statement::Settle(Settlement::Release) => {
                 "UPDATE integrity.hold_records r SET status = 'released', settled_at = pg_catalog.now() \
                   WHERE r.hold_id = $1 AND r.status = 'pending' COLLATE \"C\" \
                     AND (r.expires_at IS NULL OR r.expires_at > pg_catalog.now()) \
-                RETURNING r.kind = 'stock', r.table_name, r.row_id #>> '{}', NULL::numeric, r.quantity, r.row_id, \
-                          r.quantity"
+                RETURNING r.kind = 'stock', r.table_name, r.row_id, r.quantity, NULL::numeric, r.quantity"
             }
             Statement::Status => "SELECT integrity._settled_status($1, $2, $3)",
             Statement::GiveBackCredit => "SELECT integrity._give_back('credit', $4, $5, $2, $3)",
@@ -366,6 +373,9 @@ impl Statement {
     fn arg_types(self) -> Vec<pg_sys::Oid> {
         match self {
             Statement::CheckArguments => vec![pg_sys::REGCLASSOID, pg_sys::INTERVALOID],
+            Statement::Record | Statement::RecordKeyed | Statement::Expire | Statement::Keyed => {
+                vec![pg_sys::JSONBOID, pg_sys::NUMERICOID, pg_sys::REGCLASSOID, pg_sys::TEXTOID, pg_sys::INTERVALOID]
+            }
             _ => vec![pg_sys::INT8OID, pg_sys::NUMERICOID, pg_sys::TEXTOID, pg_sys::REGCLASSOID, pg_sys::JSONBOID],
         }
     }
@@ -408,41 +418,67 @@ unsafe fn settle(fcinfo: pg_sys::FunctionCallInfo, settlement: Settlement) -> Ve
     // live in the connection's memory until spi_finish, after their last
     // use; nothing on this frame needs dropping if a statement raises.
     unsafe {
-        spi_connect();
-        if execute_plan(plan(Statement::Settle(settlement)), &mut values, &nulls, false) == 0 {
-            execute_plan(plan(Statement::Status), &mut values, &nulls, false);
-            let settled = result_text(0, 1).expect("_settled_status returns a status or raises");
-            spi_finish();
-            let settled = std::ffi::CString::new(settled).expect("a status has no NUL");
-            return Verdict::Allow(pg_sys::Datum::from(pg_sys::cstring_to_text(settled.as_ptr())));
+        let qty = (!qty_null).then_some(qty);
+        // The SPI connection, once made, and its search_path level.
+        let mut connection = None;
+        let mut settled = hold_records::settle(args[0].value, settlement, qty);
+        if let Settled::Statement = settled {
+            connection = Some(connect());
+            settled = if execute_plan(plan(Statement::Settle(settlement)), &mut values, &nulls, false) == 0 {
+                Settled::NotPending
+            } else {
+                Settled::Done {
+                    on_stock: result_value(0, 1).is_some_and(|stock| stock.value() != 0),
+                    table: result_value(0, 2).expect("a hold has a table"),
+                    row_id: result_value(0, 3).expect("a hold has a row"),
+                    quantity: result_value(0, 4).expect("a hold has a quantity"),
+                    consumed: result_value(0, 5),
+                    given_back: result_value(0, 6),
+                }
+            };
         }
-        let on_stock = result_value(0, 1).is_some_and(|stock| stock.value() != 0);
-        let table = result_value(0, 2).expect("a hold has a table");
-        if on_stock {
-            let row = result_value(0, 3).expect("a hold has a row");
-            let consumed = result_value(0, 4);
-            let given_back = result_value(0, 5);
-            // The row key as text, converted to the key's type on the way.
-            let moves = [(consumed, Operation::Commit), (given_back, Operation::Release)];
-            for (quantity, operation) in moves.into_iter().filter_map(|(q, o)| q.map(|q| (q, o))) {
-                let rel = open(table, operation.name());
-                if let refused @ Verdict::Refuse(_) = on_row_keyed_by_text(rel, row, (quantity, false), operation) {
-                    // Still connected: the refusal's strings live in this
-                    // connection's memory, which spi_finish would free
-                    // before the caller raises it; the abort disconnects.
-                    return refused;
+        match settled {
+            Settled::Done { on_stock: true, table, row_id, consumed, given_back, .. } => {
+                // The row key as text (`row_id #>> '{}'`), converted to the
+                // key's type on the way.
+                let empty = pg_sys::construct_empty_array(pg_sys::TEXTOID);
+                let row = call2(raw::jsonb_extract_path_text, row_id, pg_sys::Datum::from(empty));
+                let moves = [(consumed, Operation::Commit), (given_back, Operation::Release)];
+                for (quantity, operation) in moves.into_iter().filter_map(|(q, o)| q.map(|q| (q, o))) {
+                    let rel = open(table, operation.name());
+                    if let refused @ Verdict::Refuse(_) = on_row_keyed_by_text(rel, row, (quantity, false), operation) {
+                        // Still connected, if at all: the refusal's strings
+                        // may live in this connection's memory, which
+                        // spi_finish would free before the caller raises
+                        // it; the abort disconnects.
+                        return refused;
+                    }
                 }
             }
-        } else {
-            // The DEBIT entry the caller inserts next takes the credit over:
-            // it is counted once, by the ledger.
-            values[1] = result_value(0, 7).expect("a hold has a quantity");
-            values[3] = table;
-            values[4] = result_value(0, 6).expect("a hold has a row");
-            nulls = [b' ' as c_char; 5];
-            execute_plan(plan(Statement::GiveBackCredit), &mut values, &nulls, false);
+            Settled::Done { table, row_id, quantity, .. } => {
+                // The DEBIT entry the caller inserts next takes the credit
+                // over: it is counted once, by the ledger.
+                if connection.is_none() {
+                    connection = Some(connect());
+                }
+                values[1] = quantity;
+                values[3] = table;
+                values[4] = row_id;
+                nulls = [b' ' as c_char; 5];
+                execute_plan(plan(Statement::GiveBackCredit), &mut values, &nulls, false);
+            }
+            Settled::NotPending | Settled::Statement => {
+                let level = connection.unwrap_or_else(|| connect());
+                execute_plan(plan(Statement::Status), &mut values, &nulls, false);
+                let settled = result_text(0, 1).expect("_settled_status returns a status or raises");
+                disconnect(level);
+                let settled = std::ffi::CString::new(settled).expect("a status has no NUL");
+                return Verdict::Allow(pg_sys::Datum::from(pg_sys::cstring_to_text(settled.as_ptr())));
+            }
         }
-        spi_finish();
+        if let Some(level) = connection {
+            disconnect(level);
+        }
         Verdict::Allow(pg_sys::Datum::from(pg_sys::cstring_to_text(status.as_ptr())))
     }
 }

@@ -26,6 +26,7 @@ mod chain_verify;
 mod direct_update;
 mod frozen_columns;
 mod hash_chain;
+mod hold_records;
 mod holds;
 mod ledger_credit;
 mod lifecycle;

@@ -259,10 +259,16 @@ pub(crate) unsafe fn on_row_keyed_by_text(
     match unsafe { key_input(rel, operation.name()) } {
         // SAFETY: a text datum (the contract) turned into a C string, read by
         // the input function of the key's type, which raises on bad input
-        // as the cast would; the relation is open.
+        // as the cast would (with search_path pinned, as the statements'
+        // cast runs, when the type's input may read it or is the user's);
+        // the relation is open.
         Some(input) => unsafe {
             let text = pg_sys::text_to_cstring(key.cast_mut_ptr());
+            let level = input.pin.then(|| pin_search_path());
             let id = pg_sys::OidInputFunctionCall(input.function, text, input.ioparam, -1);
+            if let Some(level) = level {
+                pg_sys::AtEOXact_GUC(true, level);
+            }
             on_row(rel, input.key_type, id, quantity, operation)
         },
         // SAFETY: as for this function.
@@ -276,6 +282,9 @@ struct KeyInput {
     key_type: pg_sys::Oid,
     function: pg_sys::Oid,
     ioparam: pg_sys::Oid,
+    /// The input may read search_path (a `regclass`) or run the user's
+    /// code: it runs with search_path pinned.
+    pin: bool,
 }
 
 thread_local! {
@@ -311,7 +320,12 @@ unsafe fn key_input(rel: pg_sys::Relation, caller: &str) -> Option<KeyInput> {
                 &mut cast,
             ) == pg_sys::CoercionPathType::COERCION_PATH_COERCEVIAIO;
         by_input.then(|| {
-            let mut input = KeyInput { key_type, function: pg_sys::InvalidOid, ioparam: pg_sys::InvalidOid };
+            let mut input = KeyInput {
+                key_type,
+                function: pg_sys::InvalidOid,
+                ioparam: pg_sys::InvalidOid,
+                pin: !crate::chain_encoding::written_here(key_type),
+            };
             pg_sys::getTypeInputInfo(key_type, &mut input.function, &mut input.ioparam);
             input
         })

@@ -206,6 +206,45 @@ UPDATE integrity.hold_records SET status = 'released', settled_at = now() WHERE 
 SELECT integrity.release_hold(:clerks2);
 
 ------------------------------------------------------------------------------
+-- The record of a hold is what the table's defaults make of it (the
+-- functions write it without SQL where they can): this transaction, its
+-- start, the role, line 1; settling it writes the status and the time.  What
+-- the DBA adds to integrity.hold_records binds the functions' writes as any
+-- other: a policy of their own, a trigger.
+INSERT INTO wholesaler_products VALUES (4, 'Valve box', 20, 0);
+BEGIN;
+SET LOCAL ROLE holds_clerk;
+SELECT integrity.place_hold('wholesaler_products', 4, 1, interval '1 hour') AS recorded \gset
+SELECT txid = pg_current_xact_id() AS this_transaction, created_at = now() AS created_now,
+       expires_at = now() + interval '1 hour' AS expires_in_an_hour, actor = current_user AS by_the_clerk,
+       line, kind, status, quantity, idempotency_key IS NULL AS no_key, settled_at IS NULL AS unsettled
+  FROM integrity.hold_records WHERE hold_id = :recorded;
+SELECT integrity.commit_hold(:recorded);
+SELECT status, committed_quantity, settled_at = now() AS settled_now FROM integrity.hold_records WHERE hold_id = :recorded;
+COMMIT;
+-- A restrictive policy: holds of more than 3 units are refused (42501).
+CREATE POLICY hold_records_small ON integrity.hold_records AS RESTRICTIVE FOR INSERT WITH CHECK (quantity <= 3);
+SET ROLE holds_clerk;
+SELECT sqlstate, message FROM expect_error($$SELECT integrity.place_hold('wholesaler_products', 4, 4)$$);
+SELECT integrity.place_hold('wholesaler_products', 4, 3) AS small_hold \gset
+SELECT integrity.release_hold(:small_hold);
+RESET ROLE;
+DROP POLICY hold_records_small ON integrity.hold_records;
+-- A trigger sees every record written and settled.
+CREATE TABLE hold_audit (hold_id bigint, op text, status text);
+CREATE FUNCTION audit_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO checkout.hold_audit VALUES (NEW.hold_id, TG_OP, NEW.status); RETURN NULL; END $$;
+CREATE TRIGGER hold_audit AFTER INSERT OR UPDATE ON integrity.hold_records FOR EACH ROW EXECUTE FUNCTION audit_hold();
+SELECT integrity.place_hold('wholesaler_products', 4, 1) AS audited \gset
+SELECT integrity.commit_hold(:audited);
+SELECT op, status FROM hold_audit WHERE hold_id = :audited ORDER BY op;
+DROP TRIGGER hold_audit ON integrity.hold_records;
+DROP TABLE hold_audit;
+DROP FUNCTION audit_hold();
+SELECT stock, reserved_stock FROM wholesaler_products WHERE id = 4;
+DELETE FROM wholesaler_products WHERE id = 4;
+
+------------------------------------------------------------------------------
 -- Credit holds: an open order holds part of the retailer's credit with the
 -- wholesaler (a two-column account key).  Holds and ledger entries together
 -- never take used credit above the limit; a committed hold hands its amount
