@@ -33,6 +33,10 @@
 //! columns.  A row whose lock ends in anything the direct path does not
 //! handle as the UPDATE would (the row changed by this very command, an
 //! invisible version) is left to the SPI statement too (`Outcome::Fallback`).
+//!
+//! The writer underneath (`Writer`: `begin`, `in_statement`, `find`,
+//! `lock_found`, `rewrite`, `insert`, `end`) also writes the extension's own
+//! hold records (`hold_records`).
 
 use std::cell::RefCell;
 

@@ -4,10 +4,13 @@
 //! Placing a hold expires the row's overdue holds first
 //! (`integrity._expire_overdue`, which locks hold records before rows, as
 //! everything does), reserves as `reserve_stock` does (`stock_operations`,
-//! directly when it can), and records the hold in `integrity.hold_records`,
-//! with statements prepared once per backend and table and kept.
+//! directly when it can), and records the hold in `integrity.hold_records`.
 //! Settling updates the hold record first, then the row, with the single-row
-//! operations of `stock_operations`.
+//! operations of `stock_operations`.  The record is written without SPI
+//! where `hold_records` can (a placement without an idempotency key, a
+//! settlement), else by statements prepared once per backend and kept, run
+//! with search_path pinned; the functions take no `SET` clause, which would
+//! cost the direct path a GUC level per call.
 
 use core::ffi::c_char;
 
