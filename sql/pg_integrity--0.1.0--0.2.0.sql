@@ -8563,4 +8563,46 @@ ALTER FUNCTION integrity.reserve_stock(regclass, anyarray, numeric[]) RESET sear
 ALTER FUNCTION integrity.place_hold(regclass, anyelement, numeric, interval, text) RESET search_path;
 ALTER FUNCTION integrity.commit_hold(bigint, numeric) RESET search_path;
 ALTER FUNCTION integrity.release_hold(bigint) RESET search_path;
+
+-- The index of pending holds finds the row by its jsonb hash.
+DROP INDEX integrity.hold_records_pending;
+CREATE INDEX hold_records_pending
+    ON integrity.hold_records (table_name, pg_catalog.jsonb_hash_extended(row_id, 0), expires_at)
+    WHERE status = 'pending';
+
+-- Expires the overdue pending holds of the given rows of tbl: the hold
+-- records first, then the rows, in key order.  A placement on several rows
+-- locks all of them (lock_all) before it gives anything back: locking only
+-- the rows that had overdue holds, and the others later, would take them out
+-- of key order, and two such placements could deadlock.
+CREATE OR REPLACE FUNCTION integrity._expire_overdue(tbl regclass, row_ids jsonb[], lock_all boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    due record;
+    expired bigint := 0;
+BEGIN
+    FOR due IN
+        WITH settled AS (
+            UPDATE integrity.hold_records h SET status = 'expired', settled_at = pg_catalog.now()
+             WHERE h.table_name = tbl
+               AND pg_catalog.jsonb_hash_extended(h.row_id, 0)
+                   = ANY (ARRAY(SELECT pg_catalog.jsonb_hash_extended(r, 0) FROM pg_catalog.unnest(row_ids) AS r))
+               AND h.row_id = ANY (row_ids)
+               AND h.status = 'pending' AND h.expires_at <= pg_catalog.now()
+            RETURNING h.kind, h.row_id, h.quantity)
+        SELECT s.kind, s.row_id, sum(s.quantity) AS quantity, count(*) AS holds
+          FROM settled s GROUP BY s.kind, s.row_id ORDER BY s.row_id
+    LOOP
+        IF lock_all AND expired = 0 THEN
+            PERFORM integrity._lock_stock_rows(tbl, row_ids);
+        END IF;
+        PERFORM integrity._give_back(due.kind, tbl, due.row_id, due.quantity, 'expire_holds');
+        expired := expired + due.holds;
+    END LOOP;
+    RETURN expired;
+END;
+$$;
 -- ==== end issue 13: hold records written without SPI ====

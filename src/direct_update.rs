@@ -190,6 +190,7 @@ pub(crate) mod raw {
         pub fn timestamptz_pl_interval(fcinfo: FunctionCallInfo) -> Datum;
         pub fn current_user(fcinfo: FunctionCallInfo) -> Datum;
         pub fn jsonb_extract_path_text(fcinfo: FunctionCallInfo) -> Datum;
+        pub fn jsonb_hash_extended(fcinfo: FunctionCallInfo) -> Datum;
         pub fn datumCopy(value: Datum, typByVal: bool, typLen: core::ffi::c_int) -> Datum;
         pub fn get_func_namespace(funcid: Oid) -> Oid;
         pub fn get_func_name(funcid: Oid) -> *mut core::ffi::c_char;

@@ -202,9 +202,10 @@ unsafe fn disconnect(level: core::ffi::c_int) {
 
 /// Whether the row (`row_id`, its key as a jsonb, of table `tbl`) may have a
 /// pending hold past its expiry, by a probe of `integrity.hold_records_pending`
-/// on (table, row, `expires_at <= now()`) under the snapshot the expiry
-/// statement would take: most placements find none, and skip that
-/// statement, whose own test of the same condition decides what it expires.
+/// on (table, the row's hash, `expires_at <= now()`) under the snapshot the
+/// expiry statement would take: most placements find none, and skip that
+/// statement, whose own test of the same condition (and of the row, whose
+/// hash another may share) decides what it expires.
 /// The probe reads past the table's row security (the caller learns nothing
 /// from it but whether that statement runs).
 ///
@@ -217,7 +218,7 @@ unsafe fn has_overdue(tbl: pg_sys::Datum, row_id: pg_sys::Datum) -> bool {
     };
     // SAFETY: the table and its index are opened (and locked, as a query
     // reading them would) and closed keeping the locks; the scan keys compare
-    // the index's columns (regclass, jsonb, timestamptz: the default operator
+    // the index's columns (regclass, bigint, timestamptz: the default operator
     // classes it was made with) by their types' own functions; the snapshot
     // pushed is popped.
     unsafe {
@@ -227,7 +228,8 @@ unsafe fn has_overdue(tbl: pg_sys::Datum, row_id: pg_sys::Datum) -> bool {
             pg_sys::ScanKeyInit(key, column, strategy as u16, pg_sys::Oid::from(function), value)
         };
         key(&mut keys[0], 1, pg_sys::BTEqualStrategyNumber, pg_sys::F_OIDEQ, tbl);
-        key(&mut keys[1], 2, pg_sys::BTEqualStrategyNumber, pg_sys::F_JSONB_EQ, row_id);
+        let hash = call2(raw::jsonb_hash_extended, row_id, pg_sys::Datum::from(0i64));
+        key(&mut keys[1], 2, pg_sys::BTEqualStrategyNumber, pg_sys::F_INT8EQ, hash);
         key(&mut keys[2], 3, pg_sys::BTLessEqualStrategyNumber, pg_sys::F_TIMESTAMPTZ_LE, now);
         let table = pg_sys::table_open(catalog.table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let index = pg_sys::index_open(catalog.pending, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
@@ -346,8 +348,9 @@ impl Statement {
             Statement::Expire => {
                 "SELECT integrity._expire_overdue($3, ARRAY[$1]) \
                   WHERE EXISTS (SELECT FROM integrity.hold_records h \
-                                 WHERE h.table_name = $3 AND h.status = 'pending' AND h.row_id = $1 \
-                                   AND h.expires_at <= pg_catalog.now())"
+                                 WHERE h.table_name = $3 AND h.status = 'pending' \
+                                   AND pg_catalog.jsonb_hash_extended(h.row_id, 0) = pg_catalog.jsonb_hash_extended($1, 0) \
+                                   AND h.row_id = $1 AND h.expires_at <= pg_catalog.now())"
             }
             Statement::Keyed => {
                 "SELECT (integrity._holds_of_key($3, $4, ARRAY[$1], ARRAY[$2]))[1] \
