@@ -188,7 +188,9 @@ unsafe fn open(catalog: &Catalog, privileges: &[(pg_sys::AclMode, &[usize])]) ->
 /// `table`, expiring after `ttl` (if any), as the statement
 /// `INSERT INTO integrity.hold_records (table_name, kind, row_id, quantity,
 /// expires_at) VALUES (…, 'stock', …) RETURNING hold_id` does with the
-/// table's defaults: its id, or `None` when the statement must do it.
+/// table's defaults: its id, or `None` when the statement must do it.  The
+/// caller has just reserved `quantity` of the row, which took the privileges
+/// on `table` that the policies of the record ask for.
 ///
 /// # Safety
 /// `table` is a table's OID, `row_id` a jsonb, `quantity` a numeric, `ttl`
@@ -335,8 +337,8 @@ unsafe fn may_settle(w: &Writer) -> bool {
     // SAFETY: the row's regclass column; privilege checks of the caller.
     unsafe {
         let user = pg_sys::GetUserId();
-        let table_oid = (*w.rel).rd_id;
-        if pg_sys::check_enable_rls(table_oid, pg_sys::InvalidOid, true)
+        let records = (*w.rel).rd_id;
+        if pg_sys::check_enable_rls(records, pg_sys::InvalidOid, true)
             != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
         {
             return true;
