@@ -391,6 +391,25 @@ pub unsafe fn pin_search_path() -> core::ffi::c_int {
     unsafe { set_locally(&[(c"search_path", c"pg_catalog, pg_temp")]) }
 }
 
+/// Runs `f` with `search_path` pinned as `pin_search_path` pins it when `pin`
+/// is true, and restores it afterwards (an error in `f` restores it by the
+/// abort).
+///
+/// # Safety
+/// `f` closes every GUC level it opens.
+pub unsafe fn pinned_if<R>(pin: bool, f: impl FnOnce() -> R) -> R {
+    // SAFETY: the level opened here is the innermost when `f` returns (the
+    // contract), and is closed here.
+    unsafe {
+        let level = pin.then(|| pin_search_path());
+        let result = f();
+        if let Some(level) = level {
+            pg_sys::AtEOXact_GUC(true, level);
+        }
+        result
+    }
+}
+
 /// Sets each `(name, value)` until `AtEOXact_GUC(true, level)` with the level
 /// returned, as a function's `SET` clause would.
 ///

@@ -43,8 +43,8 @@ use pgrx::{FromDatum, IntoDatum, PgSqlErrorCode};
 use crate::chain_encoding::{self, link_hash};
 use crate::error::{Error, Refusal, Registration};
 use crate::fmgr::{
-    begin_index_scan, execute_plan, pin_search_path, prepare, prepare_kept, result_text, result_value, select,
-    set_locally, spi_connect, spi_finish, KeptPlans,
+    begin_index_scan, execute_plan, pin_search_path, pinned_if, prepare, prepare_kept, result_text, result_value,
+    select, set_locally, spi_connect, spi_finish, KeptPlans,
 };
 use crate::invalidation;
 use crate::trigger::{relation_owner, trigger_entry, tuple_desc_attr, Firing, Verdict};
@@ -205,12 +205,7 @@ unsafe fn chain_row(firing: &Firing) -> Verdict {
             saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as c_int | pg_sys::SECURITY_NOFORCE_RLS as c_int,
         );
         let direct = plan.encoding.and_then(|encoding| {
-            let nest_level = plan.direct_pins_path.then(|| pin_search_path());
-            let linked = direct_link(plan, encoding, firing.relation(), key, &values[..nargs]);
-            if let Some(nest_level) = nest_level {
-                pg_sys::AtEOXact_GUC(true, nest_level);
-            }
-            linked
+            pinned_if(plan.direct_pins_path, || direct_link(plan, encoding, firing.relation(), key, &values[..nargs]))
         });
         let repeatable = pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as c_int;
         let mut stale = false;

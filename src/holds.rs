@@ -20,8 +20,8 @@ use crate::chain_encoding::written_here;
 use crate::direct_update::{call2, raw};
 use crate::error::Error;
 use crate::fmgr::{
-    begin_index_scan, execute_plan, guarded_function, keep_generic_plan, pin_search_path, result_text, result_value,
-    spi_connect, spi_finish, to_jsonb_of, KeptPlans, Verdict,
+    begin_index_scan, execute_plan, guarded_function, keep_generic_plan, pin_search_path, pinned_if, result_text,
+    result_value, spi_connect, spi_finish, to_jsonb_of, KeptPlans, Verdict,
 };
 use crate::hold_records::{self, Settled, Settlement};
 use crate::stock_operations::{on_row, on_row_keyed_by_text, open, Operation};
@@ -89,14 +89,11 @@ unsafe fn place(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // pinned when the type's output reads it or is the user's.
     // SAFETY: `to_jsonb()` of the id's type, called on the id.
     let row_id = unsafe {
-        let level = (!written_here(id_type)).then(|| pin_search_path());
-        let mut to_jsonb: pg_sys::FmgrInfo = core::mem::zeroed();
-        to_jsonb_of(&mut to_jsonb, id_type, pg_sys::CurrentMemoryContext);
-        let row_id = pg_sys::FunctionCall1Coll(&mut to_jsonb, pg_sys::InvalidOid, id.value);
-        if let Some(level) = level {
-            pg_sys::AtEOXact_GUC(true, level);
-        }
-        row_id
+        pinned_if(!written_here(id_type), || {
+            let mut to_jsonb: pg_sys::FmgrInfo = core::mem::zeroed();
+            to_jsonb_of(&mut to_jsonb, id_type, pg_sys::CurrentMemoryContext);
+            pg_sys::FunctionCall1Coll(&mut to_jsonb, pg_sys::InvalidOid, id.value)
+        })
     };
     let mut values = [row_id, qty.value, tbl.value, key.value, ttl.value];
     let nulls = [b' ' as c_char, flag(qty.isnull), b' ' as c_char, flag(key.isnull), flag(ttl.isnull)];

@@ -30,8 +30,8 @@ use crate::backend_map::Map;
 use crate::error::{Error, Registration};
 
 use crate::fmgr::{
-    execute_plan, free_plan, has_result, pin_search_path, prepare_kept, result_text, result_value, select, spi_connect,
-    spi_finish,
+    execute_plan, free_plan, has_result, pin_search_path, pinned_if, prepare_kept, result_text, result_value, select,
+    spi_connect, spi_finish,
 };
 use crate::invalidation;
 use crate::sanctioned;
@@ -181,13 +181,8 @@ fn statement(firing: &Firing, relid: pg_sys::Oid) -> (pg_sys::SPIPlanPtr, bool) 
     let plain = plain(&sql);
     let plan = STATEMENTS.with_borrow(|all| all.get(&relid).filter(|(_, s, _)| *s == sql).map(|e| e.2));
     let plan = plan.unwrap_or_else(|| {
-        // SAFETY: closed right after the statement is prepared, or by the
-        // abort if preparing it fails.
-        let nest_level = unsafe { pin_search_path() };
-        let plan = prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}"));
-        // SAFETY: closes the level opened above.
-        unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
-        plan
+        // SAFETY: preparing opens no GUC level.
+        unsafe { pinned_if(true, || prepare_kept(&sql, &mut [pg_sys::TIDOID], || format!("statement: {sql}"))) }
     });
     STATEMENTS.with_borrow_mut(|all| {
         if let Some((_, _, stale)) = all.insert(relid, (generation, sql, plan)) {

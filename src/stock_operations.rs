@@ -44,8 +44,8 @@ use pgrx::{FromDatum, PgSqlErrorCode};
 use crate::direct_update;
 use crate::error::{Error, Refusal};
 use crate::fmgr::{
-    execute_plan, free_plan, guarded_function, keep_generic_plan, pin_search_path, result_text, result_value,
-    spi_connect, spi_finish, Verdict,
+    execute_plan, free_plan, guarded_function, keep_generic_plan, pin_search_path, pinned_if, result_text,
+    result_value, spi_connect, spi_finish, Verdict,
 };
 use crate::invalidation;
 use crate::quantities;
@@ -264,11 +264,7 @@ pub(crate) unsafe fn on_row_keyed_by_text(
         // the relation is open.
         Some(input) => unsafe {
             let text = pg_sys::text_to_cstring(key.cast_mut_ptr());
-            let level = input.pin.then(|| pin_search_path());
-            let id = pg_sys::OidInputFunctionCall(input.function, text, input.ioparam, -1);
-            if let Some(level) = level {
-                pg_sys::AtEOXact_GUC(true, level);
-            }
+            let id = pinned_if(input.pin, || pg_sys::OidInputFunctionCall(input.function, text, input.ioparam, -1));
             on_row(rel, input.key_type, id, quantity, operation)
         },
         // SAFETY: as for this function.
@@ -884,11 +880,7 @@ unsafe fn reserve_rows(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
         // now, so that their errors (ids of a type with no cast to the key's,
         // a guard column renamed away) come before those of the arguments.
         // SAFETY: the relation is open; the level is closed at once.
-        unsafe {
-            let level = pin_search_path();
-            plans(&ROWS_PLANS, rel, ids_type, caller, prepare_rows);
-            pg_sys::AtEOXact_GUC(true, level);
-        }
+        unsafe { pinned_if(true, || plans(&ROWS_PLANS, rel, ids_type, caller, prepare_rows)) };
     }
 
     if args[1].isnull {

@@ -333,12 +333,10 @@ fn compiled_filter(firing: &Firing, text: &CStr) -> Filter {
             8 * 1024 * 1024,
         );
         let previous = pg_sys::MemoryContextSwitchTo(context);
-        let level = crate::fmgr::pin_search_path();
-        let expr = match analyze((*firing.relation()).rd_id, text) {
+        let expr = match crate::fmgr::pinned_if(true, || analyze((*firing.relation()).rd_id, text)) {
             Ok(expr) => expr,
             Err(problem) => invalid_filter(text, &problem),
         };
-        pg_sys::AtEOXact_GUC(true, level);
         let state = pg_sys::ExecInitExpr(expr.cast(), core::ptr::null_mut());
         let econtext = pg_sys::CreateStandaloneExprContext();
         let slot = pg_sys::MakeSingleTupleTableSlot(
@@ -1346,10 +1344,10 @@ unsafe fn filter_sql(fcinfo: pg_sys::FunctionCallInfo) -> Verdict {
     // search_path at pg_catalog it qualifies every name outside it.  The
     // setting is restored before returning (an error restores it by abort).
     unsafe {
-        let level = crate::fmgr::pin_search_path();
-        let context = pg_sys::deparse_context_for(pg_sys::get_rel_name(source), source);
-        let text = pg_sys::deparse_expression(expr, context, false, false);
-        pg_sys::AtEOXact_GUC(true, level);
+        let text = crate::fmgr::pinned_if(true, || {
+            let context = pg_sys::deparse_context_for(pg_sys::get_rel_name(source), source);
+            pg_sys::deparse_expression(expr, context, false, false)
+        });
         Verdict::Allow(pg_sys::Datum::from(pg_sys::cstring_to_text(text)))
     }
 }
