@@ -293,7 +293,7 @@ BEGIN
 
     CASE kind || '/' || variant
     WHEN 'pieces/none', 'ledger/none', 'catalog/none', 'catalog_purgeable/none', 'catalog_assets/none',
-         'stock_pieces/none', 'stock_pieces_empty/none' THEN
+         'stock_pieces/none', 'stock_pieces_empty/none', 'stock_pieces/one_statement' THEN
         NULL;
     WHEN 'stock_pieces/pg_integrity', 'stock_pieces_empty/pg_integrity' THEN
         PERFORM integrity.maintain_total((tbl || '_stock')::regclass, 'quantity', tbl::regclass, ARRAY['stock_id'],
@@ -366,6 +366,13 @@ BEGIN
         -- 000's ledger chained per retailer-wholesaler account (append-only too).
         EXECUTE format('ALTER TABLE %I ADD COLUMN chain_seq bigint, ADD COLUMN row_hash bytea', tbl);
         PERFORM integrity.enable_hash_chain(tbl::regclass, ARRAY['retailer_id', 'wholesaler_id']);
+    WHEN 'ledger/chain_columns' THEN
+        -- What a chained row writes beyond the unchained one, without
+        -- chaining: the two columns (the client sends their values) and the
+        -- chain index that enable_hash_chain creates.
+        EXECUTE format('ALTER TABLE %I ADD COLUMN chain_seq bigint, ADD COLUMN row_hash bytea', tbl);
+        EXECUTE format('CREATE INDEX %I ON %I (retailer_id, wholesaler_id, chain_seq)', left(tbl || '_chain', 63), tbl);
+        PERFORM integrity.protect_append_only(tbl::regclass);
     WHEN 'ledger/plpgsql' THEN
         EXECUTE format('CREATE TRIGGER prevent_ledger_update BEFORE UPDATE ON %I'
                        ' FOR EACH ROW EXECUTE FUNCTION prevent_ledger_modification()', tbl);
